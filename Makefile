@@ -1,0 +1,118 @@
+# Keyline: plain Makefile with explicit object lists.
+#
+#   make            release binaries in build/bin
+#   make test       sanitizer build, unit tests, integration tests
+#   make demo       provision a jig of 8 virtual boards (build/demo)
+#   make bench      throughput figures (64 boards, manual-way comparison)
+#
+# Every target that needs Debian packages runs scripts/setup first.
+
+CC ?= cc
+PKGS = openssl libp11 sqlite3 jansson zlib libzip p11-kit-1
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) $(WARN) -g -pthread
+CFLAGS_REL = $(CFLAGS_BASE) -O2 -D_FORTIFY_SOURCE=2
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+CFLAGS_SAN = $(CFLAGS_BASE) -O1 $(SANFLAGS)
+LDLIBS = $(PKG_LIBS) -ldl -pthread
+
+# Objects shared by the station and the board agent.
+COMMON_SRC = station/err.c station/log.c station/buf.c station/frame.c \
+	station/proto.c station/serial.c station/ini.c
+HSM_SRC = hsm/hsm.c
+DB_SRC = db/audit.c
+STATION_SRC = station/config.c station/devid.c station/certcheck.c \
+	station/ca.c station/ca_local.c station/link.c station/ota.c \
+	station/engine.c station/batch.c station/cmd_audit.c
+KEYLINE_MAIN = station/main.c
+AGENT_SRC = fixtures/agent/agent.c
+JIG_SRC = fixtures/jig/jig.c
+
+LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(STATION_SRC)
+
+UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
+	test_certcheck test_audit test_hsm test_ca_local test_link
+
+REL = build
+SAN = build/san
+
+rel_obj = $(patsubst %.c,$(REL)/obj/%.o,$(1))
+san_obj = $(patsubst %.c,$(SAN)/obj/%.o,$(1))
+
+BINS = keyline keyline-agent keyline-jig
+
+all: $(addprefix $(REL)/bin/,$(BINS))
+
+san: $(addprefix $(SAN)/bin/,$(BINS)) $(addprefix $(SAN)/tests/,$(UNIT_TESTS))
+
+$(REL)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_REL) -MMD -MP -c -o $@ $<
+
+$(SAN)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -MMD -MP -c -o $@ $<
+
+# --- release binaries
+$(REL)/bin/keyline: $(call rel_obj,$(LIB_SRC) $(KEYLINE_MAIN))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+
+$(REL)/bin/keyline-agent: $(call rel_obj,$(COMMON_SRC) $(HSM_SRC) $(AGENT_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+
+$(REL)/bin/keyline-jig: $(call rel_obj,$(COMMON_SRC) $(JIG_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+
+# --- sanitizer binaries (used by make test)
+$(SAN)/bin/keyline: $(call san_obj,$(LIB_SRC) $(KEYLINE_MAIN))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
+
+$(SAN)/bin/keyline-agent: $(call san_obj,$(COMMON_SRC) $(HSM_SRC) $(AGENT_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
+
+$(SAN)/bin/keyline-jig: $(call san_obj,$(COMMON_SRC) $(JIG_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
+
+# --- unit tests (CMocka), each linked against the library objects it needs
+$(SAN)/tests/%: tests/unit/%.c $(call san_obj,$(LIB_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS) -lcmocka
+
+setup:
+	@scripts/setup
+
+unit: san
+	@tests/run-unit $(addprefix $(SAN)/tests/,$(UNIT_TESTS))
+
+integration: san all
+	@tests/run-integration
+
+test: setup
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+demo: setup
+	@$(MAKE) --no-print-directory all
+	@scripts/demo
+
+bench: setup
+	@$(MAKE) --no-print-directory all
+	@scripts/bench
+
+clean:
+	rm -rf build
+
+.PHONY: all san setup unit integration test demo bench clean
+.SECONDARY:
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,51 @@
+/*
+ * certcheck.h: what the station checks in every certificate a CA returns
+ * before any of it reaches a board.
+ *
+ * Chain to the fleet root (through configured intermediates), the same
+ * public key the board generated, subject CN = the device ID, keyUsage with
+ * digitalSignature, extendedKeyUsage with clientAuth, not a CA, and inside
+ * its validity period.
+ */
+#ifndef KL_CERTCHECK_H
+#define KL_CERTCHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct certcheck_trust;
+
+/*
+ * Load the fleet root (PEM, one or more certificates) and optional
+ * intermediates (PEM bundle, NULL for none).  Free with
+ * certcheck_trust_free().  Thread-safe to use from many slots at once.
+ */
+int certcheck_trust_load(struct certcheck_trust **out, const char *root_pem,
+    const char *intermediates_pem);
+void certcheck_trust_free(struct certcheck_trust *t);
+
+struct certcheck_expect {
+	const char *cn;		/* the device ID */
+	const uint8_t *spki;	/* DER SPKI the board reported */
+	size_t spki_len;
+	time_t now;		/* 0 = time(NULL) */
+};
+
+/*
+ * 0 when the DER certificate passes every check; KL_ERR_CERT_INVALID with
+ * the first failed check in words in why ("public key differs from the
+ * board's key", "not issued by the fleet CA: unable to get local issuer
+ * certificate", ...); KL_ERR_INVALID when der does not parse.
+ */
+int certcheck_verify(const struct certcheck_trust *t, const uint8_t *der,
+    size_t der_len, const struct certcheck_expect *want, char *why,
+    size_t whysz);
+
+/* Hex helpers for the audit log: SHA-256 of the DER (64 hex + NUL) and the
+ * serial number in hex.  0 or KL_ERR_INVALID. */
+int certcheck_fingerprint(const uint8_t *der, size_t len, char out[65]);
+int certcheck_serial_hex(const uint8_t *der, size_t len, char *out,
+    size_t outsz);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * config.h: station.conf (docs/config.md has every key).
+ *
+ * Relative paths are resolved against the directory of the config file.
+ * Secrets are never in this file: the CA token PIN comes from pin_file or
+ * the environment variable named by pin_env, read at start-up into memory
+ * that is wiped after login.
+ */
+#ifndef KL_CONFIG_H
+#define KL_CONFIG_H
+
+#include <limits.h>
+
+#define CONFIG_MAX_SLOTS 128
+#define CONFIG_STR 128
+
+struct config_slot {
+	int number;			/* 1..CONFIG_MAX_SLOTS */
+	char device[PATH_MAX];		/* /dev/ttyACM0, a pty, ... */
+};
+
+struct config {
+	char path[PATH_MAX];
+
+	/* [station] */
+	char station_id[CONFIG_STR];		/* id (required) */
+	char operator_name[CONFIG_STR];		/* operator */
+	char work_order[CONFIG_STR];		/* work_order */
+	char audit_db[PATH_MAX];		/* audit_db (required) */
+	char device_id_template[CONFIG_STR];	/* device_id_template */
+
+	/* [keys] */
+	char key_type[16];			/* type: ec-p256 | rsa2048 | rsa3072 */
+	char tls_key_id[33];			/* tls_key_id, hex, default 02 */
+	char cert_id[33];			/* cert_id, hex, default 01 */
+	int uptane_key;				/* uptane_key: bool */
+	char uptane_key_id[33];			/* uptane_key_id, default 03 */
+	char key_label[CONFIG_STR];		/* label, default "keyline" */
+
+	/* [link] */
+	int baud;				/* baud, default 115200 */
+	int timeout_ms;				/* timeout_ms, default 5000 */
+	int keygen_timeout_ms;			/* keygen_timeout_ms, default 60000 */
+	int attempts;				/* attempts, default 4 */
+
+	/* [ca] */
+	char ca_backend[16];			/* backend: local */
+	char ca_issuer_cert[PATH_MAX];		/* issuer_cert (required) */
+	char fleet_root[PATH_MAX];		/* fleet_root (required) */
+	char ca_intermediates[PATH_MAX];	/* intermediates, optional */
+	char ca_module[PATH_MAX];		/* module */
+	char ca_module_env[PATH_MAX];		/* module_env: NAME=value, value a
+						 * path resolved like others */
+	char ca_token_label[CONFIG_STR];	/* token_label */
+	char ca_key_id[33];			/* key_id, hex */
+	char ca_pin_file[PATH_MAX];		/* pin_file */
+	char ca_pin_env[CONFIG_STR];		/* pin_env */
+	int validity_days;			/* validity_days, default 3650 */
+	char ca_dev_key_pem[PATH_MAX];		/* dev_key_pem */
+	int ca_dev_allow_pem;			/* dev_allow_pem_key: bool */
+
+	/* [ota] */
+	char root_crt[PATH_MAX];		/* root_crt */
+	char gateway_url[1024];			/* gateway_url: https only */
+	char credentials_zip[PATH_MAX];		/* credentials_zip */
+
+	/* [slots]  N = device */
+	struct config_slot slots[CONFIG_MAX_SLOTS];
+	int nslots;
+};
+
+/*
+ * Defaults, then path.  0, or KL_ERR_CONFIG / KL_ERR_IO with a message that
+ * names the file, the line and the key in err ("station.conf:12: [link]
+ * baud: not a number: 'fast'"), or, for a missing required key,
+ * "station.conf: [ca] fleet_root: required".
+ */
+int config_load(const char *path, struct config *out, char *err,
+    size_t errsz);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * link.h: the station's end of a board link.
+ *
+ * A transport is an ops table (serial termios today, USB later) with a
+ * written contract, so a test can put a real pty or a simulated USB device
+ * underneath.  On top, link_call() does one request/response exchange with
+ * retries: a lost, corrupt or NAKed exchange is sent again with the same seq,
+ * and the board answers a repeated seq from its cache without running the
+ * command twice (docs/protocol.md).
+ */
+#ifndef KL_LINK_H
+#define KL_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "station/buf.h"
+
+struct link_params {
+	int baud;		/* serial only; 0 = leave as is */
+};
+
+/*
+ * Contract for transports.  All calls may block at most timeout_ms.
+ *   open:  0 and *ctx, or KL_ERR_IO / KL_ERR_NOT_FOUND.
+ *   read:  bytes read (> 0), KL_ERR_TIMEOUT when nothing arrived in time,
+ *          KL_ERR_CLOSED when the other end is gone, KL_ERR_IO otherwise.
+ *   write: 0 when all n bytes were written, KL_ERR_TIMEOUT, KL_ERR_CLOSED,
+ *          KL_ERR_IO.
+ *   close: releases ctx; accepts NULL.
+ */
+struct link_ops {
+	const char *name;
+	int (*open)(const char *path, const struct link_params *p, void **ctx);
+	int (*read)(void *ctx, void *p, size_t n, int timeout_ms);
+	int (*write)(void *ctx, const void *p, size_t n, int timeout_ms);
+	void (*close)(void *ctx);
+	/* Discard bytes queued in either direction (after an error). */
+	void (*flush)(void *ctx);
+};
+
+extern const struct link_ops serial_link_ops;	/* station/serial.c */
+
+struct link_stats {
+	uint64_t bytes_tx;
+	uint64_t bytes_rx;
+	uint32_t frames_tx;
+	uint32_t frames_rx;
+	uint32_t retries;	/* requests sent again */
+	uint32_t crc_errors;	/* corrupt frames received */
+	uint32_t naks;		/* NAKs received from the board */
+};
+
+struct link;
+
+/* Opens path through ops.  Caller frees with link_close(). */
+int link_open(struct link **out, const struct link_ops *ops, const char *path,
+    const struct link_params *p);
+void link_close(struct link *l);
+
+/* Attempts per exchange (first try included); default 4. */
+void link_set_attempts(struct link *l, int attempts);
+
+/*
+ * One exchange: send type with req (may be NULL for an empty payload), wait
+ * up to timeout_ms per attempt for the answer.  On success resp holds the
+ * answer's payload (resp is reset first, its max must be >=
+ * FRAME_MAX_PAYLOAD).  If the board answers with an error frame, returns
+ * KL_ERR_REMOTE and copies its message into remote_err (may be NULL).
+ * Other returns: KL_ERR_TIMEOUT after every attempt timed out or was corrupt,
+ * KL_ERR_CLOSED, KL_ERR_IO, KL_ERR_PROTO.
+ */
+int link_call(struct link *l, uint8_t type, const struct buf *req,
+    struct buf *resp, int timeout_ms, char *remote_err, size_t errsz);
+
+const struct link_stats *link_stats(const struct link *l);
+
+#endif

@@ -1,0 +1,46 @@
+/* log.c: one-line diagnostics on stderr (see log.h). */
+#include "station/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include <openssl/err.h>
+
+static const char *log_prog = "keyline";
+static enum log_level log_min = LOG_LVL_INFO;
+
+static const char *const log_names[] = { "debug", "info", "warning", "error" };
+
+void
+log_init(const char *progname, enum log_level min)
+{
+	if (progname != NULL)
+		log_prog = progname;
+	log_min = min;
+}
+
+void
+log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	if (lvl < log_min)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "%s: %s: %s\n", log_prog, log_names[lvl], line);
+}
+
+void
+log_openssl(const char *what)
+{
+	unsigned long e;
+	char buf[256];
+
+	while ((e = ERR_get_error()) != 0) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		log_error("%s: %s", what, buf);
+	}
+}

@@ -1,0 +1,112 @@
+/*
+ * proto.h: the messages of the board link (docs/protocol.md).
+ *
+ * A frame's payload is a sequence of TLV fields: tag (1 byte), length
+ * (4 bytes, big-endian), value.  Strings are not NUL-terminated on the wire
+ * and may not contain NUL.  Unknown tags are ignored (forward
+ * compatibility); a field that runs past the payload makes the whole
+ * payload invalid.  proto_* readers validate the whole TLV sequence before
+ * looking anything up.
+ *
+ * The station sends requests (flags 0); the board answers each with a frame
+ * of the same type and seq and FRAME_F_RESPONSE, or FRAME_F_RESPONSE |
+ * FRAME_F_ERROR with PT_ERR_CODE and PT_ERR_MSG.
+ */
+#ifndef KL_PROTO_H
+#define KL_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "station/buf.h"
+
+#define PROTO_VERSION_MIN 1
+#define PROTO_VERSION_MAX 1
+#define PROTO_MAX_STR 256	/* longest string field accepted */
+
+enum proto_type {
+	PROTO_HELLO = 0x01,	/* req: VERSION_MIN, VERSION_MAX
+				 * resp: VERSION, SERIAL, MODEL, AGENT_VERSION,
+				 *       HSM_LABEL, HSM_MANUFACTURER, HSM_MODEL,
+				 *       HSM_SERIAL, MAX_PAYLOAD */
+	PROTO_KEYGEN = 0x02,	/* req: KEY_TYPE, KEY_ID, KEY_LABEL
+				 * resp: SPKI (DER SubjectPublicKeyInfo) */
+	PROTO_CSR = 0x03,	/* req: KEY_ID, SUBJECT_CN   resp: CSR (DER) */
+	PROTO_PUT_FILE = 0x04,	/* req: FILE_NAME, FILE_MODE, FILE_DATA
+				 * stages the file (temp file, fsync)
+				 * resp: SHA256 of what was staged */
+	PROTO_COMMIT = 0x05,	/* req: -  renames every staged file into place,
+				 * fsyncs the directory.  resp: - */
+	PROTO_ABORT = 0x06,	/* req: -  discards staged files. resp: - */
+	PROTO_FILE_HASH = 0x07,	/* req: FILE_NAME  resp: SHA256, FILE_SIZE
+				 * of the file in place (read back) */
+	PROTO_PUT_CERT = 0x08,	/* req: KEY_ID, KEY_LABEL, CERT (DER)
+				 * stores a certificate object in the token
+				 * resp: SHA256 of the DER read back from the
+				 *       token */
+	PROTO_SIGN = 0x09,	/* req: KEY_ID, CHALLENGE (<= 64 bytes)
+				 * resp: SIGNATURE: ECDSA (DER) or RSA
+				 *       PKCS#1 v1.5, over SHA-256(challenge) */
+	PROTO_UPTANE_KEYGEN = 0x0a, /* req: KEY_ID, KEY_LABEL (RSA 2048)
+				 * resp: SPKI */
+};
+
+enum proto_tag {
+	PT_VERSION_MIN = 1,	/* u32 */
+	PT_VERSION_MAX = 2,	/* u32 */
+	PT_VERSION = 3,		/* u32 */
+	PT_SERIAL = 10,		/* str */
+	PT_MODEL = 11,		/* str */
+	PT_AGENT_VERSION = 12,	/* str */
+	PT_HSM_LABEL = 13,	/* str */
+	PT_HSM_MANUFACTURER = 14, /* str */
+	PT_HSM_MODEL = 15,	/* str */
+	PT_HSM_SERIAL = 16,	/* str */
+	PT_MAX_PAYLOAD = 17,	/* u32 */
+	PT_KEY_TYPE = 20,	/* str: "ec-p256", "rsa2048", "rsa3072" */
+	PT_KEY_ID = 21,		/* bytes, 1..16 (CKA_ID) */
+	PT_KEY_LABEL = 22,	/* str */
+	PT_SPKI = 23,		/* bytes */
+	PT_SUBJECT_CN = 30,	/* str */
+	PT_CSR = 31,		/* bytes */
+	PT_FILE_NAME = 40,	/* str: a plain name, no '/' */
+	PT_FILE_MODE = 41,	/* u32, permission bits only */
+	PT_FILE_DATA = 42,	/* bytes */
+	PT_SHA256 = 43,		/* 32 bytes */
+	PT_FILE_SIZE = 44,	/* u32 */
+	PT_CERT = 50,		/* bytes */
+	PT_CHALLENGE = 60,	/* bytes */
+	PT_SIGNATURE = 61,	/* bytes */
+	PT_ERR_CODE = 70,	/* u32: a negative KL_ERR_* as two's complement */
+	PT_ERR_MSG = 71,	/* str */
+};
+
+#define PROTO_MAX_FILE (32u * 1024u)	/* largest file the agent stages */
+#define PROTO_MAX_CHALLENGE 64
+#define PROTO_MAX_KEY_ID 16
+
+/* Writers: append one field. 0, KL_ERR_TOO_BIG, KL_ERR_NOMEM. */
+int proto_put_bytes(struct buf *b, uint8_t tag, const void *p, size_t n);
+int proto_put_str(struct buf *b, uint8_t tag, const char *s);
+int proto_put_u32(struct buf *b, uint8_t tag, uint32_t v);
+
+/* 0 if payload is a well-formed TLV sequence, else KL_ERR_TRUNCATED. */
+int proto_validate(const uint8_t *payload, size_t len);
+
+/*
+ * Readers.  Each validates the payload first.  *p is borrowed from payload.
+ * KL_ERR_NOT_FOUND when the tag is absent; KL_ERR_INVALID for a value of the
+ * wrong shape (u32 not 4 bytes, string with NUL); KL_ERR_TOO_BIG when a
+ * value is over max (bytes) or does not fit out (strings, NUL included).
+ */
+int proto_get_bytes(const uint8_t *payload, size_t len, uint8_t tag,
+    size_t max, const uint8_t **p, size_t *n);
+int proto_get_str(const uint8_t *payload, size_t len, uint8_t tag,
+    char *out, size_t outsz);
+int proto_get_u32(const uint8_t *payload, size_t len, uint8_t tag,
+    uint32_t *v);
+
+/* Name of a message type for logs ("HELLO"); never NULL. */
+const char *proto_type_name(uint8_t type);
+
+#endif
