@@ -83,8 +83,23 @@ $(SAN)/bin/keyline-jig: $(call san_obj,$(COMMON_SRC) $(JIG_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
-# --- unit tests (CMocka), each linked against the library objects it needs
-$(SAN)/tests/%: tests/unit/%.c $(call san_obj,$(LIB_SRC))
+# --- unit tests (CMocka): each names exactly the objects it needs
+BASE_SRC = station/err.c station/log.c station/buf.c
+T_test_buf = $(BASE_SRC)
+T_test_frame = $(BASE_SRC) station/frame.c
+T_test_proto = $(BASE_SRC) station/proto.c
+T_test_ini = $(BASE_SRC) station/ini.c
+T_test_config = $(BASE_SRC) station/ini.c station/devid.c station/config.c
+T_test_devid = $(BASE_SRC) station/devid.c
+T_test_certcheck = $(BASE_SRC) station/certcheck.c
+T_test_audit = $(BASE_SRC) $(DB_SRC)
+T_test_hsm = $(BASE_SRC) $(HSM_SRC)
+T_test_ca_local = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
+	station/ca_local.c
+T_test_link = $(COMMON_SRC) station/link.c
+
+.SECONDEXPANSION:
+$(SAN)/tests/%: tests/unit/%.c $$(call san_obj,$$(T_$$*))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS) -lcmocka
 
