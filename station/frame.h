@@ -52,6 +52,8 @@ struct frame_decoder {
 	struct buf in;		/* bytes not yet parsed */
 	uint32_t crc_errors;	/* frames dropped for a bad CRC */
 	uint32_t bytes_dropped;	/* garbage skipped while resyncing */
+	size_t pending;		/* size of the frame last handed out; dropped
+				 * at the next push or next */
 };
 
 void frame_decoder_init(struct frame_decoder *d);
