@@ -10,6 +10,7 @@
 #define KL_CONFIG_H
 
 #include <limits.h>
+#include <stddef.h>
 
 #define CONFIG_MAX_SLOTS 128
 #define CONFIG_STR 128
@@ -77,5 +78,13 @@ struct config {
  */
 int config_load(const char *path, struct config *out, char *err,
     size_t errsz);
+
+/*
+ * The check behind [ota] gateway_url, also used for a credentials.zip's
+ * autoprov.url: "https://" and a non-empty host (optional :port 1..65535),
+ * no user information, no spaces or control characters.  0 or
+ * KL_ERR_CONFIG with why.
+ */
+int config_check_url(const char *url, char *why, size_t whysz);
 
 #endif

@@ -1,0 +1,583 @@
+/*
+ * config.c: station.conf into struct config (see config.h).
+ *
+ * Every key is one row of config_keys: where it goes in struct config and
+ * which checker turns the text into a value.  [slots] is the one section
+ * whose keys are not names but jig slot numbers.  Parsing fills a private
+ * copy; the caller's struct is written only when the whole file, and the
+ * checks across keys after it, passed.
+ */
+#include "station/config.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "station/devid.h"
+#include "station/err.h"
+#include "station/ini.h"
+
+enum config_type {
+	CT_STR,		/* copied as is */
+	CT_PATH,	/* relative to the config file's directory */
+	CT_BOOL,
+	CT_INT,		/* min..max */
+	CT_HEXID,	/* CKA_ID in hex, 1..16 bytes */
+	CT_KEYTYPE,
+	CT_TEMPLATE,	/* device ID template */
+	CT_BAUD,
+	CT_URL,		/* https://host... */
+	CT_BACKEND,
+	CT_ENVNAME,	/* name of an environment variable */
+	CT_MODULE_ENV,	/* NAME=path */
+};
+
+struct config_key {
+	const char *section;
+	const char *key;
+	enum config_type type;
+	size_t off;
+	size_t size;
+	long min, max;
+};
+
+#define CF(m) offsetof(struct config, m), sizeof(((struct config *)0)->m)
+
+static const struct config_key config_keys[] = {
+	{ "station", "id", CT_STR, CF(station_id), 0, 0 },
+	{ "station", "operator", CT_STR, CF(operator_name), 0, 0 },
+	{ "station", "work_order", CT_STR, CF(work_order), 0, 0 },
+	{ "station", "audit_db", CT_PATH, CF(audit_db), 0, 0 },
+	{ "station", "device_id_template", CT_TEMPLATE,
+	    CF(device_id_template), 0, 0 },
+
+	{ "keys", "type", CT_KEYTYPE, CF(key_type), 0, 0 },
+	{ "keys", "tls_key_id", CT_HEXID, CF(tls_key_id), 0, 0 },
+	{ "keys", "cert_id", CT_HEXID, CF(cert_id), 0, 0 },
+	{ "keys", "uptane_key", CT_BOOL, CF(uptane_key), 0, 0 },
+	{ "keys", "uptane_key_id", CT_HEXID, CF(uptane_key_id), 0, 0 },
+	{ "keys", "label", CT_STR, CF(key_label), 0, 0 },
+
+	{ "link", "baud", CT_BAUD, CF(baud), 0, 0 },
+	{ "link", "timeout_ms", CT_INT, CF(timeout_ms), 1, 600000 },
+	{ "link", "keygen_timeout_ms", CT_INT, CF(keygen_timeout_ms), 1,
+	    3600000 },
+	{ "link", "attempts", CT_INT, CF(attempts), 1, 100 },
+
+	{ "ca", "backend", CT_BACKEND, CF(ca_backend), 0, 0 },
+	{ "ca", "issuer_cert", CT_PATH, CF(ca_issuer_cert), 0, 0 },
+	{ "ca", "fleet_root", CT_PATH, CF(fleet_root), 0, 0 },
+	{ "ca", "intermediates", CT_PATH, CF(ca_intermediates), 0, 0 },
+	{ "ca", "module", CT_PATH, CF(ca_module), 0, 0 },
+	{ "ca", "module_env", CT_MODULE_ENV, CF(ca_module_env), 0, 0 },
+	{ "ca", "token_label", CT_STR, CF(ca_token_label), 0, 0 },
+	{ "ca", "key_id", CT_HEXID, CF(ca_key_id), 0, 0 },
+	{ "ca", "pin_file", CT_PATH, CF(ca_pin_file), 0, 0 },
+	{ "ca", "pin_env", CT_ENVNAME, CF(ca_pin_env), 0, 0 },
+	{ "ca", "validity_days", CT_INT, CF(validity_days), 1, 36500 },
+	{ "ca", "dev_key_pem", CT_PATH, CF(ca_dev_key_pem), 0, 0 },
+	{ "ca", "dev_allow_pem_key", CT_BOOL, CF(ca_dev_allow_pem), 0, 0 },
+
+	{ "ota", "root_crt", CT_PATH, CF(root_crt), 0, 0 },
+	{ "ota", "gateway_url", CT_URL, CF(gateway_url), 0, 0 },
+	{ "ota", "credentials_zip", CT_PATH, CF(credentials_zip), 0, 0 },
+};
+
+#define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+/* Sections with names; [slots] is handled apart. */
+static const char *const config_sections[] = {
+	"station", "keys", "link", "ca", "ota",
+};
+
+static const char *const config_key_types[] = {
+	"ec-p256", "rsa2048", "rsa3072",
+};
+
+static const char *const config_backends[] = {
+	"local",
+};
+
+/* The rates termios has names for (B9600 ...), which is what serial.c
+ * can set without custom divisors. */
+static const long config_bauds[] = {
+	1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800,
+	500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000,
+	3000000, 3500000, 4000000,
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+struct config_parse {
+	struct config *cfg;
+	char base_dir[PATH_MAX];
+	unsigned char seen[CONFIG_NKEYS];
+	unsigned char slot_seen[CONFIG_MAX_SLOTS + 1];
+};
+
+static int
+config_in_list(const char *v, const char *const *list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(v, list[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+config_is_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+	    (c >= 'A' && c <= 'F');
+}
+
+static int
+config_check_hexid(const char *v, char *why, size_t whysz)
+{
+	size_t i, n = strlen(v);
+
+	for (i = 0; i < n; i++) {
+		if (!config_is_hex(v[i])) {
+			snprintf(why, whysz, "not a hex ID: '%s'", v);
+			return KL_ERR_CONFIG;
+		}
+	}
+	if (n == 0 || n % 2 != 0 || n > 32) {
+		snprintf(why, whysz,
+		    "hex ID must be 1..16 bytes (2..32 hex digits, even): "
+		    "'%s'", v);
+		return KL_ERR_CONFIG;
+	}
+	return 0;
+}
+
+static int
+config_check_envname(const char *v, size_t len_max, char *why, size_t whysz)
+{
+	size_t i;
+
+	for (i = 0; v[i] != '\0' && i < len_max; i++) {
+		char c = v[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    c == '_' || (i > 0 && c >= '0' && c <= '9')))
+			break;
+	}
+	if (i == 0 || v[i] != '\0') {
+		snprintf(why, whysz, "not an environment variable name");
+		return KL_ERR_CONFIG;
+	}
+	return 0;
+}
+
+int
+config_check_url(const char *url, char *why, size_t whysz)
+{
+	static const char scheme[] = "https://";
+	const char *host, *p;
+	size_t i, hlen;
+	long port;
+
+	for (i = 0; url[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)url[i];
+
+		if (c <= 0x20 || c == 0x7f) {
+			snprintf(why, whysz,
+			    "URL contains a space or control character");
+			return KL_ERR_CONFIG;
+		}
+	}
+	if (strncmp(url, scheme, sizeof(scheme) - 1) != 0) {
+		snprintf(why, whysz, "URL must start with https://: '%s'",
+		    url);
+		return KL_ERR_CONFIG;
+	}
+	host = url + sizeof(scheme) - 1;
+	hlen = strcspn(host, "/?#");
+	if (memchr(host, '@', hlen) != NULL) {
+		/* Credentials in the URL would be copied onto every board. */
+		snprintf(why, whysz, "URL must not carry user information");
+		return KL_ERR_CONFIG;
+	}
+	p = memchr(host, ':', hlen);
+	if (host[0] == '[') {
+		/* IPv6 literal: [addr] or [addr]:port */
+		const char *close = memchr(host, ']', hlen);
+
+		p = NULL;
+		if (close == NULL || close == host + 1) {
+			snprintf(why, whysz, "URL has a bad IPv6 host");
+			return KL_ERR_CONFIG;
+		}
+		if (close + 1 < host + hlen) {
+			if (close[1] != ':') {
+				snprintf(why, whysz, "URL has a bad host");
+				return KL_ERR_CONFIG;
+			}
+			p = close + 1;
+		}
+	} else if (p == host || hlen == 0) {
+		snprintf(why, whysz, "URL has no host: '%s'", url);
+		return KL_ERR_CONFIG;
+	}
+	if (p != NULL) {
+		size_t plen = (size_t)(host + hlen - (p + 1));
+
+		port = 0;
+		for (i = 0; i < plen; i++) {
+			if (p[1 + i] < '0' || p[1 + i] > '9' || i >= 5) {
+				port = -1;
+				break;
+			}
+			port = port * 10 + (p[1 + i] - '0');
+		}
+		if (plen == 0 || port < 1 || port > 65535) {
+			snprintf(why, whysz, "URL has a bad port: '%s'", url);
+			return KL_ERR_CONFIG;
+		}
+	}
+	return 0;
+}
+
+static int
+config_set_module_env(struct config_parse *cp, const char *v, char *out,
+    size_t outsz, char *why, size_t whysz)
+{
+	char name[CONFIG_STR], path[PATH_MAX];
+	const char *eq = strchr(v, '=');
+	size_t nlen;
+	int n, rc;
+
+	if (eq == NULL || eq == v || (size_t)(eq - v) >= sizeof(name)) {
+		snprintf(why, whysz, "expected NAME=path: '%s'", v);
+		return KL_ERR_CONFIG;
+	}
+	nlen = (size_t)(eq - v);
+	memcpy(name, v, nlen);
+	name[nlen] = '\0';
+	if ((rc = config_check_envname(name, sizeof(name), why, whysz)) != 0)
+		return rc;
+	if ((rc = ini_to_path(eq + 1, cp->base_dir, path, sizeof(path), why,
+	    whysz)) != 0)
+		return rc;
+	n = snprintf(out, outsz, "%s=%s", name, path);
+	if (n < 0 || (size_t)n >= outsz) {
+		snprintf(why, whysz, "longer than %zu characters", outsz - 1);
+		return KL_ERR_CONFIG;
+	}
+	return 0;
+}
+
+static int
+config_set(struct config_parse *cp, const struct config_key *k,
+    const char *v, char *why, size_t whysz)
+{
+	char *field = (char *)cp->cfg + k->off;
+	long n;
+	int b, rc;
+
+	switch (k->type) {
+	case CT_STR:
+		if (v[0] == '\0') {
+			snprintf(why, whysz, "empty value");
+			return KL_ERR_CONFIG;
+		}
+		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_PATH:
+		return ini_to_path(v, cp->base_dir, field, k->size, why,
+		    whysz);
+	case CT_BOOL:
+		if ((rc = ini_to_bool(v, &b, why, whysz)) != 0)
+			return rc;
+		*(int *)(void *)field = b;
+		return 0;
+	case CT_INT:
+		if ((rc = ini_to_long(v, k->min, k->max, &n, why, whysz)) != 0)
+			return rc;
+		*(int *)(void *)field = (int)n;
+		return 0;
+	case CT_BAUD:
+		if ((rc = ini_to_long(v, 1, 4000000, &n, why, whysz)) != 0)
+			return rc;
+		{
+			size_t i;
+
+			for (i = 0; i < NELEM(config_bauds); i++)
+				if (config_bauds[i] == n)
+					break;
+			if (i == NELEM(config_bauds)) {
+				snprintf(why, whysz,
+				    "not a standard baud rate: '%s'", v);
+				return KL_ERR_CONFIG;
+			}
+		}
+		*(int *)(void *)field = (int)n;
+		return 0;
+	case CT_HEXID:
+		if ((rc = config_check_hexid(v, why, whysz)) != 0)
+			return rc;
+		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_KEYTYPE:
+		if (!config_in_list(v, config_key_types,
+		    NELEM(config_key_types))) {
+			snprintf(why, whysz,
+			    "unknown key type '%s' (ec-p256, rsa2048, "
+			    "rsa3072)", v);
+			return KL_ERR_CONFIG;
+		}
+		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_BACKEND:
+		if (!config_in_list(v, config_backends,
+		    NELEM(config_backends))) {
+			snprintf(why, whysz, "unknown CA backend '%s' (local)",
+			    v);
+			return KL_ERR_CONFIG;
+		}
+		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_TEMPLATE:
+		if ((rc = devid_check_template(v, why, whysz)) != 0)
+			return KL_ERR_CONFIG;
+		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_URL:
+		if ((rc = config_check_url(v, why, whysz)) != 0)
+			return rc;
+		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_ENVNAME:
+		if ((rc = config_check_envname(v, k->size, why, whysz)) != 0)
+			return rc;
+		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_MODULE_ENV:
+		return config_set_module_env(cp, v, field, k->size, why,
+		    whysz);
+	}
+	snprintf(why, whysz, "internal: no checker for this key");
+	return KL_ERR_INTERNAL;
+}
+
+static int
+config_slot(struct config_parse *cp, const char *key, const char *value,
+    char *why, size_t whysz)
+{
+	struct config_slot *s;
+	long n;
+	int rc;
+
+	if ((rc = ini_to_long(key, 1, CONFIG_MAX_SLOTS, &n, why, whysz)) != 0)
+		return rc;
+	if (cp->slot_seen[n]) {
+		snprintf(why, whysz, "slot %ld given twice", n);
+		return KL_ERR_CONFIG;
+	}
+	if (value[0] == '\0') {
+		snprintf(why, whysz, "empty device path");
+		return KL_ERR_CONFIG;
+	}
+	/* nslots < CONFIG_MAX_SLOTS: numbers are 1..MAX and unique. */
+	s = &cp->cfg->slots[cp->cfg->nslots];
+	if ((rc = ini_to_str(value, s->device, sizeof(s->device), why,
+	    whysz)) != 0)
+		return rc;
+	s->number = (int)n;
+	cp->slot_seen[n] = 1;
+	cp->cfg->nslots++;
+	return 0;
+}
+
+static int
+config_cb(void *arg, const char *section, const char *key, const char *value,
+    char *why, size_t whysz)
+{
+	struct config_parse *cp = arg;
+	size_t i;
+
+	if (section[0] == '\0') {
+		snprintf(why, whysz, "key outside any [section]");
+		return KL_ERR_CONFIG;
+	}
+	if (strcmp(section, "slots") == 0)
+		return config_slot(cp, key, value, why, whysz);
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		if (strcmp(config_keys[i].section, section) == 0 &&
+		    strcmp(config_keys[i].key, key) == 0)
+			break;
+	}
+	if (i == CONFIG_NKEYS) {
+		if (!config_in_list(section, config_sections,
+		    NELEM(config_sections)))
+			snprintf(why, whysz, "unknown section [%s]", section);
+		else
+			snprintf(why, whysz, "unknown key '%s' in [%s]", key,
+			    section);
+		return KL_ERR_CONFIG;
+	}
+	if (cp->seen[i]) {
+		snprintf(why, whysz, "duplicate key");
+		return KL_ERR_CONFIG;
+	}
+	cp->seen[i] = 1;
+	return config_set(cp, &config_keys[i], value, why, whysz);
+}
+
+static void
+config_defaults(struct config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->device_id_template, sizeof(c->device_id_template),
+	    "{model}-{serial}");
+	snprintf(c->key_type, sizeof(c->key_type), "ec-p256");
+	snprintf(c->tls_key_id, sizeof(c->tls_key_id), "02");
+	snprintf(c->cert_id, sizeof(c->cert_id), "01");
+	snprintf(c->uptane_key_id, sizeof(c->uptane_key_id), "03");
+	snprintf(c->key_label, sizeof(c->key_label), "keyline");
+	c->baud = 115200;
+	c->timeout_ms = 5000;
+	c->keygen_timeout_ms = 60000;
+	c->attempts = 4;
+	snprintf(c->ca_backend, sizeof(c->ca_backend), "local");
+	c->validity_days = 3650;
+	snprintf(c->ca_module, sizeof(c->ca_module),
+	    "/usr/lib/softhsm/libsofthsm2.so");
+}
+
+/* Checks across keys, once the whole file is read. */
+static int
+config_check_required(const struct config *c, char *err, size_t errsz)
+{
+	static const struct {
+		const char *section, *key;
+		size_t off;
+	} required[] = {
+		{ "station", "id", offsetof(struct config, station_id) },
+		{ "station", "audit_db", offsetof(struct config, audit_db) },
+		{ "ca", "issuer_cert", offsetof(struct config, ca_issuer_cert) },
+		{ "ca", "fleet_root", offsetof(struct config, fleet_root) },
+	};
+	const char *p = c->path;
+	size_t i;
+
+	for (i = 0; i < NELEM(required); i++) {
+		if (((const char *)c + required[i].off)[0] == '\0') {
+			snprintf(err, errsz, "%s: [%s] %s: required", p,
+			    required[i].section, required[i].key);
+			return KL_ERR_CONFIG;
+		}
+	}
+
+	/* Where the board's root.crt and gateway.url come from. */
+	if (c->credentials_zip[0] != '\0' &&
+	    (c->gateway_url[0] != '\0' || c->root_crt[0] != '\0')) {
+		snprintf(err, errsz,
+		    "%s: [ota] credentials_zip: set either credentials_zip "
+		    "or gateway_url and root_crt, not both", p);
+		return KL_ERR_CONFIG;
+	}
+	if (c->credentials_zip[0] == '\0') {
+		if (c->gateway_url[0] == '\0' && c->root_crt[0] == '\0') {
+			snprintf(err, errsz,
+			    "%s: [ota] credentials_zip: required (or "
+			    "gateway_url and root_crt)", p);
+			return KL_ERR_CONFIG;
+		}
+		if (c->gateway_url[0] == '\0') {
+			snprintf(err, errsz, "%s: [ota] gateway_url: required "
+			    "(with root_crt)", p);
+			return KL_ERR_CONFIG;
+		}
+		if (c->root_crt[0] == '\0') {
+			snprintf(err, errsz, "%s: [ota] root_crt: required "
+			    "(with gateway_url)", p);
+			return KL_ERR_CONFIG;
+		}
+	}
+
+	/* Where the CA key comes from: the token, or a file only on
+	 * purpose. */
+	if (c->ca_dev_key_pem[0] != '\0' && !c->ca_dev_allow_pem) {
+		snprintf(err, errsz,
+		    "%s: [ca] dev_key_pem: refused: the CA private key would "
+		    "be a file on disk; keep it in the token (key_id) or set "
+		    "dev_allow_pem_key = yes for development", p);
+		return KL_ERR_CONFIG;
+	}
+	if (c->ca_dev_key_pem[0] != '\0' && c->ca_key_id[0] != '\0') {
+		snprintf(err, errsz, "%s: [ca] dev_key_pem: set either key_id "
+		    "or dev_key_pem, not both", p);
+		return KL_ERR_CONFIG;
+	}
+	if (c->ca_dev_key_pem[0] == '\0' && c->ca_key_id[0] == '\0') {
+		snprintf(err, errsz, "%s: [ca] key_id: required", p);
+		return KL_ERR_CONFIG;
+	}
+	if (c->ca_key_id[0] != '\0') {
+		if (c->ca_pin_file[0] == '\0' && c->ca_pin_env[0] == '\0') {
+			snprintf(err, errsz, "%s: [ca] pin_file: required (or "
+			    "pin_env) with key_id", p);
+			return KL_ERR_CONFIG;
+		}
+		if (c->ca_pin_file[0] != '\0' && c->ca_pin_env[0] != '\0') {
+			snprintf(err, errsz, "%s: [ca] pin_env: set either "
+			    "pin_file or pin_env, not both", p);
+			return KL_ERR_CONFIG;
+		}
+	}
+	if (c->uptane_key && strcmp(c->uptane_key_id, c->tls_key_id) == 0) {
+		snprintf(err, errsz, "%s: [keys] uptane_key_id: same ID as "
+		    "tls_key_id", p);
+		return KL_ERR_CONFIG;
+	}
+	return 0;
+}
+
+int
+config_load(const char *path, struct config *out, char *err, size_t errsz)
+{
+	struct config_parse *cp = NULL;
+	char tmp[PATH_MAX], *dir, *abs = NULL;
+	int r = KL_ERR_INTERNAL;
+
+	if (path == NULL || out == NULL) {
+		snprintf(err, errsz, "config: no path");
+		return KL_ERR_INVALID;
+	}
+	if ((cp = calloc(1, sizeof(*cp))) == NULL ||
+	    (cp->cfg = malloc(sizeof(*cp->cfg))) == NULL) {
+		r = KL_ERR_NOMEM;
+		snprintf(err, errsz, "%s: %s", path, kl_strerror(r));
+		goto out;
+	}
+	config_defaults(cp->cfg);
+	if (snprintf(cp->cfg->path, sizeof(cp->cfg->path), "%s", path) >=
+	    (int)sizeof(cp->cfg->path)) {
+		snprintf(err, errsz, "config: path too long");
+		r = KL_ERR_CONFIG;
+		goto out;
+	}
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	dir = dirname(tmp);
+	/* Absolute, so a later chdir() cannot move what the paths mean. */
+	if ((abs = realpath(dir, NULL)) != NULL)
+		dir = abs;
+	if (snprintf(cp->base_dir, sizeof(cp->base_dir), "%s", dir) >=
+	    (int)sizeof(cp->base_dir)) {
+		snprintf(err, errsz, "%s: directory name too long", path);
+		r = KL_ERR_CONFIG;
+		goto out;
+	}
+	if ((r = ini_parse_file(path, config_cb, cp, err, errsz)) != 0)
+		goto out;
+	if ((r = config_check_required(cp->cfg, err, errsz)) != 0)
+		goto out;
+	memcpy(out, cp->cfg, sizeof(*out));
+	r = 0;
+out:
+	free(abs);
+	if (cp != NULL)
+		free(cp->cfg);
+	free(cp);
+	return r;
+}

@@ -1,0 +1,498 @@
+/* test_config.c: station.conf, good and broken, through real files. */
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "station/config.h"
+#include "station/err.h"
+
+struct fixture {
+	char dir[64];		/* realpath of a fresh temp dir */
+	char path[128];		/* dir/station.conf */
+	struct config *cfg;
+	char err[512];
+};
+
+/* 14 lines; tests append to it and count from line 15. */
+static const char base_conf[] =
+    "# station under test\n"
+    "[station]\n"
+    "id = st-1\n"
+    "audit_db = audit.db\n"
+    "[ca]\n"
+    "issuer_cert = ca/issuer.pem\n"
+    "fleet_root = /etc/keyline/root.pem\n"
+    "key_id = 10\n"
+    "pin_file = pin\n"
+    "[ota]\n"
+    "gateway_url = https://gw.example.com:8443/path\n"
+    "root_crt = root.crt\n"
+    "[slots]\n"
+    "1 = /dev/ttyACM0\n";
+#define BASE_LINES 14
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char tmpl[] = "/tmp/test_config.XXXXXX", *real;
+
+	if (f == NULL || mkdtemp(tmpl) == NULL ||
+	    (real = realpath(tmpl, NULL)) == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "%s", real);
+	free(real);
+	snprintf(f->path, sizeof(f->path), "%s/station.conf", f->dir);
+	if ((f->cfg = malloc(sizeof(*f->cfg))) == NULL)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	unlink(f->path);
+	rmdir(f->dir);
+	free(f->cfg);
+	free(f);
+	return 0;
+}
+
+static void
+write_file(const char *path, const char *a, size_t alen, const char *b)
+{
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	if (alen > 0)
+		assert_int_equal(fwrite(a, 1, alen, fp), alen);
+	if (b != NULL)
+		fputs(b, fp);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static int
+load_text(struct fixture *f, const char *text, const char *extra)
+{
+	write_file(f->path, text, strlen(text), extra);
+	f->err[0] = '\0';
+	memset(f->cfg, 0x5a, sizeof(*f->cfg));
+	return config_load(f->path, f->cfg, f->err, sizeof(f->err));
+}
+
+static void
+test_good(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = f->cfg;
+	char want[256];
+
+	assert_int_equal(load_text(f, base_conf,
+	    "2 = /dev/pts/7\n"
+	    "[link]\nbaud = 921600\ntimeout_ms = 250\n"
+	    "[keys]\ntype = rsa2048\nuptane_key = yes\nlabel = board\n"
+	    "[ca]\nmodule_env = SOFTHSM2_CONF=softhsm2.conf\n"
+	    "token_label = station\n"), 0);
+	assert_string_equal(c->path, f->path);
+	assert_string_equal(c->station_id, "st-1");
+	snprintf(want, sizeof(want), "%s/audit.db", f->dir);
+	assert_string_equal(c->audit_db, want);
+	snprintf(want, sizeof(want), "%s/ca/issuer.pem", f->dir);
+	assert_string_equal(c->ca_issuer_cert, want);
+	assert_string_equal(c->fleet_root, "/etc/keyline/root.pem");
+	snprintf(want, sizeof(want), "%s/pin", f->dir);
+	assert_string_equal(c->ca_pin_file, want);
+	snprintf(want, sizeof(want), "SOFTHSM2_CONF=%s/softhsm2.conf",
+	    f->dir);
+	assert_string_equal(c->ca_module_env, want);
+	assert_string_equal(c->ca_token_label, "station");
+	assert_string_equal(c->ca_key_id, "10");
+	assert_string_equal(c->gateway_url, "https://gw.example.com:8443/path");
+	assert_int_equal(c->baud, 921600);
+	assert_int_equal(c->timeout_ms, 250);
+	assert_string_equal(c->key_type, "rsa2048");
+	assert_int_equal(c->uptane_key, 1);
+	assert_string_equal(c->key_label, "board");
+	assert_int_equal(c->nslots, 2);
+	assert_int_equal(c->slots[0].number, 1);
+	assert_string_equal(c->slots[0].device, "/dev/ttyACM0");
+	assert_int_equal(c->slots[1].number, 2);
+	assert_string_equal(c->slots[1].device, "/dev/pts/7");
+
+	/* Defaults for what was not set. */
+	assert_string_equal(c->device_id_template, "{model}-{serial}");
+	assert_string_equal(c->tls_key_id, "02");
+	assert_string_equal(c->cert_id, "01");
+	assert_string_equal(c->uptane_key_id, "03");
+	assert_int_equal(c->keygen_timeout_ms, 60000);
+	assert_int_equal(c->attempts, 4);
+	assert_string_equal(c->ca_backend, "local");
+	assert_int_equal(c->validity_days, 3650);
+	assert_string_equal(c->ca_module, "/usr/lib/softhsm/libsofthsm2.so");
+	assert_string_equal(c->operator_name, "");
+	assert_int_equal(c->ca_dev_allow_pem, 0);
+}
+
+static void
+test_defaults(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = f->cfg;
+
+	assert_int_equal(load_text(f, base_conf, NULL), 0);
+	assert_string_equal(c->key_type, "ec-p256");
+	assert_int_equal(c->baud, 115200);
+	assert_int_equal(c->timeout_ms, 5000);
+	assert_string_equal(c->key_label, "keyline");
+	assert_int_equal(c->uptane_key, 0);
+	assert_int_equal(c->nslots, 1);
+}
+
+/* A snippet appended to base_conf; the error must be exactly
+ * "<path>:<line>: <rest>" where line counts from the end of base_conf. */
+struct bad_case {
+	const char *snippet;
+	int line;		/* line of the snippet that is wrong (1-based) */
+	const char *rest;	/* expected text after "path:line: " */
+};
+
+static void
+test_bad_keys(void **state)
+{
+	static const struct bad_case cases[] = {
+		{ "[link]\nbaud = fast\n", 2,
+		    "[link] baud: not a number: 'fast'" },
+		{ "[link]\nbaud = 115201\n", 2,
+		    "[link] baud: not a standard baud rate: '115201'" },
+		{ "[link]\nattempts = 0\n", 2,
+		    "[link] attempts: out of range 1..100: '0'" },
+		{ "[link]\ntimeout_ms = 5000\ntimeout_ms = 6000\n", 3,
+		    "[link] timeout_ms: duplicate key" },
+		{ "[link]\nspeed = 9600\n", 2,
+		    "[link] speed: unknown key 'speed' in [link]" },
+		{ "[linq]\nbaud = 9600\n", 2,
+		    "[linq] baud: unknown section [linq]" },
+		{ "[keys]\ntype = ed25519\n", 2,
+		    "[keys] type: unknown key type 'ed25519' (ec-p256, "
+		    "rsa2048, rsa3072)" },
+		{ "[keys]\ntls_key_id = 0g\n", 2,
+		    "[keys] tls_key_id: not a hex ID: '0g'" },
+		{ "[keys]\ncert_id = 123\n", 2,
+		    "[keys] cert_id: hex ID must be 1..16 bytes (2..32 hex "
+		    "digits, even): '123'" },
+		{ "[keys]\ncert_id = "
+		    "000102030405060708090a0b0c0d0e0f10\n", 2,
+		    "[keys] cert_id: hex ID must be 1..16 bytes (2..32 hex "
+		    "digits, even): '000102030405060708090a0b0c0d0e0f10'" },
+		{ "[keys]\nuptane_key = maybe\n", 2,
+		    "[keys] uptane_key: not yes/no: 'maybe'" },
+		{ "[station]\ndevice_id_template = {model}-{sn}\n", 2,
+		    "[station] device_id_template: unknown placeholder at "
+		    "position 9 (known: {serial} {model} {hsm_serial} "
+		    "{station})" },
+		{ "[station]\nid = st-2\n", 2, "[station] id: duplicate key" },
+		{ "[station]\noperator =\n", 2, "[station] operator: empty "
+		    "value" },
+		{ "[ca]\nbackend = cfssl\n", 2,
+		    "[ca] backend: unknown CA backend 'cfssl' (local)" },
+		{ "[ca]\nvalidity_days = -1\n", 2,
+		    "[ca] validity_days: out of range 1..36500: '-1'" },
+		{ "[ca]\npin_env = 9PIN\n", 2,
+		    "[ca] pin_env: not an environment variable name" },
+		{ "[ca]\nmodule_env = /x/y.conf\n", 2,
+		    "[ca] module_env: expected NAME=path: '/x/y.conf'" },
+		{ "[ca]\nissuer_cert =\n", 2,
+		    "[ca] issuer_cert: duplicate key" },
+		{ "[ca]\nintermediates =\n", 2,
+		    "[ca] intermediates: empty path" },
+		{ "[ota]\ngateway_url = https://b\n", 2,
+		    "[ota] gateway_url: duplicate key" },
+		{ "[slots]\n1 = /dev/ttyUSB0\n", 2,
+		    "[slots] 1: slot 1 given twice" },
+		{ "[slots]\n01 = /dev/ttyUSB0\n", 2,
+		    "[slots] 01: slot 1 given twice" },
+		{ "[slots]\n0 = /dev/ttyUSB0\n", 2,
+		    "[slots] 0: out of range 1..128: '0'" },
+		{ "[slots]\n129 = /dev/ttyUSB0\n", 2,
+		    "[slots] 129: out of range 1..128: '129'" },
+		{ "[slots]\nfirst = /dev/ttyUSB0\n", 2,
+		    "[slots] first: not a number: 'first'" },
+		{ "[slots]\n5 =\n", 2, "[slots] 5: empty device path" },
+		/* Broken lines and bytes. */
+		{ "[link\n", 1, "section header without closing ']'" },
+		{ "[link]\nbaud 9600\n", 2,
+		    "expected 'key = value', '[section]' or a comment" },
+		{ "[station]\noperator = Bob\x1b[2J\n", 2,
+		    "control character 0x1b at column 15" },
+		{ "[station]\noperator = a\tb\n", 2,
+		    "[station] operator: control character 0x09 in value" },
+	};
+	struct fixture *f = *state;
+	char want[768];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct bad_case *c = &cases[i];
+
+		assert_int_equal(load_text(f, base_conf, c->snippet),
+		    KL_ERR_CONFIG);
+		snprintf(want, sizeof(want), "%s:%d: %s", f->path,
+		    BASE_LINES + c->line, c->rest);
+		if (strcmp(f->err, want) != 0)
+			fail_msg("case %zu:\n got '%s'\nwant '%s'", i, f->err,
+			    want);
+		/* The caller's struct is untouched on error. */
+		assert_int_equal(f->cfg->station_id[0], 0x5a);
+	}
+}
+
+static void
+test_bad_urls(void **state)
+{
+	static const struct {
+		const char *url, *words;
+	} cases[] = {
+		{ "http://gw.example.com/", "must start with https://" },
+		{ "HTTPS://gw/", "must start with https://" },
+		{ "https://", "no host" },
+		{ "https:///path", "no host" },
+		{ "https://:443/", "no host" },
+		{ "https://gw:0/", "bad port" },
+		{ "https://gw:65536/", "bad port" },
+		{ "https://gw:/", "bad port" },
+		{ "https://gw:44x/", "bad port" },
+		{ "https://user:pw@gw/", "user information" },
+		{ "https://gw/a b", "space or control" },
+		{ "https://[]/", "bad IPv6" },
+		{ "https://[::1]x/", "bad host" },
+	};
+	char why[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		why[0] = '\0';
+		if (config_check_url(cases[i].url, why, sizeof(why)) !=
+		    KL_ERR_CONFIG || strstr(why, cases[i].words) == NULL)
+			fail_msg("'%s': '%s'", cases[i].url, why);
+	}
+	assert_int_equal(config_check_url("https://gw", why, sizeof(why)), 0);
+	assert_int_equal(config_check_url("https://[::1]:8443/x?y#z", why,
+	    sizeof(why)), 0);
+	assert_int_equal(config_check_url("https://a.b:65535", why,
+	    sizeof(why)), 0);
+}
+
+static void
+test_required(void **state)
+{
+	static const struct {
+		const char *text, *rest;
+	} cases[] = {
+		{ "[station]\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[station] id: required" },
+		{ "[station]\nid = s\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[station] audit_db: required" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[ca] issuer_cert: required" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "key_id = 01\npin_env = P\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[ca] fleet_root: required" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n",
+		    "[ota] credentials_zip: required (or gateway_url and "
+		    "root_crt)" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+		    "gateway_url = https://gw\n",
+		    "[ota] root_crt: required (with gateway_url)" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+		    "root_crt = r.crt\n",
+		    "[ota] gateway_url: required (with root_crt)" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+		    "root_crt = r.crt\ncredentials_zip = c.zip\n",
+		    "[ota] credentials_zip: set either credentials_zip or "
+		    "gateway_url and root_crt, not both" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\n[ota]\ncredentials_zip = c.zip\n",
+		    "[ca] key_id: required" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[ca] pin_file: required (or pin_env) with key_id" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\ndev_key_pem = ca.key\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[ca] dev_key_pem: refused: the CA private key would be a "
+		    "file on disk; keep it in the token (key_id) or set "
+		    "dev_allow_pem_key = yes for development" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\ndev_key_pem = ca.key\n"
+		    "dev_allow_pem_key = no\n[ota]\ncredentials_zip = c.zip\n",
+		    "[ca] dev_key_pem: refused: the CA private key would be a "
+		    "file on disk; keep it in the token (key_id) or set "
+		    "dev_allow_pem_key = yes for development" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\ndev_key_pem = ca.key\nkey_id = 01\n"
+		    "dev_allow_pem_key = yes\n[ota]\ncredentials_zip = c.zip\n",
+		    "[ca] dev_key_pem: set either key_id or dev_key_pem, not "
+		    "both" },
+		{ "[station]\nid = s\naudit_db = a\n[keys]\nuptane_key = yes\n"
+		    "uptane_key_id = 02\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[keys] uptane_key_id: same ID as tls_key_id" },
+	};
+	struct fixture *f = *state;
+	char want[768];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(load_text(f, cases[i].text, NULL),
+		    KL_ERR_CONFIG);
+		snprintf(want, sizeof(want), "%s: %s", f->path,
+		    cases[i].rest);
+		if (strcmp(f->err, want) != 0)
+			fail_msg("case %zu:\n got '%s'\nwant '%s'", i, f->err,
+			    want);
+	}
+
+	/* The development key with its flag is accepted. */
+	assert_int_equal(load_text(f,
+	    "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+	    "fleet_root = r\ndev_key_pem = ca.key\ndev_allow_pem_key = yes\n"
+	    "[ota]\ncredentials_zip = c.zip\n", NULL), 0);
+	assert_int_equal(f->cfg->ca_dev_allow_pem, 1);
+	assert_int_equal(f->cfg->nslots, 0);
+}
+
+static void
+test_io(void **state)
+{
+	struct fixture *f = *state;
+	char missing[160], *big;
+	size_t n;
+
+	snprintf(missing, sizeof(missing), "%s/nope.conf", f->dir);
+	assert_int_equal(config_load(missing, f->cfg, f->err,
+	    sizeof(f->err)), KL_ERR_IO);
+	assert_non_null(strstr(f->err, missing));
+
+	/* Overlong line. */
+	n = 2000;
+	big = malloc(n + 32);
+	assert_non_null(big);
+	memcpy(big, "[station]\noperator = ", 21);
+	memset(big + 21, 'o', n);
+	big[21 + n] = '\0';
+	assert_int_equal(load_text(f, big, "\n"), KL_ERR_CONFIG);
+	{
+		char want[256];
+
+		snprintf(want, sizeof(want),
+		    "%s:2: line longer than 1024 bytes", f->path);
+		assert_string_equal(f->err, want);
+	}
+	/* A value that fits the line but not the field. */
+	memset(big + 21, 'o', 200);
+	big[221] = '\0';
+	assert_int_equal(load_text(f, big, "\n"), KL_ERR_CONFIG);
+	assert_non_null(strstr(f->err,
+	    ":2: [station] operator: longer than 127 characters"));
+	free(big);
+
+	/* Garbage: binary bytes. */
+	{
+		static const char junk[] = "\x7f" "ELF\x02\x01\x01";
+
+		write_file(f->path, junk, sizeof(junk), NULL);
+		assert_int_equal(config_load(f->path, f->cfg, f->err,
+		    sizeof(f->err)), KL_ERR_CONFIG);
+		assert_non_null(strstr(f->err, ":1: control character 0x7f"));
+	}
+}
+
+/* Every prefix of a good file, and every bit flip of it: 0, or
+ * KL_ERR_CONFIG with a message that names the file. */
+static void
+test_truncated_and_flipped(void **state)
+{
+	struct fixture *f = *state;
+	size_t len = strlen(base_conf), i, bit;
+	char copy[sizeof(base_conf)];
+	int rc, ok = 0;
+
+	/* Up to the line that completes the required keys, every prefix
+	 * fails; after it, a cut slot line still parses. */
+	for (i = 0; i < len; i++) {
+		write_file(f->path, base_conf, i, NULL);
+		rc = config_load(f->path, f->cfg, f->err, sizeof(f->err));
+		if (i < (size_t)(strstr(base_conf, "root.crt") - base_conf)) {
+			assert_int_equal(rc, KL_ERR_CONFIG);
+		} else if (rc == 0) {
+			continue;
+		}
+		assert_int_equal(rc, KL_ERR_CONFIG);
+		assert_int_equal(strncmp(f->err, f->path, strlen(f->path)), 0);
+	}
+	for (i = 0; i < len; i++) {
+		for (bit = 0; bit < 8; bit++) {
+			memcpy(copy, base_conf, len);
+			copy[i] = (char)(copy[i] ^ (1 << bit));
+			write_file(f->path, copy, len, NULL);
+			rc = config_load(f->path, f->cfg, f->err,
+			    sizeof(f->err));
+			if (rc == 0) {
+				ok++;
+				continue;
+			}
+			assert_int_equal(rc, KL_ERR_CONFIG);
+			assert_int_equal(strncmp(f->err, f->path,
+			    strlen(f->path)), 0);
+		}
+	}
+	/* Some flips are harmless (a letter in a comment or a value); most
+	 * are not.  Both kinds must have happened. */
+	assert_true(ok > 0);
+	assert_true(ok < (int)(len * 8) / 2);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_good, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defaults, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_bad_keys, setup,
+		    teardown),
+		cmocka_unit_test(test_bad_urls),
+		cmocka_unit_test_setup_teardown(test_required, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_io, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated_and_flipped,
+		    setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
