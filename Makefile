@@ -27,7 +27,8 @@ HSM_SRC = hsm/hsm.c
 DB_SRC = db/audit.c
 STATION_SRC = station/config.c station/devid.c station/certcheck.c \
 	station/ca.c station/ca_local.c station/link.c station/ota.c \
-	station/engine.c station/batch.c station/cmd_audit.c
+	station/engine.c station/station.c station/batch.c \
+	station/cmd_audit.c
 KEYLINE_MAIN = station/main.c
 AGENT_SRC = fixtures/agent/agent.c
 JIG_SRC = fixtures/jig/jig.c

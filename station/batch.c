@@ -1,0 +1,247 @@
+/*
+ * batch.c: `keyline batch --config station.conf [--count N]
+ * [--reprovision DEVICE-ID]...` (see batch.h).
+ *
+ * Builds the station from its config (audit log, CA, trust anchors, OTA
+ * files), runs the engine once over the jig and reports every event as a
+ * JSON line, so a line controller can follow a run with nothing more than
+ * a pipe.
+ */
+#include "station/batch.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "db/audit.h"
+#include "station/ca.h"
+#include "station/certcheck.h"
+#include "station/config.h"
+#include "station/engine.h"
+#include "station/err.h"
+#include "station/log.h"
+#include "station/ota.h"
+#include "station/station.h"
+
+#define BATCH_MAX_REPROVISION 256
+
+struct batch {
+	uint64_t bytes;		/* on the wire, both ways, all boards */
+	uint32_t retries;
+	int quiet;
+};
+
+static struct engine *batch_engine;
+
+static void
+batch_signal(int sig)
+{
+	(void)sig;
+	if (batch_engine != NULL)
+		engine_cancel(batch_engine);
+}
+
+static void
+batch_print(json_t *o)
+{
+	if (o == NULL)
+		return;
+	json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	fputc('\n', stdout);
+	fflush(stdout);
+	json_decref(o);
+}
+
+static void
+batch_event(void *arg, const struct engine_event *ev)
+{
+	struct batch *bt = arg;
+	json_t *o;
+
+	if (ev->kind == EV_PASSED || ev->kind == EV_FAILED) {
+		bt->bytes += ev->bytes_tx + ev->bytes_rx;
+		bt->retries += ev->retries;
+	}
+	if (bt->quiet && ev->kind == EV_STEP)
+		return;
+	o = json_pack("{s:I, s:I, s:s, s:i, s:s, s:s, s:s, s:I}",
+	    "seq", (json_int_t)ev->seq,
+	    "time_ms", (json_int_t)ev->time_ms,
+	    "event", engine_event_kind_name(ev->kind),
+	    "slot", ev->slot,
+	    "step", engine_step_name(ev->step),
+	    "serial", ev->serial,
+	    "device_id", ev->device_id,
+	    "elapsed_ms", (json_int_t)ev->elapsed_ms);
+	if (o == NULL)
+		return;
+	if (ev->message[0] != '\0')
+		json_object_set_new(o, "message", json_string(ev->message));
+	if (ev->kind == EV_FAILED)
+		json_object_set_new(o, "error", json_string(kl_errname(ev->err)));
+	if (ev->kind == EV_PASSED || ev->kind == EV_FAILED) {
+		if (ev->cert_serial[0] != '\0')
+			json_object_set_new(o, "cert_serial",
+			    json_string(ev->cert_serial));
+		if (ev->cert_fpr[0] != '\0')
+			json_object_set_new(o, "cert_sha256",
+			    json_string(ev->cert_fpr));
+		if (ev->key_fpr[0] != '\0')
+			json_object_set_new(o, "key_sha256",
+			    json_string(ev->key_fpr));
+		json_object_set_new(o, "bytes_tx",
+		    json_integer((json_int_t)ev->bytes_tx));
+		json_object_set_new(o, "bytes_rx",
+		    json_integer((json_int_t)ev->bytes_rx));
+		json_object_set_new(o, "retries", json_integer(ev->retries));
+	}
+	batch_print(o);
+}
+
+static void
+batch_usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: keyline batch --config FILE [--count N] "
+	    "[--reprovision DEVICE-ID]... [--quiet] [--verbose]\n");
+}
+
+static double
+mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int
+cmd_batch(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "reprovision", required_argument, NULL, 'r' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *reprov[BATCH_MAX_REPROVISION];
+	const char *config_path = NULL;
+	struct station st;
+	struct engine_opts eo;
+	struct engine_counts counts;
+	struct batch bt;
+	struct rusage ru;
+	struct sigaction sa;
+	char err[1024];
+	long count = 0;
+	char *end;
+	int nreprov = 0, c, r, n, exit_code = 2;
+	double t0, elapsed, cpu;
+
+	memset(&bt, 0, sizeof(bt));
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:n:r:qvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'n':
+			errno = 0;
+			count = strtol(optarg, &end, 10);
+			if (errno != 0 || *end != '\0' || count < 1 ||
+			    count > CONFIG_MAX_SLOTS) {
+				fprintf(stderr, "keyline batch: --count: not a "
+				    "number from 1 to %d: '%s'\n",
+				    CONFIG_MAX_SLOTS, optarg);
+				return 2;
+			}
+			break;
+		case 'r':
+			if (nreprov >= BATCH_MAX_REPROVISION) {
+				fprintf(stderr, "keyline batch: too many "
+				    "--reprovision\n");
+				return 2;
+			}
+			reprov[nreprov++] = optarg;
+			break;
+		case 'q':
+			bt.quiet = 1;
+			break;
+		case 'v':
+			log_init("keyline", LOG_LVL_DEBUG);
+			break;
+		case 'h':
+			batch_usage(stdout);
+			return 0;
+		default:
+			batch_usage(stderr);
+			return 2;
+		}
+	}
+	if (config_path == NULL || optind != argc) {
+		batch_usage(stderr);
+		return 2;
+	}
+	if ((r = station_open(&st, config_path, err, sizeof(err))) != 0) {
+		fprintf(stderr, "keyline batch: %s\n", err);
+		return 2;
+	}
+	memset(&eo, 0, sizeof(eo));
+	eo.cfg = st.cfg;
+	eo.ca = st.ca;
+	eo.audit = st.audit;
+	eo.trust = st.trust;
+	eo.ota = &st.ota;
+	eo.reprovision = reprov;
+	eo.nreprovision = nreprov;
+	eo.on_event = batch_event;
+	eo.arg = &bt;
+	if ((r = engine_new(&batch_engine, &eo)) != 0) {
+		fprintf(stderr, "keyline batch: cannot start the engine: %s\n",
+		    kl_strerror(r));
+		goto out;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = batch_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	t0 = mono_s();
+	(void)engine_run(batch_engine, (int)count);
+	elapsed = mono_s() - t0;
+	engine_counts(batch_engine, &counts);
+	n = counts.passed + counts.failed;
+	getrusage(RUSAGE_SELF, &ru);
+	cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	batch_print(json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:I, s:I, "
+	    "s:i}",
+	    "event", "summary",
+	    "boards", n,
+	    "passed", counts.passed,
+	    "failed", counts.failed,
+	    "elapsed_s", elapsed,
+	    "boards_per_s", elapsed > 0 ? n / elapsed : 0.0,
+	    "cpu_s_per_board", n > 0 ? cpu / n : 0.0,
+	    "peak_rss_kb", (json_int_t)ru.ru_maxrss,
+	    "wire_bytes_per_board", (json_int_t)(n > 0 ? bt.bytes / (uint64_t)n :
+	    0),
+	    "retries", (int)bt.retries));
+	exit_code = counts.failed == 0 && n > 0 ? 0 : 1;
+out:
+	engine_free(batch_engine);
+	batch_engine = NULL;
+	station_close(&st);
+	return exit_code;
+}

@@ -1,0 +1,1103 @@
+/*
+ * engine.c: per-slot provisioning state machines (see engine.h).
+ *
+ * Each slot thread walks one board through the steps in a straight line;
+ * every step either fills the board context or fails the board with a
+ * reason in words.  Nothing reaches the board's import directory until the
+ * certificate has been issued, recorded in the audit log and validated, and
+ * files are staged and then committed together so a failure leaves no
+ * partial file behind.
+ */
+#include "station/engine.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "db/audit.h"
+#include "hsm/hsm.h"
+#include "station/buf.h"
+#include "station/ca.h"
+#include "station/certcheck.h"
+#include "station/devid.h"
+#include "station/err.h"
+#include "station/frame.h"
+#include "station/link.h"
+#include "station/log.h"
+#include "station/ota.h"
+#include "station/proto.h"
+
+#define ENGINE_CHALLENGE_LEN 32
+#define ENGINE_MAX_PEM (16 * 1024)
+
+static const char *const step_names[STEP__COUNT] = {
+	[STEP_CONNECT] = "connect",
+	[STEP_IDENTIFY] = "identify",
+	[STEP_DUPCHECK] = "dupcheck",
+	[STEP_KEYGEN] = "keygen",
+	[STEP_CSR] = "csr",
+	[STEP_CA] = "ca",
+	[STEP_VALIDATE] = "validate",
+	[STEP_WRITE] = "write",
+	[STEP_VERIFY] = "verify",
+	[STEP_POP] = "pop",
+	[STEP_DONE] = "done",
+};
+
+static const char *const state_names[] = {
+	[SLOT_IDLE] = "idle",
+	[SLOT_WORKING] = "working",
+	[SLOT_WAITING_CA] = "waiting_ca",
+	[SLOT_PASSED] = "passed",
+	[SLOT_FAILED] = "failed",
+};
+
+static const char *const kind_names[] = {
+	[EV_STEP] = "step",
+	[EV_PASSED] = "passed",
+	[EV_FAILED] = "failed",
+	[EV_INFO] = "info",
+};
+
+const char *
+engine_step_name(enum engine_step s)
+{
+	return (unsigned)s < STEP__COUNT ? step_names[s] : "unknown";
+}
+
+const char *
+engine_state_name(enum slot_state s)
+{
+	return (unsigned)s <= SLOT_FAILED ? state_names[s] : "unknown";
+}
+
+const char *
+engine_event_kind_name(enum engine_event_kind k)
+{
+	return (unsigned)k <= EV_INFO ? kind_names[k] : "unknown";
+}
+
+struct engine_slot {
+	struct engine *e;
+	const struct config_slot *cs;
+	pthread_t thread;
+	int started;
+	struct engine_slot_view view;	/* under e->mu */
+};
+
+struct engine {
+	struct engine_opts o;
+	pthread_mutex_t mu;		/* views, counts, event seq, in-flight */
+	uint64_t event_seq;
+	volatile sig_atomic_t cancel;
+	struct engine_slot *slots;
+	int nslots;
+	struct engine_counts counts;
+	int first_err;
+	/* Device IDs being provisioned right now, so two boards claiming
+	 * the same ID cannot both pass the duplicate check. */
+	char (*inflight)[DEVID_MAX + 1];
+	enum hsm_key_type key_type;
+	uint8_t tls_id[PROTO_MAX_KEY_ID], cert_id[PROTO_MAX_KEY_ID],
+	    uptane_id[PROTO_MAX_KEY_ID];
+	size_t tls_id_len, cert_id_len, uptane_id_len;
+	char *intermediates_pem;	/* appended to client.pem, or NULL */
+	size_t intermediates_len;
+};
+
+/* Everything known about the board in one slot. */
+struct board {
+	struct engine *e;
+	struct engine_slot *slot;
+	struct link *link;
+	int64_t t0;
+	enum engine_step step;
+	char serial[PROTO_MAX_STR + 1];
+	char model[PROTO_MAX_STR + 1];
+	char agent_version[PROTO_MAX_STR + 1];
+	struct hsm_token_info hsm;
+	char device_id[DEVID_MAX + 1];
+	int reserved;			/* device_id in e->inflight */
+	uint8_t *spki;
+	size_t spki_len;
+	char key_fpr[65];
+	uint8_t *csr;
+	size_t csr_len;
+	uint8_t *cert;
+	size_t cert_len;
+	char cert_serial[80];
+	char cert_fpr[65];
+	int staged;			/* files staged on the board */
+	char why[512];			/* failure in words */
+	struct buf req, resp;
+};
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+hex(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 0xf];
+	}
+	out[2 * n] = '\0';
+}
+
+static int
+sha256(const void *p, size_t n, uint8_t out[32])
+{
+	unsigned int len = 32;
+
+	return EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) == 1 ? 0 :
+	    KL_ERR_CRYPTO;
+}
+
+/* ---- events and audit ---------------------------------------------- */
+
+static void
+board_emit(struct board *b, enum engine_event_kind kind, int err,
+    const char *msg)
+{
+	struct engine *e = b->e;
+	const struct link_stats *st = b->link != NULL ? link_stats(b->link) :
+	    NULL;
+	struct engine_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.time_ms = now_ms();
+	ev.slot = b->slot->cs->number;
+	ev.kind = kind;
+	ev.step = b->step;
+	ev.serial = b->serial;
+	ev.device_id = b->device_id;
+	ev.message = msg != NULL ? msg : "";
+	ev.err = err;
+	ev.elapsed_ms = ev.time_ms - b->t0;
+	ev.cert_serial = b->cert_serial;
+	ev.cert_fpr = b->cert_fpr;
+	ev.key_fpr = b->key_fpr;
+	if (st != NULL) {
+		ev.bytes_tx = st->bytes_tx;
+		ev.bytes_rx = st->bytes_rx;
+		ev.retries = st->retries;
+	}
+	pthread_mutex_lock(&e->mu);
+	ev.seq = ++e->event_seq;
+	if (e->o.on_event != NULL)
+		e->o.on_event(e->o.arg, &ev);
+	pthread_mutex_unlock(&e->mu);
+}
+
+static int
+board_audit(struct board *b, const char *step, const char *outcome,
+    const char *error)
+{
+	const struct config *cfg = b->e->o.cfg;
+	struct audit_event ev = {
+		.station = cfg->station_id,
+		.operator_name = cfg->operator_name[0] ? cfg->operator_name :
+		    NULL,
+		.slot = b->slot->cs->number,
+		.board_serial = b->serial[0] ? b->serial : NULL,
+		.device_id = b->device_id[0] ? b->device_id : NULL,
+		.step = step,
+		.outcome = outcome,
+		.key_fpr = b->key_fpr[0] ? b->key_fpr : NULL,
+		.cert_serial = b->cert_serial[0] ? b->cert_serial : NULL,
+		.cert_fpr = b->cert_fpr[0] ? b->cert_fpr : NULL,
+		.ca = b->cert_serial[0] ? b->e->o.ca->name : NULL,
+		.error = error,
+	};
+	int r;
+
+	if ((r = audit_append(b->e->o.audit, &ev, NULL)) != 0)
+		log_error("slot %d: cannot write the audit log: %s",
+		    ev.slot, kl_strerror(r));
+	return r;
+}
+
+/* Record a failure reason (first one wins) and return err. */
+static int
+board_fail(struct board *b, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+board_fail(struct board *b, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (b->why[0] == '\0') {
+		va_start(ap, fmt);
+		vsnprintf(b->why, sizeof(b->why), fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+static void
+board_set_step(struct board *b, enum engine_step s)
+{
+	struct engine *e = b->e;
+
+	b->step = s;
+	pthread_mutex_lock(&e->mu);
+	b->slot->view.step = s;
+	snprintf(b->slot->view.serial, sizeof(b->slot->view.serial), "%s",
+	    b->serial);
+	snprintf(b->slot->view.device_id, sizeof(b->slot->view.device_id),
+	    "%s", b->device_id);
+	pthread_mutex_unlock(&e->mu);
+	board_emit(b, EV_STEP, 0, NULL);
+}
+
+/* ---- link exchanges --------------------------------------------------- */
+
+static int
+board_call(struct board *b, uint8_t type, int timeout_ms)
+{
+	char remote[PROTO_MAX_STR + 64];
+	int r;
+
+	remote[0] = '\0';
+	r = link_call(b->link, type, &b->req, &b->resp, timeout_ms, remote,
+	    sizeof(remote));
+	buf_reset(&b->req);
+	if (r == KL_ERR_REMOTE)
+		return board_fail(b, r, "board refused %s: %s",
+		    proto_type_name(type), remote);
+	if (r != 0)
+		return board_fail(b, r, "%s exchange failed: %s",
+		    proto_type_name(type), kl_strerror(r));
+	return 0;
+}
+
+/* Shorthands for reading the answer in b->resp. */
+static int
+resp_str(struct board *b, uint8_t tag, char *out, size_t outsz)
+{
+	return proto_get_str(b->resp.data, b->resp.len, tag, out, outsz);
+}
+
+static int
+resp_bytes(struct board *b, uint8_t tag, size_t max, const uint8_t **p,
+    size_t *n)
+{
+	return proto_get_bytes(b->resp.data, b->resp.len, tag, max, p, n);
+}
+
+static int
+dup_bytes(const uint8_t *p, size_t n, uint8_t **out)
+{
+	if ((*out = OPENSSL_malloc(n > 0 ? n : 1)) == NULL)
+		return KL_ERR_NOMEM;
+	memcpy(*out, p, n);
+	return 0;
+}
+
+/* ---- steps -------------------------------------------------------------- */
+
+static int
+step_connect(struct board *b)
+{
+	const struct config *cfg = b->e->o.cfg;
+	struct link_params lp = { .baud = cfg->baud };
+	int r;
+
+	r = link_open(&b->link, &serial_link_ops, b->slot->cs->device, &lp);
+	if (r != 0)
+		return board_fail(b, r, "cannot open %s: %s",
+		    b->slot->cs->device, kl_strerror(r));
+	link_set_attempts(b->link, cfg->attempts);
+	return 0;
+}
+
+static int
+step_identify(struct board *b)
+{
+	const struct config *cfg = b->e->o.cfg;
+	struct devid_vars vars;
+	char why[256];
+	uint32_t version;
+	int r;
+
+	if ((r = proto_put_u32(&b->req, PT_VERSION_MIN, PROTO_VERSION_MIN)) ||
+	    (r = proto_put_u32(&b->req, PT_VERSION_MAX, PROTO_VERSION_MAX)))
+		return r;
+	if ((r = board_call(b, PROTO_HELLO, cfg->timeout_ms)) != 0)
+		return r;
+	if (proto_get_u32(b->resp.data, b->resp.len, PT_VERSION,
+	    &version) != 0 || version < PROTO_VERSION_MIN ||
+	    version > PROTO_VERSION_MAX)
+		return board_fail(b, KL_ERR_VERSION,
+		    "board answered HELLO without a protocol version we speak");
+	if (resp_str(b, PT_SERIAL, b->serial, sizeof(b->serial)) != 0 ||
+	    b->serial[0] == '\0')
+		return board_fail(b, KL_ERR_PROTO,
+		    "board sent no usable serial number");
+	if (resp_str(b, PT_MODEL, b->model, sizeof(b->model)) != 0 ||
+	    b->model[0] == '\0')
+		return board_fail(b, KL_ERR_PROTO, "board sent no model");
+	(void)resp_str(b, PT_AGENT_VERSION, b->agent_version,
+	    sizeof(b->agent_version));
+	(void)resp_str(b, PT_HSM_LABEL, b->hsm.label, sizeof(b->hsm.label));
+	(void)resp_str(b, PT_HSM_MANUFACTURER, b->hsm.manufacturer,
+	    sizeof(b->hsm.manufacturer));
+	(void)resp_str(b, PT_HSM_MODEL, b->hsm.model, sizeof(b->hsm.model));
+	(void)resp_str(b, PT_HSM_SERIAL, b->hsm.serial, sizeof(b->hsm.serial));
+
+	vars.serial = b->serial;
+	vars.model = b->model;
+	vars.hsm_serial = b->hsm.serial;
+	vars.station = cfg->station_id;
+	if ((r = devid_expand(cfg->device_id_template, &vars, b->device_id,
+	    sizeof(b->device_id), why, sizeof(why))) != 0) {
+		b->device_id[0] = '\0';
+		return board_fail(b, r, "no valid device ID for serial '%s': %s",
+		    b->serial, why);
+	}
+	if ((r = board_audit(b, "identify", "ok", NULL)) != 0)
+		return board_fail(b, r, "audit log write failed");
+	{
+		char msg[1400];
+
+		snprintf(msg, sizeof(msg),
+		    "model %s, agent %s, hsm %s/%s serial %s", b->model,
+		    b->agent_version, b->hsm.manufacturer, b->hsm.model,
+		    b->hsm.serial);
+		board_emit(b, EV_INFO, 0, msg);
+	}
+	return 0;
+}
+
+static int
+engine_reprovision_allowed(const struct engine *e, const char *id)
+{
+	int i;
+
+	for (i = 0; i < e->o.nreprovision; i++)
+		if (strcmp(e->o.reprovision[i], id) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+step_dupcheck(struct board *b)
+{
+	struct engine *e = b->e;
+	char prev_serial[80] = "";
+	char msg[256];
+	int found = 0, i, r;
+
+	/* Claim the ID first, so two slots can't both pass the check. */
+	pthread_mutex_lock(&e->mu);
+	for (i = 0; i < e->nslots; i++) {
+		if (strcmp(e->inflight[i], b->device_id) == 0) {
+			pthread_mutex_unlock(&e->mu);
+			(void)board_audit(b, "dupcheck", "refused",
+			    "device ID in use by another slot");
+			return board_fail(b, KL_ERR_DUPLICATE,
+			    "device ID %s is being provisioned in another slot",
+			    b->device_id);
+		}
+	}
+	snprintf(e->inflight[b->slot - e->slots],
+	    sizeof(e->inflight[0]), "%s", b->device_id);
+	b->reserved = 1;
+	pthread_mutex_unlock(&e->mu);
+
+	if ((r = audit_find_provisioned(e->o.audit, b->device_id, &found,
+	    prev_serial, sizeof(prev_serial))) != 0)
+		return board_fail(b, r, "cannot read the audit log");
+	if (!found)
+		return 0;
+	if (!engine_reprovision_allowed(e, b->device_id)) {
+		snprintf(msg, sizeof(msg),
+		    "already provisioned (certificate serial %s); "
+		    "re-provisioning was not requested", prev_serial);
+		(void)board_audit(b, "dupcheck", "refused", msg);
+		return board_fail(b, KL_ERR_DUPLICATE, "device ID %s %s",
+		    b->device_id, msg);
+	}
+	snprintf(msg, sizeof(msg),
+	    "re-provisioning on request; previous certificate serial %s",
+	    prev_serial);
+	if ((r = board_audit(b, "reprovision", "info", msg)) != 0)
+		return board_fail(b, r, "audit log write failed");
+	board_emit(b, EV_INFO, 0, msg);
+	return 0;
+}
+
+/* The SPKI the board reports must be the key type we asked for. */
+static int
+check_spki(struct board *b, const uint8_t *p, size_t n,
+    enum hsm_key_type want)
+{
+	const unsigned char *q = p;
+	EVP_PKEY *pk = d2i_PUBKEY(NULL, &q, (long)n);
+	char group[64];
+	size_t glen;
+	int ok = 0;
+
+	if (pk == NULL || q != p + n) {
+		EVP_PKEY_free(pk);
+		return board_fail(b, KL_ERR_PROTO,
+		    "board's public key does not parse");
+	}
+	switch (want) {
+	case HSM_KEY_EC_P256:
+		ok = EVP_PKEY_is_a(pk, "EC") &&
+		    EVP_PKEY_get_utf8_string_param(pk, "group", group,
+		    sizeof(group), &glen) == 1 && strcmp(group, "prime256v1") == 0;
+		break;
+	case HSM_KEY_RSA2048:
+		ok = EVP_PKEY_is_a(pk, "RSA") && EVP_PKEY_get_bits(pk) == 2048;
+		break;
+	case HSM_KEY_RSA3072:
+		ok = EVP_PKEY_is_a(pk, "RSA") && EVP_PKEY_get_bits(pk) == 3072;
+		break;
+	}
+	EVP_PKEY_free(pk);
+	if (!ok)
+		return board_fail(b, KL_ERR_PROTO,
+		    "board made a key that is not %s", hsm_key_type_name(want));
+	return 0;
+}
+
+static int
+step_keygen(struct board *b)
+{
+	struct engine *e = b->e;
+	const struct config *cfg = e->o.cfg;
+	const uint8_t *p;
+	uint8_t digest[32];
+	size_t n;
+	int r;
+
+	if ((r = proto_put_str(&b->req, PT_KEY_TYPE,
+	    hsm_key_type_name(e->key_type))) ||
+	    (r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_KEY_LABEL, cfg->key_label)))
+		return r;
+	if ((r = board_call(b, PROTO_KEYGEN, cfg->keygen_timeout_ms)) != 0)
+		return r;
+	if (resp_bytes(b, PT_SPKI, 4096, &p, &n) != 0)
+		return board_fail(b, KL_ERR_PROTO, "KEYGEN answer has no key");
+	if ((r = check_spki(b, p, n, e->key_type)) != 0)
+		return r;
+	if ((r = dup_bytes(p, n, &b->spki)) != 0)
+		return r;
+	b->spki_len = n;
+	if ((r = sha256(p, n, digest)) != 0)
+		return r;
+	hex(digest, sizeof(digest), b->key_fpr);
+
+	if (cfg->uptane_key) {
+		if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->uptane_id,
+		    e->uptane_id_len)) ||
+		    (r = proto_put_str(&b->req, PT_KEY_LABEL, "uptane")))
+			return r;
+		if ((r = board_call(b, PROTO_UPTANE_KEYGEN,
+		    cfg->keygen_timeout_ms)) != 0)
+			return r;
+		if (resp_bytes(b, PT_SPKI, 4096, &p, &n) != 0)
+			return board_fail(b, KL_ERR_PROTO,
+			    "UPTANE_KEYGEN answer has no key");
+		if ((r = check_spki(b, p, n, HSM_KEY_RSA2048)) != 0)
+			return r;
+	}
+	if ((r = board_audit(b, "keygen", "ok", NULL)) != 0)
+		return board_fail(b, r, "audit log write failed");
+	return 0;
+}
+
+/* The CSR must carry the board's new key and be signed by it. */
+static int
+step_csr(struct board *b)
+{
+	struct engine *e = b->e;
+	const uint8_t *p;
+	const unsigned char *q;
+	unsigned char *der = NULL;
+	X509_REQ *req = NULL;
+	EVP_PKEY *pk;
+	size_t n;
+	int len, r;
+
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_SUBJECT_CN, b->device_id)))
+		return r;
+	if ((r = board_call(b, PROTO_CSR, e->o.cfg->keygen_timeout_ms)) != 0)
+		return r;
+	if (resp_bytes(b, PT_CSR, 16384, &p, &n) != 0)
+		return board_fail(b, KL_ERR_PROTO, "CSR answer has no request");
+	q = p;
+	if ((req = d2i_X509_REQ(NULL, &q, (long)n)) == NULL || q != p + n) {
+		r = board_fail(b, KL_ERR_PROTO, "board's CSR does not parse");
+		goto out;
+	}
+	if ((pk = X509_REQ_get0_pubkey(req)) == NULL ||
+	    (len = i2d_PUBKEY(pk, &der)) <= 0 || (size_t)len != b->spki_len ||
+	    memcmp(der, b->spki, b->spki_len) != 0) {
+		r = board_fail(b, KL_ERR_PROTO,
+		    "board's CSR is not for the key it just generated");
+		goto out;
+	}
+	if (X509_REQ_verify(req, pk) != 1) {
+		r = board_fail(b, KL_ERR_PROTO,
+		    "board's CSR signature does not verify");
+		goto out;
+	}
+	if ((r = dup_bytes(p, n, &b->csr)) != 0)
+		goto out;
+	b->csr_len = n;
+	r = 0;
+out:
+	OPENSSL_free(der);
+	X509_REQ_free(req);
+	return r;
+}
+
+static int
+step_ca(struct board *b)
+{
+	struct engine *e = b->e;
+	struct ca_request cr = {
+		.csr_der = b->csr,
+		.csr_len = b->csr_len,
+		.device_id = b->device_id,
+	};
+	char err[256] = "";
+	int r;
+
+	if ((r = ca_issue(e->o.ca, &cr, &b->cert, &b->cert_len, err,
+	    sizeof(err))) != 0) {
+		(void)board_audit(b, "ca", "failed", err[0] ? err :
+		    kl_strerror(r));
+		return board_fail(b, r, "CA %s did not issue: %s", e->o.ca->name,
+		    err[0] ? err : kl_strerror(r));
+	}
+	if (certcheck_fingerprint(b->cert, b->cert_len, b->cert_fpr) != 0 ||
+	    certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
+	    sizeof(b->cert_serial)) != 0)
+		snprintf(b->cert_fpr, sizeof(b->cert_fpr), "unparseable");
+	/*
+	 * The certificate exists from here on, whatever happens next: record
+	 * its issuance before anything else, and stop if that cannot be done.
+	 */
+	if ((r = board_audit(b, "issued", "ok", NULL)) != 0)
+		return board_fail(b, r,
+		    "certificate issued but the audit log write failed; "
+		    "not sending it to the board");
+	return 0;
+}
+
+static int
+step_validate(struct board *b)
+{
+	struct certcheck_expect want = {
+		.cn = b->device_id,
+		.spki = b->spki,
+		.spki_len = b->spki_len,
+	};
+	char why[300] = "";
+	int r;
+
+	if ((r = certcheck_verify(b->e->o.trust, b->cert, b->cert_len, &want,
+	    why, sizeof(why))) != 0) {
+		(void)board_audit(b, "validate", "refused", why);
+		return board_fail(b, KL_ERR_CERT_INVALID,
+		    "certificate refused, not written to the board: %s", why);
+	}
+	if ((r = board_audit(b, "validate", "ok", NULL)) != 0)
+		return board_fail(b, r, "audit log write failed");
+	return 0;
+}
+
+/* client.pem: the leaf in PEM, then any configured intermediates. */
+static int
+make_client_pem(struct board *b, struct buf *out)
+{
+	const unsigned char *q = b->cert;
+	X509 *x = d2i_X509(NULL, &q, (long)b->cert_len);
+	BIO *mem = NULL;
+	char *p;
+	long n;
+	int r = KL_ERR_CRYPTO;
+
+	if (x == NULL || (mem = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio_X509(mem, x) != 1)
+		goto out;
+	n = BIO_get_mem_data(mem, &p);
+	if ((r = buf_put(out, p, (size_t)n)) != 0)
+		goto out;
+	if (b->e->intermediates_pem != NULL &&
+	    (r = buf_put(out, b->e->intermediates_pem,
+	    b->e->intermediates_len)) != 0)
+		goto out;
+	r = 0;
+out:
+	BIO_free(mem);
+	X509_free(x);
+	return r;
+}
+
+struct board_file {
+	const char *name;
+	const uint8_t *data;
+	size_t len;
+	uint8_t sha[32];
+};
+
+static int
+put_file(struct board *b, struct board_file *f)
+{
+	const uint8_t *p;
+	size_t n;
+	int r;
+
+	if ((r = sha256(f->data, f->len, f->sha)) != 0)
+		return r;
+	if ((r = proto_put_str(&b->req, PT_FILE_NAME, f->name)) ||
+	    (r = proto_put_u32(&b->req, PT_FILE_MODE, 0644)) ||
+	    (r = proto_put_bytes(&b->req, PT_FILE_DATA, f->data, f->len)))
+		return r;
+	b->staged = 1;
+	if ((r = board_call(b, PROTO_PUT_FILE, b->e->o.cfg->timeout_ms)) != 0)
+		return r;
+	if (resp_bytes(b, PT_SHA256, 32, &p, &n) != 0 || n != 32 ||
+	    memcmp(p, f->sha, 32) != 0)
+		return board_fail(b, KL_ERR_MISMATCH,
+		    "board staged %s with a different hash", f->name);
+	return 0;
+}
+
+static int
+step_write_and_verify(struct board *b)
+{
+	struct engine *e = b->e;
+	const struct ota_files *ota = e->o.ota;
+	struct buf pem;
+	struct board_file files[3];
+	const uint8_t *p;
+	uint8_t cert_sha[32];
+	uint32_t size;
+	size_t i, n;
+	int r;
+
+	buf_init(&pem, ENGINE_MAX_PEM);
+	if ((r = make_client_pem(b, &pem)) != 0)
+		goto out;
+	/* client.pem last: aktualizr treats it as the sign that the device
+	 * credentials are there. */
+	files[0] = (struct board_file){ "root.crt", ota->root_crt,
+		ota->root_crt_len, { 0 } };
+	files[1] = (struct board_file){ "gateway.url",
+		(const uint8_t *)ota->gateway_url, strlen(ota->gateway_url),
+		{ 0 } };
+	files[2] = (struct board_file){ "client.pem", pem.data, pem.len,
+		{ 0 } };
+	for (i = 0; i < 3; i++)
+		if ((r = put_file(b, &files[i])) != 0)
+			goto out;
+
+	/* The certificate object where aktualizr looks for it. */
+	if ((r = sha256(b->cert, b->cert_len, cert_sha)) != 0)
+		goto out;
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->cert_id,
+	    e->cert_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_KEY_LABEL, e->o.cfg->key_label)) ||
+	    (r = proto_put_bytes(&b->req, PT_CERT, b->cert, b->cert_len)))
+		goto out;
+	if ((r = board_call(b, PROTO_PUT_CERT, e->o.cfg->timeout_ms)) != 0)
+		goto out;
+	if (resp_bytes(b, PT_SHA256, 32, &p, &n) != 0 || n != 32 ||
+	    memcmp(p, cert_sha, 32) != 0) {
+		r = board_fail(b, KL_ERR_MISMATCH,
+		    "certificate read back from the board's HSM differs");
+		goto out;
+	}
+	if ((r = board_call(b, PROTO_COMMIT, e->o.cfg->timeout_ms)) != 0)
+		goto out;
+	b->staged = 0;
+	if ((r = board_audit(b, "write", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
+
+	board_set_step(b, STEP_VERIFY);
+	for (i = 0; i < 3; i++) {
+		if ((r = proto_put_str(&b->req, PT_FILE_NAME, files[i].name)))
+			goto out;
+		if ((r = board_call(b, PROTO_FILE_HASH,
+		    e->o.cfg->timeout_ms)) != 0)
+			goto out;
+		if (resp_bytes(b, PT_SHA256, 32, &p, &n) != 0 || n != 32 ||
+		    proto_get_u32(b->resp.data, b->resp.len, PT_FILE_SIZE,
+		    &size) != 0) {
+			r = board_fail(b, KL_ERR_PROTO,
+			    "FILE_HASH answer for %s is incomplete",
+			    files[i].name);
+			goto out;
+		}
+		if (size != files[i].len || memcmp(p, files[i].sha, 32) != 0) {
+			r = board_fail(b, KL_ERR_MISMATCH,
+			    "%s read back from the board differs from what "
+			    "was written", files[i].name);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	buf_free(&pem);
+	return r;
+}
+
+/* The board signs a fresh challenge with its HSM key; the certificate's
+ * public key must verify it. */
+static int
+step_pop(struct board *b)
+{
+	struct engine *e = b->e;
+	uint8_t challenge[ENGINE_CHALLENGE_LEN];
+	const unsigned char *q = b->cert;
+	const uint8_t *sig;
+	EVP_MD_CTX *md = NULL;
+	X509 *x = NULL;
+	size_t n;
+	int r;
+
+	if (RAND_bytes(challenge, sizeof(challenge)) != 1)
+		return KL_ERR_CRYPTO;
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_bytes(&b->req, PT_CHALLENGE, challenge,
+	    sizeof(challenge))))
+		return r;
+	if ((r = board_call(b, PROTO_SIGN, e->o.cfg->keygen_timeout_ms)) != 0)
+		return r;
+	if (resp_bytes(b, PT_SIGNATURE, 1024, &sig, &n) != 0)
+		return board_fail(b, KL_ERR_PROTO, "SIGN answer has no signature");
+	r = KL_ERR_POP;
+	if ((x = d2i_X509(NULL, &q, (long)b->cert_len)) == NULL ||
+	    (md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    X509_get0_pubkey(x)) != 1 ||
+	    EVP_DigestVerify(md, sig, n, challenge, sizeof(challenge)) != 1) {
+		r = board_fail(b, KL_ERR_POP,
+		    "board's signature over the challenge does not verify "
+		    "with the certificate's key");
+		goto out;
+	}
+	if ((r = board_audit(b, "pop", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
+	r = 0;
+out:
+	EVP_MD_CTX_free(md);
+	X509_free(x);
+	return r;
+}
+
+/* ---- one board ---------------------------------------------------------- */
+
+static void
+board_cleanup(struct board *b)
+{
+	struct engine *e = b->e;
+
+	if (b->reserved) {
+		pthread_mutex_lock(&e->mu);
+		e->inflight[b->slot - e->slots][0] = '\0';
+		pthread_mutex_unlock(&e->mu);
+	}
+	link_close(b->link);
+	OPENSSL_free(b->spki);
+	OPENSSL_free(b->csr);
+	OPENSSL_free(b->cert);
+	buf_free(&b->req);
+	buf_free(&b->resp);
+}
+
+static int
+board_cancelled(struct board *b)
+{
+	if (!b->e->cancel)
+		return 0;
+	return board_fail(b, KL_ERR_CANCELLED,
+	    "stopped by the operator before anything was written");
+}
+
+static void
+board_finish(struct board *b, int r)
+{
+	struct engine *e = b->e;
+	struct engine_slot_view *v = &b->slot->view;
+	char msg[600];
+
+	if (r == 0) {
+		if (board_audit(b, "done", "passed", NULL) != 0) {
+			r = board_fail(b, KL_ERR_DB,
+			    "audit log write failed at the final record");
+		}
+	}
+	if (r != 0) {
+		if (b->why[0] == '\0')
+			snprintf(b->why, sizeof(b->why), "%s: %s",
+			    engine_step_name(b->step), kl_strerror(r));
+		/* Roll back staged files; best effort, the board may be gone. */
+		if (b->staged && b->link != NULL) {
+			buf_reset(&b->req);
+			(void)link_call(b->link, PROTO_ABORT, NULL, &b->resp,
+			    e->o.cfg->timeout_ms, NULL, 0);
+		}
+		snprintf(msg, sizeof(msg), "%s: %s", engine_step_name(b->step),
+		    b->why);
+		(void)board_audit(b, engine_step_name(b->step), "failed", msg);
+	}
+	pthread_mutex_lock(&e->mu);
+	v->state = r == 0 ? SLOT_PASSED : SLOT_FAILED;
+	v->finished_ms = now_ms();
+	snprintf(v->error, sizeof(v->error), "%.*s",
+	    (int)sizeof(v->error) - 1, r == 0 ? "" : b->why);
+	if (r == 0) {
+		e->counts.passed++;
+	} else {
+		e->counts.failed++;
+		if (e->first_err == 0)
+			e->first_err = r;
+	}
+	e->counts.in_flight--;
+	pthread_mutex_unlock(&e->mu);
+	board_emit(b, r == 0 ? EV_PASSED : EV_FAILED, r,
+	    r == 0 ? "provisioned" : b->why);
+}
+
+typedef int (*step_fn)(struct board *);
+
+static const struct {
+	enum engine_step step;
+	step_fn fn;
+	int cancellable;	/* nothing on the board yet */
+} board_steps[] = {
+	{ STEP_CONNECT, step_connect, 1 },
+	{ STEP_IDENTIFY, step_identify, 1 },
+	{ STEP_DUPCHECK, step_dupcheck, 1 },
+	{ STEP_KEYGEN, step_keygen, 1 },
+	{ STEP_CSR, step_csr, 1 },
+	{ STEP_CA, step_ca, 1 },
+	{ STEP_VALIDATE, step_validate, 1 },
+	{ STEP_WRITE, step_write_and_verify, 0 },
+	{ STEP_POP, step_pop, 0 },
+};
+
+static void *
+slot_main(void *arg)
+{
+	struct engine_slot *s = arg;
+	struct board b;
+	size_t i;
+	int r = 0;
+
+	memset(&b, 0, sizeof(b));
+	b.e = s->e;
+	b.slot = s;
+	b.t0 = now_ms();
+	buf_init(&b.req, FRAME_MAX_PAYLOAD);
+	buf_init(&b.resp, FRAME_MAX_PAYLOAD);
+	for (i = 0; i < sizeof(board_steps) / sizeof(board_steps[0]); i++) {
+		if (board_steps[i].cancellable && (r = board_cancelled(&b)))
+			break;
+		board_set_step(&b, board_steps[i].step);
+		if ((r = board_steps[i].fn(&b)) != 0)
+			break;
+	}
+	if (r == 0)
+		board_set_step(&b, STEP_DONE);
+	board_finish(&b, r);
+	board_cleanup(&b);
+	return NULL;
+}
+
+/* ---- engine ------------------------------------------------------------ */
+
+static int
+engine_load_intermediates(struct engine *e)
+{
+	const char *path = e->o.cfg->ca_intermediates;
+	FILE *f;
+	long n;
+	int r = KL_ERR_IO;
+
+	if (path[0] == '\0')
+		return 0;
+	if ((f = fopen(path, "rb")) == NULL) {
+		log_error("%s: cannot read intermediates", path);
+		return KL_ERR_IO;
+	}
+	if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
+	    n > ENGINE_MAX_PEM / 2 || fseek(f, 0, SEEK_SET) != 0)
+		goto out;
+	if ((e->intermediates_pem = malloc((size_t)n + 1)) == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	if (fread(e->intermediates_pem, 1, (size_t)n, f) != (size_t)n)
+		goto out;
+	e->intermediates_len = (size_t)n;
+	r = 0;
+out:
+	fclose(f);
+	return r;
+}
+
+int
+engine_new(struct engine **out, const struct engine_opts *o)
+{
+	const struct config *cfg = o->cfg;
+	struct engine *e;
+	int i, r = KL_ERR_INTERNAL;
+
+	if ((e = calloc(1, sizeof(*e))) == NULL)
+		return KL_ERR_NOMEM;
+	e->o = *o;
+	pthread_mutex_init(&e->mu, NULL);
+	e->nslots = cfg->nslots;
+	if ((e->slots = calloc((size_t)(e->nslots > 0 ? e->nslots : 1),
+	    sizeof(*e->slots))) == NULL ||
+	    (e->inflight = calloc((size_t)(e->nslots > 0 ? e->nslots : 1),
+	    sizeof(*e->inflight))) == NULL) {
+		r = KL_ERR_NOMEM;
+		goto fail;
+	}
+	if ((r = hsm_key_type_from_name(cfg->key_type, &e->key_type)) != 0 ||
+	    (r = hsm_id_from_hex(cfg->tls_key_id, e->tls_id,
+	    sizeof(e->tls_id), &e->tls_id_len)) != 0 ||
+	    (r = hsm_id_from_hex(cfg->cert_id, e->cert_id, sizeof(e->cert_id),
+	    &e->cert_id_len)) != 0 ||
+	    (r = hsm_id_from_hex(cfg->uptane_key_id, e->uptane_id,
+	    sizeof(e->uptane_id), &e->uptane_id_len)) != 0) {
+		r = KL_ERR_CONFIG;
+		goto fail;
+	}
+	if ((r = engine_load_intermediates(e)) != 0)
+		goto fail;
+	for (i = 0; i < e->nslots; i++) {
+		e->slots[i].e = e;
+		e->slots[i].cs = &cfg->slots[i];
+		e->slots[i].view.number = cfg->slots[i].number;
+		snprintf(e->slots[i].view.device,
+		    sizeof(e->slots[i].view.device), "%.*s",
+		    (int)sizeof(e->slots[i].view.device) - 1,
+		    cfg->slots[i].device);
+	}
+	*out = e;
+	return 0;
+fail:
+	engine_free(e);
+	return r;
+}
+
+void
+engine_free(struct engine *e)
+{
+	if (e == NULL)
+		return;
+	pthread_mutex_destroy(&e->mu);
+	free(e->slots);
+	free(e->inflight);
+	free(e->intermediates_pem);
+	free(e);
+}
+
+int
+engine_run(struct engine *e, int max_boards)
+{
+	int i, n = e->nslots, r;
+
+	if (max_boards > 0 && max_boards < n)
+		n = max_boards;
+	for (i = 0; i < n; i++) {
+		struct engine_slot *s = &e->slots[i];
+
+		pthread_mutex_lock(&e->mu);
+		memset(s->view.serial, 0, sizeof(s->view.serial));
+		s->view.device_id[0] = '\0';
+		s->view.error[0] = '\0';
+		s->view.state = SLOT_WORKING;
+		s->view.step = STEP_CONNECT;
+		s->view.started_ms = now_ms();
+		s->view.finished_ms = 0;
+		e->counts.in_flight++;
+		pthread_mutex_unlock(&e->mu);
+		if ((r = pthread_create(&s->thread, NULL, slot_main, s)) != 0) {
+			log_error("slot %d: cannot start a thread",
+			    s->view.number);
+			pthread_mutex_lock(&e->mu);
+			s->view.state = SLOT_FAILED;
+			e->counts.in_flight--;
+			e->counts.failed++;
+			if (e->first_err == 0)
+				e->first_err = KL_ERR_NOMEM;
+			pthread_mutex_unlock(&e->mu);
+			continue;
+		}
+		s->started = 1;
+	}
+	for (i = 0; i < n; i++) {
+		if (e->slots[i].started) {
+			pthread_join(e->slots[i].thread, NULL);
+			e->slots[i].started = 0;
+		}
+	}
+	return e->first_err;
+}
+
+void
+engine_cancel(struct engine *e)
+{
+	e->cancel = 1;
+}
+
+int
+engine_slots(struct engine *e, struct engine_slot_view *v, int max)
+{
+	int i, n;
+
+	pthread_mutex_lock(&e->mu);
+	n = e->nslots < max ? e->nslots : max;
+	for (i = 0; i < n; i++)
+		v[i] = e->slots[i].view;
+	pthread_mutex_unlock(&e->mu);
+	return n;
+}
+
+void
+engine_counts(struct engine *e, struct engine_counts *c)
+{
+	pthread_mutex_lock(&e->mu);
+	*c = e->counts;
+	pthread_mutex_unlock(&e->mu);
+}

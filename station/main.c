@@ -1,0 +1,71 @@
+/*
+ * main.c: the `keyline` command: a table of sub-commands.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "station/batch.h"
+#include "station/cmd_audit.h"
+#include "station/log.h"
+
+#define KEYLINE_VERSION "0.1.0"
+
+struct keyline_cmd {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+};
+
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const struct keyline_cmd keyline_cmds[] = {
+	{ "batch", cmd_batch, "provision the jig headless, JSON lines out" },
+	{ "audit", cmd_audit, "verify or export the audit log" },
+	{ "version", cmd_version, "print the version" },
+	{ "help", cmd_help, "this list" },
+};
+
+static int
+cmd_version(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	printf("keyline %s (%s)\n", KEYLINE_VERSION,
+	    OpenSSL_version(OPENSSL_VERSION));
+	return 0;
+}
+
+static int
+cmd_help(int argc, char **argv)
+{
+	size_t i;
+
+	(void)argc;
+	(void)argv;
+	printf("usage: keyline COMMAND [OPTIONS]\n\ncommands:\n");
+	for (i = 0; i < sizeof(keyline_cmds) / sizeof(keyline_cmds[0]); i++)
+		printf("  %-10s %s\n", keyline_cmds[i].name,
+		    keyline_cmds[i].summary);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	size_t i;
+
+	log_init("keyline", LOG_LVL_INFO);
+	if (argc < 2) {
+		cmd_help(0, NULL);
+		return 2;
+	}
+	for (i = 0; i < sizeof(keyline_cmds) / sizeof(keyline_cmds[0]); i++)
+		if (strcmp(argv[1], keyline_cmds[i].name) == 0)
+			return keyline_cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "keyline: unknown command '%s' (try keyline help)\n",
+	    argv[1]);
+	return 2;
+}

@@ -1,0 +1,35 @@
+/*
+ * station.h: the station's shared pieces, built from station.conf.
+ *
+ * Every front-end (batch, console, HTTP) opens one struct station and hands
+ * its parts to the engine: config, audit log, CA backend, trust anchors and
+ * the files every board gets.  The CA token PIN is read from pin_file or
+ * pin_env only for the login and wiped straight after.
+ */
+#ifndef KL_STATION_H
+#define KL_STATION_H
+
+#include <stddef.h>
+
+#include "station/ota.h"
+
+struct config;
+struct audit;
+struct ca;
+struct certcheck_trust;
+
+struct station {
+	struct config *cfg;		/* owned */
+	struct audit *audit;		/* owned */
+	struct ca *ca;			/* owned */
+	struct certcheck_trust *trust;	/* owned */
+	struct ota_files ota;		/* owned */
+};
+
+/* 0, or a KL_ERR_* with the reason in err (names file/line/key for config
+ * errors).  On failure nothing is left open.  Close with station_close. */
+int station_open(struct station *st, const char *config_path, char *err,
+    size_t errsz);
+void station_close(struct station *st);
+
+#endif
