@@ -1,0 +1,107 @@
+# scripts/line.sh: build a virtual production line, for the demo, the
+# integration tests and the benchmarks (sourced, not run).
+#
+#   line_setup DIR N [keyline-jig init options...]
+#       development CA (scripts/devca), N virtual boards, DIR/station.conf
+#   line_start DIR [keyline-jig run options...]   start the jig, wait ready
+#   line_stop DIR                                 stop the jig and its agents
+#
+# KEYLINE_BIN names the folder with keyline, keyline-agent, keyline-jig
+# (default build/bin).  The CA token PIN goes to a RAM-backed file under
+# /dev/shm, never into DIR.
+
+KEYLINE_TOP=${KEYLINE_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+KEYLINE_BIN=${KEYLINE_BIN:-$KEYLINE_TOP/build/bin}
+
+line_pin_file() {
+	local dir
+	dir=$(cd "$1" && pwd)
+	echo "/dev/shm/keyline-$(id -u)-$(printf '%s' "$dir" | sha256sum | cut -c1-16)/ca.pin"
+}
+
+line_write_conf() {
+	local dir=$1 n=$2 i
+	dir=$(cd "$dir" && pwd)
+	{
+		cat <<CONF
+# station.conf for a virtual jig of $n boards (written by scripts/line.sh)
+[station]
+id = station-01
+operator = demo
+work_order = WO-DEMO
+audit_db = audit.db
+device_id_template = {model}-{serial}
+
+[keys]
+type = ec-p256
+tls_key_id = 02
+cert_id = 01
+
+[link]
+baud = 115200
+timeout_ms = 5000
+keygen_timeout_ms = 60000
+attempts = 4
+
+[ca]
+backend = local
+issuer_cert = ca/fleet-root.pem
+fleet_root = ca/fleet-root.pem
+module = /usr/lib/softhsm/libsofthsm2.so
+module_env = SOFTHSM2_CONF=station/softhsm2.conf
+token_label = keyline-station
+key_id = 10
+pin_file = $(line_pin_file "$dir")
+validity_days = 3650
+
+[ota]
+root_crt = ca/gateway-root.pem
+gateway_url = https://gateway.ota.example.com:8443
+
+[slots]
+CONF
+		for ((i = 1; i <= n; i++)); do
+			echo "$i = slots/$i"
+		done
+	} >"$dir/station.conf"
+}
+
+line_setup() {
+	local dir=$1 n=$2
+	shift 2
+	mkdir -p "$dir"
+	"$KEYLINE_TOP/scripts/devca" "$dir" "$(line_pin_file "$dir")"
+	"$KEYLINE_BIN/keyline-jig" init --dir "$dir" --boards "$n" "$@" >/dev/null
+	line_write_conf "$dir" "$n"
+}
+
+line_start() {
+	local dir=$1 i
+	shift
+	rm -f "$dir/jig.ready"
+	"$KEYLINE_BIN/keyline-jig" run --dir "$dir" \
+	    --agent "$KEYLINE_BIN/keyline-agent" "$@" 2>>"$dir/jig.log" &
+	echo $! >"$dir/jig.bgpid"
+	for ((i = 0; i < 300; i++)); do
+		[ -e "$dir/jig.ready" ] && return 0
+		kill -0 "$(cat "$dir/jig.bgpid")" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "line_start: the virtual jig did not come up (see $dir/jig.log)" >&2
+	return 1
+}
+
+line_stop() {
+	local dir=$1 pid
+	[ -f "$dir/jig.bgpid" ] || return 0
+	pid=$(cat "$dir/jig.bgpid")
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	rm -f "$dir/jig.bgpid"
+}
+
+line_cleanup() {
+	local dir=$1
+	line_stop "$dir"
+	rm -rf "$(dirname "$(line_pin_file "$dir")")"
+}
