@@ -1,0 +1,1078 @@
+/*
+ * hsm.c: keys, CSRs and certificates inside a PKCS#11 token (see hsm.h).
+ *
+ * Two handles on the same module live side by side in a struct hsm:
+ *  - libp11 (PKCS11_CTX) finds the token and hands out EVP_PKEYs whose
+ *    private operations run in the token, and stores certificates;
+ *  - the module's own CK_FUNCTION_LIST (dlopen of the same .so, which
+ *    returns the handle libp11 already holds) with our own RW session, for
+ *    what libp11 0.4.12 cannot do: generate EC keys, read attributes, find
+ *    and destroy objects by CKA_ID without going through libp11's cache.
+ * Login is per application in PKCS#11, so the one C_Login on our session
+ * logs libp11's session in too.  We log in on the raw session rather than
+ * with PKCS11_login() because that gives us the exact CK_RV for a wrong
+ * PIN and because libp11 keeps a strdup of the PIN for re-login after
+ * fork(), which we do not want lingering.
+ *
+ * libp11 0.4.12 caches key objects per token: PKCS11_enumerate_keys()
+ * re-runs C_FindObjects and appends new handles, but never drops handles
+ * that were destroyed behind its back.  So the raw API is the authority on
+ * what exists, libp11's list is only used to get an EVP_PKEY, and the
+ * newest (last) libp11 entry with an id is the live one; signatures from
+ * hsm_sign() and hsm_make_csr() are checked against the public key object
+ * before they are handed out.
+ */
+#include "hsm/hsm.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <string.h>
+
+#include <libp11.h>
+#include <p11-kit/pkcs11.h>
+
+#include <openssl/asn1.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/obj_mac.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
+
+#include "station/err.h"
+#include "station/log.h"
+
+/* Objects with one CKA_ID that we look at in one go; more is a mess we
+ * refuse rather than half-handle. */
+#define HSM_MAX_OBJS 16
+/* CKA_ID lengths we accept (aktualizr uses one byte). */
+#define HSM_MAX_ID 64
+#define HSM_MAX_CERT (64 * 1024)
+
+struct hsm {
+	PKCS11_CTX *ctx;
+	PKCS11_SLOT *slots;
+	unsigned int nslots;
+	PKCS11_SLOT *slot;	/* borrowed from slots */
+	void *dl;
+	CK_FUNCTION_LIST_PTR fl;
+	CK_SESSION_HANDLE sess;
+	int have_sess;
+	int ck_initialized;	/* our C_Initialize was the first */
+	int claimed;		/* holds the module's mod_open entry */
+};
+
+/*
+ * One struct hsm per module per process.  libp11 0.4.12 treats the module
+ * as its own: opening a second PKCS11_CTX on it invalidated the first
+ * one's sessions (CKR_SESSION_HANDLE_INVALID, seen with SoftHSM), its
+ * PKCS11_release_all_slots() ends every session on the slot and
+ * PKCS11_CTX_unload() calls C_Finalize.  Rather than let one handle break
+ * another silently, hsm_open() refuses a module this process already has
+ * open (dlopen returns the same handle for the same .so).
+ */
+#define HSM_MAX_MODULES 8
+static pthread_mutex_t mod_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *mod_open[HSM_MAX_MODULES];
+
+/* 0, KL_ERR_EXISTS (already open here) or KL_ERR_TOO_BIG. */
+static int
+mod_claim(void *dl)
+{
+	size_t i, free_slot = HSM_MAX_MODULES;
+	int r = 0;
+
+	pthread_mutex_lock(&mod_lock);
+	for (i = 0; i < HSM_MAX_MODULES; i++) {
+		if (mod_open[i] == dl) {
+			r = KL_ERR_EXISTS;
+			goto out;
+		}
+		if (mod_open[i] == NULL && free_slot == HSM_MAX_MODULES)
+			free_slot = i;
+	}
+	if (free_slot == HSM_MAX_MODULES)
+		r = KL_ERR_TOO_BIG;
+	else
+		mod_open[free_slot] = dl;
+out:
+	pthread_mutex_unlock(&mod_lock);
+	return r;
+}
+
+static void
+mod_release(void *dl)
+{
+	size_t i;
+
+	pthread_mutex_lock(&mod_lock);
+	for (i = 0; i < HSM_MAX_MODULES; i++)
+		if (mod_open[i] == dl)
+			mod_open[i] = NULL;
+	pthread_mutex_unlock(&mod_lock);
+}
+
+struct key_type_entry {
+	enum hsm_key_type type;
+	const char *name;
+	CK_ULONG bits;		/* RSA only */
+};
+
+static const struct key_type_entry key_types[] = {
+	{ HSM_KEY_EC_P256, "ec-p256", 0 },
+	{ HSM_KEY_RSA2048, "rsa2048", 2048 },
+	{ HSM_KEY_RSA3072, "rsa3072", 3072 },
+};
+
+/* DER OID 1.2.840.10045.3.1.7 (prime256v1) for CKA_EC_PARAMS. */
+static const CK_BYTE p256_oid[] = {
+	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07
+};
+
+static const struct key_type_entry *
+key_type_lookup(enum hsm_key_type t)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(key_types) / sizeof(key_types[0]); i++)
+		if (key_types[i].type == t)
+			return &key_types[i];
+	return NULL;
+}
+
+int
+hsm_key_type_from_name(const char *name, enum hsm_key_type *out)
+{
+	size_t i;
+
+	if (name == NULL || out == NULL)
+		return KL_ERR_INVALID;
+	for (i = 0; i < sizeof(key_types) / sizeof(key_types[0]); i++) {
+		if (strcmp(key_types[i].name, name) == 0) {
+			*out = key_types[i].type;
+			return 0;
+		}
+	}
+	return KL_ERR_INVALID;
+}
+
+const char *
+hsm_key_type_name(enum hsm_key_type t)
+{
+	const struct key_type_entry *e = key_type_lookup(t);
+
+	return e != NULL ? e->name : "unknown";
+}
+
+/* Map a CK_RV where it enters; the value is logged, never the PIN. */
+static int
+ck_fail(const char *op, CK_RV rv)
+{
+	log_error("hsm: %s failed: CK_RV 0x%08lx", op, (unsigned long)rv);
+	switch (rv) {
+	case CKR_PIN_INCORRECT:
+	case CKR_PIN_INVALID:
+	case CKR_PIN_LEN_RANGE:
+	case CKR_PIN_EXPIRED:
+	case CKR_PIN_LOCKED:
+	case CKR_USER_PIN_NOT_INITIALIZED:
+		return KL_ERR_HSM_LOGIN;
+	case CKR_HOST_MEMORY:
+		return KL_ERR_NOMEM;
+	default:
+		return KL_ERR_HSM;
+	}
+}
+
+static int
+crypto_fail(const char *what)
+{
+	log_openssl(what);
+	return KL_ERR_CRYPTO;
+}
+
+static int
+check_id(const uint8_t *id, size_t id_len)
+{
+	if (id == NULL || id_len == 0 || id_len > HSM_MAX_ID)
+		return KL_ERR_INVALID;
+	return 0;
+}
+
+int
+hsm_id_from_hex(const char *hex, uint8_t *id, size_t idsz, size_t *id_len)
+{
+	size_t n, i;
+	uint8_t tmp[HSM_MAX_ID];
+
+	if (hex == NULL || id == NULL || id_len == NULL)
+		return KL_ERR_INVALID;
+	n = strlen(hex);
+	if (n == 0 || n % 2 != 0 || n / 2 > idsz || n / 2 > sizeof(tmp))
+		return KL_ERR_INVALID;
+	for (i = 0; i < n; i++) {
+		char c = hex[i];
+		int v;
+
+		if (c >= '0' && c <= '9')
+			v = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v = c - 'A' + 10;
+		else
+			return KL_ERR_INVALID;
+		if (i % 2 == 0)
+			tmp[i / 2] = (uint8_t)(v << 4);
+		else
+			tmp[i / 2] |= (uint8_t)v;
+	}
+	memcpy(id, tmp, n / 2);
+	*id_len = n / 2;
+	return 0;
+}
+
+/* Copy a libp11 string into a fixed field, blank padding removed. */
+static void
+copy_field(char *dst, size_t dstsz, const char *src)
+{
+	size_t n;
+
+	if (src == NULL)
+		src = "";
+	n = strnlen(src, dstsz - 1);
+	memcpy(dst, src, n);
+	while (n > 0 && (dst[n - 1] == ' ' || dst[n - 1] == '\0'))
+		n--;
+	dst[n] = '\0';
+}
+
+static void
+label_of(const PKCS11_TOKEN *tok, char *buf, size_t bufsz)
+{
+	copy_field(buf, bufsz, tok->label);
+}
+
+/* The module's own function list; the same image libp11 will load. */
+static int
+raw_load(struct hsm *h, const char *module)
+{
+	CK_RV (*get_list)(CK_FUNCTION_LIST_PTR_PTR);
+	CK_RV rv;
+	int r;
+
+	/* dlopen of a .so already loaded returns the same handle. */
+	h->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+	if (h->dl == NULL) {
+		log_error("hsm: dlopen %s: %s", module, dlerror());
+		return KL_ERR_NOT_FOUND;
+	}
+	*(void **)&get_list = dlsym(h->dl, "C_GetFunctionList");
+	if (get_list == NULL) {
+		log_error("hsm: %s has no C_GetFunctionList", module);
+		return KL_ERR_NOT_FOUND;
+	}
+	rv = get_list(&h->fl);
+	if (rv != CKR_OK || h->fl == NULL)
+		return ck_fail("C_GetFunctionList", rv);
+	r = mod_claim(h->dl);
+	if (r == KL_ERR_EXISTS)
+		log_error("hsm: %s is already open in this process", module);
+	else if (r != 0)
+		log_error("hsm: too many PKCS#11 modules open");
+	if (r != 0)
+		return r;
+	h->claimed = 1;
+	return 0;
+}
+
+/* Our own RW session on libp11's slot, logged in as user. */
+static int
+raw_login(struct hsm *h, const char *pin)
+{
+	CK_C_INITIALIZE_ARGS args;
+	CK_SLOT_ID slot_id;
+	char *pin_copy = NULL;
+	size_t pin_len;
+	CK_RV rv;
+	int r = KL_ERR_HSM;
+
+	pin_len = strlen(pin);
+	pin_copy = OPENSSL_malloc(pin_len + 1);
+	if (pin_copy == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	memcpy(pin_copy, pin, pin_len + 1);
+
+	memset(&args, 0, sizeof(args));
+	args.flags = CKF_OS_LOCKING_OK;
+	rv = h->fl->C_Initialize(&args);
+	if (rv == CKR_OK) {
+		h->ck_initialized = 1;
+	} else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		/* libp11 owns initialisation; ALREADY is the normal case. */
+		r = ck_fail("C_Initialize", rv);
+		goto out;
+	}
+	slot_id = PKCS11_get_slotid_from_slot(h->slot);
+	rv = h->fl->C_OpenSession(slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+	    NULL, NULL, &h->sess);
+	if (rv != CKR_OK) {
+		r = ck_fail("C_OpenSession", rv);
+		goto out;
+	}
+	h->have_sess = 1;
+	rv = h->fl->C_Login(h->sess, CKU_USER, (CK_UTF8CHAR_PTR)pin_copy,
+	    (CK_ULONG)pin_len);
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		r = ck_fail("C_Login", rv);
+		goto out;
+	}
+	r = 0;
+out:
+	if (pin_copy != NULL) {
+		OPENSSL_cleanse(pin_copy, pin_len + 1);
+		OPENSSL_free(pin_copy);
+	}
+	return r;
+}
+
+int
+hsm_open(struct hsm **out, const char *module, const char *token_label,
+    const char *pin)
+{
+	struct hsm *h = NULL;
+	char label[33];
+	unsigned int i;
+	int r = KL_ERR_INTERNAL;
+
+	if (out == NULL || module == NULL || pin == NULL)
+		return KL_ERR_INVALID;
+	h = OPENSSL_zalloc(sizeof(*h));
+	if (h == NULL)
+		return KL_ERR_NOMEM;
+	/* Claimed before libp11 touches the module. */
+	if ((r = raw_load(h, module)) != 0)
+		goto out;
+	h->ctx = PKCS11_CTX_new();
+	if (h->ctx == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	if (PKCS11_CTX_load(h->ctx, module) != 0) {
+		log_error("hsm: libp11 cannot load PKCS#11 module %s", module);
+		log_openssl("hsm: PKCS11_CTX_load");
+		PKCS11_CTX_free(h->ctx);
+		h->ctx = NULL;
+		r = KL_ERR_HSM;
+		goto out;
+	}
+	if (PKCS11_enumerate_slots(h->ctx, &h->slots, &h->nslots) != 0) {
+		log_openssl("hsm: PKCS11_enumerate_slots");
+		h->slots = NULL;
+		r = KL_ERR_HSM;
+		goto out;
+	}
+	for (i = 0; i < h->nslots; i++) {
+		PKCS11_TOKEN *tok = h->slots[i].token;
+
+		if (tok == NULL || !tok->initialized)
+			continue;
+		label_of(tok, label, sizeof(label));
+		if (token_label == NULL || token_label[0] == '\0' ||
+		    strcmp(label, token_label) == 0) {
+			h->slot = &h->slots[i];
+			break;
+		}
+	}
+	if (h->slot == NULL) {
+		log_error("hsm: no initialised token labelled '%s' in %s",
+		    token_label != NULL ? token_label : "", module);
+		r = KL_ERR_NOT_FOUND;
+		goto out;
+	}
+	if (PKCS11_open_session(h->slot, 1) != 0) {
+		log_openssl("hsm: PKCS11_open_session");
+		r = KL_ERR_HSM;
+		goto out;
+	}
+	if ((r = raw_login(h, pin)) != 0)
+		goto out;
+	*out = h;
+	h = NULL;
+	r = 0;
+out:
+	hsm_close(h);
+	return r;
+}
+
+void
+hsm_close(struct hsm *h)
+{
+	if (h == NULL)
+		return;
+	if (h->have_sess)
+		(void)h->fl->C_CloseSession(h->sess);
+	if (h->ctx != NULL) {
+		if (h->slots != NULL)
+			PKCS11_release_all_slots(h->ctx, h->slots, h->nslots);
+		/* C_Finalize happens here: libp11 owns initialisation. */
+		PKCS11_CTX_unload(h->ctx);
+		PKCS11_CTX_free(h->ctx);
+	}
+	if (h->ck_initialized)
+		(void)h->fl->C_Finalize(NULL);
+	if (h->claimed)
+		mod_release(h->dl);
+	if (h->dl != NULL)
+		dlclose(h->dl);
+	OPENSSL_free(h);
+}
+
+int
+hsm_token_info(struct hsm *h, struct hsm_token_info *info)
+{
+	const PKCS11_TOKEN *tok;
+	struct hsm_token_info ti;
+
+	if (h == NULL || info == NULL)
+		return KL_ERR_INVALID;
+	tok = h->slot->token;
+	memset(&ti, 0, sizeof(ti));
+	copy_field(ti.label, sizeof(ti.label), tok->label);
+	copy_field(ti.manufacturer, sizeof(ti.manufacturer), tok->manufacturer);
+	copy_field(ti.model, sizeof(ti.model), tok->model);
+	copy_field(ti.serial, sizeof(ti.serial), tok->serialnr);
+	*info = ti;
+	return 0;
+}
+
+/* All objects of a class with that CKA_ID, through our session. */
+static int
+find_objs(struct hsm *h, CK_OBJECT_CLASS cls, const uint8_t *id,
+    size_t id_len, CK_OBJECT_HANDLE *objs, CK_ULONG *n)
+{
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_ID, (void *)id, (CK_ULONG)id_len },
+	};
+	CK_ULONG got = 0, more = 0;
+	CK_OBJECT_HANDLE extra;
+	CK_RV rv;
+
+	rv = h->fl->C_FindObjectsInit(h->sess, tmpl, 2);
+	if (rv != CKR_OK)
+		return ck_fail("C_FindObjectsInit", rv);
+	rv = h->fl->C_FindObjects(h->sess, objs, HSM_MAX_OBJS, &got);
+	if (rv == CKR_OK && got == HSM_MAX_OBJS)
+		rv = h->fl->C_FindObjects(h->sess, &extra, 1, &more);
+	(void)h->fl->C_FindObjectsFinal(h->sess);
+	if (rv != CKR_OK)
+		return ck_fail("C_FindObjects", rv);
+	if (more != 0) {
+		log_error("hsm: more than %d objects share one CKA_ID",
+		    HSM_MAX_OBJS);
+		return KL_ERR_HSM;
+	}
+	*n = got;
+	return 0;
+}
+
+/* The one object of a class with that id, or KL_ERR_NOT_FOUND. */
+static int
+find_one(struct hsm *h, CK_OBJECT_CLASS cls, const uint8_t *id,
+    size_t id_len, CK_OBJECT_HANDLE *obj)
+{
+	CK_OBJECT_HANDLE objs[HSM_MAX_OBJS];
+	CK_ULONG n = 0;
+	int r;
+
+	r = find_objs(h, cls, id, id_len, objs, &n);
+	if (r != 0)
+		return r;
+	if (n == 0)
+		return KL_ERR_NOT_FOUND;
+	if (n > 1)
+		log_warn("hsm: %lu objects of class %lu share one CKA_ID; "
+		    "using the first", (unsigned long)n, (unsigned long)cls);
+	*obj = objs[0];
+	return 0;
+}
+
+static int
+destroy_id(struct hsm *h, CK_OBJECT_CLASS cls, const uint8_t *id,
+    size_t id_len)
+{
+	CK_OBJECT_HANDLE objs[HSM_MAX_OBJS];
+	CK_ULONG n = 0, i;
+	CK_RV rv;
+	int r;
+
+	r = find_objs(h, cls, id, id_len, objs, &n);
+	if (r != 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		rv = h->fl->C_DestroyObject(h->sess, objs[i]);
+		if (rv != CKR_OK)
+			return ck_fail("C_DestroyObject", rv);
+	}
+	return 0;
+}
+
+/* Variable-length attribute into an OPENSSL_malloc'd buffer. */
+static int
+get_attr_alloc(struct hsm *h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type,
+    size_t max, uint8_t **val, size_t *len)
+{
+	CK_ATTRIBUTE a = { type, NULL, 0 };
+	uint8_t *p = NULL;
+	CK_RV rv;
+
+	rv = h->fl->C_GetAttributeValue(h->sess, obj, &a, 1);
+	if (rv != CKR_OK)
+		return ck_fail("C_GetAttributeValue", rv);
+	if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen == 0 ||
+	    a.ulValueLen > max) {
+		log_error("hsm: attribute 0x%lx unavailable or too long",
+		    (unsigned long)type);
+		return KL_ERR_HSM;
+	}
+	p = OPENSSL_malloc(a.ulValueLen);
+	if (p == NULL)
+		return KL_ERR_NOMEM;
+	a.pValue = p;
+	rv = h->fl->C_GetAttributeValue(h->sess, obj, &a, 1);
+	if (rv != CKR_OK) {
+		OPENSSL_free(p);
+		return ck_fail("C_GetAttributeValue", rv);
+	}
+	*val = p;
+	*len = a.ulValueLen;
+	return 0;
+}
+
+/* EVP_PKEY from CKA_EC_POINT (a DER OCTET STRING, or raw from old
+ * modules) of a P-256 public key object. */
+static int
+pub_ec(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
+{
+	uint8_t *ptval = NULL, *params = NULL;
+	size_t ptlen = 0, plen = 0;
+	const unsigned char *p;
+	ASN1_OCTET_STRING *os = NULL;
+	const unsigned char *pt;
+	size_t n;
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *prm = NULL;
+	EVP_PKEY_CTX *pctx = NULL;
+	EVP_PKEY *pk = NULL;
+	int r;
+
+	r = get_attr_alloc(h, obj, CKA_EC_PARAMS, 256, &params, &plen);
+	if (r != 0)
+		goto out;
+	if (plen != sizeof(p256_oid) || memcmp(params, p256_oid, plen) != 0) {
+		log_error("hsm: EC key is not on P-256");
+		r = KL_ERR_UNSUPPORTED;
+		goto out;
+	}
+	r = get_attr_alloc(h, obj, CKA_EC_POINT, 256, &ptval, &ptlen);
+	if (r != 0)
+		goto out;
+	p = ptval;
+	os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)ptlen);
+	if (os != NULL && p == ptval + ptlen) {
+		pt = ASN1_STRING_get0_data(os);
+		n = (size_t)ASN1_STRING_length(os);
+	} else {
+		ERR_clear_error();
+		pt = ptval;
+		n = ptlen;
+	}
+	r = KL_ERR_CRYPTO;
+	if (n != 65 || pt[0] != 0x04) {
+		log_error("hsm: CKA_EC_POINT is not an uncompressed P-256 point");
+		r = KL_ERR_HSM;
+		goto out;
+	}
+	bld = OSSL_PARAM_BLD_new();
+	if (bld == NULL ||
+	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+	    SN_X9_62_prime256v1, 0) ||
+	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
+	    pt, n) ||
+	    (prm = OSSL_PARAM_BLD_to_param(bld)) == NULL) {
+		r = crypto_fail("hsm: EC params");
+		goto out;
+	}
+	pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+	    EVP_PKEY_fromdata(pctx, &pk, EVP_PKEY_PUBLIC_KEY, prm) <= 0) {
+		r = crypto_fail("hsm: EC public key");
+		goto out;
+	}
+	*out = pk;
+	pk = NULL;
+	r = 0;
+out:
+	EVP_PKEY_free(pk);
+	EVP_PKEY_CTX_free(pctx);
+	OSSL_PARAM_free(prm);
+	OSSL_PARAM_BLD_free(bld);
+	ASN1_OCTET_STRING_free(os);
+	OPENSSL_free(ptval);
+	OPENSSL_free(params);
+	return r;
+}
+
+static int
+pub_rsa(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
+{
+	uint8_t *mod = NULL, *exp = NULL;
+	size_t mlen = 0, elen = 0;
+	BIGNUM *bn_n = NULL, *bn_e = NULL;
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *prm = NULL;
+	EVP_PKEY_CTX *pctx = NULL;
+	EVP_PKEY *pk = NULL;
+	int r;
+
+	r = get_attr_alloc(h, obj, CKA_MODULUS, 1024, &mod, &mlen);
+	if (r != 0)
+		goto out;
+	r = get_attr_alloc(h, obj, CKA_PUBLIC_EXPONENT, 64, &exp, &elen);
+	if (r != 0)
+		goto out;
+	bn_n = BN_bin2bn(mod, (int)mlen, NULL);
+	bn_e = BN_bin2bn(exp, (int)elen, NULL);
+	bld = OSSL_PARAM_BLD_new();
+	if (bn_n == NULL || bn_e == NULL || bld == NULL ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) ||
+	    (prm = OSSL_PARAM_BLD_to_param(bld)) == NULL) {
+		r = crypto_fail("hsm: RSA params");
+		goto out;
+	}
+	pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+	    EVP_PKEY_fromdata(pctx, &pk, EVP_PKEY_PUBLIC_KEY, prm) <= 0) {
+		r = crypto_fail("hsm: RSA public key");
+		goto out;
+	}
+	*out = pk;
+	pk = NULL;
+	r = 0;
+out:
+	EVP_PKEY_free(pk);
+	EVP_PKEY_CTX_free(pctx);
+	OSSL_PARAM_free(prm);
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(bn_n);
+	BN_free(bn_e);
+	OPENSSL_free(mod);
+	OPENSSL_free(exp);
+	return r;
+}
+
+/* The public key object with that id as an OpenSSL public key. */
+static int
+pub_key(struct hsm *h, const uint8_t *id, size_t id_len, EVP_PKEY **out)
+{
+	CK_OBJECT_HANDLE obj;
+	CK_KEY_TYPE kt;
+	CK_ATTRIBUTE a = { CKA_KEY_TYPE, &kt, sizeof(kt) };
+	CK_RV rv;
+	int r;
+
+	r = find_one(h, CKO_PUBLIC_KEY, id, id_len, &obj);
+	if (r != 0)
+		return r;
+	rv = h->fl->C_GetAttributeValue(h->sess, obj, &a, 1);
+	if (rv != CKR_OK)
+		return ck_fail("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
+	if (kt == CKK_EC)
+		return pub_ec(h, obj, out);
+	if (kt == CKK_RSA)
+		return pub_rsa(h, obj, out);
+	log_error("hsm: unsupported key type 0x%lx", (unsigned long)kt);
+	return KL_ERR_UNSUPPORTED;
+}
+
+static int
+spki_der(EVP_PKEY *pk, uint8_t **spki, size_t *spki_len)
+{
+	unsigned char *der = NULL;
+	int n;
+
+	n = i2d_PUBKEY(pk, &der);
+	if (n <= 0)
+		return crypto_fail("hsm: i2d_PUBKEY");
+	*spki = der;
+	*spki_len = (size_t)n;
+	return 0;
+}
+
+int
+hsm_get_spki(struct hsm *h, const uint8_t *id, size_t id_len,
+    uint8_t **spki, size_t *spki_len)
+{
+	EVP_PKEY *pk = NULL;
+	int r;
+
+	if (h == NULL || spki == NULL || spki_len == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	r = pub_key(h, id, id_len, &pk);
+	if (r == 0)
+		r = spki_der(pk, spki, spki_len);
+	EVP_PKEY_free(pk);
+	return r;
+}
+
+/* Make libp11 re-run its object search so it sees what we created. */
+static void
+p11_refresh(struct hsm *h)
+{
+	PKCS11_KEY *keys;
+	unsigned int n;
+
+	if (PKCS11_enumerate_keys(h->slot->token, &keys, &n) != 0 ||
+	    PKCS11_enumerate_public_keys(h->slot->token, &keys, &n) != 0)
+		log_openssl("hsm: PKCS11_enumerate_keys");
+}
+
+int
+hsm_generate_key(struct hsm *h, enum hsm_key_type t, const uint8_t *id,
+    size_t id_len, const char *label, uint8_t **spki, size_t *spki_len)
+{
+	const struct key_type_entry *kte = key_type_lookup(t);
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ULONG bits;
+	CK_BYTE exp65537[] = { 0x01, 0x00, 0x01 };
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	CK_ATTRIBUTE pub[8], priv[8];
+	CK_ULONG npub = 0, npriv = 0;
+	CK_OBJECT_HANDLE hpub, hpriv;
+	CK_ULONG label_len;
+	EVP_PKEY *pk = NULL;
+	CK_RV rv;
+	int r;
+
+	if (h == NULL || kte == NULL || label == NULL || spki == NULL ||
+	    spki_len == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	label_len = (CK_ULONG)strlen(label);
+	bits = kte->bits;
+
+	/* Re-provisioning: the old pair and its certificate go first, so
+	 * there is never more than one object of a class per id. */
+	if ((r = destroy_id(h, CKO_PRIVATE_KEY, id, id_len)) != 0 ||
+	    (r = destroy_id(h, CKO_PUBLIC_KEY, id, id_len)) != 0 ||
+	    (r = destroy_id(h, CKO_CERTIFICATE, id, id_len)) != 0)
+		return r;
+
+#define ADD(arr, n, t, v, l) do { \
+	(arr)[(n)].type = (t); (arr)[(n)].pValue = (void *)(v); \
+	(arr)[(n)].ulValueLen = (CK_ULONG)(l); (n)++; } while (0)
+	ADD(pub, npub, CKA_TOKEN, &yes, sizeof(yes));
+	ADD(pub, npub, CKA_VERIFY, &yes, sizeof(yes));
+	ADD(pub, npub, CKA_ID, id, id_len);
+	ADD(pub, npub, CKA_LABEL, label, label_len);
+	ADD(priv, npriv, CKA_TOKEN, &yes, sizeof(yes));
+	ADD(priv, npriv, CKA_PRIVATE, &yes, sizeof(yes));
+	ADD(priv, npriv, CKA_SENSITIVE, &yes, sizeof(yes));
+	ADD(priv, npriv, CKA_EXTRACTABLE, &no, sizeof(no));
+	ADD(priv, npriv, CKA_SIGN, &yes, sizeof(yes));
+	ADD(priv, npriv, CKA_ID, id, id_len);
+	ADD(priv, npriv, CKA_LABEL, label, label_len);
+	if (t == HSM_KEY_EC_P256) {
+		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+		ADD(pub, npub, CKA_EC_PARAMS, p256_oid, sizeof(p256_oid));
+	} else {
+		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+		ADD(pub, npub, CKA_MODULUS_BITS, &bits, sizeof(bits));
+		ADD(pub, npub, CKA_PUBLIC_EXPONENT, exp65537, sizeof(exp65537));
+	}
+#undef ADD
+
+	rv = h->fl->C_GenerateKeyPair(h->sess, &mech, pub, npub, priv, npriv,
+	    &hpub, &hpriv);
+	if (rv != CKR_OK)
+		return ck_fail("C_GenerateKeyPair", rv);
+	p11_refresh(h);
+
+	r = t == HSM_KEY_EC_P256 ? pub_ec(h, hpub, &pk) : pub_rsa(h, hpub, &pk);
+	if (r == 0)
+		r = spki_der(pk, spki, spki_len);
+	EVP_PKEY_free(pk);
+	return r;
+}
+
+int
+hsm_get_private_key(struct hsm *h, const uint8_t *id, size_t id_len,
+    EVP_PKEY **out)
+{
+	CK_OBJECT_HANDLE obj;
+	PKCS11_KEY *keys = NULL, *key = NULL;
+	unsigned int n = 0, i;
+	EVP_PKEY *pk;
+	int r;
+
+	if (h == NULL || out == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	/* The token, not libp11's cache, says whether the key exists. */
+	r = find_one(h, CKO_PRIVATE_KEY, id, id_len, &obj);
+	if (r != 0)
+		return r;
+	if (PKCS11_enumerate_keys(h->slot->token, &keys, &n) != 0) {
+		log_openssl("hsm: PKCS11_enumerate_keys");
+		return KL_ERR_HSM;
+	}
+	/* libp11 appends new handles and keeps destroyed ones: the last
+	 * entry with the id is the one we made most recently. */
+	for (i = 0; i < n; i++)
+		if (keys[i].id_len == id_len &&
+		    memcmp(keys[i].id, id, id_len) == 0)
+			key = &keys[i];
+	if (key == NULL) {
+		log_error("hsm: libp11 does not list the private key");
+		return KL_ERR_NOT_FOUND;
+	}
+	pk = PKCS11_get_private_key(key);
+	if (pk == NULL) {
+		log_openssl("hsm: PKCS11_get_private_key");
+		return KL_ERR_HSM;
+	}
+	*out = pk;
+	return 0;
+}
+
+/* Sign SHA-256(data) with the token key and check the result against the
+ * public key object, so a stale libp11 handle cannot hand out a
+ * signature by another key. */
+static int
+sign_checked(EVP_PKEY *priv, EVP_PKEY *pub, const uint8_t *data, size_t len,
+    uint8_t **sig, size_t *sig_len)
+{
+	EVP_MD_CTX *md = NULL;
+	uint8_t *s = NULL;
+	size_t slen = 0;
+	int r = KL_ERR_CRYPTO;
+
+	md = EVP_MD_CTX_new();
+	if (md == NULL ||
+	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, priv) <= 0 ||
+	    EVP_DigestSign(md, NULL, &slen, data, len) <= 0) {
+		r = crypto_fail("hsm: sign init");
+		goto out;
+	}
+	s = OPENSSL_malloc(slen);
+	if (s == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	if (EVP_DigestSign(md, s, &slen, data, len) <= 0) {
+		r = crypto_fail("hsm: sign");
+		goto out;
+	}
+	EVP_MD_CTX_free(md);
+	md = EVP_MD_CTX_new();
+	if (md == NULL ||
+	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pub) <= 0) {
+		r = crypto_fail("hsm: verify init");
+		goto out;
+	}
+	if (EVP_DigestVerify(md, s, slen, data, len) != 1) {
+		ERR_clear_error();
+		log_error("hsm: token signature does not match the public key");
+		r = KL_ERR_HSM;
+		goto out;
+	}
+	*sig = s;
+	*sig_len = slen;
+	s = NULL;
+	r = 0;
+out:
+	OPENSSL_free(s);
+	EVP_MD_CTX_free(md);
+	return r;
+}
+
+int
+hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
+    const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
+{
+	EVP_PKEY *priv = NULL, *pub = NULL;
+	int r;
+
+	if (h == NULL || (data == NULL && len != 0) || sig == NULL ||
+	    sig_len == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	if ((r = hsm_get_private_key(h, id, id_len, &priv)) != 0)
+		goto out;
+	if ((r = pub_key(h, id, id_len, &pub)) != 0)
+		goto out;
+	r = sign_checked(priv, pub, data != NULL ? data : (const uint8_t *)"",
+	    len, sig, sig_len);
+out:
+	EVP_PKEY_free(priv);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+int
+hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *cn, uint8_t **der, size_t *der_len)
+{
+	EVP_PKEY *priv = NULL, *pub = NULL;
+	X509_REQ *req = NULL;
+	X509_NAME *name = NULL;
+	unsigned char *out = NULL;
+	int n, r;
+
+	if (h == NULL || cn == NULL || cn[0] == '\0' || der == NULL ||
+	    der_len == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	if ((r = pub_key(h, id, id_len, &pub)) != 0)
+		goto out;
+	if ((r = hsm_get_private_key(h, id, id_len, &priv)) != 0)
+		goto out;
+	r = KL_ERR_CRYPTO;
+	req = X509_REQ_new();
+	name = X509_NAME_new();
+	if (req == NULL || name == NULL ||
+	    !X509_REQ_set_version(req, 0) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+	    (const unsigned char *)cn, -1, -1, 0) ||
+	    !X509_REQ_set_subject_name(req, name) ||
+	    !X509_REQ_set_pubkey(req, pub)) {
+		r = crypto_fail("hsm: CSR");
+		goto out;
+	}
+	if (X509_REQ_sign(req, priv, EVP_sha256()) <= 0) {
+		r = crypto_fail("hsm: X509_REQ_sign");
+		goto out;
+	}
+	/* Proof that the token key behind libp11 is the one in the SPKI. */
+	if (X509_REQ_verify(req, pub) != 1) {
+		ERR_clear_error();
+		log_error("hsm: CSR signature does not match the public key");
+		r = KL_ERR_HSM;
+		goto out;
+	}
+	n = i2d_X509_REQ(req, &out);
+	if (n <= 0) {
+		r = crypto_fail("hsm: i2d_X509_REQ");
+		goto out;
+	}
+	*der = out;
+	*der_len = (size_t)n;
+	r = 0;
+out:
+	X509_NAME_free(name);
+	X509_REQ_free(req);
+	EVP_PKEY_free(priv);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+int
+hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *label, const uint8_t *der, size_t der_len)
+{
+	const unsigned char *p = der;
+	X509 *x = NULL;
+	char *lbl = NULL;
+	int r;
+
+	if (h == NULL || label == NULL || der == NULL || der_len == 0 ||
+	    der_len > HSM_MAX_CERT)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	x = d2i_X509(NULL, &p, (long)der_len);
+	if (x == NULL || p != der + der_len) {
+		log_openssl("hsm: certificate DER");
+		r = KL_ERR_INVALID;
+		goto out;
+	}
+	/* libp11 wants a mutable label. */
+	lbl = OPENSSL_strdup(label);
+	if (lbl == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = destroy_id(h, CKO_CERTIFICATE, id, id_len)) != 0)
+		goto out;
+	if (PKCS11_store_certificate(h->slot->token, x, lbl,
+	    (unsigned char *)id, id_len, NULL) != 0) {
+		log_openssl("hsm: PKCS11_store_certificate");
+		r = KL_ERR_HSM;
+		goto out;
+	}
+	r = 0;
+out:
+	OPENSSL_free(lbl);
+	X509_free(x);
+	return r;
+}
+
+int
+hsm_get_cert(struct hsm *h, const uint8_t *id, size_t id_len,
+    uint8_t **der, size_t *der_len)
+{
+	CK_OBJECT_HANDLE obj;
+	int r;
+
+	if (h == NULL || der == NULL || der_len == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	r = find_one(h, CKO_CERTIFICATE, id, id_len, &obj);
+	if (r != 0)
+		return r;
+	return get_attr_alloc(h, obj, CKA_VALUE, HSM_MAX_CERT, der, der_len);
+}
+
+int
+hsm_key_attrs(struct hsm *h, const uint8_t *id, size_t id_len,
+    struct hsm_key_attrs *out)
+{
+	CK_OBJECT_HANDLE obj;
+	CK_BBOOL sens = 0, extr = 0, asens = 0, nextr = 0;
+	CK_ATTRIBUTE a[] = {
+		{ CKA_SENSITIVE, &sens, sizeof(sens) },
+		{ CKA_EXTRACTABLE, &extr, sizeof(extr) },
+		{ CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
+		{ CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
+	};
+	CK_RV rv;
+	int r;
+
+	if (h == NULL || out == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	r = find_one(h, CKO_PRIVATE_KEY, id, id_len, &obj);
+	if (r != 0)
+		return r;
+	rv = h->fl->C_GetAttributeValue(h->sess, obj, a, 4);
+	if (rv != CKR_OK)
+		return ck_fail("C_GetAttributeValue(key attributes)", rv);
+	out->sensitive = sens == CK_TRUE;
+	out->extractable = extr == CK_TRUE;
+	out->always_sensitive = asens == CK_TRUE;
+	out->never_extractable = nextr == CK_TRUE;
+	return 0;
+}

@@ -1,0 +1,536 @@
+/*
+ * test_hsm.c: hsm/ against a real SoftHSM token made for the run.
+ *
+ * The group setup writes a softhsm2.conf into a fresh temporary directory,
+ * points SOFTHSM2_CONF at it and initialises a token "test-board" (user PIN
+ * 1234) with softhsm2-util.  Tests run in order and build on each other
+ * (keys made by one are used by the next), as a board's provisioning does.
+ * Everything skips when SoftHSM is not installed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <dlfcn.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+
+#include "hsm/hsm.h"
+#include "station/err.h"
+
+#define MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define LABEL "test-board"
+#define PIN "1234"
+
+static char tmpdir[64];
+static int have_softhsm;
+static struct hsm *H;
+static const uint8_t ID1[] = { 0x01 }, ID2[] = { 0x02 }, ID3[] = { 0x03 };
+
+static int
+group_setup(void **state)
+{
+	char path[128], cmd[512];
+	FILE *f;
+
+	(void)state;
+	if (access(MODULE, R_OK) != 0 || system("command -v softhsm2-util "
+	    ">/dev/null 2>&1") != 0)
+		return 0;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_hsm.XXXXXX");
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "%s/tokens", tmpdir);
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", path);
+	if (system(cmd) != 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/softhsm2.conf", tmpdir);
+	f = fopen(path, "w");
+	if (f == NULL)
+		return -1;
+	fprintf(f, "directories.tokendir = %s/tokens\n"
+	    "objectstore.backend = file\nlog.level = ERROR\n", tmpdir);
+	fclose(f);
+	setenv("SOFTHSM2_CONF", path, 1);
+	if (system("softhsm2-util --init-token --free --label " LABEL
+	    " --so-pin 5678 --pin " PIN " >/dev/null") != 0)
+		return -1;
+	have_softhsm = 1;
+	return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	hsm_close(H);
+	H = NULL;
+	if (tmpdir[0] != '\0') {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void
+need_hsm(void)
+{
+	if (!have_softhsm)
+		skip();
+	if (H == NULL)
+		assert_int_equal(hsm_open(&H, MODULE, LABEL, PIN), 0);
+}
+
+static EVP_PKEY *
+parse_spki(const uint8_t *der, size_t len)
+{
+	const unsigned char *p = der;
+	EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)len);
+
+	assert_non_null(pk);
+	assert_ptr_equal(p, der + len);
+	return pk;
+}
+
+static void
+test_open_errors(void **state)
+{
+	struct hsm *h = (struct hsm *)0x1;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	assert_int_equal(hsm_open(&h, MODULE, LABEL, "9999"),
+	    KL_ERR_HSM_LOGIN);
+	assert_ptr_equal(h, (struct hsm *)0x1);
+	assert_int_equal(hsm_open(&h, MODULE, "no-such-token", PIN),
+	    KL_ERR_NOT_FOUND);
+	assert_int_equal(hsm_open(&h, "/nonexistent/module.so", LABEL, PIN),
+	    KL_ERR_NOT_FOUND);
+	assert_int_equal(hsm_open(NULL, MODULE, LABEL, PIN), KL_ERR_INVALID);
+	hsm_close(NULL);
+	/* First initialised token, as aktualizr picks it. */
+	assert_int_equal(hsm_open(&h, MODULE, NULL, PIN), 0);
+	hsm_close(h);
+}
+
+static void
+test_token_info(void **state)
+{
+	struct hsm_token_info ti;
+
+	(void)state;
+	need_hsm();
+	assert_int_equal(hsm_token_info(H, &ti), 0);
+	assert_string_equal(ti.label, LABEL);
+	assert_non_null(strstr(ti.manufacturer, "SoftHSM"));
+	assert_true(ti.serial[0] != '\0');
+	assert_true(ti.serial[strlen(ti.serial) - 1] != ' ');
+}
+
+static void
+test_key_types(void **state)
+{
+	enum hsm_key_type t;
+
+	(void)state;
+	assert_int_equal(hsm_key_type_from_name("ec-p256", &t), 0);
+	assert_int_equal(t, HSM_KEY_EC_P256);
+	assert_int_equal(hsm_key_type_from_name("rsa3072", &t), 0);
+	assert_int_equal(t, HSM_KEY_RSA3072);
+	assert_int_equal(hsm_key_type_from_name("rsa1024", &t),
+	    KL_ERR_INVALID);
+	assert_string_equal(hsm_key_type_name(HSM_KEY_RSA2048), "rsa2048");
+}
+
+static void
+test_id_from_hex(void **state)
+{
+	uint8_t id[4];
+	size_t n = 99;
+
+	(void)state;
+	assert_int_equal(hsm_id_from_hex("02", id, sizeof(id), &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(id[0], 2);
+	assert_int_equal(hsm_id_from_hex("a1B2", id, sizeof(id), &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(id[0], 0xa1);
+	assert_int_equal(id[1], 0xb2);
+	n = 99;
+	assert_int_equal(hsm_id_from_hex("zz", id, sizeof(id), &n),
+	    KL_ERR_INVALID);
+	assert_int_equal(hsm_id_from_hex("", id, sizeof(id), &n),
+	    KL_ERR_INVALID);
+	assert_int_equal(hsm_id_from_hex("123", id, sizeof(id), &n),
+	    KL_ERR_INVALID);
+	assert_int_equal(hsm_id_from_hex("0g", id, sizeof(id), &n),
+	    KL_ERR_INVALID);
+	assert_int_equal(hsm_id_from_hex("0102030405", id, sizeof(id), &n),
+	    KL_ERR_INVALID);
+	assert_int_equal(n, 99);
+}
+
+/* CSR parses, carries the SPKI and CN, and verifies. */
+static void
+check_csr(const uint8_t *id, EVP_PKEY *spki, const char *cn)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+	const unsigned char *p;
+	X509_REQ *req;
+	EVP_PKEY *rpk;
+	char got[64];
+
+	assert_int_equal(hsm_make_csr(H, id, 1, cn, &der, &len), 0);
+	p = der;
+	req = d2i_X509_REQ(NULL, &p, (long)len);
+	assert_non_null(req);
+	assert_ptr_equal(p, der + len);
+	rpk = X509_REQ_get0_pubkey(req);
+	assert_non_null(rpk);
+	assert_int_equal(EVP_PKEY_eq(rpk, spki), 1);
+	assert_int_equal(X509_REQ_verify(req, spki), 1);
+	assert_true(X509_NAME_get_text_by_NID(X509_REQ_get_subject_name(req),
+	    NID_commonName, got, sizeof(got)) > 0);
+	assert_string_equal(got, cn);
+	X509_REQ_free(req);
+	OPENSSL_free(der);
+}
+
+/* hsm_sign over data verifies with the SPKI, and not over other data. */
+static void
+check_sign(const uint8_t *id, EVP_PKEY *spki)
+{
+	static const uint8_t msg[] = "keyline proof of possession";
+	uint8_t *sig = NULL;
+	size_t slen = 0;
+	EVP_MD_CTX *md;
+
+	assert_int_equal(hsm_sign(H, id, 1, msg, sizeof(msg), &sig, &slen), 0);
+	md = EVP_MD_CTX_new();
+	assert_non_null(md);
+	assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    spki), 1);
+	assert_int_equal(EVP_DigestVerify(md, sig, slen, msg, sizeof(msg)), 1);
+	EVP_MD_CTX_free(md);
+	md = EVP_MD_CTX_new();
+	assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    spki), 1);
+	assert_int_not_equal(EVP_DigestVerify(md, sig, slen, msg,
+	    sizeof(msg) - 1), 1);
+	EVP_MD_CTX_free(md);
+	OPENSSL_free(sig);
+}
+
+static int
+count_privkeys(const char *idhex)
+{
+	char cmd[512];
+	FILE *p;
+	int n = 0;
+	char line[256];
+
+	snprintf(cmd, sizeof(cmd), "pkcs11-tool --module " MODULE
+	    " --login --pin " PIN " --list-objects --type privkey --id %s "
+	    "2>/dev/null", idhex);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	while (fgets(line, sizeof(line), p) != NULL)
+		if (strncmp(line, "Private Key Object", 18) == 0)
+			n++;
+	pclose(p);
+	return n;
+}
+
+static void
+test_ec_key(void **state)
+{
+	uint8_t *spki = NULL, *spki2 = NULL, *again = NULL;
+	size_t len = 0, len2 = 0, alen = 0;
+	EVP_PKEY *pk, *pk2;
+	char group[32];
+	size_t glen = 0;
+	struct hsm_key_attrs ka;
+
+	(void)state;
+	need_hsm();
+	assert_int_equal(hsm_generate_key(H, HSM_KEY_EC_P256, ID2, 1, "tls",
+	    &spki, &len), 0);
+	pk = parse_spki(spki, len);
+	assert_true(EVP_PKEY_is_a(pk, "EC"));
+	assert_int_equal(EVP_PKEY_get_utf8_string_param(pk,
+	    OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &glen), 1);
+	assert_string_equal(group, "prime256v1");
+	assert_int_equal(hsm_get_spki(H, ID2, 1, &again, &alen), 0);
+	assert_int_equal(alen, len);
+	assert_memory_equal(again, spki, len);
+	OPENSSL_free(again);
+
+	assert_int_equal(hsm_key_attrs(H, ID2, 1, &ka), 0);
+	assert_int_equal(ka.sensitive, 1);
+	assert_int_equal(ka.extractable, 0);
+	assert_int_equal(ka.always_sensitive, 1);
+	assert_int_equal(ka.never_extractable, 1);
+
+	check_csr(ID2, pk, "board-0001");
+	check_sign(ID2, pk);
+
+	/* Re-provisioning replaces the pair; libp11's view follows. */
+	assert_int_equal(hsm_generate_key(H, HSM_KEY_EC_P256, ID2, 1, "tls",
+	    &spki2, &len2), 0);
+	pk2 = parse_spki(spki2, len2);
+	assert_int_not_equal(EVP_PKEY_eq(pk, pk2), 1);
+	check_csr(ID2, pk2, "board-0001");
+	check_sign(ID2, pk2);
+	if (system("command -v pkcs11-tool >/dev/null 2>&1") == 0)
+		assert_int_equal(count_privkeys("02"), 1);
+
+	EVP_PKEY_free(pk);
+	EVP_PKEY_free(pk2);
+	OPENSSL_free(spki);
+	OPENSSL_free(spki2);
+}
+
+static void
+test_rsa_key(void **state)
+{
+	uint8_t *spki = NULL;
+	size_t len = 0;
+	EVP_PKEY *pk;
+	struct hsm_key_attrs ka;
+
+	(void)state;
+	need_hsm();
+	assert_int_equal(hsm_generate_key(H, HSM_KEY_RSA2048, ID3, 1,
+	    "uptane", &spki, &len), 0);
+	pk = parse_spki(spki, len);
+	assert_true(EVP_PKEY_is_a(pk, "RSA"));
+	assert_int_equal(EVP_PKEY_get_bits(pk), 2048);
+	assert_int_equal(hsm_key_attrs(H, ID3, 1, &ka), 0);
+	assert_int_equal(ka.sensitive, 1);
+	assert_int_equal(ka.extractable, 0);
+	check_csr(ID3, pk, "board-0001");
+	check_sign(ID3, pk);
+	EVP_PKEY_free(pk);
+	OPENSSL_free(spki);
+}
+
+/* What the station CA does: X509_sign with the token key. */
+static uint8_t *
+self_signed(const uint8_t *id, const char *cn, size_t *len)
+{
+	EVP_PKEY *priv = NULL, *pub;
+	uint8_t *spki = NULL, *der = NULL;
+	size_t slen = 0;
+	X509 *x;
+	X509_NAME *name;
+	int n;
+
+	assert_int_equal(hsm_get_private_key(H, id, 1, &priv), 0);
+	assert_int_equal(hsm_get_spki(H, id, 1, &spki, &slen), 0);
+	pub = parse_spki(spki, slen);
+	x = X509_new();
+	assert_non_null(x);
+	assert_int_equal(X509_set_version(x, 2), 1);
+	assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 42), 1);
+	name = X509_get_subject_name(x);
+	assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+	    (const unsigned char *)cn, -1, -1, 0), 1);
+	assert_int_equal(X509_set_issuer_name(x, name), 1);
+	assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+	assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+	assert_int_equal(X509_set_pubkey(x, pub), 1);
+	assert_true(X509_sign(x, priv, EVP_sha256()) > 0);
+	assert_int_equal(X509_verify(x, pub), 1);
+	n = i2d_X509(x, &der);
+	assert_true(n > 0);
+	*len = (size_t)n;
+	X509_free(x);
+	EVP_PKEY_free(pub);
+	EVP_PKEY_free(priv);
+	OPENSSL_free(spki);
+	return der;
+}
+
+static void
+test_certs(void **state)
+{
+	uint8_t *c1, *c2, *back = NULL;
+	size_t l1 = 0, l2 = 0, blen = 0;
+
+	(void)state;
+	need_hsm();
+	/* EC (id 02) and RSA (id 03) keys both sign certificates. */
+	c1 = self_signed(ID2, "board-0001", &l1);
+	c2 = self_signed(ID3, "board-0001-rsa", &l2);
+	assert_int_equal(hsm_get_cert(H, ID1, 1, &back, &blen),
+	    KL_ERR_NOT_FOUND);
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", c1, l1), 0);
+	assert_int_equal(hsm_get_cert(H, ID1, 1, &back, &blen), 0);
+	assert_int_equal(blen, l1);
+	assert_memory_equal(back, c1, l1);
+	OPENSSL_free(back);
+	back = NULL;
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", c2, l2), 0);
+	assert_int_equal(hsm_get_cert(H, ID1, 1, &back, &blen), 0);
+	assert_int_equal(blen, l2);
+	assert_memory_equal(back, c2, l2);
+	OPENSSL_free(back);
+	/* Truncated and bit-flipped DER is refused. */
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", c1, l1 - 1),
+	    KL_ERR_INVALID);
+	c1[0] ^= 0x01;
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", c1, l1),
+	    KL_ERR_INVALID);
+	OPENSSL_free(c1);
+	OPENSSL_free(c2);
+}
+
+static void
+test_missing(void **state)
+{
+	static const uint8_t ID9[] = { 0x09 };
+	uint8_t *out = (uint8_t *)0x1;
+	size_t len = 7;
+	EVP_PKEY *pk = (EVP_PKEY *)0x1;
+	struct hsm_key_attrs ka;
+
+	(void)state;
+	need_hsm();
+	assert_int_equal(hsm_sign(H, ID9, 1, (const uint8_t *)"x", 1, &out,
+	    &len), KL_ERR_NOT_FOUND);
+	assert_int_equal(hsm_make_csr(H, ID9, 1, "x", &out, &len),
+	    KL_ERR_NOT_FOUND);
+	assert_int_equal(hsm_get_spki(H, ID9, 1, &out, &len),
+	    KL_ERR_NOT_FOUND);
+	assert_int_equal(hsm_get_private_key(H, ID9, 1, &pk),
+	    KL_ERR_NOT_FOUND);
+	assert_int_equal(hsm_key_attrs(H, ID9, 1, &ka), KL_ERR_NOT_FOUND);
+	assert_ptr_equal(out, (uint8_t *)0x1);
+	assert_int_equal(len, 7);
+	assert_ptr_equal(pk, (EVP_PKEY *)0x1);
+	assert_int_equal(hsm_sign(H, NULL, 0, (const uint8_t *)"x", 1, &out,
+	    &len), KL_ERR_INVALID);
+}
+
+/*
+ * Nothing can read the private key out, checked at the PKCS#11 level with
+ * our own session on the module (login is per application, so it is
+ * already logged in through H).  pkcs11-tool is no help here: its
+ * --read-object on a private key prints "not supported" and exits 0.
+ */
+static CK_RV
+read_priv_attr(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s,
+    const uint8_t *id, CK_ATTRIBUTE_TYPE type)
+{
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_ID, (void *)id, 1 },
+	};
+	CK_OBJECT_HANDLE obj;
+	CK_ULONG n = 0;
+	uint8_t buf[1024];
+	CK_ATTRIBUTE a = { type, buf, sizeof(buf) };
+
+	assert_int_equal(fl->C_FindObjectsInit(s, tmpl, 2), CKR_OK);
+	assert_int_equal(fl->C_FindObjects(s, &obj, 1, &n), CKR_OK);
+	assert_int_equal(fl->C_FindObjectsFinal(s), CKR_OK);
+	assert_int_equal(n, 1);
+	return fl->C_GetAttributeValue(s, obj, &a, 1);
+}
+
+static void
+test_not_extractable(void **state)
+{
+	CK_RV (*get_list)(CK_FUNCTION_LIST_PTR_PTR);
+	CK_FUNCTION_LIST_PTR fl = NULL;
+	CK_SLOT_ID slots[8];
+	CK_ULONG nslots = 8, i;
+	CK_SESSION_HANDLE s = 0;
+	CK_RV rv;
+	void *dl;
+
+	(void)state;
+	need_hsm();
+	dl = dlopen(MODULE, RTLD_NOW | RTLD_LOCAL);
+	assert_non_null(dl);
+	*(void **)&get_list = dlsym(dl, "C_GetFunctionList");
+	assert_non_null(get_list);
+	assert_int_equal(get_list(&fl), CKR_OK);
+	rv = fl->C_Initialize(NULL);
+	assert_true(rv == CKR_CRYPTOKI_ALREADY_INITIALIZED);
+	assert_int_equal(fl->C_GetSlotList(CK_TRUE, slots, &nslots), CKR_OK);
+	for (i = 0; i < nslots; i++) {
+		CK_TOKEN_INFO ti;
+
+		if (fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+		    memcmp(ti.label, LABEL, strlen(LABEL)) == 0)
+			break;
+	}
+	assert_true(i < nslots);
+	assert_int_equal(fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION,
+	    NULL, NULL, &s), CKR_OK);
+	assert_int_equal(read_priv_attr(fl, s, ID2, CKA_VALUE),
+	    CKR_ATTRIBUTE_SENSITIVE);
+	assert_int_equal(read_priv_attr(fl, s, ID3, CKA_PRIVATE_EXPONENT),
+	    CKR_ATTRIBUTE_SENSITIVE);
+	assert_int_equal(read_priv_attr(fl, s, ID3, CKA_PRIME_1),
+	    CKR_ATTRIBUTE_SENSITIVE);
+	assert_int_equal(fl->C_CloseSession(s), CKR_OK);
+	dlclose(dl);
+}
+
+/* A second handle on the same module in one process is refused, and the
+ * first keeps working (libp11 would otherwise break its sessions). */
+static void
+test_second_open(void **state)
+{
+	struct hsm *h2 = NULL;
+	uint8_t *sig = NULL;
+	size_t slen = 0;
+
+	(void)state;
+	need_hsm();
+	assert_int_equal(hsm_open(&h2, MODULE, LABEL, PIN), KL_ERR_EXISTS);
+	assert_null(h2);
+	assert_int_equal(hsm_sign(H, ID2, 1, (const uint8_t *)"x", 1, &sig,
+	    &slen), 0);
+	OPENSSL_free(sig);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_key_types),
+		cmocka_unit_test(test_id_from_hex),
+		cmocka_unit_test(test_open_errors),
+		cmocka_unit_test(test_token_info),
+		cmocka_unit_test(test_ec_key),
+		cmocka_unit_test(test_rsa_key),
+		cmocka_unit_test(test_certs),
+		cmocka_unit_test(test_missing),
+		cmocka_unit_test(test_second_open),
+		cmocka_unit_test(test_not_extractable),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
