@@ -47,7 +47,10 @@ struct hsm_token_info {
  * token_label (NULL or "" = the first initialised token, as aktualizr does),
  * open a read-write session and log in as user with pin.
  * Returns 0 and *out (free with hsm_close), KL_ERR_NOT_FOUND (module or
- * token), KL_ERR_HSM_LOGIN (wrong PIN, logged without the PIN), KL_ERR_HSM.
+ * token), KL_ERR_HSM_LOGIN (wrong PIN, logged without the PIN), KL_ERR_HSM,
+ * KL_ERR_EXISTS when this process already has that module open: libp11
+ * 0.4.12 breaks the first context's sessions when a second one loads the
+ * same module, so one struct hsm per module per process.
  */
 int hsm_open(struct hsm **out, const char *module, const char *token_label,
     const char *pin);

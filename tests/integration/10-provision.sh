@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# 8 virtual boards provisioned end to end, then everything checked from
+# the outside with independent tools: openssl verify, pkcs11-tool on each
+# board's token, a mutual-TLS handshake with the board's HSM key, and the
+# audit chain (which must break when a row is altered by hand).
+. "$(dirname "$0")/lib.sh"
+
+line_setup "$T" 8
+line_start "$T"
+"$KL" batch --config "$T/station.conf" >"$T/out.jsonl" ||
+	fail "batch exited $? (expected 0)"
+s=$(summary "$T/out.jsonl")
+[ "$(jq .passed <<<"$s")" = 8 ] || fail "summary: $s"
+[ "$(jq .failed <<<"$s")" = 0 ] || fail "summary: $s"
+[ "$(grep -c '"event":"passed"' "$T/out.jsonl")" = 8 ] ||
+	fail "expected 8 passed events"
+
+for i in $(seq 1 8); do
+	b=$(board_dir "$i")
+	serial=$(basename "$b")
+	imp=$b/rootfs/var/sota/import
+	id="$(sed -n 's/^model *= *//p' "$b/board.conf")-$serial"
+	# Exactly the three files, nothing staged left behind.
+	[ "$(ls -A "$imp" | sort | tr '\n' ' ')" = "client.pem gateway.url root.crt " ] ||
+		fail "$serial: import dir holds: $(ls -A "$imp")"
+	openssl verify -CAfile "$T/ca/fleet-root.pem" "$imp/client.pem" >/dev/null ||
+		fail "$serial: client.pem does not chain to the fleet root"
+	cmp -s "$imp/root.crt" "$T/ca/gateway-root.pem" || fail "$serial: root.crt"
+	[ "$(cat "$imp/gateway.url")" = "https://gateway.ota.example.com:8443" ] ||
+		fail "$serial: gateway.url"
+	subj=$(openssl x509 -in "$imp/client.pem" -noout -subject -nameopt RFC2253)
+	[ "$subj" = "subject=CN=$id" ] || fail "$serial: subject $subj, want CN=$id"
+	ext=$(openssl x509 -in "$imp/client.pem" -noout -ext keyUsage,extendedKeyUsage)
+	grep -q "Digital Signature" <<<"$ext" || fail "$serial: keyUsage"
+	grep -q "TLS Web Client Authentication" <<<"$ext" || fail "$serial: EKU"
+	bits=$(openssl x509 -in "$imp/client.pem" -noout -serial | cut -d= -f2)
+	[ ${#bits} -ge 16 ] || fail "$serial: serial $bits has fewer than 64 bits"
+
+	pin=$(board_pin "$b")
+	objs=$(board_p11 "$b" --login --pin "$pin" --list-objects 2>/dev/null)
+	priv=$(awk '/^Private Key Object/ {p=1} p && /^ *ID:/ {print; exit}' <<<"$objs")
+	[ "$(tr -d ' ' <<<"$priv")" = "ID:02" ] || fail "$serial: no private key at ID 02"
+	access=$(awk '/^Private Key Object/ {p=1} p && /Access:/ {print; exit}' <<<"$objs")
+	grep -q "sensitive" <<<"$access" && grep -q "never extractable" <<<"$access" ||
+		fail "$serial: private key access is '$access'"
+	if board_p11 "$b" --login --pin "$pin" --read-object --type privkey \
+	    --id 02 -o "$T/priv.der" >/dev/null 2>&1 && [ -s "$T/priv.der" ]; then
+		fail "$serial: the private key could be read out of the token"
+	fi
+	board_p11 "$b" --login --pin "$pin" --read-object --type pubkey --id 02 \
+	    -o "$T/pub.der" >/dev/null 2>&1 || fail "$serial: no public key at 02"
+	openssl pkey -pubin -inform DER -in "$T/pub.der" -outform DER -out "$T/pub.tok" 2>/dev/null ||
+		fail "$serial: token public key does not parse"
+	openssl x509 -in "$imp/client.pem" -noout -pubkey |
+		openssl pkey -pubin -outform DER -out "$T/pub.crt"
+	cmp -s "$T/pub.tok" "$T/pub.crt" ||
+		fail "$serial: the token's public key is not the certificate's"
+	board_p11 "$b" --read-object --type cert --id 01 -o "$T/cert.der" \
+	    >/dev/null 2>&1 || fail "$serial: no certificate object at ID 01"
+	openssl x509 -in "$imp/client.pem" -outform DER -out "$T/cert.crt"
+	cmp -s "$T/cert.der" "$T/cert.crt" ||
+		fail "$serial: certificate object differs from client.pem"
+done
+
+# Mutual TLS: a server under the gateway CA that demands a client
+# certificate from the fleet CA; the client signs with board 1's HSM key.
+b=$(board_dir 1)
+imp=$b/rootfs/var/sota/import
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$T/srv.key" -subj "/CN=localhost" -out "$T/srv.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$T/srv.ext"
+openssl x509 -req -in "$T/srv.csr" -CA "$T/ca/gateway-root.pem" \
+    -CAkey "$T/ca/gateway-root.key" -CAcreateserial -days 1 \
+    -extfile "$T/srv.ext" -out "$T/srv.pem" 2>/dev/null
+board_pin "$b" >/dev/shm/keyline-it-pin.$$
+port=$((20000 + RANDOM % 30000))
+openssl s_server -accept "127.0.0.1:$port" -cert "$T/srv.pem" -key "$T/srv.key" \
+    -CAfile "$T/ca/fleet-root.pem" -Verify 2 -verify_return_error \
+    -naccept 1 -quiet >"$T/srv.log" 2>&1 &
+srv=$!
+sleep 0.5
+set +e
+echo ping | SOFTHSM2_CONF=$b/softhsm2.conf openssl s_client \
+    -connect "127.0.0.1:$port" -servername localhost \
+    -engine pkcs11 -keyform engine \
+    -key "pkcs11:token=board-$(basename "$b");id=%02;type=private" \
+    -pass "file:/dev/shm/keyline-it-pin.$$" -cert "$imp/client.pem" \
+    -CAfile "$imp/root.crt" -verify_return_error -verify_hostname localhost \
+    >"$T/cli.log" 2>&1
+rc=$?
+set -e
+rm -f /dev/shm/keyline-it-pin.$$
+kill "$srv" 2>/dev/null || true
+wait "$srv" 2>/dev/null || true
+[ $rc -eq 0 ] || { cat "$T/cli.log" "$T/srv.log"; fail "mTLS handshake failed"; }
+grep -q "Verification: OK\|Verify return code: 0 (ok)" "$T/cli.log" ||
+	fail "client did not verify the server"
+grep -q "ping" "$T/srv.log" || { cat "$T/srv.log"; fail "server got no data over mTLS"; }
+
+# The audit chain holds, and breaks when a row is altered by hand.
+"$KL" audit verify --db "$T/audit.db" >"$T/verify.out" || fail "audit verify failed"
+rows=$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events")
+[ "$rows" -ge 64 ] || fail "only $rows audit rows for 8 boards"
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='done' AND outcome='passed'")" = 8 ] ||
+	fail "expected 8 passed rows"
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='issued' AND cert_serial IS NOT NULL")" = 8 ] ||
+	fail "expected 8 issued rows with serials"
+"$KL" audit export --db "$T/audit.db" --format csv >"$T/a.csv"
+[ "$(wc -l <"$T/a.csv")" -eq $((rows + 1)) ] || fail "CSV export row count"
+"$KL" audit export --db "$T/audit.db" --format json >"$T/a.json"
+[ "$(jq length "$T/a.json")" -eq "$rows" ] || fail "JSON export row count"
+if grep -qi "$(board_pin "$b")" "$T/a.csv" "$T/out.jsonl"; then
+	:	# the board PIN is a short number; only check the CA PIN below
+fi
+if grep -qF "$(cat "$(line_pin_file "$T")")" "$T/a.csv" "$T/out.jsonl" "$T/audit.db"; then
+	fail "the CA token PIN appears in the audit log or the output"
+fi
+sqlite3 "$T/audit.db" "DROP TRIGGER IF EXISTS events_no_update;
+    DROP TRIGGER IF EXISTS audit_no_update;
+    SELECT name FROM sqlite_master WHERE type='trigger'" >"$T/triggers"
+for trg in $(cat "$T/triggers"); do
+	sqlite3 "$T/audit.db" "DROP TRIGGER $trg"
+done
+sqlite3 "$T/audit.db" "UPDATE events SET device_id='forged' WHERE id=5"
+if "$KL" audit verify --db "$T/audit.db" >"$T/verify2.out" 2>&1; then
+	fail "audit verify passed after row 5 was altered"
+fi
+grep -q "row 5" "$T/verify2.out" || fail "verify did not name row 5: $(cat "$T/verify2.out")"
+echo "PASS provision"
