@@ -61,6 +61,18 @@ int audit_find_provisioned(struct audit *a, const char *device_id, int *found,
 int audit_verify(struct audit *a, int64_t *rows, int64_t *bad_id, char *why,
     size_t whysz);
 
+/* Hex digits of a row hash; a head buffer needs AUDIT_HASH_HEX + 1 bytes. */
+#define AUDIT_HASH_HEX 64
+
+/*
+ * audit_verify, and on success also the row_hash of the newest row (64 '0'
+ * for an empty log) in head (headsz >= AUDIT_HASH_HEX + 1).  Head and count
+ * come from the same snapshot as the walk, so an operator can record them
+ * as an external anchor against truncation (docs/audit.md).
+ */
+int audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
+    char *why, size_t whysz, char *head, size_t headsz);
+
 enum audit_format { AUDIT_FMT_CSV, AUDIT_FMT_JSON };
 
 /* Every row, oldest first, hashes included.  0, KL_ERR_DB, KL_ERR_IO. */

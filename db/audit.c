@@ -1,0 +1,1013 @@
+/*
+ * audit.c: the append-only, hash-chained audit log in SQLite (see audit.h,
+ * docs/audit.md).
+ *
+ * One connection per struct audit, every call under one mutex, so slot
+ * threads never interleave inside a transaction.  Appends take the write
+ * lock first (BEGIN IMMEDIATE) and only then read the chain head, so a
+ * second process on the same file waits instead of forking the chain.
+ *
+ * The column table below is the single source of the column order: the
+ * hash, the INSERT, the SELECT used by verify and export and the export
+ * header all follow it.
+ */
+#include "db/audit.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "station/err.h"
+#include "station/log.h"
+
+/* Long enough for any lock holder that is making progress; a stuck writer
+ * turns into KL_ERR_DB rather than a station that hangs forever. */
+#define AUDIT_BUSY_MS 10000
+/* No field we record is anywhere near this; the cap keeps a runaway error
+ * string from bloating every export and every hash. */
+#define AUDIT_FIELD_MAX (64 * 1024)
+/* First netstring of every row hash: a future encoding gets a new tag
+ * instead of silently reinterpreting old rows. */
+#define AUDIT_HASH_TAG "keyline-audit-v1"
+#define AUDIT_TIME_LEN 24	/* 2026-11-22T19:30:01.123Z */
+
+struct audit {
+	sqlite3 *db;
+	pthread_mutex_t lock;
+};
+
+enum audit_coltype { AUDIT_COL_INT, AUDIT_COL_TEXT };
+
+struct audit_col {
+	const char *name;
+	enum audit_coltype type;
+};
+
+/* Reordering breaks every stored hash: add a column at the end of the hash
+ * input under a new AUDIT_HASH_TAG instead. */
+static const struct audit_col audit_cols[] = {
+	{ "id", AUDIT_COL_INT },
+	{ "time", AUDIT_COL_TEXT },
+	{ "station", AUDIT_COL_TEXT },
+	{ "operator", AUDIT_COL_TEXT },
+	{ "slot", AUDIT_COL_INT },
+	{ "board_serial", AUDIT_COL_TEXT },
+	{ "device_id", AUDIT_COL_TEXT },
+	{ "step", AUDIT_COL_TEXT },
+	{ "outcome", AUDIT_COL_TEXT },
+	{ "key_fpr", AUDIT_COL_TEXT },
+	{ "cert_serial", AUDIT_COL_TEXT },
+	{ "cert_fpr", AUDIT_COL_TEXT },
+	{ "ca", AUDIT_COL_TEXT },
+	{ "error", AUDIT_COL_TEXT },
+	{ "prev_hash", AUDIT_COL_TEXT },
+	{ "row_hash", AUDIT_COL_TEXT },
+};
+
+enum {
+	C_ID, C_TIME, C_STATION, C_OPERATOR, C_SLOT, C_BOARD_SERIAL,
+	C_DEVICE_ID, C_STEP, C_OUTCOME, C_KEY_FPR, C_CERT_SERIAL, C_CERT_FPR,
+	C_CA, C_ERROR, C_PREV_HASH, C_ROW_HASH, AUDIT_NCOLS
+};
+
+_Static_assert(sizeof(audit_cols) / sizeof(audit_cols[0]) == AUDIT_NCOLS,
+    "audit_cols and the C_* indexes disagree");
+
+#define AUDIT_COLS_SQL \
+	"id, time, station, operator, slot, board_serial, device_id, step, " \
+	"outcome, key_fpr, cert_serial, cert_fpr, ca, error, prev_hash, " \
+	"row_hash"
+
+/*
+ * Schema migrations: entry i takes user_version i to i + 1.  Only ever
+ * append; an applied entry is never edited.
+ */
+static const char *const audit_migrations[] = {
+	/* 0 -> 1 */
+	"CREATE TABLE events ("
+	" id INTEGER PRIMARY KEY,"
+	" time TEXT NOT NULL,"
+	" station TEXT,"
+	" operator TEXT,"
+	" slot INTEGER NOT NULL,"
+	" board_serial TEXT,"
+	" device_id TEXT,"
+	" step TEXT,"
+	" outcome TEXT,"
+	" key_fpr TEXT,"
+	" cert_serial TEXT,"
+	" cert_fpr TEXT,"
+	" ca TEXT,"
+	" error TEXT,"
+	" prev_hash TEXT NOT NULL,"
+	" row_hash TEXT NOT NULL);"
+	"CREATE INDEX events_device_id ON events(device_id);"
+	"CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+	" BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+	"CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+	" BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
+};
+
+#define AUDIT_SCHEMA_VERSION \
+	((int)(sizeof(audit_migrations) / sizeof(audit_migrations[0])))
+
+/* One column value as it enters the hash: NULL, integer or text bytes. */
+struct audit_val {
+	int null;
+	int sqlint;		/* stored as an SQLite integer: i is valid */
+	int64_t i;
+	const char *p;		/* text bytes; borrowed */
+	size_t n;
+};
+
+static const char audit_zero_hash[AUDIT_HASH_HEX + 1] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+static int
+audit_dberr(sqlite3 *db, const char *what, int rc)
+{
+	log_error("audit: %s: sqlite error %d (%s): %s", what, rc,
+	    sqlite3_errstr(rc), db != NULL ? sqlite3_errmsg(db) : "no handle");
+	return KL_ERR_DB;
+}
+
+static int
+audit_exec(sqlite3 *db, const char *sql, const char *what)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+
+	if (rc != SQLITE_OK)
+		return audit_dberr(db, what, rc);
+	return 0;
+}
+
+/* Best effort: after a failed statement SQLite may already have rolled
+ * back, and there is nothing better to do if this fails too. */
+static void
+audit_rollback(sqlite3 *db)
+{
+	if (!sqlite3_get_autocommit(db))
+		(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int
+audit_lock(struct audit *a)
+{
+	if (pthread_mutex_lock(&a->lock) != 0) {
+		log_error("audit: mutex lock failed");
+		return KL_ERR_INTERNAL;
+	}
+	return 0;
+}
+
+static void
+audit_unlock(struct audit *a)
+{
+	(void)pthread_mutex_unlock(&a->lock);
+}
+
+/* ---- canonical encoding and hash (docs/audit.md, "Row hash") */
+
+static int
+audit_hash_ns(EVP_MD_CTX *md, const void *p, size_t n)
+{
+	char len[32];
+	int k = snprintf(len, sizeof(len), "%zu:", n);
+
+	if (k < 0 || (size_t)k >= sizeof(len))
+		return 0;
+	return EVP_DigestUpdate(md, len, (size_t)k) == 1 &&
+	    (n == 0 || EVP_DigestUpdate(md, p, n) == 1) &&
+	    EVP_DigestUpdate(md, ",", 1) == 1;
+}
+
+static int
+audit_hash_val(EVP_MD_CTX *md, const struct audit_val *v,
+    enum audit_coltype type)
+{
+	char num[32];
+	int k;
+
+	/* "-," cannot start a netstring (those start with a digit), so NULL
+	 * and "" hash differently. */
+	if (v->null)
+		return EVP_DigestUpdate(md, "-,", 2) == 1;
+	if (type == AUDIT_COL_INT) {
+		k = snprintf(num, sizeof(num), "%" PRId64, v->i);
+		if (k < 0 || (size_t)k >= sizeof(num))
+			return 0;
+		return audit_hash_ns(md, num, (size_t)k);
+	}
+	return audit_hash_ns(md, v->p, v->n);
+}
+
+/* Hex SHA-256 over every column but row_hash, in table order. */
+static int
+audit_row_hash(const struct audit_val v[AUDIT_NCOLS],
+    char out[AUDIT_HASH_HEX + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	int r = KL_ERR_CRYPTO;
+	EVP_MD_CTX *md = NULL;
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int diglen = 0, i;
+	int c;
+
+	if ((md = EVP_MD_CTX_new()) == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	    !audit_hash_ns(md, AUDIT_HASH_TAG, strlen(AUDIT_HASH_TAG)))
+		goto out;
+	for (c = 0; c < C_ROW_HASH; c++)
+		if (!audit_hash_val(md, &v[c], audit_cols[c].type))
+			goto out;
+	if (EVP_DigestFinal_ex(md, dig, &diglen) != 1 ||
+	    diglen * 2 != AUDIT_HASH_HEX)
+		goto out;
+	for (i = 0; i < diglen; i++) {
+		out[2 * i] = hex[dig[i] >> 4];
+		out[2 * i + 1] = hex[dig[i] & 0x0f];
+	}
+	out[AUDIT_HASH_HEX] = '\0';
+	r = 0;
+ out:
+	if (r == KL_ERR_CRYPTO)
+		log_openssl("audit: sha-256");
+	EVP_MD_CTX_free(md);
+	return r;
+}
+
+/*
+ * Read the current row of a statement that selected AUDIT_COLS_SQL.
+ * Values are borrowed until the next step.  *badcol gets the first column
+ * whose storage class is not what append writes (-1 when all fit): append
+ * never stores that, so verify treats it as tampering, export shows it.
+ */
+static int
+audit_vals_from_stmt(sqlite3_stmt *st, struct audit_val v[AUDIT_NCOLS],
+    int *badcol)
+{
+	int c, t;
+
+	*badcol = -1;
+	for (c = 0; c < AUDIT_NCOLS; c++) {
+		memset(&v[c], 0, sizeof(v[c]));
+		t = sqlite3_column_type(st, c);
+		if (t == SQLITE_NULL) {
+			v[c].null = 1;
+			if (audit_cols[c].type == AUDIT_COL_INT && *badcol < 0)
+				*badcol = c;
+			continue;
+		}
+		if (t == SQLITE_INTEGER) {
+			v[c].sqlint = 1;
+			v[c].i = sqlite3_column_int64(st, c);
+		}
+		if ((audit_cols[c].type == AUDIT_COL_INT) !=
+		    (t == SQLITE_INTEGER) ||
+		    (audit_cols[c].type == AUDIT_COL_TEXT && t != SQLITE_TEXT)) {
+			if (*badcol < 0)
+				*badcol = c;
+		}
+		v[c].p = (const char *)sqlite3_column_text(st, c);
+		v[c].n = (size_t)sqlite3_column_bytes(st, c);
+		if (v[c].p == NULL)
+			return KL_ERR_NOMEM;
+	}
+	return 0;
+}
+
+/* ---- open, schema */
+
+static int
+audit_user_version(sqlite3 *db, int *version)
+{
+	int r = KL_ERR_INTERNAL, rc;
+	sqlite3_stmt *st = NULL;
+
+	rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(db, "read user_version", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+		r = audit_dberr(db, "read user_version", rc);
+		goto out;
+	}
+	*version = sqlite3_column_int(st, 0);
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int
+audit_migrate(sqlite3 *db)
+{
+	int r = KL_ERR_INTERNAL, v = 0;
+	char sql[64];
+
+	if ((r = audit_user_version(db, &v)) != 0)
+		goto out;
+	if (v == AUDIT_SCHEMA_VERSION) {
+		r = 0;
+		goto out;
+	}
+	/* Another station process may be migrating the same file: take the
+	 * write lock, then look again. */
+	if ((r = audit_exec(db, "BEGIN IMMEDIATE", "begin migration")) != 0)
+		goto out;
+	if ((r = audit_user_version(db, &v)) != 0)
+		goto out;
+	if (v < 0 || v > AUDIT_SCHEMA_VERSION) {
+		log_error("audit: database schema version %d is not one this "
+		    "program knows (up to %d)", v, AUDIT_SCHEMA_VERSION);
+		r = KL_ERR_DB;
+		goto out;
+	}
+	for (; v < AUDIT_SCHEMA_VERSION; v++) {
+		if ((r = audit_exec(db, audit_migrations[v], "migrate")) != 0)
+			goto out;
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
+		if ((r = audit_exec(db, sql, "set user_version")) != 0)
+			goto out;
+		log_info("audit: schema migrated to version %d", v + 1);
+	}
+	if ((r = audit_exec(db, "COMMIT", "commit migration")) != 0)
+		goto out;
+	r = 0;
+ out:
+	if (r != 0)
+		audit_rollback(db);
+	return r;
+}
+
+static int
+audit_set_wal(sqlite3 *db)
+{
+	int r = KL_ERR_INTERNAL, rc;
+	sqlite3_stmt *st = NULL;
+	const char *mode;
+
+	rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(db, "journal_mode", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+		r = audit_dberr(db, "journal_mode", rc);
+		goto out;
+	}
+	/* The pragma answers with the mode in force; ":memory:" and some
+	 * file systems cannot do WAL and would silently keep another one. */
+	mode = (const char *)sqlite3_column_text(st, 0);
+	if (mode == NULL || strcmp(mode, "wal") != 0) {
+		log_error("audit: database refused WAL mode (journal mode %s)",
+		    mode != NULL ? mode : "unknown");
+		r = KL_ERR_DB;
+		goto out;
+	}
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+int
+audit_open(struct audit **out, const char *path)
+{
+	int r = KL_ERR_INTERNAL, rc, mutex_ok = 0;
+	struct audit *a = NULL;
+
+	if (out == NULL || path == NULL)
+		return KL_ERR_INVALID;
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	if (pthread_mutex_init(&a->lock, NULL) != 0)
+		goto out;
+	mutex_ok = 1;
+	rc = sqlite3_open_v2(path, &a->db,
+	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "open", rc);
+		log_error("audit: cannot open %s", path);
+		goto out;
+	}
+	sqlite3_extended_result_codes(a->db, 1);
+	/* Before anything that locks: switching to WAL and migrating both
+	 * need locks another station process may hold for a moment. */
+	if ((rc = sqlite3_busy_timeout(a->db, AUDIT_BUSY_MS)) != SQLITE_OK) {
+		r = audit_dberr(a->db, "busy_timeout", rc);
+		goto out;
+	}
+	if ((r = audit_set_wal(a->db)) != 0)
+		goto out;
+	/* FULL: in WAL mode NORMAL may lose the last commits on power loss,
+	 * and a provisioned board without its audit row is what we must not
+	 * have. */
+	if ((r = audit_exec(a->db, "PRAGMA synchronous=FULL",
+	    "synchronous")) != 0)
+		goto out;
+	if ((r = audit_migrate(a->db)) != 0)
+		goto out;
+	*out = a;
+	a = NULL;
+	r = 0;
+ out:
+	if (a != NULL) {
+		sqlite3_close(a->db);
+		if (mutex_ok)
+			pthread_mutex_destroy(&a->lock);
+		free(a);
+	}
+	return r;
+}
+
+void
+audit_close(struct audit *a)
+{
+	int rc;
+
+	if (a == NULL)
+		return;
+	if ((rc = sqlite3_close(a->db)) != SQLITE_OK)
+		(void)audit_dberr(a->db, "close", rc);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+}
+
+/* ---- append */
+
+static int
+audit_now(char out[AUDIT_TIME_LEN + 1])
+{
+	struct timespec ts;
+	struct tm tm;
+	char sec[32];
+	int k;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) != 0 ||
+	    gmtime_r(&ts.tv_sec, &tm) == NULL ||
+	    strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		return KL_ERR_INTERNAL;
+	k = snprintf(out, AUDIT_TIME_LEN + 1, "%s.%03ldZ", sec,
+	    ts.tv_nsec / 1000000L);
+	if (k != AUDIT_TIME_LEN)
+		return KL_ERR_INTERNAL;
+	return 0;
+}
+
+static int
+audit_text_val(struct audit_val *v, const char *s)
+{
+	memset(v, 0, sizeof(*v));
+	if (s == NULL) {
+		v->null = 1;
+		return 0;
+	}
+	v->p = s;
+	v->n = strlen(s);
+	return v->n <= AUDIT_FIELD_MAX ? 0 : KL_ERR_TOO_BIG;
+}
+
+/* Inside the write transaction: the id and hash of the newest row. */
+static int
+audit_head(sqlite3 *db, int64_t *last_id, char head[AUDIT_HASH_HEX + 1])
+{
+	int r = KL_ERR_INTERNAL, rc;
+	sqlite3_stmt *st = NULL;
+	const unsigned char *h;
+
+	rc = sqlite3_prepare_v2(db,
+	    "SELECT id, row_hash FROM events ORDER BY id DESC LIMIT 1", -1,
+	    &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(db, "read head", rc);
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		*last_id = 0;
+		memcpy(head, audit_zero_hash, sizeof(audit_zero_hash));
+		r = 0;
+		goto out;
+	}
+	if (rc != SQLITE_ROW) {
+		r = audit_dberr(db, "read head", rc);
+		goto out;
+	}
+	h = sqlite3_column_text(st, 1);
+	if (sqlite3_column_type(st, 1) != SQLITE_TEXT || h == NULL ||
+	    sqlite3_column_bytes(st, 1) != AUDIT_HASH_HEX) {
+		/* Chaining onto garbage would bless it: stop, let verify say
+		 * what happened. */
+		log_error("audit: newest row has a malformed row_hash; "
+		    "run keyline audit verify");
+		r = KL_ERR_DB;
+		goto out;
+	}
+	*last_id = sqlite3_column_int64(st, 0);
+	memcpy(head, h, AUDIT_HASH_HEX);
+	head[AUDIT_HASH_HEX] = '\0';
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+int
+audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
+{
+	int r = KL_ERR_INTERNAL, rc, locked = 0, c;
+	sqlite3_stmt *st = NULL;
+	struct audit_val v[AUDIT_NCOLS];
+	char now[AUDIT_TIME_LEN + 1];
+	char prev[AUDIT_HASH_HEX + 1], hash[AUDIT_HASH_HEX + 1];
+	int64_t last = 0;
+	const char *text[AUDIT_NCOLS] = { NULL };
+
+	if (a == NULL || ev == NULL)
+		return KL_ERR_INVALID;
+	text[C_STATION] = ev->station;
+	text[C_OPERATOR] = ev->operator_name;
+	text[C_BOARD_SERIAL] = ev->board_serial;
+	text[C_DEVICE_ID] = ev->device_id;
+	text[C_STEP] = ev->step;
+	text[C_OUTCOME] = ev->outcome;
+	text[C_KEY_FPR] = ev->key_fpr;
+	text[C_CERT_SERIAL] = ev->cert_serial;
+	text[C_CERT_FPR] = ev->cert_fpr;
+	text[C_CA] = ev->ca;
+	text[C_ERROR] = ev->error;
+	for (c = C_STATION; c <= C_ERROR; c++) {
+		if (c == C_SLOT)
+			continue;
+		if ((r = audit_text_val(&v[c], text[c])) != 0) {
+			log_error("audit: field %s longer than %d bytes",
+			    audit_cols[c].name, AUDIT_FIELD_MAX);
+			return r;
+		}
+	}
+	memset(&v[C_SLOT], 0, sizeof(v[C_SLOT]));
+	v[C_SLOT].sqlint = 1;
+	v[C_SLOT].i = ev->slot;
+
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	locked = 1;
+	rc = sqlite3_prepare_v2(a->db, "INSERT INTO events (" AUDIT_COLS_SQL
+	    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+	    " ?14, ?15, ?16)", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare insert", rc);
+		goto out;
+	}
+	/* The write lock before reading the head: two writers can then never
+	 * both chain onto the same row. */
+	if ((r = audit_exec(a->db, "BEGIN IMMEDIATE", "begin append")) != 0)
+		goto out;
+	if ((r = audit_head(a->db, &last, prev)) != 0)
+		goto out;
+	if (last < 0 || last == INT64_MAX) {
+		log_error("audit: newest row id %" PRId64 " cannot be followed",
+		    last);
+		r = KL_ERR_DB;
+		goto out;
+	}
+	if ((r = audit_now(now)) != 0)
+		goto out;
+	memset(&v[C_ID], 0, sizeof(v[C_ID]));
+	v[C_ID].sqlint = 1;
+	v[C_ID].i = last + 1;
+	(void)audit_text_val(&v[C_TIME], now);
+	(void)audit_text_val(&v[C_PREV_HASH], prev);
+	if ((r = audit_row_hash(v, hash)) != 0)
+		goto out;
+	(void)audit_text_val(&v[C_ROW_HASH], hash);
+
+	for (c = 0; c < AUDIT_NCOLS; c++) {
+		if (v[c].null)
+			rc = sqlite3_bind_null(st, c + 1);
+		else if (audit_cols[c].type == AUDIT_COL_INT)
+			rc = sqlite3_bind_int64(st, c + 1, v[c].i);
+		else
+			rc = sqlite3_bind_text(st, c + 1, v[c].p, (int)v[c].n,
+			    SQLITE_STATIC);
+		if (rc != SQLITE_OK) {
+			r = audit_dberr(a->db, "bind", rc);
+			goto out;
+		}
+	}
+	if ((rc = sqlite3_step(st)) != SQLITE_DONE) {
+		r = audit_dberr(a->db, "insert", rc);
+		goto out;
+	}
+	if ((r = audit_exec(a->db, "COMMIT", "commit append")) != 0)
+		goto out;
+	if (id != NULL)
+		*id = last + 1;
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (r != 0)
+		audit_rollback(a->db);
+	if (locked)
+		audit_unlock(a);
+	return r;
+}
+
+/* ---- find */
+
+int
+audit_find_provisioned(struct audit *a, const char *device_id, int *found,
+    char *cert_serial, size_t serialsz)
+{
+	int r = KL_ERR_INTERNAL, rc, locked = 0, hit = 0;
+	sqlite3_stmt *st = NULL;
+	const char *s;
+	size_t n;
+
+	if (a == NULL || device_id == NULL || found == NULL)
+		return KL_ERR_INVALID;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	locked = 1;
+	rc = sqlite3_prepare_v2(a->db,
+	    "SELECT cert_serial FROM events WHERE device_id = ?1"
+	    " AND step = 'done' AND outcome = 'passed'"
+	    " ORDER BY id DESC LIMIT 1", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare find", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_bind_text(st, 1, device_id, -1,
+	    SQLITE_STATIC)) != SQLITE_OK) {
+		r = audit_dberr(a->db, "bind", rc);
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		hit = 1;
+		if (cert_serial != NULL) {
+			s = (const char *)sqlite3_column_text(st, 0);
+			n = (size_t)sqlite3_column_bytes(st, 0);
+			if (s == NULL)
+				n = 0;
+			if (serialsz == 0 || n >= serialsz ||
+			    (s != NULL && memchr(s, '\0', n) != NULL)) {
+				r = KL_ERR_TOO_BIG;
+				goto out;
+			}
+			if (n > 0)
+				memcpy(cert_serial, s, n);
+			cert_serial[n] = '\0';
+		}
+	} else if (rc != SQLITE_DONE) {
+		r = audit_dberr(a->db, "find", rc);
+		goto out;
+	}
+	*found = hit;
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (locked)
+		audit_unlock(a);
+	return r;
+}
+
+/* ---- verify */
+
+static void
+audit_why(char *why, size_t whysz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+audit_why(char *why, size_t whysz, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why == NULL || whysz == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, whysz, fmt, ap);
+	va_end(ap);
+}
+
+int
+audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
+    char *why, size_t whysz, char *head, size_t headsz)
+{
+	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol;
+	sqlite3_stmt *st = NULL;
+	struct audit_val v[AUDIT_NCOLS];
+	char prev[AUDIT_HASH_HEX + 1], hash[AUDIT_HASH_HEX + 1];
+	int64_t expect = 1, bad = 0;
+
+	if (a == NULL || (head != NULL && headsz < AUDIT_HASH_HEX + 1))
+		return KL_ERR_INVALID;
+	memcpy(prev, audit_zero_hash, sizeof(prev));
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	locked = 1;
+	/* One statement is one read snapshot: appends from other processes
+	 * during the walk are simply not seen. */
+	rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
+	    " FROM events ORDER BY id", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare verify", rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
+			goto out;
+		if (badcol == C_ID) {
+			bad = expect;
+			audit_why(why, whysz, "the row after %" PRId64 " has a "
+			    "non-integer id", expect - 1);
+			goto chain;
+		}
+		if (v[C_ID].i != expect) {
+			bad = expect;
+			if (v[C_ID].i > expect)
+				audit_why(why, whysz, "row missing (ids jump "
+				    "from %" PRId64 " to %" PRId64 ")",
+				    expect - 1, v[C_ID].i);
+			else
+				audit_why(why, whysz, "id out of sequence (found "
+				    "%" PRId64 ")", v[C_ID].i);
+			goto chain;
+		}
+		bad = expect;
+		if (badcol >= 0) {
+			audit_why(why, whysz, "column %s holds a value of the "
+			    "wrong type", audit_cols[badcol].name);
+			goto chain;
+		}
+		if (v[C_PREV_HASH].null || v[C_PREV_HASH].n != AUDIT_HASH_HEX ||
+		    memcmp(v[C_PREV_HASH].p, prev, AUDIT_HASH_HEX) != 0) {
+			if (expect == 1)
+				audit_why(why, whysz, "prev_hash is not the chain "
+				    "start (64 zeros)");
+			else
+				audit_why(why, whysz, "prev_hash does not match "
+				    "the row hash of row %" PRId64, expect - 1);
+			goto chain;
+		}
+		if ((r = audit_row_hash(v, hash)) != 0)
+			goto out;
+		if (v[C_ROW_HASH].null || v[C_ROW_HASH].n != AUDIT_HASH_HEX ||
+		    memcmp(v[C_ROW_HASH].p, hash, AUDIT_HASH_HEX) != 0) {
+			audit_why(why, whysz, "row hash does not match its "
+			    "contents");
+			goto chain;
+		}
+		memcpy(prev, hash, sizeof(prev));
+		expect++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = audit_dberr(a->db, "verify", rc);
+		goto out;
+	}
+	if (rows != NULL)
+		*rows = expect - 1;
+	if (head != NULL)
+		memcpy(head, prev, sizeof(prev));
+	r = 0;
+	goto out;
+ chain:
+	if (bad_id != NULL)
+		*bad_id = bad;
+	r = KL_ERR_AUDIT_CHAIN;
+ out:
+	sqlite3_finalize(st);
+	if (locked)
+		audit_unlock(a);
+	return r;
+}
+
+int
+audit_verify(struct audit *a, int64_t *rows, int64_t *bad_id, char *why,
+    size_t whysz)
+{
+	return audit_verify_head(a, rows, bad_id, why, whysz, NULL, 0);
+}
+
+/* ---- export */
+
+/*
+ * RFC 4180: quote when the field holds a comma, quote, CR or LF.  NULL is
+ * an empty field and "" a quoted empty one, so a reader that cares can
+ * still tell them apart.
+ */
+static int
+audit_csv_field(FILE *out, const struct audit_val *v)
+{
+	size_t i;
+	int quote = v->n == 0;
+
+	if (v->null)
+		return 0;
+	for (i = 0; i < v->n && !quote; i++)
+		quote = v->p[i] == ',' || v->p[i] == '"' || v->p[i] == '\r' ||
+		    v->p[i] == '\n';
+	if (!quote)
+		return fwrite(v->p, 1, v->n, out) == v->n ? 0 : KL_ERR_IO;
+	if (fputc('"', out) == EOF)
+		return KL_ERR_IO;
+	for (i = 0; i < v->n; i++) {
+		if (v->p[i] == '"' && fputc('"', out) == EOF)
+			return KL_ERR_IO;
+		if (fputc((unsigned char)v->p[i], out) == EOF)
+			return KL_ERR_IO;
+	}
+	return fputc('"', out) == EOF ? KL_ERR_IO : 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at s, 0 when there is none. */
+static size_t
+audit_utf8_seq(const unsigned char *s, size_t n)
+{
+	uint32_t cp;
+	size_t len, i;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (cp >= 0xd800 && cp <= 0xdfff) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/*
+ * A JSON string for text that may not be UTF-8 (board serials come off a
+ * wire).  Ill-formed bytes become U+FFFD: the JSON stays parseable, and the
+ * exact bytes remain in the database and the CSV export.
+ */
+static json_t *
+audit_json_text(const struct audit_val *v)
+{
+	const unsigned char *s = (const unsigned char *)v->p;
+	unsigned char *fix = NULL;
+	json_t *j;
+	size_t i = 0, o = 0, k;
+
+	if ((j = json_stringn(v->p, v->n)) != NULL)
+		return j;
+	if (v->n > SIZE_MAX / 3 || (fix = malloc(v->n * 3 + 1)) == NULL)
+		return NULL;
+	while (i < v->n) {
+		if ((k = audit_utf8_seq(s + i, v->n - i)) == 0) {
+			memcpy(fix + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+		} else {
+			memcpy(fix + o, s + i, k);
+			o += k;
+			i += k;
+		}
+	}
+	j = json_stringn((const char *)fix, o);
+	free(fix);
+	return j;
+}
+
+static int
+audit_json_row(FILE *out, const struct audit_val v[AUDIT_NCOLS], int first)
+{
+	int r = KL_ERR_INTERNAL, c;
+	json_t *obj = NULL, *val;
+
+	if ((obj = json_object()) == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	for (c = 0; c < AUDIT_NCOLS; c++) {
+		if (v[c].null)
+			val = json_null();
+		else if (v[c].sqlint)
+			val = json_integer(v[c].i);
+		else
+			val = audit_json_text(&v[c]);
+		if (json_object_set_new(obj, audit_cols[c].name, val) != 0) {
+			r = KL_ERR_NOMEM;
+			goto out;
+		}
+	}
+	if (fputs(first ? "\n" : ",\n", out) == EOF ||
+	    json_dumpf(obj, out, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0) {
+		r = KL_ERR_IO;
+		goto out;
+	}
+	r = 0;
+ out:
+	json_decref(obj);
+	return r;
+}
+
+int
+audit_export(struct audit *a, FILE *out, enum audit_format fmt)
+{
+	int r = KL_ERR_INTERNAL, rc, locked = 0, c, badcol, first = 1;
+	sqlite3_stmt *st = NULL;
+	struct audit_val v[AUDIT_NCOLS];
+
+	if (a == NULL || out == NULL ||
+	    (fmt != AUDIT_FMT_CSV && fmt != AUDIT_FMT_JSON))
+		return KL_ERR_INVALID;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	locked = 1;
+	rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
+	    " FROM events ORDER BY id", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare export", rc);
+		goto out;
+	}
+	if (fmt == AUDIT_FMT_CSV) {
+		for (c = 0; c < AUDIT_NCOLS; c++)
+			if (fprintf(out, "%s%s", c ? "," : "",
+			    audit_cols[c].name) < 0) {
+				r = KL_ERR_IO;
+				goto out;
+			}
+		if (fputs("\r\n", out) == EOF) {
+			r = KL_ERR_IO;
+			goto out;
+		}
+	} else if (fputc('[', out) == EOF) {
+		r = KL_ERR_IO;
+		goto out;
+	}
+	/* Streamed row by row: memory stays flat however long the log. */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
+			goto out;
+		if (fmt == AUDIT_FMT_JSON) {
+			if ((r = audit_json_row(out, v, first)) != 0)
+				goto out;
+			first = 0;
+			continue;
+		}
+		for (c = 0; c < AUDIT_NCOLS; c++) {
+			if (c > 0 && fputc(',', out) == EOF) {
+				r = KL_ERR_IO;
+				goto out;
+			}
+			if ((r = audit_csv_field(out, &v[c])) != 0)
+				goto out;
+		}
+		if (fputs("\r\n", out) == EOF) {
+			r = KL_ERR_IO;
+			goto out;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		r = audit_dberr(a->db, "export", rc);
+		goto out;
+	}
+	if (fmt == AUDIT_FMT_JSON && fputs("\n]\n", out) == EOF) {
+		r = KL_ERR_IO;
+		goto out;
+	}
+	if (fflush(out) != 0 || ferror(out)) {
+		r = KL_ERR_IO;
+		goto out;
+	}
+	r = 0;
+ out:
+	if (r == KL_ERR_IO)
+		log_error("audit: export write failed");
+	sqlite3_finalize(st);
+	if (locked)
+		audit_unlock(a);
+	return r;
+}

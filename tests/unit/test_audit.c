@@ -1,0 +1,985 @@
+/*
+ * test_audit.c: the audit log against real SQLite files in a fresh
+ * temporary directory per test.  Tampering is done the way an attacker
+ * with file access would: through a second, raw SQLite connection.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "db/audit.h"
+#include "station/err.h"
+#include "station/log.h"
+
+#define ZERO64 \
+	"0000000000000000000000000000000000000000000000000000000000000000"
+
+struct fx {
+	char dir[64];
+	char path[128];
+	struct audit *a;
+};
+
+static int
+setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/kl-audit-XXXXXX");
+	if (mkdtemp(f->dir) == NULL) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->path, sizeof(f->path), "%s/audit.db", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fx *f = *state;
+	char p[160];
+	static const char *const suffix[] = { "", "-wal", "-shm", "-journal",
+	    ".csv", ".json", ".junk" };
+	size_t i;
+
+	audit_close(f->a);
+	for (i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		snprintf(p, sizeof(p), "%s%s", f->path, suffix[i]);
+		(void)unlink(p);
+	}
+	(void)rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* device_id points to one of a few fixed names: no buffer to share
+ * between threads. */
+static void
+ev_fill(struct audit_event *ev, int i)
+{
+	static const char *const dev[] = { "dev-0000", "dev-0001", "dev-0002",
+	    "dev-0003" };
+
+	memset(ev, 0, sizeof(*ev));
+	ev->station = "st-1";
+	ev->operator_name = "alice";
+	ev->slot = i % 8;
+	ev->board_serial = "BS-1";
+	ev->device_id = dev[i % 4];
+	ev->step = "keygen";
+	ev->outcome = "ok";
+	ev->key_fpr = "ab01";
+	ev->ca = "local:fleet-root";
+	/* cert_serial, cert_fpr and error stay NULL */
+}
+
+static void
+append_n(struct audit *a, int n)
+{
+	struct audit_event ev;
+	int64_t id = -1;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		ev_fill(&ev, i);
+		assert_int_equal(audit_append(a, &ev, &id), 0);
+		assert_true(id >= 1);
+	}
+}
+
+/* The raw connection an attacker (or the test) would use. */
+static int
+raw_exec(const char *path, const char *sql, char *msg, size_t msgsz)
+{
+	sqlite3 *db = NULL;
+	char *err = NULL;
+	int rc;
+
+	rc = sqlite3_open(path, &db);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(db, 5000);
+		rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+	}
+	if (msg != NULL && msgsz > 0)
+		snprintf(msg, msgsz, "%s", err != NULL ? err : "");
+	sqlite3_free(err);
+	sqlite3_close(db);
+	return rc;
+}
+
+/* First column of the first row as text ("" for NULL). */
+static void
+raw_text(const char *path, const char *sql, char *out, size_t outsz)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	const unsigned char *t;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	t = sqlite3_column_text(st, 0);
+	snprintf(out, outsz, "%s", t != NULL ? (const char *)t : "");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+static void
+expect_broken(struct audit *a, int64_t want_id, const char *want_words)
+{
+	int64_t rows = -7, bad = -1;
+	char why[256] = "";
+
+	assert_int_equal(audit_verify(a, &rows, &bad, why, sizeof(why)),
+	    KL_ERR_AUDIT_CHAIN);
+	assert_int_equal(bad, want_id);
+	assert_int_equal(rows, -7);	/* untouched on failure */
+	if (strstr(why, want_words) == NULL)
+		fail_msg("why \"%s\" lacks \"%s\"", why, want_words);
+}
+
+static void
+test_open_schema(void **state)
+{
+	struct fx *f = *state;
+	char v[64];
+
+	audit_close(NULL);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	raw_text(f->path, "PRAGMA user_version", v, sizeof(v));
+	assert_string_equal(v, "1");
+	raw_text(f->path, "PRAGMA journal_mode", v, sizeof(v));
+	assert_string_equal(v, "wal");
+	raw_text(f->path, "SELECT count(*) FROM sqlite_master WHERE name IN "
+	    "('events_device_id', 'events_no_update', 'events_no_delete')",
+	    v, sizeof(v));
+	assert_string_equal(v, "3");
+	/* Reopening an existing, current schema migrates nothing. */
+	audit_close(f->a);
+	f->a = NULL;
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+}
+
+static void
+test_append_verify(void **state)
+{
+	struct fx *f = *state;
+	int64_t rows = -1, bad = -1;
+	char head[AUDIT_HASH_HEX + 1], v[128], why[128];
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	/* An empty log verifies, and its head is the chain start. */
+	assert_int_equal(audit_verify_head(f->a, &rows, &bad, why, sizeof(why),
+	    head, sizeof(head)), 0);
+	assert_int_equal(rows, 0);
+	assert_string_equal(head, ZERO64);
+
+	append_n(f->a, 5);
+	assert_int_equal(audit_verify_head(f->a, &rows, &bad, why, sizeof(why),
+	    head, sizeof(head)), 0);
+	assert_int_equal(rows, 5);
+	assert_int_equal(bad, -1);
+	raw_text(f->path, "SELECT row_hash FROM events WHERE id = 5", v,
+	    sizeof(v));
+	assert_string_equal(head, v);
+	raw_text(f->path, "SELECT prev_hash FROM events WHERE id = 1", v,
+	    sizeof(v));
+	assert_string_equal(v, ZERO64);
+	raw_text(f->path, "SELECT count(*) || ',' || min(id) || ',' || max(id)"
+	    " FROM events", v, sizeof(v));
+	assert_string_equal(v, "5,1,5");
+	raw_text(f->path, "SELECT time FROM events WHERE id = 2", v, sizeof(v));
+	assert_int_equal(strlen(v), 24);
+	assert_int_equal(v[10], 'T');
+	assert_int_equal(v[19], '.');
+	assert_int_equal(v[23], 'Z');
+	/* Too small a head buffer is refused, not overrun. */
+	assert_int_equal(audit_verify_head(f->a, NULL, NULL, NULL, 0, head, 10),
+	    KL_ERR_INVALID);
+}
+
+static void
+ns(char *enc, size_t encsz, const char *p, size_t n)
+{
+	size_t len = strlen(enc);
+
+	snprintf(enc + len, encsz - len, "%zu:%.*s,", n, (int)n, p);
+}
+
+/* The encoding exactly as docs/audit.md writes it, built independently. */
+static void
+test_hash_matches_documented_encoding(void **state)
+{
+	struct fx *f = *state;
+	struct audit_event ev;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char enc[4096] = "", hex[65];
+	unsigned char dig[32];
+	unsigned int diglen = 0, i;
+	int c;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	ev_fill(&ev, 0);
+	ev.error = "";		/* empty, next to NULL cert_serial */
+	assert_int_equal(audit_append(f->a, &ev, NULL), 0);
+
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT id, time, station, "
+	    "operator, slot, board_serial, device_id, step, outcome, key_fpr, "
+	    "cert_serial, cert_fpr, ca, error, prev_hash, row_hash FROM events",
+	    -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	ns(enc, sizeof(enc), "keyline-audit-v1", 16);
+	for (c = 0; c < 15; c++) {
+		if (sqlite3_column_type(st, c) == SQLITE_NULL)
+			snprintf(enc + strlen(enc), sizeof(enc) - strlen(enc),
+			    "-,");
+		else
+			ns(enc, sizeof(enc),
+			    (const char *)sqlite3_column_text(st, c),
+			    (size_t)sqlite3_column_bytes(st, c));
+	}
+	assert_non_null(strstr(enc, "-,-,16:local:fleet-root,0:,64:"));
+	assert_int_equal(EVP_Digest(enc, strlen(enc), dig, &diglen,
+	    EVP_sha256(), NULL), 1);
+	for (i = 0; i < diglen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+	assert_string_equal(hex, (const char *)sqlite3_column_text(st, 15));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+static void
+test_triggers_refuse(void **state)
+{
+	struct fx *f = *state;
+	char msg[256], v[32];
+	int rc;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 5);
+	rc = raw_exec(f->path, "UPDATE events SET outcome = 'passed' "
+	    "WHERE id = 3", msg, sizeof(msg));
+	assert_int_equal(rc, SQLITE_CONSTRAINT);
+	assert_non_null(strstr(msg, "append-only"));
+	rc = raw_exec(f->path, "DELETE FROM events WHERE id = 5", msg,
+	    sizeof(msg));
+	assert_int_equal(rc, SQLITE_CONSTRAINT);
+	assert_non_null(strstr(msg, "append-only"));
+	raw_text(f->path, "SELECT count(*) FROM events", v, sizeof(v));
+	assert_string_equal(v, "5");
+	assert_int_equal(audit_verify(f->a, NULL, NULL, NULL, 0), 0);
+}
+
+static void
+tamper(struct fx *f, const char *sql)
+{
+	char msg[256];
+	int rc;
+
+	rc = raw_exec(f->path, "DROP TRIGGER events_no_update;"
+	    "DROP TRIGGER events_no_delete;", msg, sizeof(msg));
+	if (rc != SQLITE_OK)
+		fail_msg("drop triggers: %s", msg);
+	rc = raw_exec(f->path, sql, msg, sizeof(msg));
+	if (rc != SQLITE_OK)
+		fail_msg("%s: %s", sql, msg);
+}
+
+static void
+test_tamper_field(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 6);
+	tamper(f, "UPDATE events SET device_id = 'dev-9999' WHERE id = 3");
+	expect_broken(f->a, 3, "row hash does not match its contents");
+}
+
+static void
+test_tamper_null_to_empty(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 4);
+	tamper(f, "UPDATE events SET error = '' WHERE id = 2");
+	expect_broken(f->a, 2, "row hash does not match");
+}
+
+static void
+test_tamper_type(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 4);
+	tamper(f, "UPDATE events SET slot = 'x' WHERE id = 4");
+	expect_broken(f->a, 4, "column slot");
+}
+
+static void
+test_delete_middle(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 6);
+	tamper(f, "DELETE FROM events WHERE id = 3");
+	expect_broken(f->a, 3, "missing (ids jump from 2 to 4)");
+}
+
+static void
+test_delete_first(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 3);
+	tamper(f, "DELETE FROM events WHERE id = 1");
+	expect_broken(f->a, 1, "missing (ids jump from 0 to 2)");
+}
+
+static void
+test_tamper_prev_hash(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 6);
+	tamper(f, "UPDATE events SET prev_hash = "
+	    "(SELECT row_hash FROM events WHERE id = 1) WHERE id = 3");
+	expect_broken(f->a, 3,
+	    "prev_hash does not match the row hash of row 2");
+}
+
+static void
+test_tamper_first_prev_hash(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 2);
+	tamper(f, "UPDATE events SET prev_hash = "
+	    "(SELECT row_hash FROM events WHERE id = 2) WHERE id = 1");
+	expect_broken(f->a, 1, "chain start");
+}
+
+/* A rewritten row_hash breaks that row and, by its successor's prev_hash,
+ * the next: the first is what gets reported. */
+static void
+test_tamper_row_hash(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 6);
+	tamper(f, "UPDATE events SET row_hash = "
+	    "(SELECT row_hash FROM events WHERE id = 1) WHERE id = 4");
+	expect_broken(f->a, 4, "row hash does not match");
+}
+
+/* A forged row appended with a wrong prev_hash (the triggers do not stop
+ * INSERT) is caught. */
+static void
+test_forged_append(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 3);
+	tamper(f, "INSERT INTO events (id, time, slot, step, outcome, "
+	    "prev_hash, row_hash) VALUES (4, '2026-01-01T00:00:00.000Z', 0, "
+	    "'done', 'passed', '" ZERO64 "', '" ZERO64 "')");
+	expect_broken(f->a, 4, "prev_hash");
+}
+
+static void
+test_reopen_continues_chain(void **state)
+{
+	struct fx *f = *state;
+	struct audit_event ev;
+	int64_t id = 0, rows = 0;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 3);
+	audit_close(f->a);
+	f->a = NULL;
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	ev_fill(&ev, 7);
+	assert_int_equal(audit_append(f->a, &ev, &id), 0);
+	assert_int_equal(id, 4);
+	assert_int_equal(audit_verify(f->a, &rows, NULL, NULL, 0), 0);
+	assert_int_equal(rows, 4);
+}
+
+static void
+test_open_refuses(void **state)
+{
+	struct fx *f = *state;
+	struct audit *sentinel = (struct audit *)&sentinel;
+	struct audit *a = sentinel;
+	char junk[160];
+	FILE *fp;
+
+	/* A schema from a newer program. */
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	audit_close(f->a);
+	f->a = NULL;
+	assert_int_equal(raw_exec(f->path, "PRAGMA user_version = 99", NULL, 0),
+	    SQLITE_OK);
+	assert_int_equal(audit_open(&a, f->path), KL_ERR_DB);
+	assert_ptr_equal(a, sentinel);
+
+	/* Not an SQLite file. */
+	snprintf(junk, sizeof(junk), "%s.junk", f->path);
+	fp = fopen(junk, "w");
+	assert_non_null(fp);
+	fputs("this is not a database, it is a rather long line of text "
+	    "that goes on past the SQLite header size of one hundred bytes.\n",
+	    fp);
+	fclose(fp);
+	assert_int_equal(audit_open(&a, junk), KL_ERR_DB);
+	assert_ptr_equal(a, sentinel);
+
+	/* A directory that does not exist. */
+	assert_int_equal(audit_open(&a, "/nonexistent-kl/dir/a.db"), KL_ERR_DB);
+	assert_ptr_equal(a, sentinel);
+	assert_int_equal(audit_open(&a, NULL), KL_ERR_INVALID);
+}
+
+static void
+test_field_too_big(void **state)
+{
+	struct fx *f = *state;
+	struct audit_event ev;
+	char *big;
+	int64_t id = -5, rows = -1;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	big = malloc(70000);
+	assert_non_null(big);
+	memset(big, 'e', 69999);
+	big[69999] = '\0';
+	ev_fill(&ev, 1);
+	ev.error = big;
+	assert_int_equal(audit_append(f->a, &ev, &id), KL_ERR_TOO_BIG);
+	assert_int_equal(id, -5);
+	free(big);
+	assert_int_equal(audit_verify(f->a, &rows, NULL, NULL, 0), 0);
+	assert_int_equal(rows, 0);
+	assert_int_equal(audit_append(f->a, NULL, NULL), KL_ERR_INVALID);
+}
+
+/* ---- export */
+
+#define CSV_MAX_FIELDS 32
+#define CSV_MAX_ROWS 8
+
+struct csv {
+	char *f[CSV_MAX_ROWS][CSV_MAX_FIELDS];
+	int quoted[CSV_MAX_ROWS][CSV_MAX_FIELDS];
+	int nf[CSV_MAX_ROWS];
+	int rows;
+};
+
+/* A strict RFC 4180 reader: CRLF records, "" inside quotes. */
+static void
+csv_parse(const char *s, size_t n, struct csv *c)
+{
+	size_t i = 0, o;
+	char *cur;
+
+	memset(c, 0, sizeof(*c));
+	while (i < n) {
+		assert_true(c->rows < CSV_MAX_ROWS);
+		for (;;) {
+			int row = c->rows, k = c->nf[row];
+
+			assert_true(k < CSV_MAX_FIELDS);
+			cur = calloc(1, n + 1);
+			assert_non_null(cur);
+			o = 0;
+			if (i < n && s[i] == '"') {
+				c->quoted[row][k] = 1;
+				i++;
+				for (;;) {
+					assert_true(i < n);
+					if (s[i] == '"' && i + 1 < n &&
+					    s[i + 1] == '"') {
+						cur[o++] = '"';
+						i += 2;
+					} else if (s[i] == '"') {
+						i++;
+						break;
+					} else
+						cur[o++] = s[i++];
+				}
+			} else {
+				while (i < n && s[i] != ',' && s[i] != '\r') {
+					assert_true(s[i] != '"' && s[i] != '\n');
+					cur[o++] = s[i++];
+				}
+			}
+			c->f[row][k] = cur;
+			c->nf[row]++;
+			assert_true(i < n);
+			if (s[i] == ',') {
+				i++;
+				continue;
+			}
+			assert_true(i + 1 < n && s[i] == '\r' && s[i + 1] == '\n');
+			i += 2;
+			break;
+		}
+		c->rows++;
+	}
+}
+
+static void
+csv_free(struct csv *c)
+{
+	int r, k;
+
+	for (r = 0; r < c->rows; r++)
+		for (k = 0; k < c->nf[r]; k++)
+			free(c->f[r][k]);
+}
+
+static char *
+slurp(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+	n = ftell(fp);
+	assert_true(n >= 0);
+	rewind(fp);
+	buf = calloc(1, (size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+	fclose(fp);
+	*len = (size_t)n;
+	return buf;
+}
+
+static const char tricky_err[] = "said \"no\", then\nleft\r\nearly";
+
+static void
+append_tricky(struct audit *a)
+{
+	struct audit_event ev;
+
+	ev_fill(&ev, 1);
+	assert_int_equal(audit_append(a, &ev, NULL), 0);
+	ev_fill(&ev, 2);
+	ev.device_id = "dev,2";
+	ev.station = "";
+	ev.step = "done";
+	ev.outcome = "failed";
+	ev.error = tricky_err;
+	ev.board_serial = "BS\xff\xfe" "x";	/* not UTF-8, off the wire */
+	ev.operator_name = "night\nshift";	/* LF alone must be quoted */
+	ev.ca = "ca\r1";			/* and CR alone */
+	assert_int_equal(audit_append(a, &ev, NULL), 0);
+	ev_fill(&ev, 3);
+	assert_int_equal(audit_append(a, &ev, NULL), 0);
+}
+
+static void
+test_export_csv(void **state)
+{
+	struct fx *f = *state;
+	char out[160], *text;
+	FILE *fp;
+	size_t len;
+	struct csv c;
+	int k;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_tricky(f->a);
+	snprintf(out, sizeof(out), "%s.csv", f->path);
+	fp = fopen(out, "wb");
+	assert_non_null(fp);
+	assert_int_equal(audit_export(f->a, fp, AUDIT_FMT_CSV), 0);
+	fclose(fp);
+
+	text = slurp(out, &len);
+	csv_parse(text, len, &c);
+	assert_int_equal(c.rows, 4);
+	for (k = 0; k < c.rows; k++)
+		assert_int_equal(c.nf[k], 16);
+	assert_string_equal(c.f[0][0], "id");
+	assert_string_equal(c.f[0][6], "device_id");
+	assert_string_equal(c.f[0][13], "error");
+	assert_string_equal(c.f[0][15], "row_hash");
+	assert_string_equal(c.f[2][0], "2");
+	assert_string_equal(c.f[2][6], "dev,2");
+	assert_int_equal(c.quoted[2][6], 1);
+	assert_string_equal(c.f[2][13], tricky_err);
+	assert_string_equal(c.f[2][5], "BS\xff\xfe" "x");	/* exact bytes */
+	assert_string_equal(c.f[2][3], "night\nshift");
+	assert_string_equal(c.f[2][12], "ca\r1");
+	/* "" is a quoted empty field, NULL an unquoted one. */
+	assert_string_equal(c.f[2][2], "");
+	assert_int_equal(c.quoted[2][2], 1);
+	assert_string_equal(c.f[2][10], "");
+	assert_int_equal(c.quoted[2][10], 0);
+	assert_string_equal(c.f[1][6], "dev-0001");
+	assert_int_equal(c.quoted[1][6], 0);
+	assert_string_equal(c.f[1][14], ZERO64);
+	assert_string_equal(c.f[2][14], c.f[1][15]);
+	/* The escaped form itself, for readers that only grep. */
+	assert_non_null(strstr(text,
+	    "\"said \"\"no\"\", then\nleft\r\nearly\""));
+	csv_free(&c);
+	free(text);
+}
+
+static void
+test_export_json(void **state)
+{
+	struct fx *f = *state;
+	char out[160];
+	FILE *fp;
+	json_t *root, *row;
+	json_error_t jerr;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_tricky(f->a);
+	snprintf(out, sizeof(out), "%s.json", f->path);
+	fp = fopen(out, "wb");
+	assert_non_null(fp);
+	assert_int_equal(audit_export(f->a, fp, AUDIT_FMT_JSON), 0);
+	fclose(fp);
+
+	root = json_load_file(out, 0, &jerr);
+	if (root == NULL)
+		fail_msg("json: %s at line %d", jerr.text, jerr.line);
+	assert_true(json_is_array(root));
+	assert_int_equal(json_array_size(root), 3);
+	row = json_array_get(root, 1);
+	assert_int_equal(json_integer_value(json_object_get(row, "id")), 2);
+	assert_true(json_is_integer(json_object_get(row, "slot")));
+	assert_string_equal(json_string_value(json_object_get(row,
+	    "device_id")), "dev,2");
+	assert_string_equal(json_string_value(json_object_get(row, "error")),
+	    tricky_err);
+	assert_string_equal(json_string_value(json_object_get(row, "station")),
+	    "");
+	assert_true(json_is_null(json_object_get(row, "cert_serial")));
+	assert_string_equal(json_string_value(json_object_get(row,
+	    "board_serial")), "BS\xef\xbf\xbd\xef\xbf\xbdx");
+	assert_int_equal(json_object_size(row), 16);
+	json_decref(root);
+
+	/* An empty log is an empty array. */
+	audit_close(f->a);
+	f->a = NULL;
+	(void)unlink(f->path);
+	(void)unlink(out);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	fp = fopen(out, "wb");
+	assert_non_null(fp);
+	assert_int_equal(audit_export(f->a, fp, AUDIT_FMT_JSON), 0);
+	fclose(fp);
+	root = json_load_file(out, 0, &jerr);
+	assert_non_null(root);
+	assert_int_equal(json_array_size(root), 0);
+	json_decref(root);
+}
+
+static void
+test_export_write_error(void **state)
+{
+	struct fx *f = *state;
+	FILE *fp;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 3);
+	fp = fopen("/dev/full", "w");
+	if (fp == NULL)
+		skip();
+	assert_int_equal(audit_export(f->a, fp, AUDIT_FMT_CSV), KL_ERR_IO);
+	fclose(fp);
+	assert_int_equal(audit_export(f->a, stdout, (enum audit_format)7),
+	    KL_ERR_INVALID);
+}
+
+/* ---- find */
+
+static void
+append_done(struct audit *a, const char *dev, const char *outcome,
+    const char *serial)
+{
+	struct audit_event ev;
+
+	ev_fill(&ev, 0);
+	ev.device_id = dev;
+	ev.step = "done";
+	ev.outcome = outcome;
+	ev.cert_serial = serial;
+	assert_int_equal(audit_append(a, &ev, NULL), 0);
+}
+
+static void
+test_find_provisioned(void **state)
+{
+	struct fx *f = *state;
+	char serial[16] = "untouched", tiny[3] = "xy";
+	int found = -1;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	assert_int_equal(audit_find_provisioned(f->a, "D1", &found, serial,
+	    sizeof(serial)), 0);
+	assert_int_equal(found, 0);
+	assert_string_equal(serial, "untouched");
+
+	append_done(f->a, "D1", "failed", "0bad");
+	append_done(f->a, "D2", "passed", "02aa");
+	assert_int_equal(audit_find_provisioned(f->a, "D1", &found, serial,
+	    sizeof(serial)), 0);
+	assert_int_equal(found, 0);
+
+	append_done(f->a, "D1", "passed", "01aa");
+	append_done(f->a, "D1", "passed", "01bb");
+	append_n(f->a, 2);
+	assert_int_equal(audit_find_provisioned(f->a, "D1", &found, serial,
+	    sizeof(serial)), 0);
+	assert_int_equal(found, 1);
+	assert_string_equal(serial, "01bb");	/* the newest */
+	assert_int_equal(audit_find_provisioned(f->a, "D2", &found, NULL, 0),
+	    0);
+	assert_int_equal(found, 1);
+
+	found = -1;
+	assert_int_equal(audit_find_provisioned(f->a, "D1", &found, tiny,
+	    sizeof(tiny)), KL_ERR_TOO_BIG);
+	assert_int_equal(found, -1);
+	assert_string_equal(tiny, "xy");
+
+	/* A passed row without a serial is still provisioned. */
+	append_done(f->a, "D3", "passed", NULL);
+	assert_int_equal(audit_find_provisioned(f->a, "D3", &found, serial,
+	    sizeof(serial)), 0);
+	assert_int_equal(found, 1);
+	assert_string_equal(serial, "");
+	assert_int_equal(audit_find_provisioned(f->a, NULL, &found, NULL, 0),
+	    KL_ERR_INVALID);
+}
+
+/* ---- concurrency */
+
+#define PER_WORKER 200
+
+struct worker {
+	struct audit *a;	/* shared, or NULL: open our own */
+	const char *path;
+	int tag;
+	int failures;
+};
+
+static void *
+worker_run(void *arg)
+{
+	struct worker *w = arg;
+	struct audit *own = NULL, *a = w->a;
+	struct audit_event ev;
+	char dev[32];
+	int i;
+
+	if (a == NULL) {
+		if (audit_open(&own, w->path) != 0) {
+			w->failures = PER_WORKER;
+			return NULL;
+		}
+		a = own;
+	}
+	for (i = 0; i < PER_WORKER; i++) {
+		ev_fill(&ev, i);
+		snprintf(dev, sizeof(dev), "w%d-%d", w->tag, i);
+		ev.device_id = dev;
+		ev.slot = w->tag;
+		if (audit_append(a, &ev, NULL) != 0)
+			w->failures++;
+	}
+	audit_close(own);
+	return NULL;
+}
+
+static void
+check_chain(struct fx *f, int64_t want)
+{
+	int64_t rows = 0, bad = -1;
+	char why[256] = "", v[32];
+
+	if (audit_verify(f->a, &rows, &bad, why, sizeof(why)) != 0)
+		fail_msg("chain broken at %" PRId64 ": %s", bad, why);
+	assert_int_equal(rows, want);
+	raw_text(f->path, "SELECT count(DISTINCT device_id) FROM events", v,
+	    sizeof(v));
+	assert_int_equal(atoi(v), want);
+}
+
+static void
+test_threads_shared_handle(void **state)
+{
+	struct fx *f = *state;
+	struct worker w[2];
+	pthread_t t[2];
+	int i;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	for (i = 0; i < 2; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].a = f->a;
+		w[i].tag = i;
+		assert_int_equal(pthread_create(&t[i], NULL, worker_run, &w[i]),
+		    0);
+	}
+	for (i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].failures, 0);
+	}
+	check_chain(f, 2 * PER_WORKER);
+}
+
+/* Two connections, as two station processes would have: only SQLite's
+ * file lock (BEGIN IMMEDIATE) keeps them from forking the chain. */
+static void
+test_threads_own_handles(void **state)
+{
+	struct fx *f = *state;
+	struct worker w[2];
+	pthread_t t[2];
+	int i;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	for (i = 0; i < 2; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].path = f->path;
+		w[i].tag = i;
+		assert_int_equal(pthread_create(&t[i], NULL, worker_run, &w[i]),
+		    0);
+	}
+	for (i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].failures, 0);
+	}
+	check_chain(f, 2 * PER_WORKER);
+}
+
+/* Real processes: fork before any connection is open in the parent. */
+static void
+test_two_processes(void **state)
+{
+	struct fx *f = *state;
+	struct worker w;
+	pid_t pid[2];
+	int i, st;
+
+	/* Create the schema first so the children race on appends only. */
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	audit_close(f->a);
+	f->a = NULL;
+	for (i = 0; i < 2; i++) {
+		pid[i] = fork();
+		assert_true(pid[i] >= 0);
+		if (pid[i] == 0) {
+			memset(&w, 0, sizeof(w));
+			w.path = f->path;
+			w.tag = 10 + i;
+			worker_run(&w);
+			_exit(w.failures == 0 ? 0 : 1);
+		}
+	}
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	check_chain(f, 2 * PER_WORKER);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_schema, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_append_verify, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_hash_matches_documented_encoding, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_triggers_refuse, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tamper_field, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tamper_null_to_empty,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tamper_type, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_delete_middle, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_delete_first, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tamper_prev_hash, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tamper_first_prev_hash,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tamper_row_hash, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_forged_append, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_continues_chain,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_refuses, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_field_too_big, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_export_csv, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_export_json, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_export_write_error, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_find_provisioned, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_threads_shared_handle,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads_own_handles,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_processes, setup,
+		    teardown),
+	};
+
+	/* Expected failures log errors: quiet unless asked. */
+	log_init("test_audit", getenv("KL_TEST_VERBOSE") != NULL ?
+	    LOG_LVL_DEBUG : (enum log_level)(LOG_LVL_ERROR + 1));
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
