@@ -76,7 +76,11 @@ serial_open(const char *path, const struct link_params *p, void **ctx)
 	cfmakeraw(&tio);
 	tio.c_cflag |= CLOCAL | CREAD;
 	tio.c_cflag &= ~(CSTOPB | CRTSCTS);
-	tio.c_cc[VMIN] = 0;
+	/* VMIN 1, not 0: with VMIN 0 and VTIME 0 a tty read() returns 0 when
+	 * no byte is waiting, even on a non-blocking fd, which reads as
+	 * hang-up.  With VMIN 1 an empty line gives EAGAIN and 0 means the
+	 * line really hung up; O_NONBLOCK keeps read() from blocking. */
+	tio.c_cc[VMIN] = 1;
 	tio.c_cc[VTIME] = 0;
 	if (p != NULL && p->baud != 0) {
 		cfsetispeed(&tio, speed);
