@@ -153,8 +153,13 @@ frame_decoder_next(struct frame_decoder *d, struct frame *f)
 		    buf_get_u32(&r, &crc) != 0)
 			return 0;
 		if (crc != frame_crc32(d->in.data, FRAME_HDR_LEN + len)) {
+			/* The header passed its check, so the length is
+			 * trusted: drop the frame whole.  Resyncing inside it
+			 * would hand out a frame carried in its payload and
+			 * report one error per "KL" in it. */
 			d->crc_errors++;
-			frame_resync(d);
+			d->bytes_dropped += (uint32_t)total;
+			buf_consume(&d->in, total);
 			return KL_ERR_CRC;
 		}
 		/* The frame points into d->in until the next call. */

@@ -14,7 +14,8 @@
  * The header check lets a receiver reject a corrupt length at once instead
  * of waiting for bytes that never come.  The decoder is a stream parser:
  * push bytes in any split, pull whole frames out; on garbage it drops one
- * byte and searches for the next magic.
+ * byte and searches for the next magic.  A frame whose header checks but
+ * whose body does not is dropped whole.
  */
 #ifndef KL_FRAME_H
 #define KL_FRAME_H

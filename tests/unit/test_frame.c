@@ -351,6 +351,44 @@ test_every_bit_flip(void **state)
 }
 
 static void
+test_corrupt_body_skipped_whole(void **state)
+{
+	struct frame_decoder d;
+	struct frame f;
+	struct buf inner, outer, good;
+	int errors = 0;
+
+	(void)state;
+	/* A payload may hold anything, a whole encoded frame included (a file
+	 * staged on the board, a replayed capture).  When the outer frame's
+	 * body is corrupt its header was still checked, so the decoder knows
+	 * where it ends: the inner frame must not come out as if it had been
+	 * sent, and the one corrupt frame is one error. */
+	encode(&inner, 0x05, 0, 0x0102, "inner", 5);
+	buf_init(&outer, FRAME_MAX_LEN);
+	assert_int_equal(buf_put(&outer, "..", 2), 0);
+	assert_int_equal(buf_put(&outer, inner.data, inner.len), 0);
+	assert_int_equal(buf_put(&outer, "KL........KL........", 20), 0);
+	encode(&good, 0x04, FRAME_F_RESPONSE, 0x0203, outer.data, outer.len);
+	good.data[FRAME_HDR_LEN] ^= 0x01;	/* corrupt the first '.' */
+	assert_int_equal(frame_encode(&good, 0x06, 0, 0x0304, "next", 4), 0);
+
+	frame_decoder_init(&d);
+	assert_int_equal(frame_decoder_push(&d, good.data, good.len), 0);
+	assert_int_equal(next_skipping_errors(&d, &f, &errors), 1);
+	if (f.type == 0x05)
+		fail_msg("frame inside a corrupt frame handed out");
+	assert_frame(&f, 0x06, 0, 0x0304, "next", 4);
+	assert_int_equal(errors, 1);
+	assert_int_equal(d.crc_errors, 1);
+	assert_int_equal(frame_decoder_next(&d, &f), 0);
+	frame_decoder_free(&d);
+	buf_free(&good);
+	buf_free(&outer);
+	buf_free(&inner);
+}
+
+static void
 test_truncated(void **state)
 {
 	struct frame_decoder d;
@@ -458,6 +496,7 @@ main(void)
 		cmocka_unit_test(test_push_after_frame),
 		cmocka_unit_test(test_garbage_before),
 		cmocka_unit_test(test_every_bit_flip),
+		cmocka_unit_test(test_corrupt_body_skipped_whole),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_length_over_max),
 		cmocka_unit_test(test_push_cap),

@@ -498,6 +498,28 @@ test_corrupt_first(void **state)
 }
 
 static void
+test_corrupt_first_kl(void **state)
+{
+	struct fixture *fx = *state;
+	const struct link_stats *st;
+
+	/* One corrupt answer is one corrupt frame: byte pairs inside it that
+	 * look like a frame start must not each cost an attempt. */
+	responder_start(fx, SC_CORRUPT_FIRST_KL);
+	link_set_attempts(fx->l, 3);
+	assert_int_equal(proto_put_str(&fx->req, PT_KEY_TYPE, "ec-p256"), 0);
+	assert_int_equal(link_call(fx->l, PROTO_KEYGEN, &fx->req, &fx->resp,
+	    LONG_MS, NULL, 0), 0);
+	assert_echo(fx, 1);
+	st = link_stats(fx->l);
+	assert_int_equal(st->retries, 1);
+	assert_int_equal(st->crc_errors, 1);
+	pthread_mutex_lock(&fx->rs.mu);
+	assert_int_equal(fx->rs.runs, 1);
+	pthread_mutex_unlock(&fx->rs.mu);
+}
+
+static void
 test_nak_first(void **state)
 {
 	struct fixture *fx = *state;
@@ -656,6 +678,7 @@ main(void)
 		T(test_big_request),
 		T(test_drop_first),
 		T(test_corrupt_first),
+		T(test_corrupt_first_kl),
 		T(test_nak_first),
 		T(test_error_answer),
 		T(test_silent),
