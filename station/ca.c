@@ -1,0 +1,75 @@
+/*
+ * ca.c: the CA seen by the engine (see ca.h): argument checks and dispatch
+ * to the backend's ops table.
+ *
+ * Thread safety is the backend's job (ca_local holds a mutex around the
+ * token), so this layer stays lock-free and a slow remote backend can serve
+ * several slots at once.
+ */
+#include "station/ca.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "station/err.h"
+
+/* A PKCS#10 for an RSA-3072 key with a few attributes is ~1.5 KB. */
+#define CA_MAX_CSR (16 * 1024)
+
+int
+ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
+    size_t *cert_len, char *err, size_t errsz)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+	int r;
+
+	if (ca == NULL || ca->ops == NULL || ca->ops->issue == NULL ||
+	    req == NULL || cert_der == NULL || cert_len == NULL) {
+		snprintf(err, errsz, "internal: ca_issue without a CA or "
+		    "request");
+		return KL_ERR_INVALID;
+	}
+	if (req->csr_der == NULL || req->csr_len == 0) {
+		snprintf(err, errsz, "empty CSR");
+		return KL_ERR_INVALID;
+	}
+	if (req->csr_len > CA_MAX_CSR) {
+		snprintf(err, errsz, "CSR larger than %d bytes", CA_MAX_CSR);
+		return KL_ERR_INVALID;
+	}
+	if (req->device_id == NULL || req->device_id[0] == '\0') {
+		snprintf(err, errsz, "no device ID");
+		return KL_ERR_INVALID;
+	}
+	if (err != NULL && errsz > 0)
+		err[0] = '\0';
+	r = ca->ops->issue(ca->ctx, req, &der, &len, err, errsz);
+	if (r != 0) {
+		OPENSSL_free(der);
+		if (err != NULL && errsz > 0 && err[0] == '\0')
+			snprintf(err, errsz, "%s", kl_strerror(r));
+		return r > 0 ? KL_ERR_INTERNAL : r;
+	}
+	if (der == NULL || len == 0) {
+		OPENSSL_free(der);
+		snprintf(err, errsz, "CA backend returned no certificate");
+		return KL_ERR_CA;
+	}
+	*cert_der = der;
+	*cert_len = len;
+	return 0;
+}
+
+void
+ca_free(struct ca *ca)
+{
+	if (ca == NULL)
+		return;
+	if (ca->ops != NULL && ca->ops->free != NULL)
+		ca->ops->free(ca->ctx);
+	free(ca);
+}
