@@ -55,7 +55,7 @@ serial_open(const char *path, const struct link_params *p, void **ctx)
 {
 	struct serial_ctx *s = NULL;
 	struct termios tio;
-	speed_t speed;
+	speed_t speed = B0;	/* set below whenever it is used */
 	int fd = -1, r = KL_ERR_INTERNAL;
 
 	if (p != NULL && p->baud != 0 && serial_speed(p->baud, &speed) != 0) {
