@@ -36,7 +36,8 @@ JIG_SRC = fixtures/jig/jig.c
 LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(STATION_SRC)
 
 UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
-	test_certcheck test_audit test_hsm test_ca_local test_link
+	test_certcheck test_audit test_hsm test_ca_local test_link \
+	test_ota
 
 REL = build
 SAN = build/san
@@ -98,6 +99,8 @@ T_test_hsm = $(BASE_SRC) $(HSM_SRC)
 T_test_ca_local = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 	station/ca_local.c
 T_test_link = $(COMMON_SRC) station/link.c
+T_test_ota = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
+	station/ota.c
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(call san_obj,$$(T_$$*))
