@@ -379,8 +379,10 @@ config_slot(struct config_parse *cp, const char *key, const char *value,
 	}
 	/* nslots < CONFIG_MAX_SLOTS: numbers are 1..MAX and unique. */
 	s = &cp->cfg->slots[cp->cfg->nslots];
-	if ((rc = ini_to_str(value, s->device, sizeof(s->device), why,
-	    whysz)) != 0)
+	/* Relative like every other path: a jig's slot links sit beside
+	 * its station.conf. */
+	if ((rc = ini_to_path(value, cp->base_dir, s->device,
+	    sizeof(s->device), why, whysz)) != 0)
 		return rc;
 	s->number = (int)n;
 	cp->slot_seen[n] = 1;
