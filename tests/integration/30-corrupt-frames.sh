@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# A noisy cable: the jig flips a bit in one of every 300 bytes both ways.
+# A noisy cable: the jig flips a bit in a byte with probability 1/2000 both ways.
 # Every board still passes, through retries the summary counts.
 . "$(dirname "$0")/lib.sh"
 
 line_setup "$T" 4
 conf_set "$T/station.conf" link timeout_ms 1500
 conf_set "$T/station.conf" link attempts 8
-line_start "$T" --corrupt-every 300
+line_start "$T" --corrupt-every 2000
 "$KL" batch --config "$T/station.conf" >"$T/out.jsonl" ||
 	{ grep failed "$T/out.jsonl"; fail "batch failed on a noisy line"; }
 s=$(summary "$T/out.jsonl")
