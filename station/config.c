@@ -283,10 +283,8 @@ config_set(struct config_parse *cp, const struct config_key *k,
 
 	switch (k->type) {
 	case CT_STR:
-		if (v[0] == '\0') {
-			snprintf(why, whysz, "empty value");
-			return KL_ERR_CONFIG;
-		}
+		/* Empty is the same as unset; required keys are checked
+		 * after the whole file. */
 		return ini_to_str(v, field, k->size, why, whysz);
 	case CT_PATH:
 		return ini_to_path(v, cp->base_dir, field, k->size, why,
@@ -519,11 +517,6 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 		if (c->ca_pin_file[0] == '\0' && c->ca_pin_env[0] == '\0') {
 			snprintf(err, errsz, "%s: [ca] pin_file: required (or "
 			    "pin_env) with key_id", p);
-			return KL_ERR_CONFIG;
-		}
-		if (c->ca_pin_file[0] != '\0' && c->ca_pin_env[0] != '\0') {
-			snprintf(err, errsz, "%s: [ca] pin_env: set either "
-			    "pin_file or pin_env, not both", p);
 			return KL_ERR_CONFIG;
 		}
 	}

@@ -202,8 +202,8 @@ test_bad_keys(void **state)
 		    "position 9 (known: {serial} {model} {hsm_serial} "
 		    "{station})" },
 		{ "[station]\nid = st-2\n", 2, "[station] id: duplicate key" },
-		{ "[station]\noperator =\n", 2, "[station] operator: empty "
-		    "value" },
+		{ "[station]\noperator =\noperator = x\n", 3,
+		    "[station] operator: duplicate key" },
 		{ "[ca]\nbackend = cfssl\n", 2,
 		    "[ca] backend: unknown CA backend 'cfssl' (local)" },
 		{ "[ca]\nvalidity_days = -1\n", 2,
