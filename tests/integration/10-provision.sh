@@ -72,35 +72,51 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n
 openssl x509 -req -in "$T/srv.csr" -CA "$T/ca/gateway-root.pem" \
     -CAkey "$T/ca/gateway-root.key" -CAcreateserial -days 1 \
     -extfile "$T/srv.ext" -out "$T/srv.pem" 2>/dev/null
-board_pin "$b" >/dev/shm/keyline-it-pin.$$
-port=$((20000 + RANDOM % 30000))
-openssl s_server -accept "127.0.0.1:$port" -cert "$T/srv.pem" -key "$T/srv.key" \
-    -CAfile "$T/ca/fleet-root.pem" -Verify 2 -verify_return_error \
-    -naccept 1 -quiet >"$T/srv.log" 2>&1 &
-srv=$!
-sleep 0.5
-set +e
-echo ping | SOFTHSM2_CONF=$b/softhsm2.conf openssl s_client \
-    -connect "127.0.0.1:$port" -servername localhost \
-    -engine pkcs11 -keyform engine \
-    -key "pkcs11:token=board-$(basename "$b");id=%02;type=private" \
-    -pass "file:/dev/shm/keyline-it-pin.$$" -cert "$imp/client.pem" \
-    -CAfile "$imp/root.crt" -verify_return_error -verify_hostname localhost \
-    >"$T/cli.log" 2>&1
-rc=$?
-set -e
-rm -f /dev/shm/keyline-it-pin.$$
-kill "$srv" 2>/dev/null || true
-wait "$srv" 2>/dev/null || true
-[ $rc -eq 0 ] || { cat "$T/cli.log" "$T/srv.log"; fail "mTLS handshake failed"; }
-grep -q "Verification: OK\|Verify return code: 0 (ok)" "$T/cli.log" ||
-	fail "client did not verify the server"
-grep -q "ping" "$T/srv.log" || { cat "$T/srv.log"; fail "server got no data over mTLS"; }
+pinf=/dev/shm/keyline-it-pin.$$
+board_pin "$b" >"$pinf"
+# mtls KEY_BOARD: handshake presenting board 1's client.pem, signing with
+# the HSM key of board KEY_BOARD; the page the server sends back names the
+# client certificate it accepted.
+mtls() {
+	local kb=$1 port=$((20000 + RANDOM % 30000)) srv rc
+	openssl s_server -accept "127.0.0.1:$port" -cert "$T/srv.pem" \
+	    -key "$T/srv.key" -CAfile "$T/ca/fleet-root.pem" -Verify 2 \
+	    -verify_return_error -naccept 1 -www >"$T/srv.log" 2>&1 &
+	srv=$!
+	sleep 0.5
+	set +e
+	(printf 'GET / HTTP/1.0\r\n\r\n'; sleep 1) |
+	    SOFTHSM2_CONF=$kb/softhsm2.conf openssl s_client \
+	    -connect "127.0.0.1:$port" -servername localhost \
+	    -engine pkcs11 -keyform engine \
+	    -key "pkcs11:token=board-$(basename "$kb");id=%02;type=private" \
+	    -pass "file:$pinf" -cert "$imp/client.pem" \
+	    -CAfile "$imp/root.crt" -verify_return_error \
+	    -verify_hostname localhost -quiet >"$T/cli.log" 2>&1
+	rc=$?
+	set -e
+	kill "$srv" 2>/dev/null || true
+	wait "$srv" 2>/dev/null || true
+	return $rc
+}
+mtls "$b" || { cat "$T/cli.log" "$T/srv.log"; fail "mTLS handshake failed"; }
+grep -q "^HTTP/1.0 200 ok" "$T/cli.log" || fail "no answer over mTLS"
+id1="$(sed -n 's/^model *= *//p' "$b/board.conf")-$(basename "$b")"
+grep -q "Subject: CN=$id1\$" "$T/cli.log" ||
+	fail "server did not see board 1's client certificate"
+# Control: the same certificate with another board's HSM key must fail.
+b2=$(board_dir 2)
+board_pin "$b2" >"$pinf"
+if mtls "$b2" && grep -q "^HTTP/1.0 200 ok" "$T/cli.log"; then
+	fail "mTLS succeeded with a key that is not the certificate's"
+fi
+rm -f "$pinf"
 
 # The audit chain holds, and breaks when a row is altered by hand.
 "$KL" audit verify --db "$T/audit.db" >"$T/verify.out" || fail "audit verify failed"
 rows=$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events")
-[ "$rows" -ge 64 ] || fail "only $rows audit rows for 8 boards"
+# identify, keygen, issued, validate, write, pop, done
+[ "$rows" -eq 56 ] || fail "$rows audit rows for 8 boards, expected 7 each"
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='done' AND outcome='passed'")" = 8 ] ||
 	fail "expected 8 passed rows"
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='issued' AND cert_serial IS NOT NULL")" = 8 ] ||
