@@ -71,7 +71,9 @@ line_setup() {
 	shift 2
 	mkdir -p "$dir"
 	"$KEYLINE_TOP/scripts/devca" "$dir" "$(line_pin_file "$dir")"
-	"$KEYLINE_BIN/keyline-jig" init --dir "$dir" --boards "$n" "$@" >/dev/null
+	"$KEYLINE_BIN/keyline-jig" init --dir "$dir" --boards "$n" "$@" \
+	    >"$dir/jig-init.log" 2>&1 ||
+	    { cat "$dir/jig-init.log" >&2; return 1; }
 	line_write_conf "$dir" "$n"
 }
 
