@@ -1,0 +1,260 @@
+/*
+ * test_engine.c: the real engine against real board agents on a virtual
+ * jig (ptys, SoftHSM tokens), with a CA that makes mistakes.
+ *
+ * The CA here is the real local CA (fleet key in a SoftHSM station token)
+ * behind a wrapper that, for chosen boards, asks it for the wrong thing:
+ * a certificate for a key the board does not hold, or for another device
+ * ID.  Both certificates chain to the fleet root, so only the station's
+ * own checks stand between them and the board.  They must be audited as
+ * issued, refused, and never written.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "db/audit.h"
+#include "station/ca.h"
+#include "station/config.h"
+#include "station/engine.h"
+#include "station/err.h"
+#include "station/station.h"
+
+static char dir[256];
+static char top[4096];
+
+enum { MODE_HONEST, MODE_WRONG_KEY, MODE_WRONG_CN };
+
+struct tamper {
+	struct ca *real;
+	char wrong_key_id[80];	/* device ID that gets a foreign key */
+	char wrong_cn_id[80];	/* device ID that gets another CN */
+};
+
+/* A CSR for a fresh key the board never saw, with the right CN. */
+static int
+foreign_csr(const char *cn, uint8_t **der, size_t *len)
+{
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	X509_REQ *req = X509_REQ_new();
+	X509_NAME *name = X509_NAME_new();
+	unsigned char *out = NULL;
+	int n;
+
+	assert_non_null(pk);
+	assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+	    (const unsigned char *)cn, -1, -1, 0), 1);
+	assert_int_equal(X509_REQ_set_subject_name(req, name), 1);
+	assert_int_equal(X509_REQ_set_pubkey(req, pk), 1);
+	assert_true(X509_REQ_sign(req, pk, EVP_sha256()) > 0);
+	n = i2d_X509_REQ(req, &out);
+	assert_true(n > 0);
+	*der = out;
+	*len = (size_t)n;
+	X509_NAME_free(name);
+	X509_REQ_free(req);
+	EVP_PKEY_free(pk);
+	return 0;
+}
+
+static int
+tamper_issue(void *ctx, const struct ca_request *req, uint8_t **cert,
+    size_t *len, char *err, size_t errsz)
+{
+	struct tamper *t = ctx;
+	struct ca_request r2 = *req;
+	uint8_t *csr = NULL;
+	size_t csr_len;
+	int rc;
+
+	if (strcmp(req->device_id, t->wrong_key_id) == 0) {
+		foreign_csr(req->device_id, &csr, &csr_len);
+		r2.csr_der = csr;
+		r2.csr_len = csr_len;
+	} else if (strcmp(req->device_id, t->wrong_cn_id) == 0) {
+		r2.device_id = "impostor-0001";
+	}
+	rc = ca_issue(t->real, &r2, cert, len, err, errsz);
+	OPENSSL_free(csr);
+	return rc;
+}
+
+static const struct ca_ops tamper_ops = {
+	.name = "tamper",
+	.issue = tamper_issue,
+	.free = NULL,
+};
+
+struct seen {
+	int passed[4], failed[4], err[4];
+	char why[4][512];
+};
+
+static void
+on_event(void *arg, const struct engine_event *ev)
+{
+	struct seen *s = arg;
+
+	if (ev->slot < 1 || ev->slot > 3)
+		return;
+	if (ev->kind == EV_PASSED)
+		s->passed[ev->slot]++;
+	if (ev->kind == EV_FAILED) {
+		s->failed[ev->slot]++;
+		s->err[ev->slot] = ev->err;
+		snprintf(s->why[ev->slot], sizeof(s->why[0]), "%s", ev->message);
+	}
+}
+
+static int
+sh(const char *fmt, ...)
+{
+	char cmd[8192];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+static int
+setup(void **state)
+{
+	const char *bin = getenv("KEYLINE_BIN");
+
+	(void)state;
+	if (getcwd(top, sizeof(top)) == NULL)
+		return -1;
+	snprintf(dir, sizeof(dir), "/tmp/test_engine.XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	/* The san build's jig and agent, as make test builds them. */
+	return sh("cd '%s' && KEYLINE_BIN='%s' bash -c '. scripts/line.sh && "
+	    "line_setup %s 3 && line_start %s' >%s/setup.log 2>&1", top,
+	    bin != NULL ? bin : "build/san/bin", dir, dir, dir) == 0 ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	sh("cd '%s' && bash -c '. scripts/line.sh && line_cleanup %s'", top,
+	    dir);
+	sh("rm -rf '%s'", dir);
+	return 0;
+}
+
+static int
+dir_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n == 0;
+}
+
+static void
+test_wrong_certificates_refused(void **state)
+{
+	struct station st;
+	struct tamper t;
+	struct ca tca;
+	struct engine_opts eo;
+	struct engine *e = NULL;
+	struct seen seen;
+	char err[1024], path[512], serial[3][32];
+	FILE *f;
+	int i;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/station.conf", dir);
+	assert_int_equal(station_open(&st, path, err, sizeof(err)), 0);
+	snprintf(path, sizeof(path), "%s/boards.list", dir);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(fscanf(f, "%31s", serial[i]), 1);
+	fclose(f);
+
+	memset(&t, 0, sizeof(t));
+	t.real = st.ca;
+	/* The demo boards' model is "keyline-virtual". */
+	snprintf(t.wrong_key_id, sizeof(t.wrong_key_id), "keyline-virtual-%s",
+	    serial[0]);
+	snprintf(t.wrong_cn_id, sizeof(t.wrong_cn_id), "keyline-virtual-%s",
+	    serial[1]);
+	memset(&tca, 0, sizeof(tca));
+	tca.ops = &tamper_ops;
+	tca.ctx = &t;
+	snprintf(tca.name, sizeof(tca.name), "tamper");
+
+	memset(&seen, 0, sizeof(seen));
+	memset(&eo, 0, sizeof(eo));
+	eo.cfg = st.cfg;
+	eo.ca = &tca;
+	eo.audit = st.audit;
+	eo.trust = st.trust;
+	eo.ota = &st.ota;
+	eo.on_event = on_event;
+	eo.arg = &seen;
+	assert_int_equal(engine_new(&e, &eo), 0);
+	assert_int_equal(engine_run(e, 0), KL_ERR_CERT_INVALID);
+
+	assert_int_equal(seen.failed[1], 1);
+	assert_int_equal(seen.err[1], KL_ERR_CERT_INVALID);
+	assert_non_null(strstr(seen.why[1], "public key differs"));
+	assert_int_equal(seen.failed[2], 1);
+	assert_int_equal(seen.err[2], KL_ERR_CERT_INVALID);
+	assert_non_null(strstr(seen.why[2], "impostor-0001"));
+	assert_int_equal(seen.passed[3], 1);
+
+	for (i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/boards/%s/rootfs/var/sota/import",
+		    dir, serial[i]);
+		assert_true(dir_empty(path));
+	}
+	snprintf(path, sizeof(path),
+	    "%s/boards/%s/rootfs/var/sota/import/client.pem", dir, serial[2]);
+	{
+		struct stat sb;
+
+		assert_int_equal(stat(path, &sb), 0);
+	}
+	engine_free(e);
+	station_close(&st);
+
+	/* Both bad certificates were recorded as issued, then refused. */
+	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	    "FROM events WHERE step='issued'\")\" = 3", dir), 0);
+	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	    "FROM events WHERE step='validate' AND outcome='refused'\")\" = 2",
+	    dir), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_wrong_certificates_refused),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
