@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# RSA-2048 TLS key, the optional RSA Uptane key at CKA_ID 03, and root.crt
+# and gateway.url taken from an OTA Connect style credentials.zip.
+. "$(dirname "$0")/lib.sh"
+
+line_setup "$T" 2
+mkdir -p "$T/zip/creds"
+cp "$T/ca/gateway-root.pem" "$T/zip/creds/server_ca.pem"
+echo "https://zip-gateway.ota.example.com:443" >"$T/zip/creds/autoprov.url"
+echo "ignored" >"$T/zip/creds/treehub.json"
+(cd "$T/zip" && zip -q -r "$T/credentials.zip" creds)
+sed -i '/^root_crt = /d; /^gateway_url = /d' "$T/station.conf"
+sed -i 's|^\[ota\]$|[ota]\ncredentials_zip = credentials.zip|' "$T/station.conf"
+conf_set "$T/station.conf" keys type rsa2048
+sed -i 's|^cert_id = 01$|cert_id = 01\nuptane_key = yes|' "$T/station.conf"
+
+line_start "$T"
+"$KL" batch --config "$T/station.conf" >"$T/out.jsonl" ||
+	{ grep failed "$T/out.jsonl"; fail "batch failed"; }
+for i in 1 2; do
+	b=$(board_dir $i)
+	imp=$b/rootfs/var/sota/import
+	[ "$(cat "$imp/gateway.url")" = "https://zip-gateway.ota.example.com:443" ] ||
+		fail "board $i: gateway.url not from the zip"
+	cmp -s "$imp/root.crt" "$T/ca/gateway-root.pem" || fail "board $i: root.crt"
+	openssl x509 -in "$imp/client.pem" -noout -text >"$T/cert.txt"
+	grep -q "Public Key Algorithm: rsaEncryption" "$T/cert.txt" &&
+		grep -q "(2048 bit)" "$T/cert.txt" || fail "board $i: not an RSA-2048 certificate"
+	objs=$(board_p11 "$b" --login --pin "$(board_pin "$b")" --list-objects --type privkey 2>/dev/null)
+	[ "$(grep -c "^Private Key Object; RSA" <<<"$objs")" = 2 ] ||
+		fail "board $i: expected two RSA private keys: $objs"
+	grep -q "ID: *03" <<<"$objs" || fail "board $i: no Uptane key at 03"
+	grep -q "ID: *02" <<<"$objs" || fail "board $i: no TLS key at 02"
+done
+echo "PASS rsa-uptane-zip"
