@@ -21,7 +21,8 @@ CFLAGS_SAN = $(CFLAGS_BASE) -O1 $(SANFLAGS)
 LDLIBS = $(PKG_LIBS) -ldl -pthread
 
 # Objects shared by the station and the board agent.
-COMMON_SRC = station/err.c station/log.c station/buf.c station/frame.c \
+COMMON_SRC = station/err.c station/log.c station/buf.c station/fsutil.c \
+	station/frame.c \
 	station/proto.c station/serial.c station/ini.c
 HSM_SRC = hsm/hsm.c
 DB_SRC = db/audit.c
@@ -86,7 +87,7 @@ $(SAN)/bin/keyline-jig: $(call san_obj,$(COMMON_SRC) $(JIG_SRC))
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 # --- unit tests (CMocka): each names exactly the objects it needs
-BASE_SRC = station/err.c station/log.c station/buf.c
+BASE_SRC = station/err.c station/log.c station/buf.c station/fsutil.c
 T_test_buf = $(BASE_SRC)
 T_test_frame = $(BASE_SRC) station/frame.c
 T_test_proto = $(BASE_SRC) station/proto.c

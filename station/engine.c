@@ -31,6 +31,7 @@
 #include "station/devid.h"
 #include "station/err.h"
 #include "station/frame.h"
+#include "station/fsutil.h"
 #include "station/link.h"
 #include "station/log.h"
 #include "station/ota.h"
@@ -947,30 +948,19 @@ static int
 engine_load_intermediates(struct engine *e)
 {
 	const char *path = e->o.cfg->ca_intermediates;
-	FILE *f;
-	long n;
-	int r = KL_ERR_IO;
+	char err[512];
+	uint8_t *pem;
+	int r;
 
 	if (path[0] == '\0')
 		return 0;
-	if ((f = fopen(path, "rb")) == NULL) {
-		log_error("%s: cannot read intermediates", path);
-		return KL_ERR_IO;
+	if ((r = fsutil_read_capped(path, ENGINE_MAX_PEM / 2, &pem,
+	    &e->intermediates_len, err, sizeof(err))) != 0) {
+		log_error("[ca] intermediates: %s", err);
+		return r;
 	}
-	if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
-	    n > ENGINE_MAX_PEM / 2 || fseek(f, 0, SEEK_SET) != 0)
-		goto out;
-	if ((e->intermediates_pem = malloc((size_t)n + 1)) == NULL) {
-		r = KL_ERR_NOMEM;
-		goto out;
-	}
-	if (fread(e->intermediates_pem, 1, (size_t)n, f) != (size_t)n)
-		goto out;
-	e->intermediates_len = (size_t)n;
-	r = 0;
-out:
-	fclose(f);
-	return r;
+	e->intermediates_pem = (char *)pem;
+	return 0;
 }
 
 int

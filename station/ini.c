@@ -22,6 +22,7 @@
 
 #include "station/buf.h"
 #include "station/err.h"
+#include "station/fsutil.h"
 
 /* A line without its terminator, borrowed from the text. */
 struct ini_line {
@@ -256,56 +257,16 @@ int
 ini_parse_file(const char *path, ini_cb cb, void *arg, char *err,
     size_t errsz)
 {
-	char *text = NULL;
-	struct stat st;
+	uint8_t *text = NULL;
 	size_t len = 0;
-	ssize_t got;
-	int fd = -1, r = KL_ERR_INTERNAL;
+	int r;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
-		snprintf(err, errsz, "%s: %s", path, strerror(errno));
-		r = KL_ERR_IO;
-		goto out;
-	}
-	if (fstat(fd, &st) != 0) {
-		snprintf(err, errsz, "%s: %s", path, strerror(errno));
-		r = KL_ERR_IO;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errsz, "%s: not a regular file", path);
-		r = KL_ERR_IO;
-		goto out;
-	}
-	/* One byte more than the cap, to tell "at the cap" from "over". */
-	if ((text = malloc(INI_MAX_FILE + 1)) == NULL) {
-		r = KL_ERR_NOMEM;
-		snprintf(err, errsz, "%s: %s", path, kl_strerror(r));
-		goto out;
-	}
-	while (len < INI_MAX_FILE + 1) {
-		got = read(fd, text + len, INI_MAX_FILE + 1 - len);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			snprintf(err, errsz, "%s: %s", path, strerror(errno));
-			r = KL_ERR_IO;
-			goto out;
-		}
-		if (got == 0)
-			break;
-		len += (size_t)got;
-	}
-	if (len > INI_MAX_FILE) {
-		snprintf(err, errsz, "%s: larger than %d bytes", path,
-		    INI_MAX_FILE);
+	r = fsutil_read_capped(path, INI_MAX_FILE, &text, &len, err, errsz);
+	if (r == KL_ERR_TOO_BIG)
 		r = KL_ERR_CONFIG;
-		goto out;
-	}
-	r = ini_parse_string(path, text, len, cb, arg, err, errsz);
-out:
-	if (fd >= 0)
-		close(fd);
+	if (r == 0)
+		r = ini_parse_string(path, (const char *)text, len, cb, arg,
+		    err, errsz);
 	free(text);
 	return r;
 }

@@ -25,6 +25,7 @@
 #include <zip.h>
 
 #include "station/err.h"
+#include "station/fsutil.h"
 
 #define OTA_ZIP_URL "autoprov.url"
 #define OTA_ZIP_CA "server_ca.pem"
@@ -158,62 +159,6 @@ ota_make_url(const char *text, size_t len, const char *what, char **out,
 	url[len + 1] = '\0';
 	*out = url;
 	return 0;
-}
-
-static int
-ota_read_file(const char *path, uint8_t **out, size_t *outlen, char *err,
-    size_t errsz)
-{
-	uint8_t *data = NULL;
-	struct stat st;
-	size_t len = 0;
-	ssize_t got;
-	int fd = -1, r = KL_ERR_INTERNAL;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0 ||
-	    fstat(fd, &st) != 0) {
-		snprintf(err, errsz, "%s: %s", path, strerror(errno));
-		r = KL_ERR_IO;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errsz, "%s: not a regular file", path);
-		r = KL_ERR_IO;
-		goto out;
-	}
-	if ((data = malloc(OTA_MAX_FILE + 1)) == NULL) {
-		r = KL_ERR_NOMEM;
-		snprintf(err, errsz, "%s: %s", path, kl_strerror(r));
-		goto out;
-	}
-	while (len < OTA_MAX_FILE + 1) {
-		got = read(fd, data + len, OTA_MAX_FILE + 1 - len);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			snprintf(err, errsz, "%s: %s", path, strerror(errno));
-			r = KL_ERR_IO;
-			goto out;
-		}
-		if (got == 0)
-			break;
-		len += (size_t)got;
-	}
-	if (len > OTA_MAX_FILE) {
-		snprintf(err, errsz, "%s: larger than %d bytes", path,
-		    OTA_MAX_FILE);
-		r = KL_ERR_CONFIG;
-		goto out;
-	}
-	*out = data;
-	*outlen = len;
-	data = NULL;
-	r = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	free(data);
-	return r;
 }
 
 /*
@@ -402,9 +347,11 @@ ota_load(const struct config *cfg, struct ota_files *out, char *err,
 			r = KL_ERR_CONFIG;
 			goto out;
 		}
-		if ((r = ota_read_file(cfg->root_crt, &f.root_crt,
-		    &f.root_crt_len, err, errsz)) != 0 ||
-		    (r = ota_check_root(f.root_crt, f.root_crt_len,
+		r = fsutil_read_capped(cfg->root_crt, OTA_MAX_FILE,
+		    &f.root_crt, &f.root_crt_len, err, errsz);
+		if (r == KL_ERR_TOO_BIG)
+			r = KL_ERR_CONFIG;
+		if (r != 0 || (r = ota_check_root(f.root_crt, f.root_crt_len,
 		    cfg->root_crt, err, errsz)) != 0)
 			goto out;
 		if ((r = ota_make_url(cfg->gateway_url,
