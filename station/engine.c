@@ -429,8 +429,11 @@ step_dupcheck(struct board *b)
 	if ((r = audit_find_provisioned(e->o.audit, b->device_id, &found,
 	    prev_serial, sizeof(prev_serial))) != 0)
 		return board_fail(b, r, "cannot read the audit log");
-	if (!found)
+	if (!found) {
+		if ((r = board_audit(b, "dupcheck", "ok", NULL)) != 0)
+			return board_fail(b, r, "audit log write failed");
 		return 0;
+	}
 	if (!engine_reprovision_allowed(e, b->device_id)) {
 		snprintf(msg, sizeof(msg),
 		    "already provisioned (certificate serial %s); "
@@ -573,6 +576,10 @@ step_csr(struct board *b)
 	if ((r = dup_bytes(p, n, &b->csr)) != 0)
 		goto out;
 	b->csr_len = n;
+	if ((r = board_audit(b, "csr", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
 	r = 0;
 out:
 	OPENSSL_free(der);
@@ -768,6 +775,10 @@ step_write_and_verify(struct board *b)
 			    "was written", files[i].name);
 			goto out;
 		}
+	}
+	if ((r = board_audit(b, "verify", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
 	}
 	r = 0;
 out:

@@ -115,8 +115,12 @@ rm -f "$pinf"
 # The audit chain holds, and breaks when a row is altered by hand.
 "$KL" audit verify --db "$T/audit.db" >"$T/verify.out" || fail "audit verify failed"
 rows=$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events")
-# identify, keygen, issued, validate, write, pop, done
-[ "$rows" -eq 56 ] || fail "$rows audit rows for 8 boards, expected 7 each"
+# identify, dupcheck, keygen, csr, issued, validate, write, verify, pop, done
+[ "$rows" -eq 80 ] || fail "$rows audit rows for 8 boards, expected 10 each"
+for step in identify dupcheck keygen csr issued validate write verify pop done; do
+	[ "$(sqlite3 "$T/audit.db" "SELECT count(DISTINCT device_id) FROM events WHERE step='$step'")" = 8 ] ||
+		fail "audit step $step is not recorded for every board"
+done
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='done' AND outcome='passed'")" = 8 ] ||
 	fail "expected 8 passed rows"
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='issued' AND cert_serial IS NOT NULL")" = 8 ] ||
