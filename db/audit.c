@@ -645,7 +645,8 @@ audit_find_provisioned(struct audit *a, const char *device_id, int *found,
 	locked = 1;
 	rc = sqlite3_prepare_v2(a->db,
 	    "SELECT cert_serial FROM events WHERE device_id = ?1"
-	    " AND step = 'done' AND outcome = 'passed'"
+	    " AND ((step = 'done' AND outcome = 'passed')"
+	    " OR (step = 'write' AND outcome = 'ok'))"
 	    " ORDER BY id DESC LIMIT 1", -1, &st, NULL);
 	if (rc != SQLITE_OK) {
 		r = audit_dberr(a->db, "prepare find", rc);

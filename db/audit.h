@@ -46,9 +46,11 @@ struct audit_event {
 int audit_append(struct audit *a, const struct audit_event *ev, int64_t *id);
 
 /*
- * Whether device_id has a row with step "done" and outcome "passed".
- * *found = 0/1; when found and cert_serial is not NULL, the serial of the
- * newest such row is copied there.
+ * Whether a certificate for device_id has reached a board: a row with step
+ * "done" and outcome "passed", or with step "write" and outcome "ok" (files
+ * committed on the board, even if a later step failed).  *found = 0/1; when
+ * found and cert_serial is not NULL, the serial of the newest such row is
+ * copied there.
  */
 int audit_find_provisioned(struct audit *a, const char *device_id, int *found,
     char *cert_serial, size_t serialsz);

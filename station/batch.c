@@ -81,8 +81,15 @@ batch_event(void *arg, const struct engine_event *ev)
 	    "serial", ev->serial,
 	    "device_id", ev->device_id,
 	    "elapsed_ms", (json_int_t)ev->elapsed_ms);
-	if (o == NULL)
+	if (o == NULL) {
+		/* Never drop a board from the stream: say that it happened. */
+		printf("{\"seq\":%llu,\"event\":\"%s\",\"slot\":%d,"
+		    "\"message\":\"event text not representable in JSON\"}\n",
+		    (unsigned long long)ev->seq,
+		    engine_event_kind_name(ev->kind), ev->slot);
+		fflush(stdout);
 		return;
+	}
 	if (ev->message[0] != '\0')
 		json_object_set_new(o, "message", json_string(ev->message));
 	if (ev->kind == EV_FAILED)
@@ -212,10 +219,20 @@ cmd_batch(int argc, char **argv)
 		    kl_strerror(r));
 		goto out;
 	}
+	if (count > st.cfg->nslots) {
+		fprintf(stderr, "keyline batch: --count %ld but %s has %d "
+		    "slot(s)\n", count, config_path, st.cfg->nslots);
+		goto out;
+	}
+	/* The first Ctrl-C stops the line cleanly; a second one ends the
+	 * process at once (SA_RESETHAND). */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = batch_signal;
+	sa.sa_flags = SA_RESETHAND;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* A reader that goes away must not kill the station mid-board. */
+	signal(SIGPIPE, SIG_IGN);
 
 	t0 = mono_s();
 	(void)engine_run(batch_engine, (int)count);
@@ -240,8 +257,14 @@ cmd_batch(int argc, char **argv)
 	    "retries", (int)bt.retries));
 	exit_code = counts.failed == 0 && n > 0 ? 0 : 1;
 out:
-	engine_free(batch_engine);
-	batch_engine = NULL;
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	{
+		struct engine *e = batch_engine;
+
+		batch_engine = NULL;
+		engine_free(e);
+	}
 	station_close(&st);
 	return exit_code;
 }

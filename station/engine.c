@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -31,7 +32,6 @@
 #include "station/devid.h"
 #include "station/err.h"
 #include "station/frame.h"
-#include "station/fsutil.h"
 #include "station/link.h"
 #include "station/log.h"
 #include "station/ota.h"
@@ -226,7 +226,7 @@ board_audit(struct board *b, const char *step, const char *outcome,
 		.key_fpr = b->key_fpr[0] ? b->key_fpr : NULL,
 		.cert_serial = b->cert_serial[0] ? b->cert_serial : NULL,
 		.cert_fpr = b->cert_fpr[0] ? b->cert_fpr : NULL,
-		.ca = b->cert_serial[0] ? b->e->o.ca->name : NULL,
+		.ca = b->step >= STEP_CA ? b->e->o.ca->name : NULL,
 		.error = error,
 	};
 	int r;
@@ -271,6 +271,25 @@ board_set_step(struct board *b, enum engine_step s)
 	board_emit(b, EV_STEP, 0, NULL);
 }
 
+/*
+ * Text from a board goes into JSON, the audit log and the console: keep
+ * printable ASCII, replace anything else with '?'.  Returns whether the
+ * text was clean.
+ */
+static int
+board_text(char *s)
+{
+	int clean = 1;
+
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) {
+			*s = '?';
+			clean = 0;
+		}
+	}
+	return clean;
+}
+
 /* ---- link exchanges --------------------------------------------------- */
 
 static int
@@ -283,9 +302,11 @@ board_call(struct board *b, uint8_t type, int timeout_ms)
 	r = link_call(b->link, type, &b->req, &b->resp, timeout_ms, remote,
 	    sizeof(remote));
 	buf_reset(&b->req);
-	if (r == KL_ERR_REMOTE)
+	if (r == KL_ERR_REMOTE) {
+		(void)board_text(remote);
 		return board_fail(b, r, "board refused %s: %s",
 		    proto_type_name(type), remote);
+	}
 	if (r != 0)
 		return board_fail(b, r, "%s exchange failed: %s",
 		    proto_type_name(type), kl_strerror(r));
@@ -329,6 +350,8 @@ step_connect(struct board *b)
 		return board_fail(b, r, "cannot open %s: %s",
 		    b->slot->cs->device, kl_strerror(r));
 	link_set_attempts(b->link, cfg->attempts);
+	/* An operator stop cuts a wait short until files are being written. */
+	link_set_cancel(b->link, &b->e->cancel);
 	return 0;
 }
 
@@ -365,6 +388,15 @@ step_identify(struct board *b)
 	    sizeof(b->hsm.manufacturer));
 	(void)resp_str(b, PT_HSM_MODEL, b->hsm.model, sizeof(b->hsm.model));
 	(void)resp_str(b, PT_HSM_SERIAL, b->hsm.serial, sizeof(b->hsm.serial));
+	(void)board_text(b->agent_version);
+	(void)board_text(b->hsm.label);
+	(void)board_text(b->hsm.manufacturer);
+	(void)board_text(b->hsm.model);
+	(void)board_text(b->hsm.serial);
+	if (!board_text(b->serial) || !board_text(b->model))
+		return board_fail(b, KL_ERR_PROTO, "board's serial '%s' or model "
+		    "'%s' holds bytes that are not printable ASCII (shown as ?)",
+		    b->serial, b->model);
 
 	vars.serial = b->serial;
 	vars.model = b->model;
@@ -606,10 +638,12 @@ step_ca(struct board *b)
 		return board_fail(b, r, "CA %s did not issue: %s", e->o.ca->name,
 		    err[0] ? err : kl_strerror(r));
 	}
-	if (certcheck_fingerprint(b->cert, b->cert_len, b->cert_fpr) != 0 ||
-	    certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
-	    sizeof(b->cert_serial)) != 0)
+	/* Each field on its own: whatever can be read goes in the record. */
+	if (certcheck_fingerprint(b->cert, b->cert_len, b->cert_fpr) != 0)
 		snprintf(b->cert_fpr, sizeof(b->cert_fpr), "unparseable");
+	if (certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
+	    sizeof(b->cert_serial)) != 0)
+		snprintf(b->cert_serial, sizeof(b->cert_serial), "unparseable");
 	/*
 	 * The certificate exists from here on, whatever happens next: record
 	 * its issuance before anything else, and stop if that cannot be done.
@@ -942,6 +976,8 @@ slot_main(void *arg)
 	for (i = 0; i < sizeof(board_steps) / sizeof(board_steps[0]); i++) {
 		if (board_steps[i].cancellable && (r = board_cancelled(&b)))
 			break;
+		if (!board_steps[i].cancellable && b.link != NULL)
+			link_set_cancel(b.link, NULL);
 		board_set_step(&b, board_steps[i].step);
 		if ((r = board_steps[i].fn(&b)) != 0)
 			break;
@@ -955,23 +991,75 @@ slot_main(void *arg)
 
 /* ---- engine ------------------------------------------------------------ */
 
+/*
+ * The intermediates appended to client.pem, re-encoded from the parsed
+ * certificates: a bundle file that also holds a key (an export with its
+ * key) must never be copied to boards, so any block that is not a
+ * CERTIFICATE stops the station.
+ */
 static int
 engine_load_intermediates(struct engine *e)
 {
 	const char *path = e->o.cfg->ca_intermediates;
-	char err[512];
-	uint8_t *pem;
-	int r;
+	BIO *in = NULL, *out = NULL;
+	char *name = NULL, *header = NULL, *p;
+	unsigned char *data = NULL;
+	const unsigned char *q;
+	long len, n;
+	X509 *x;
+	int count = 0, r = KL_ERR_CONFIG;
 
 	if (path[0] == '\0')
 		return 0;
-	if ((r = fsutil_read_capped(path, ENGINE_MAX_PEM / 2, &pem,
-	    &e->intermediates_len, err, sizeof(err))) != 0) {
-		log_error("[ca] intermediates: %s", err);
-		return r;
+	if ((in = BIO_new_file(path, "r")) == NULL ||
+	    (out = BIO_new(BIO_s_mem())) == NULL) {
+		log_error("[ca] intermediates: cannot read %s", path);
+		r = KL_ERR_IO;
+		goto out;
 	}
-	e->intermediates_pem = (char *)pem;
-	return 0;
+	while (PEM_read_bio(in, &name, &header, &data, &len) == 1) {
+		if (strcmp(name, PEM_STRING_X509) != 0) {
+			log_error("[ca] intermediates: %s holds a %s block; only "
+			    "certificates may go to boards", path, name);
+			goto out;
+		}
+		q = data;
+		if ((x = d2i_X509(NULL, &q, len)) == NULL || q != data + len ||
+		    PEM_write_bio_X509(out, x) != 1) {
+			X509_free(x);
+			log_error("[ca] intermediates: %s: a certificate does not "
+			    "parse", path);
+			goto out;
+		}
+		X509_free(x);
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_clear_free(data, (size_t)len);
+		name = header = NULL;
+		data = NULL;
+		count++;
+	}
+	ERR_clear_error();
+	if (count == 0) {
+		log_error("[ca] intermediates: %s holds no certificate", path);
+		goto out;
+	}
+	n = BIO_get_mem_data(out, &p);
+	if (n <= 0 || n > ENGINE_MAX_PEM / 2 ||
+	    (e->intermediates_pem = malloc((size_t)n)) == NULL) {
+		log_error("[ca] intermediates: %s is too large", path);
+		goto out;
+	}
+	memcpy(e->intermediates_pem, p, (size_t)n);
+	e->intermediates_len = (size_t)n;
+	r = 0;
+out:
+	OPENSSL_free(name);
+	OPENSSL_free(header);
+	OPENSSL_free(data);
+	BIO_free(in);
+	BIO_free(out);
+	return r;
 }
 
 int

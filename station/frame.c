@@ -88,6 +88,13 @@ frame_decoder_free(struct frame_decoder *d)
 		buf_free(&d->in);
 }
 
+void
+frame_decoder_reset(struct frame_decoder *d)
+{
+	buf_reset(&d->in);
+	d->pending = 0;
+}
+
 int
 frame_decoder_push(struct frame_decoder *d, const void *p, size_t n)
 {

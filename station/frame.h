@@ -59,6 +59,9 @@ struct frame_decoder {
 
 void frame_decoder_init(struct frame_decoder *d);
 void frame_decoder_free(struct frame_decoder *d);
+/* Drop every buffered byte (after an attempt timed out: a corrupt header
+ * that passed its check may be waiting for bytes that never come). */
+void frame_decoder_reset(struct frame_decoder *d);
 /* Add received bytes. 0 or KL_ERR_TOO_BIG/NOMEM (buffer is capped at
  * 2 * FRAME_MAX_LEN; callers push at most what they read). */
 int frame_decoder_push(struct frame_decoder *d, const void *p, size_t n);

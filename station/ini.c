@@ -242,12 +242,16 @@ ini_parse_string(const char *name, const char *text, size_t len,
 			    lineno, section[0] ? "[" : "", section,
 			    section[0] ? "] " : "", key,
 			    why[0] ? why : kl_strerror(rc));
+			buf_wipe(value, sizeof(value));
 			return rc;
 		}
 	}
+	/* The last value seen may be a PIN (board.conf). */
+	buf_wipe(value, sizeof(value));
 	return 0;
 
 line_err:
+	buf_wipe(value, sizeof(value));
 	snprintf(err, errsz, "%s:%lu: %s", name, lineno,
 	    why[0] ? why : kl_strerror(rc));
 	return rc;
@@ -267,6 +271,8 @@ ini_parse_file(const char *path, ini_cb cb, void *arg, char *err,
 	if (r == 0)
 		r = ini_parse_string(path, (const char *)text, len, cb, arg,
 		    err, errsz);
+	/* board.conf holds the token PIN. */
+	buf_wipe(text, len);
 	free(text);
 	return r;
 }

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/rand.h>
+
 #include "station/err.h"
 #include "station/frame.h"
 #include "station/log.h"
@@ -21,6 +23,7 @@
 
 #define LINK_DEFAULT_ATTEMPTS 4
 #define LINK_READ_CHUNK 4096
+#define LINK_CANCEL_POLL_MS 200
 
 struct link {
 	const struct link_ops *ops;
@@ -31,6 +34,7 @@ struct link {
 	struct frame_decoder dec;
 	struct buf out;
 	struct link_stats st;
+	const volatile int *cancel;
 };
 
 int
@@ -55,8 +59,9 @@ link_open(struct link **out, const struct link_ops *ops, const char *path,
 	if (ops->flush != NULL)
 		ops->flush(l->ctx);
 	/* Start at a random seq so a board's cached answer from an earlier
-	 * session is never mistaken for this one's. */
-	l->seq = (uint16_t)(time(NULL) ^ (uintptr_t)l);
+	 * session is not mistaken for this one's. */
+	if (RAND_bytes((unsigned char *)&l->seq, sizeof(l->seq)) != 1)
+		l->seq = (uint16_t)(time(NULL) ^ (uintptr_t)l);
 	*out = l;
 	return 0;
 }
@@ -77,6 +82,12 @@ void
 link_set_attempts(struct link *l, int attempts)
 {
 	l->attempts = attempts > 0 ? attempts : 1;
+}
+
+void
+link_set_cancel(struct link *l, const volatile int *flag)
+{
+	l->cancel = flag;
 }
 
 const struct link_stats *
@@ -149,12 +160,16 @@ link_await(struct link *l, uint8_t type, uint16_t seq, int timeout_ms,
 			}
 			return LINK_GOT;
 		}
+		if (l->cancel != NULL && *l->cancel)
+			return KL_ERR_CANCELLED;
 		left = deadline - link_now_ms();
 		if (left <= 0)
 			return KL_ERR_TIMEOUT;
+		if (l->cancel != NULL && left > LINK_CANCEL_POLL_MS)
+			left = LINK_CANCEL_POLL_MS;
 		n = l->ops->read(l->ctx, chunk, sizeof(chunk), (int)left);
 		if (n == KL_ERR_TIMEOUT)
-			return KL_ERR_TIMEOUT;
+			continue;
 		if (n < 0)
 			return n;
 		l->st.bytes_rx += (uint64_t)n;
@@ -190,6 +205,8 @@ link_call(struct link *l, uint8_t type, const struct buf *req,
 		l->st.bytes_tx += l->out.len;
 		l->st.frames_tx++;
 		r = link_await(l, type, seq, timeout_ms, &f);
+		if (r == KL_ERR_TIMEOUT)
+			frame_decoder_reset(&l->dec);
 		if (r == LINK_RESEND || r == KL_ERR_TIMEOUT) {
 			r = KL_ERR_TIMEOUT;
 			continue;

@@ -58,6 +58,14 @@ int link_open(struct link **out, const struct link_ops *ops, const char *path,
     const struct link_params *p);
 void link_close(struct link *l);
 
+/*
+ * While *flag is non-zero, link_call gives up within ~200 ms with
+ * KL_ERR_CANCELLED instead of waiting out its timeout.  flag is borrowed
+ * (NULL: never cancelled); the engine points it at its cancel flag only
+ * while nothing has been written to the board.
+ */
+void link_set_cancel(struct link *l, const volatile int *flag);
+
 /* Attempts per exchange (first try included); default 4. */
 void link_set_attempts(struct link *l, int attempts);
 

@@ -43,6 +43,8 @@ station_read_pin(const struct config *cfg, char *pin, size_t pinsz,
 			return KL_ERR_CONFIG;
 		}
 		snprintf(pin, pinsz, "%s", v);
+		/* Child processes and /proc/PID/environ need not see it. */
+		unsetenv(cfg->ca_pin_env);
 		return 0;
 	}
 	if (cfg->ca_pin_file[0] == '\0')

@@ -39,6 +39,22 @@ expect_error "[keys] type"
 sed -i 's/^device_id_template = .*/device_id_template = {model}-{nope}/' "$T/station.conf"
 expect_error "[station] device_id_template"
 
+# An intermediates bundle that also holds a private key: nothing of it
+# may go to boards, so the station does not start.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+    -out "$T/ca/bundle.pem" 2>/dev/null
+cat "$T/ca/fleet-root.pem" >>"$T/ca/bundle.pem"
+sed -i 's|^fleet_root = .*|&\nintermediates = ca/bundle.pem|' "$T/station.conf"
+expect_error "only certificates may go to boards"
+
+# More boards asked for than the jig has slots.
+set +e
+"$KL" batch --config "$T/station.conf" --count 2 >"$T/out" 2>"$T/err"
+rc=$?
+set -e
+[ $rc -eq 2 ] || fail "--count over the slots exited $rc"
+grep -q "has 1 slot" "$T/err" || fail "no reason for --count: $(cat "$T/err")"
+
 # The PIN file is gone: a clear error, and the PIN path's contents never
 # printed.
 mv "$(line_pin_file "$T")" "$T/pin.saved"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# A board whose identity is garbage (a blank EEPROM reads as 0xff): it
+# fails with a reason, its event still reaches the JSON stream, and the
+# other board is provisioned.
+. "$(dirname "$0")/lib.sh"
+
+line_setup "$T" 2
+b=$(board_dir 1)
+sed -i "s/^serial = .*/serial = SN$(printf '\xff\xff')01/" "$b/board.conf"
+line_start "$T"
+set +e
+"$KL" batch --config "$T/station.conf" >"$T/out.jsonl"
+rc=$?
+set -e
+[ $rc -eq 1 ] || fail "batch exited $rc, expected 1"
+failed=$(grep '"event":"failed"' "$T/out.jsonl") || fail "no failed event in the stream"
+[ "$(jq .slot <<<"$failed")" = 1 ] || fail "wrong slot: $failed"
+jq -r .message <<<"$failed" | grep -q "not printable" || fail "reason: $failed"
+[ "$(grep -c '"event":"passed"' "$T/out.jsonl")" = 1 ] || fail "board 2 not provisioned"
+[ -z "$(ls -A "$b/rootfs/var/sota/import")" ] || fail "garbled board got files"
+echo "PASS garbled-board"
