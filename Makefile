@@ -38,7 +38,7 @@ LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(STATION_SRC)
 
 UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 	test_certcheck test_audit test_hsm test_ca_local test_link \
-	test_ota test_engine
+	test_ota test_engine test_agent
 
 REL = build
 SAN = build/san
@@ -103,6 +103,7 @@ T_test_link = $(COMMON_SRC) station/link.c
 T_test_ota = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
 	station/ota.c
 T_test_engine = $(LIB_SRC)
+T_test_agent = $(COMMON_SRC) station/link.c
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(call san_obj,$$(T_$$*))

@@ -1,0 +1,633 @@
+/*
+ * test_agent.c: hostile requests against the real board agent.
+ *
+ * One board on the virtual jig (real keyline-agent, real SoftHSM token,
+ * real pty); the station side is the real link layer.  Every request here
+ * is one a broken or malicious station could send.  The agent must answer
+ * each with an error (never crash, never hang), stay alive for the next
+ * HELLO, and write nothing outside its import directory.  A positive
+ * control (a real PUT_FILE + COMMIT + FILE_HASH, a real KEYGEN + SIGN)
+ * shows the refusals are specific, not that everything fails.
+ *
+ * The board tree (board.conf, rootfs, everything but the token and the
+ * import directory) is listed with find(1) before the first hostile
+ * request and must be the same, name for name, size for size, mtime for
+ * mtime, at the end.
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+
+#include "station/buf.h"
+#include "station/err.h"
+#include "station/frame.h"
+#include "station/link.h"
+#include "station/proto.h"
+
+#define CALL_MS 5000		/* per attempt; the agent answers at once */
+#define KEYGEN_MS 60000
+
+static char dir[256];
+static char top[4096];
+static char serial[64];
+static char board[512];		/* DIR/boards/<serial> */
+static char import[600];	/* its rootfs/var/sota/import */
+static int etc_x_existed;	/* /etc/x before we started (we may be root) */
+static struct link *lk;
+static struct buf req, resp;
+static char msg[1024];
+
+static int
+sh(const char *fmt, ...)
+{
+	char cmd[8192];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+/* One exchange; req as built by the caller. */
+static int
+call(uint8_t type, int timeout_ms)
+{
+	msg[0] = '\0';
+	return link_call(lk, type, &req, &resp, timeout_ms, msg, sizeof(msg));
+}
+
+static int
+hello(uint32_t vmin, uint32_t vmax)
+{
+	buf_reset(&req);
+	if (proto_put_u32(&req, PT_VERSION_MIN, vmin) != 0 ||
+	    proto_put_u32(&req, PT_VERSION_MAX, vmax) != 0)
+		return KL_ERR_INTERNAL;
+	return call(PROTO_HELLO, CALL_MS);
+}
+
+/* The agent is alive and answers a proper HELLO with its serial.  Also
+ * starts a new session: the agent discards anything staged. */
+static void
+assert_alive(void)
+{
+	char got[PROTO_MAX_STR + 1];
+	uint32_t v;
+
+	assert_int_equal(hello(PROTO_VERSION_MIN, PROTO_VERSION_MAX), 0);
+	assert_int_equal(proto_get_u32(resp.data, resp.len, PT_VERSION, &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(proto_get_str(resp.data, resp.len, PT_SERIAL, got,
+	    sizeof(got)), 0);
+	assert_string_equal(got, serial);
+}
+
+/* r is an error answer to type whose words contain each of want[]. */
+static void
+assert_refused(int r, uint8_t type, const char *const *want, size_t nwant)
+{
+	size_t i;
+
+	if (r != KL_ERR_REMOTE)
+		fail_msg("%s: expected an error answer, got %s (%s)",
+		    proto_type_name(type), kl_errname(r), msg);
+	for (i = 0; i < nwant; i++)
+		if (strstr(msg, want[i]) == NULL)
+			fail_msg("%s: answer '%s' lacks '%s'",
+			    proto_type_name(type), msg, want[i]);
+}
+
+/* Send req as type: it must be refused with all the words given. */
+#define REFUSED(type, ms, ...) do {					\
+	static const char *const w_[] = { __VA_ARGS__ };		\
+	int r_ = call((type), (ms));					\
+	assert_refused(r_, (type), w_, sizeof(w_) / sizeof(w_[0]));	\
+} while (0)
+
+/* The same for an answer already received into r and msg. */
+#define REFUSED_R(r, type, ...) do {					\
+	static const char *const w_[] = { __VA_ARGS__ };		\
+	assert_refused((r), (type), w_, sizeof(w_) / sizeof(w_[0]));	\
+} while (0)
+
+static void
+put_file_req(const void *name, size_t name_len, uint32_t mode,
+    const void *data, size_t len)
+{
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_FILE_NAME, name, name_len),
+	    0);
+	assert_int_equal(proto_put_u32(&req, PT_FILE_MODE, mode), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_FILE_DATA, data, len), 0);
+}
+
+static void
+name_req(const char *name)
+{
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_FILE_NAME, name), 0);
+}
+
+/* Entries of the import dir, hidden ones (staged temps) included. */
+static int
+import_count(const char *except)
+{
+	DIR *d = opendir(import);
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (except != NULL && strcmp(e->d_name, except) == 0)
+			continue;
+		print_message("import dir holds: %s\n", e->d_name);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static int
+exists(const char *fmt, ...)
+{
+	char path[1024];
+	struct stat st;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(path, sizeof(path), fmt, ap);
+	va_end(ap);
+	return lstat(path, &st) == 0;
+}
+
+/* Nothing named like the hostile names anywhere the agent could reach. */
+static void
+assert_no_escape(void)
+{
+	static const char *const where[] = { "", "/rootfs", "/rootfs/var",
+		"/rootfs/var/sota", "/rootfs/var/sota/import" };
+	static const char *const names[] = { "evil", ".evil.keyline-tmp",
+		"a", "etc", "x", "x.keyline-tmp" };
+	size_t i, j;
+
+	for (i = 0; i < sizeof(where) / sizeof(where[0]); i++)
+		for (j = 0; j < sizeof(names) / sizeof(names[0]); j++)
+			if (exists("%s%s/%s", board, where[i], names[j]))
+				fail_msg("%s%s/%s exists", board, where[i],
+				    names[j]);
+	assert_false(exists("%s/boards/evil", dir));
+	assert_false(exists("%s/evil", dir));
+	if (!etc_x_existed) {
+		assert_false(exists("/etc/x"));
+		assert_false(exists("/etc/x.keyline-tmp"));
+	}
+}
+
+/* The board tree outside the token and the import dir, as find sees it. */
+static int
+snapshot(const char *out)
+{
+	return sh("find '%s' -path '%s/tokens' -prune -o -path '%s' -prune "
+	    "-o -printf '%%p %%y %%s %%m %%T@\\n' | sort >'%s/%s'", board,
+	    board, import, dir, out);
+}
+
+static int teardown(void **state);
+
+static int
+setup_failed(const char *why)
+{
+	fprintf(stderr, "test_agent setup: %s\n", why);
+	sh("cat '%s/setup.log' '%s/jig.log' >&2 2>/dev/null", dir, dir);
+	teardown(NULL);
+	return -1;
+}
+
+static int
+setup(void **state)
+{
+	const char *bin = getenv("KEYLINE_BIN");
+	struct link_params lp = { .baud = 0 };
+	char path[512];
+	FILE *f;
+	int ok;
+
+	(void)state;
+	if (getcwd(top, sizeof(top)) == NULL)
+		return -1;
+	snprintf(dir, sizeof(dir), "/tmp/test_agent.XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	etc_x_existed = exists("/etc/x");
+	buf_init(&req, FRAME_MAX_PAYLOAD);
+	buf_init(&resp, FRAME_MAX_PAYLOAD);
+	/* The san build's jig and agent, as make test builds them. */
+	if (sh("cd '%s' && KEYLINE_BIN='%s' bash -c '. scripts/line.sh && "
+	    "line_setup %s 1 && line_start %s' >%s/setup.log 2>&1", top,
+	    bin != NULL ? bin : "build/san/bin", dir, dir, dir) != 0)
+		return setup_failed("the virtual jig did not start");
+	snprintf(path, sizeof(path), "%s/boards.list", dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return setup_failed("no boards.list");
+	ok = fscanf(f, "%63s", serial) == 1;
+	fclose(f);
+	if (!ok)
+		return setup_failed("empty boards.list");
+	snprintf(board, sizeof(board), "%s/boards/%s", dir, serial);
+	snprintf(import, sizeof(import), "%s/rootfs/var/sota/import", board);
+
+	snprintf(path, sizeof(path), "%s/slots/1", dir);
+	if (link_open(&lk, &serial_link_ops, path, &lp) != 0)
+		return setup_failed("cannot open slot 1");
+	/* The agent may still be opening its token: the first HELLO gets
+	 * link_call's retries. */
+	if (hello(PROTO_VERSION_MIN, PROTO_VERSION_MAX) != 0)
+		return setup_failed("the agent does not answer HELLO");
+	if (snapshot("tree.before") != 0)
+		return setup_failed("cannot list the board tree");
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	link_close(lk);
+	lk = NULL;
+	buf_free(&req);
+	buf_free(&resp);
+	/* Also called by setup_failed(); cmocka may call it again. */
+	if (dir[0] == '\0')
+		return 0;
+	sh("cd '%s' && bash -c '. scripts/line.sh && line_cleanup %s'", top,
+	    dir);
+	sh("rm -rf '%s'", dir);
+	dir[0] = '\0';
+	return 0;
+}
+
+static void
+test_put_file_bad_names(void **state)
+{
+	static const char *const bad[] = { "../evil", "a/b", "/etc/x",
+		".hidden", "..", ".", "", "evil name", "evil\x01", "evil\t",
+		"evil\x7f", "ev\xc3\xa9il", "import/../evil", "\\evil" };
+	char long_name[PROTO_MAX_STR + 2];
+	static const uint8_t nul_name[] = { 'e', 'v', 'i', 'l', 0, 'x' };
+	const char data[] = "evil\n";
+	size_t i;
+
+	(void)state;
+	assert_alive();
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put_file_req(bad[i], strlen(bad[i]), 0644, data, strlen(data));
+		REFUSED(PROTO_PUT_FILE, CALL_MS, "not a plain name", "(path)");
+	}
+	/* 65 characters: one over the limit; 64 is the positive twin. */
+	memset(long_name, 'e', sizeof(long_name));
+	put_file_req(long_name, 65, 0644, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "not a plain name", "(path)");
+	/* Longer than any string field at all. */
+	put_file_req(long_name, PROTO_MAX_STR + 1, 0644, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "not a plain name", "(path)");
+	/* A NUL inside: "evil" must not be what reaches openat(). */
+	put_file_req(nul_name, sizeof(nul_name), 0644, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "not a plain name", "(path)");
+	/* None of it is staged: COMMIT has nothing to do. */
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "nothing staged");
+	assert_int_equal(import_count(NULL), 0);
+	assert_no_escape();
+
+	/* 64 characters is a plain name: staged, then discarded. */
+	put_file_req(long_name, 64, 0644, data, strlen(data));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_ABORT, CALL_MS), 0);
+	assert_int_equal(import_count(NULL), 0);
+	assert_alive();
+}
+
+static void
+test_put_file_too_big(void **state)
+{
+	static uint8_t data[PROTO_MAX_FILE + 1];
+	size_t n = sizeof(data);
+
+	(void)state;
+	memset(data, 'A', n);
+	assert_alive();
+	/* Fits a frame easily: the agent's own limit must refuse it. */
+	put_file_req("big.bin", 7, 0644, data, n);
+	assert_true(req.len < FRAME_MAX_PAYLOAD);
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "larger than 32768 bytes",
+	    "(too_big)");
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "nothing staged");
+	assert_int_equal(import_count(NULL), 0);
+	assert_alive();
+}
+
+static void
+test_file_hash_outside(void **state)
+{
+	static const char *const bad[] = { "../../board.conf",
+		"../../../../board.conf", "/etc/passwd", "..", "." };
+	char link_path[1024], target[1024];
+	size_t i;
+	int r;
+
+	(void)state;
+	assert_alive();
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		name_req(bad[i]);
+		REFUSED(PROTO_FILE_HASH, CALL_MS, "not a plain name", "(path)");
+		/* No hash, no size of anything. */
+		assert_null(strstr(msg, "bytes"));
+	}
+	/* A symlink planted in the import dir is not followed to the PIN. */
+	snprintf(link_path, sizeof(link_path), "%s/pin.lnk", import);
+	snprintf(target, sizeof(target), "%s/board.conf", board);
+	assert_int_equal(symlink(target, link_path), 0);
+	name_req("pin.lnk");
+	r = call(PROTO_FILE_HASH, CALL_MS);
+	assert_int_equal(unlink(link_path), 0);
+	REFUSED_R(r, PROTO_FILE_HASH, "(path)");
+	/* Nor is a FIFO read (it would block the agent for good). */
+	snprintf(link_path, sizeof(link_path), "%s/fifo.crt", import);
+	assert_int_equal(mkfifo(link_path, 0644), 0);
+	name_req("fifo.crt");
+	r = call(PROTO_FILE_HASH, CALL_MS);
+	assert_int_equal(unlink(link_path), 0);
+	REFUSED_R(r, PROTO_FILE_HASH, "not a regular file", "(path)");
+	/* A file that is not there is "not found", not a path refusal. */
+	name_req("absent.crt");
+	REFUSED(PROTO_FILE_HASH, CALL_MS, "(not_found)");
+	assert_alive();
+}
+
+static void
+test_commit_nothing_staged(void **state)
+{
+	(void)state;
+	assert_alive();
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "nothing staged", "(not_found)");
+	assert_alive();
+}
+
+static void
+test_keygen_refused(void **state)
+{
+	static const uint8_t id17[17] = { 0x55 };
+
+	(void)state;
+	assert_alive();
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_KEY_TYPE, "dsa-512"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x55", 1), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "evil"), 0);
+	REFUSED(PROTO_KEYGEN, KEYGEN_MS, "key type 'dsa-512' not supported",
+	    "(unsupported)");
+
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_KEY_TYPE, "ec-p256"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, id17, sizeof(id17)),
+	    0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "evil"), 0);
+	REFUSED(PROTO_KEYGEN, KEYGEN_MS, "key id longer than 16 bytes",
+	    "(too_big)");
+
+	/* An empty key id is no key id. */
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_KEY_TYPE, "ec-p256"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "", 0), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "evil"), 0);
+	REFUSED(PROTO_KEYGEN, KEYGEN_MS, "key id missing", "(invalid)");
+	assert_alive();
+}
+
+static void
+sign_req(const void *id, size_t id_len, size_t ch_len)
+{
+	uint8_t ch[PROTO_MAX_CHALLENGE + 1];
+
+	memset(ch, 0xc5, sizeof(ch));
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, id, id_len), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_CHALLENGE, ch, ch_len), 0);
+}
+
+static void
+test_sign_refused(void **state)
+{
+	(void)state;
+	assert_alive();
+	/* A real key, so the refusals below are about the request only. */
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_KEY_TYPE, "ec-p256"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x7a", 1), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "test-agent"), 0);
+	assert_int_equal(call(PROTO_KEYGEN, KEYGEN_MS), 0);
+
+	sign_req("\x7a", 1, PROTO_MAX_CHALLENGE + 1);
+	REFUSED(PROTO_SIGN, KEYGEN_MS, "challenge longer than 64 bytes",
+	    "(too_big)");
+	sign_req("\x7b\x7b", 2, 32);
+	REFUSED(PROTO_SIGN, KEYGEN_MS, "signing failed");
+	sign_req("\x7a", 1, 0);
+	REFUSED(PROTO_SIGN, KEYGEN_MS, "challenge missing", "(invalid)");
+
+	/* Positive twin: the real key, a full 64-byte challenge. */
+	sign_req("\x7a", 1, PROTO_MAX_CHALLENGE);
+	assert_int_equal(call(PROTO_SIGN, KEYGEN_MS), 0);
+	assert_alive();
+}
+
+static void
+test_malformed_tlv(void **state)
+{
+	/* FILE_NAME "evil", then a FILE_DATA field claiming 16 bytes of 3. */
+	static const uint8_t bad[] = { PT_FILE_NAME, 0, 0, 0, 4, 'e', 'v',
+		'i', 'l', PT_FILE_DATA, 0, 0, 0, 16, 'a', 'b', 'c' };
+	/* A field header cut short. */
+	static const uint8_t cut[] = { PT_VERSION_MIN, 0, 0 };
+	/* A length near 4 GiB: an overflow bait for pointer arithmetic. */
+	static const uint8_t huge[] = { PT_FILE_NAME, 0xff, 0xff, 0xff, 0xfb,
+		'e', 'v', 'i', 'l' };
+
+	(void)state;
+	assert_alive();
+	buf_reset(&req);
+	assert_int_equal(buf_put(&req, bad, sizeof(bad)), 0);
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "malformed", "(protocol)");
+	buf_reset(&req);
+	assert_int_equal(buf_put(&req, cut, sizeof(cut)), 0);
+	REFUSED(PROTO_HELLO, CALL_MS, "malformed", "(protocol)");
+	buf_reset(&req);
+	assert_int_equal(buf_put(&req, huge, sizeof(huge)), 0);
+	REFUSED(PROTO_FILE_HASH, CALL_MS, "malformed", "(protocol)");
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "nothing staged");
+	assert_int_equal(import_count(NULL), 0);
+	assert_alive();
+}
+
+static void
+test_unknown_type(void **state)
+{
+	(void)state;
+	assert_alive();
+	buf_reset(&req);
+	REFUSED(0x55, CALL_MS, "unknown message type 0x55", "(unsupported)");
+	REFUSED(0x00, CALL_MS, "unknown message type 0x00", "(unsupported)");
+	REFUSED(0xff, CALL_MS, "unknown message type 0xff", "(unsupported)");
+	assert_alive();
+}
+
+static void
+test_hello_version(void **state)
+{
+	(void)state;
+	assert_alive();
+	assert_int_equal(hello(7, 9), KL_ERR_REMOTE);
+	assert_non_null(strstr(msg, "no common protocol version"));
+	assert_non_null(strstr(msg, "station 7..9"));
+	assert_non_null(strstr(msg, "(version)"));
+	/* An inverted range meets nothing either. */
+	assert_int_equal(hello(1, 0), KL_ERR_REMOTE);
+	assert_non_null(strstr(msg, "(version)"));
+	/* A range that covers 1 is agreed on 1. */
+	assert_int_equal(hello(0, 9), 0);
+	assert_alive();
+}
+
+static void
+sha256(const void *p, size_t n, uint8_t md[32])
+{
+	unsigned int len = 0;
+
+	assert_int_equal(EVP_Digest(p, n, md, &len, EVP_sha256(), NULL), 1);
+	assert_int_equal(len, 32);
+}
+
+static void
+test_put_file_positive(void **state)
+{
+	static const char pem[] = "-----BEGIN CERTIFICATE-----\n"
+	    "a2V5bGluZSB0ZXN0X2FnZW50IHBvc2l0aXZlIGNvbnRyb2w=\n"
+	    "-----END CERTIFICATE-----\n";
+	char path[1024], back[sizeof(pem) + 16], outside[512];
+	const uint8_t *h;
+	uint8_t md[32];
+	uint32_t size;
+	size_t hl, n;
+	struct stat st;
+	FILE *f;
+
+	(void)state;
+	assert_alive();
+	sha256(pem, strlen(pem), md);
+
+	/* A symlink planted where client.pem goes, pointing outside: COMMIT
+	 * must replace the link, not write through it. */
+	snprintf(outside, sizeof(outside), "%s/outside-target", dir);
+	assert_int_equal(sh("printf original >'%s'", outside), 0);
+	snprintf(path, sizeof(path), "%s/client.pem", import);
+	assert_int_equal(symlink(outside, path), 0);
+
+	put_file_req("root.crt", 8, 0644, pem, strlen(pem));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SHA256, 32,
+	    &h, &hl), 0);
+	assert_int_equal(hl, 32);
+	assert_memory_equal(h, md, 32);
+	/* Asks for setuid, exec and world write: gets 0644 at most. */
+	put_file_req("client.pem", 10, 06777, pem, strlen(pem));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_COMMIT, CALL_MS), 0);
+
+	name_req("root.crt");
+	assert_int_equal(call(PROTO_FILE_HASH, CALL_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SHA256, 32,
+	    &h, &hl), 0);
+	assert_int_equal(hl, 32);
+	assert_memory_equal(h, md, 32);
+	assert_int_equal(proto_get_u32(resp.data, resp.len, PT_FILE_SIZE,
+	    &size), 0);
+	assert_int_equal(size, strlen(pem));
+
+	snprintf(path, sizeof(path), "%s/root.crt", import);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0644);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(back, 1, sizeof(back), f);
+	fclose(f);
+	assert_int_equal(n, strlen(pem));
+	assert_memory_equal(back, pem, n);
+
+	snprintf(path, sizeof(path), "%s/client.pem", import);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0644);
+	f = fopen(outside, "r");
+	assert_non_null(f);
+	n = fread(back, 1, sizeof(back), f);
+	fclose(f);
+	assert_int_equal(n, 8);
+	assert_memory_equal(back, "original", 8);
+
+	/* Exactly the two files, no temp left over. */
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(import_count("root.crt"), 0);
+	assert_alive();
+}
+
+static void
+test_still_alive_tree_unchanged(void **state)
+{
+	(void)state;
+	assert_alive();
+	assert_no_escape();
+	assert_int_equal(snapshot("tree.after"), 0);
+	if (sh("diff '%s/tree.before' '%s/tree.after' >&2", dir, dir) != 0)
+		fail_msg("the board tree outside the import dir changed");
+	/* The agent never died and was never restarted. */
+	assert_int_not_equal(sh("grep -q 'exited' '%s/jig.log'", dir), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_put_file_bad_names),
+		cmocka_unit_test(test_put_file_too_big),
+		cmocka_unit_test(test_file_hash_outside),
+		cmocka_unit_test(test_commit_nothing_staged),
+		cmocka_unit_test(test_keygen_refused),
+		cmocka_unit_test(test_sign_refused),
+		cmocka_unit_test(test_malformed_tlv),
+		cmocka_unit_test(test_unknown_type),
+		cmocka_unit_test(test_hello_version),
+		cmocka_unit_test(test_put_file_positive),
+		cmocka_unit_test(test_still_alive_tree_unchanged),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
