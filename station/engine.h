@@ -141,4 +141,124 @@ struct engine_counts {
 
 void engine_counts(struct engine *e, struct engine_counts *c);
 
+/* ---- line mode: boards provisioned as they arrive ------------------------
+ *
+ * engine_start() starts one thread per slot that loops for the life of the
+ * line: while the line runs and a slot is idle, it looks for a board (a
+ * HELLO every second); a board it has not just provisioned is provisioned;
+ * after the outcome the slot keeps showing it until the board changes
+ * (another serial answers, or none), the operator retries it, or
+ * acknowledges a failure.  engine_run() above is the one-pass batch mode;
+ * the two are not mixed on one engine.
+ */
+
+enum line_state {
+	LINE_PAUSED = 0,	/* slots finish their board, start no new one */
+	LINE_RUNNING,
+	LINE_STOPPING,		/* engine_stop() called */
+};
+
+const char *engine_line_state_name(enum line_state s);
+
+/* Start the slot threads, the line paused.  0 or KL_ERR_*. */
+int engine_start(struct engine *e);
+/* Run or pause the line. */
+void engine_set_running(struct engine *e, int running);
+/*
+ * Operator actions on slot number n (as in station.conf).  0;
+ * KL_ERR_NOT_FOUND (no such slot); KL_ERR_INVALID (not in a state that
+ * allows it: retry needs a failed or passed slot, ack a failed one);
+ * KL_ERR_UNSUPPORTED (power: the jig cannot switch this slot).
+ */
+int engine_retry(struct engine *e, int n);
+int engine_ack(struct engine *e, int n);
+int engine_power_cycle(struct engine *e, int n);
+/*
+ * Stop the line: boards not yet writing are rolled back (audited as
+ * cancelled), boards writing finish; returns when every slot thread has
+ * ended.  Safe to call once from any thread but a slot's.
+ */
+void engine_stop(struct engine *e);
+
+struct engine_status {
+	enum line_state line;
+	struct engine_counts counts;
+	int64_t started_ms;	/* engine_start() or engine_run(), wall clock */
+	int64_t running_ms;	/* time the line has spent running */
+	double boards_per_hour;	/* finished boards over running time */
+	const char *ca_name;	/* static for the engine's life */
+	const char *ca_state;	/* "ok" or "waiting"; static string */
+	int slots_waiting_ca;
+};
+
+void engine_status(struct engine *e, struct engine_status *s);
+
+/* The steps of the board in a slot, for a detail view. */
+struct engine_step_rec {
+	enum engine_step step;
+	int64_t start_ms;	/* wall clock */
+	int64_t end_ms;		/* 0 while running */
+	int failed;		/* this step is where the board failed */
+};
+
+struct engine_slot_detail {
+	struct engine_slot_view view;
+	struct engine_step_rec steps[STEP__COUNT];
+	int nsteps;
+	char cert_serial[80];
+	char key_fpr[65];
+};
+
+/* 0, or KL_ERR_NOT_FOUND for no slot number n. */
+int engine_slot_detail(struct engine *e, int n, struct engine_slot_detail *d);
+
+/*
+ * The latest events, kept in a ring inside the engine (ENGINE_RING
+ * entries) so a front-end can show them without being called back.
+ * Copies out the events with seq > since, oldest first, at most max;
+ * returns how many.
+ */
+#define ENGINE_RING 256
+#define ENGINE_EV_TEXT 256
+
+struct engine_event_copy {
+	uint64_t seq;
+	int64_t time_ms;
+	int slot;
+	enum engine_event_kind kind;
+	enum engine_step step;
+	int err;
+	char serial[64];
+	char device_id[72];
+	char message[ENGINE_EV_TEXT];
+};
+
+int engine_events(struct engine *e, uint64_t since,
+    struct engine_event_copy *out, int max);
+
+/*
+ * Step-duration histograms and counters for /metrics.  Bucket upper
+ * bounds in ms are engine_metric_buckets_ms[]; counts are cumulative per
+ * bucket as Prometheus wants (the last bucket is +Inf == count).
+ */
+#define ENGINE_BUCKETS 12
+extern const double engine_metric_buckets_ms[ENGINE_BUCKETS - 1];
+
+struct engine_histogram {
+	uint64_t bucket[ENGINE_BUCKETS];	/* cumulative */
+	uint64_t count;
+	double sum_ms;
+};
+
+struct engine_metrics {
+	struct engine_histogram step[STEP__COUNT];
+	struct engine_histogram board;		/* whole board, start to end */
+	uint64_t passed_total;
+	uint64_t failed_total;
+	uint64_t retries_total;			/* link re-sends */
+	uint64_t wire_bytes_total;
+};
+
+void engine_metrics(struct engine *e, struct engine_metrics *m);
+
 #endif
