@@ -9,6 +9,7 @@
  */
 #include "station/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <libgen.h>
 #include <stddef.h>
@@ -33,6 +34,7 @@ enum config_type {
 	CT_BACKEND,
 	CT_ENVNAME,	/* name of an environment variable */
 	CT_MODULE_ENV,	/* NAME=path */
+	CT_ADDR,	/* numeric IPv4 or IPv6 address */
 };
 
 struct config_key {
@@ -84,13 +86,22 @@ static const struct config_key config_keys[] = {
 	{ "ota", "root_crt", CT_PATH, CF(root_crt), 0, 0 },
 	{ "ota", "gateway_url", CT_URL, CF(gateway_url), 0, 0 },
 	{ "ota", "credentials_zip", CT_PATH, CF(credentials_zip), 0, 0 },
+
+	{ "http", "enabled", CT_BOOL, CF(http_enabled), 0, 0 },
+	{ "http", "bind", CT_ADDR, CF(http_bind), 0, 0 },
+	{ "http", "port", CT_INT, CF(http_port), 1, 65535 },
+	{ "http", "token_file", CT_PATH, CF(http_token_file), 0, 0 },
+	{ "http", "tls_cert", CT_PATH, CF(http_tls_cert), 0, 0 },
+	{ "http", "tls_key", CT_PATH, CF(http_tls_key), 0, 0 },
+	{ "http", "max_connections", CT_INT, CF(http_max_connections), 1,
+	    1024 },
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
 /* Sections with names; [slots] is handled apart. */
 static const char *const config_sections[] = {
-	"station", "keys", "link", "ca", "ota",
+	"station", "keys", "link", "ca", "ota", "http",
 };
 
 static const char *const config_key_types[] = {
@@ -244,6 +255,22 @@ config_check_url(const char *url, char *why, size_t whysz)
 	return 0;
 }
 
+/* Numeric only: a host name would make the listening address depend on
+ * the resolver at start-up, and the API is meant to bind loopback. */
+static int
+config_check_addr(const char *v, char *why, size_t whysz)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+
+	if (v[0] == '\0' || (inet_pton(AF_INET, v, a) != 1 &&
+	    inet_pton(AF_INET6, v, a) != 1)) {
+		snprintf(why, whysz, "not a numeric IPv4 or IPv6 address: "
+		    "'%s'", v);
+		return KL_ERR_CONFIG;
+	}
+	return 0;
+}
+
 static int
 config_set_module_env(struct config_parse *cp, const char *v, char *out,
     size_t outsz, char *why, size_t whysz)
@@ -352,6 +379,10 @@ config_set(struct config_parse *cp, const struct config_key *k,
 	case CT_MODULE_ENV:
 		return config_set_module_env(cp, v, field, k->size, why,
 		    whysz);
+	case CT_ADDR:
+		if ((rc = config_check_addr(v, why, whysz)) != 0)
+			return rc;
+		return ini_to_str(v, field, k->size, why, whysz);
 	}
 	snprintf(why, whysz, "internal: no checker for this key");
 	return KL_ERR_INTERNAL;
@@ -442,6 +473,9 @@ config_defaults(struct config *c)
 	c->validity_days = 3650;
 	snprintf(c->ca_module, sizeof(c->ca_module),
 	    "/usr/lib/softhsm/libsofthsm2.so");
+	snprintf(c->http_bind, sizeof(c->http_bind), "127.0.0.1");
+	c->http_port = 8080;
+	c->http_max_connections = 16;
 }
 
 /* Checks across keys, once the whole file is read. */
@@ -519,6 +553,19 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 			    "pin_env) with key_id", p);
 			return KL_ERR_CONFIG;
 		}
+	}
+	/* The API is read-only but still shows serials and fingerprints:
+	 * no token, no server.  TLS needs both halves. */
+	if (c->http_enabled && c->http_token_file[0] == '\0') {
+		snprintf(err, errsz, "%s: [http] token_file: required when "
+		    "enabled", p);
+		return KL_ERR_CONFIG;
+	}
+	if ((c->http_tls_cert[0] == '\0') != (c->http_tls_key[0] == '\0')) {
+		snprintf(err, errsz, "%s: [http] %s: required with %s", p,
+		    c->http_tls_cert[0] == '\0' ? "tls_cert" : "tls_key",
+		    c->http_tls_cert[0] == '\0' ? "tls_key" : "tls_cert");
+		return KL_ERR_CONFIG;
 	}
 	if (c->uptane_key && strcmp(c->uptane_key_id, c->tls_key_id) == 0) {
 		snprintf(err, errsz, "%s: [keys] uptane_key_id: same ID as "

@@ -4,7 +4,8 @@
  * Relative paths are resolved against the directory of the config file.
  * Secrets are never in this file: the CA token PIN comes from pin_file or
  * the environment variable named by pin_env, read at start-up into memory
- * that is wiped after login.
+ * that is wiped after login; the HTTP API's bearer token comes from
+ * [http] token_file, read when the server starts.
  */
 #ifndef KL_CONFIG_H
 #define KL_CONFIG_H
@@ -64,6 +65,18 @@ struct config {
 	char root_crt[PATH_MAX];		/* root_crt */
 	char gateway_url[1024];			/* gateway_url: https only */
 	char credentials_zip[PATH_MAX];		/* credentials_zip */
+
+	/* [http]  read-only status API (docs/http-api.md) */
+	int http_enabled;			/* enabled: bool, default no */
+	char http_bind[64];			/* bind: IPv4 or IPv6 literal,
+						 * default 127.0.0.1 */
+	int http_port;				/* port: 1..65535, default 8080 */
+	char http_token_file[PATH_MAX];		/* token_file: required when
+						 * enabled */
+	char http_tls_cert[PATH_MAX];		/* tls_cert: PEM, with tls_key */
+	char http_tls_key[PATH_MAX];		/* tls_key: PEM, with tls_cert */
+	int http_max_connections;		/* max_connections: 1..1024,
+						 * default 16 */
 
 	/* [slots]  N = device */
 	struct config_slot slots[CONFIG_MAX_SLOTS];

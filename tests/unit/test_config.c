@@ -157,6 +157,59 @@ test_defaults(void **state)
 	assert_string_equal(c->key_label, "keyline");
 	assert_int_equal(c->uptane_key, 0);
 	assert_int_equal(c->nslots, 1);
+	/* [http] is off unless asked for, and loopback when on. */
+	assert_int_equal(c->http_enabled, 0);
+	assert_string_equal(c->http_bind, "127.0.0.1");
+	assert_int_equal(c->http_port, 8080);
+	assert_int_equal(c->http_max_connections, 16);
+	assert_string_equal(c->http_token_file, "");
+	assert_string_equal(c->http_tls_cert, "");
+	assert_string_equal(c->http_tls_key, "");
+}
+
+static void
+test_http(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = f->cfg;
+	char want[256];
+
+	assert_int_equal(load_text(f, base_conf,
+	    "[http]\nenabled = yes\nbind = ::1\nport = 9443\n"
+	    "token_file = secrets/api.token\ntls_cert = tls/cert.pem\n"
+	    "tls_key = /etc/keyline/key.pem\nmax_connections = 4\n"), 0);
+	assert_int_equal(c->http_enabled, 1);
+	assert_string_equal(c->http_bind, "::1");
+	assert_int_equal(c->http_port, 9443);
+	snprintf(want, sizeof(want), "%s/secrets/api.token", f->dir);
+	assert_string_equal(c->http_token_file, want);
+	snprintf(want, sizeof(want), "%s/tls/cert.pem", f->dir);
+	assert_string_equal(c->http_tls_cert, want);
+	assert_string_equal(c->http_tls_key, "/etc/keyline/key.pem");
+	assert_int_equal(c->http_max_connections, 4);
+
+	/* Disabled with no token is fine: nothing will listen. */
+	assert_int_equal(load_text(f, base_conf,
+	    "[http]\nenabled = no\nbind = 0.0.0.0\n"), 0);
+	assert_int_equal(c->http_enabled, 0);
+	assert_string_equal(c->http_bind, "0.0.0.0");
+
+	/* Checks across keys name the key that is missing. */
+	assert_int_equal(load_text(f, base_conf, "[http]\nenabled = yes\n"),
+	    KL_ERR_CONFIG);
+	snprintf(want, sizeof(want), "%s: [http] token_file: required when "
+	    "enabled", f->path);
+	assert_string_equal(f->err, want);
+	assert_int_equal(load_text(f, base_conf, "[http]\nenabled = yes\n"
+	    "token_file = t\ntls_cert = c.pem\n"), KL_ERR_CONFIG);
+	snprintf(want, sizeof(want), "%s: [http] tls_key: required with "
+	    "tls_cert", f->path);
+	assert_string_equal(f->err, want);
+	assert_int_equal(load_text(f, base_conf, "[http]\nenabled = yes\n"
+	    "token_file = t\ntls_key = k.pem\n"), KL_ERR_CONFIG);
+	snprintf(want, sizeof(want), "%s: [http] tls_cert: required with "
+	    "tls_key", f->path);
+	assert_string_equal(f->err, want);
 }
 
 /* A snippet appended to base_conf; the error must be exactly
@@ -235,6 +288,28 @@ test_bad_keys(void **state)
 		    "expected 'key = value', '[section]' or a comment" },
 		{ "[station]\noperator = Bob\x1b[2J\n", 2,
 		    "control character 0x1b at column 15" },
+		{ "[http]\nenabled = sometimes\n", 2,
+		    "[http] enabled: not yes/no: 'sometimes'" },
+		{ "[http]\nport = 0\n", 2,
+		    "[http] port: out of range 1..65535: '0'" },
+		{ "[http]\nport = 65536\n", 2,
+		    "[http] port: out of range 1..65535: '65536'" },
+		{ "[http]\nport = 80x\n", 2,
+		    "[http] port: not a number: '80x'" },
+		{ "[http]\nmax_connections = 0\n", 2,
+		    "[http] max_connections: out of range 1..1024: '0'" },
+		{ "[http]\nbind = localhost\n", 2,
+		    "[http] bind: not a numeric IPv4 or IPv6 address: "
+		    "'localhost'" },
+		{ "[http]\nbind = 127.0.0.256\n", 2,
+		    "[http] bind: not a numeric IPv4 or IPv6 address: "
+		    "'127.0.0.256'" },
+		{ "[http]\nbind = 127.0.0.1\nbind = ::1\n", 3,
+		    "[http] bind: duplicate key" },
+		{ "[http]\ntoken = abc\n", 2,
+		    "[http] token: unknown key 'token' in [http]" },
+		{ "[http]\ntoken_file =\n", 2,
+		    "[http] token_file: empty path" },
 		{ "[station]\noperator = a\tb\n", 2,
 		    "[station] operator: control character 0x09 in value" },
 	};
@@ -487,6 +562,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_bad_keys, setup,
 		    teardown),
 		cmocka_unit_test(test_bad_urls),
+		cmocka_unit_test_setup_teardown(test_http, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_required, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_io, setup, teardown),
