@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -40,11 +41,13 @@ struct batch {
 };
 
 static struct engine *batch_engine;
+static volatile sig_atomic_t batch_stop;
 
 static void
 batch_signal(int sig)
 {
 	(void)sig;
+	batch_stop = 1;
 	if (batch_engine != NULL)
 		engine_cancel(batch_engine);
 }
@@ -117,8 +120,11 @@ static void
 batch_usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: keyline batch --config FILE [--count N] "
-	    "[--reprovision DEVICE-ID]... [--quiet] [--verbose]\n");
+	    "usage: keyline batch --config FILE [--count N | --line] "
+	    "[--reprovision DEVICE-ID]... [--quiet] [--verbose]\n"
+	    "  --count N  one pass over the first N slots (default: all)\n"
+	    "  --line     run the line until SIGINT/SIGTERM: each new board\n"
+	    "             is provisioned as it arrives\n");
 }
 
 static double
@@ -138,6 +144,7 @@ cmd_batch(int argc, char **argv)
 		{ "count", required_argument, NULL, 'n' },
 		{ "reprovision", required_argument, NULL, 'r' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "line", no_argument, NULL, 'l' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -153,12 +160,12 @@ cmd_batch(int argc, char **argv)
 	char err[1024];
 	long count = 0;
 	char *end;
-	int nreprov = 0, c, r, n, exit_code = 2;
+	int nreprov = 0, c, r, n, exit_code = 2, line = 0;
 	double t0, elapsed, cpu;
 
 	memset(&bt, 0, sizeof(bt));
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "c:n:r:qvh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:n:r:qlvh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			config_path = optarg;
@@ -185,6 +192,9 @@ cmd_batch(int argc, char **argv)
 		case 'q':
 			bt.quiet = 1;
 			break;
+		case 'l':
+			line = 1;
+			break;
 		case 'v':
 			log_init("keyline", LOG_LVL_DEBUG);
 			break;
@@ -196,7 +206,7 @@ cmd_batch(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (config_path == NULL || optind != argc) {
+	if (config_path == NULL || optind != argc || (line && count > 0)) {
 		batch_usage(stderr);
 		return 2;
 	}
@@ -235,7 +245,21 @@ cmd_batch(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	t0 = mono_s();
-	(void)engine_run(batch_engine, (int)count);
+	batch_stop = 0;
+	if (line) {
+		if ((r = engine_start(batch_engine)) != 0) {
+			fprintf(stderr, "keyline batch: cannot start the line: "
+			    "%s\n", kl_strerror(r));
+			goto out;
+		}
+		engine_set_running(batch_engine, 1);
+		while (!batch_stop)
+			usleep(100 * 1000);
+		/* Boards not yet writing roll back; writing ones finish. */
+		engine_stop(batch_engine);
+	} else {
+		(void)engine_run(batch_engine, (int)count);
+	}
 	elapsed = mono_s() - t0;
 	engine_counts(batch_engine, &counts);
 	n = counts.passed + counts.failed;
@@ -255,7 +279,9 @@ cmd_batch(int argc, char **argv)
 	    "wire_bytes_per_board", (json_int_t)(n > 0 ? bt.bytes / (uint64_t)n :
 	    0),
 	    "retries", (int)bt.retries));
-	exit_code = counts.failed == 0 && n > 0 ? 0 : 1;
+	/* A line stopped by the operator with nothing failed is a success,
+	 * even if no board came; one pass must have provisioned boards. */
+	exit_code = counts.failed == 0 && (n > 0 || line) ? 0 : 1;
 out:
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);

@@ -92,7 +92,14 @@ struct engine_slot {
 	const struct config_slot *cs;
 	pthread_t thread;
 	int started;
-	struct engine_slot_view view;	/* under e->mu */
+	/* Under e->mu: */
+	struct engine_slot_view view;
+	struct engine_step_rec steps[STEP__COUNT];
+	int nsteps;
+	char cert_serial[80];
+	char key_fpr[65];
+	int retry_req;			/* operator asked for a retry */
+	char last_serial[64];		/* board last handled (line mode) */
 };
 
 struct engine {
@@ -113,6 +120,15 @@ struct engine {
 	size_t tls_id_len, cert_id_len, uptane_id_len;
 	char *intermediates_pem;	/* appended to client.pem, or NULL */
 	size_t intermediates_len;
+	/* Line mode and front-end views, under mu. */
+	pthread_cond_t cond;		/* line state or a slot request changed */
+	enum line_state line;
+	int line_mode;			/* engine_start() was used */
+	int64_t started_ms;
+	int64_t running_ms;		/* accumulated while LINE_RUNNING */
+	int64_t running_since;		/* 0 when not running */
+	struct engine_event_copy ring[ENGINE_RING];
+	struct engine_metrics metrics;
 };
 
 /* Everything known about the board in one slot. */
@@ -175,6 +191,44 @@ sha256(const void *p, size_t n, uint8_t out[32])
 
 /* ---- events and audit ---------------------------------------------- */
 
+const double engine_metric_buckets_ms[ENGINE_BUCKETS - 1] = {
+	5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000, 60000,
+};
+
+/* Under e->mu. */
+static void
+histogram_observe(struct engine_histogram *h, double ms)
+{
+	int i;
+
+	for (i = 0; i < ENGINE_BUCKETS - 1; i++)
+		if (ms <= engine_metric_buckets_ms[i])
+			h->bucket[i]++;
+	h->bucket[ENGINE_BUCKETS - 1]++;
+	h->count++;
+	h->sum_ms += ms;
+}
+
+/* Under e->mu: keep a copy of ev in the ring. */
+static void
+ring_put(struct engine *e, const struct engine_event *ev)
+{
+	struct engine_event_copy *r = &e->ring[ev->seq % ENGINE_RING];
+
+	r->seq = ev->seq;
+	r->time_ms = ev->time_ms;
+	r->slot = ev->slot;
+	r->kind = ev->kind;
+	r->step = ev->step;
+	r->err = ev->err;
+	snprintf(r->serial, sizeof(r->serial), "%.*s",
+	    (int)sizeof(r->serial) - 1, ev->serial);
+	snprintf(r->device_id, sizeof(r->device_id), "%.*s",
+	    (int)sizeof(r->device_id) - 1, ev->device_id);
+	snprintf(r->message, sizeof(r->message), "%.*s",
+	    (int)sizeof(r->message) - 1, ev->message);
+}
+
 static void
 board_emit(struct board *b, enum engine_event_kind kind, int err,
     const char *msg)
@@ -204,6 +258,7 @@ board_emit(struct board *b, enum engine_event_kind kind, int err,
 	}
 	pthread_mutex_lock(&e->mu);
 	ev.seq = ++e->event_seq;
+	ring_put(e, &ev);
 	if (e->o.on_event != NULL)
 		e->o.on_event(e->o.arg, &ev);
 	pthread_mutex_unlock(&e->mu);
@@ -255,13 +310,41 @@ board_fail(struct board *b, int err, const char *fmt, ...)
 	return err;
 }
 
+/* Under e->mu: close the running step's record. */
+static void
+slot_end_step(struct engine *e, struct engine_slot *sl, int64_t now,
+    int failed)
+{
+	struct engine_step_rec *rec;
+
+	if (sl->nsteps == 0)
+		return;
+	rec = &sl->steps[sl->nsteps - 1];
+	if (rec->end_ms != 0)
+		return;
+	rec->end_ms = now;
+	rec->failed = failed;
+	histogram_observe(&e->metrics.step[rec->step],
+	    (double)(now - rec->start_ms));
+}
+
 static void
 board_set_step(struct board *b, enum engine_step s)
 {
 	struct engine *e = b->e;
+	struct engine_slot *sl = b->slot;
+	int64_t now = now_ms();
 
 	b->step = s;
 	pthread_mutex_lock(&e->mu);
+	slot_end_step(e, sl, now, 0);
+	if (sl->nsteps < STEP__COUNT) {
+		sl->steps[sl->nsteps].step = s;
+		sl->steps[sl->nsteps].start_ms = now;
+		sl->steps[sl->nsteps].end_ms = s == STEP_DONE ? now : 0;
+		sl->steps[sl->nsteps].failed = 0;
+		sl->nsteps++;
+	}
 	b->slot->view.step = s;
 	snprintf(b->slot->view.serial, sizeof(b->slot->view.serial), "%s",
 	    b->serial);
@@ -926,6 +1009,23 @@ board_finish(struct board *b, int r)
 	pthread_mutex_lock(&e->mu);
 	v->state = r == 0 ? SLOT_PASSED : SLOT_FAILED;
 	v->finished_ms = now_ms();
+	slot_end_step(e, b->slot, v->finished_ms, r != 0);
+	snprintf(b->slot->cert_serial, sizeof(b->slot->cert_serial), "%s",
+	    b->cert_serial);
+	snprintf(b->slot->key_fpr, sizeof(b->slot->key_fpr), "%s", b->key_fpr);
+	snprintf(b->slot->last_serial, sizeof(b->slot->last_serial), "%.*s",
+	    (int)sizeof(b->slot->last_serial) - 1, b->serial);
+	histogram_observe(&e->metrics.board, (double)(v->finished_ms - b->t0));
+	if (r == 0)
+		e->metrics.passed_total++;
+	else
+		e->metrics.failed_total++;
+	if (b->link != NULL) {
+		const struct link_stats *st = link_stats(b->link);
+
+		e->metrics.retries_total += st->retries;
+		e->metrics.wire_bytes_total += st->bytes_tx + st->bytes_rx;
+	}
 	snprintf(v->error, sizeof(v->error), "%.*s",
 	    (int)sizeof(v->error) - 1, r == 0 ? "" : b->why);
 	if (r == 0) {
@@ -959,10 +1059,11 @@ static const struct {
 	{ STEP_POP, step_pop, 0 },
 };
 
-static void *
-slot_main(void *arg)
+/* One board, start to end, in slot s.  The caller has marked the slot
+ * working and counted it in flight. */
+static void
+slot_provision(struct engine_slot *s)
 {
-	struct engine_slot *s = arg;
 	struct board b;
 	size_t i;
 	int r = 0;
@@ -986,6 +1087,141 @@ slot_main(void *arg)
 		board_set_step(&b, STEP_DONE);
 	board_finish(&b, r);
 	board_cleanup(&b);
+}
+
+/* Under e->mu: the slot takes a new board. */
+static void
+slot_begin(struct engine *e, struct engine_slot *s)
+{
+	memset(s->view.serial, 0, sizeof(s->view.serial));
+	s->view.device_id[0] = '\0';
+	s->view.error[0] = '\0';
+	s->view.state = SLOT_WORKING;
+	s->view.step = STEP_CONNECT;
+	s->view.started_ms = now_ms();
+	s->view.finished_ms = 0;
+	s->nsteps = 0;
+	s->cert_serial[0] = '\0';
+	s->key_fpr[0] = '\0';
+	e->counts.in_flight++;
+}
+
+static void *
+slot_once(void *arg)
+{
+	slot_provision(arg);
+	return NULL;
+}
+
+#define PROBE_TIMEOUT_MS 1000
+#define PROBE_IDLE_MS 1000
+
+/*
+ * Is there a board in slot s, and which?  A short HELLO; "" when nothing
+ * answers (no board, or the device node is gone).
+ */
+static void
+slot_probe(struct engine_slot *s, char *serial, size_t serialsz)
+{
+	struct engine *e = s->e;
+	struct link_params lp = { .baud = e->o.cfg->baud };
+	struct link *l = NULL;
+	struct buf req, resp;
+
+	serial[0] = '\0';
+	buf_init(&req, 64);
+	buf_init(&resp, FRAME_MAX_PAYLOAD);
+	if (link_open(&l, &serial_link_ops, s->cs->device, &lp) != 0)
+		goto out;
+	link_set_attempts(l, 1);
+	link_set_cancel(l, &e->cancel);
+	if (proto_put_u32(&req, PT_VERSION_MIN, PROTO_VERSION_MIN) != 0 ||
+	    proto_put_u32(&req, PT_VERSION_MAX, PROTO_VERSION_MAX) != 0)
+		goto out;
+	if (link_call(l, PROTO_HELLO, &req, &resp, PROBE_TIMEOUT_MS, NULL,
+	    0) != 0)
+		goto out;
+	if (proto_get_str(resp.data, resp.len, PT_SERIAL, serial,
+	    serialsz) != 0)
+		serial[0] = '\0';
+out:
+	link_close(l);
+	buf_free(&req);
+	buf_free(&resp);
+}
+
+/* Under e->mu: wait for a state change or ms. */
+static void
+engine_wait(struct engine *e, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&e->cond, &e->mu, &ts);
+}
+
+/*
+ * Line mode: a slot provisions each new board that appears while the line
+ * runs.  A board already handled, passed or failed, is not done again
+ * until it changes (another serial, or none and then one) or the operator
+ * retries it; a failure stays on show until then or until acknowledged,
+ * so a headless line keeps moving and an operator still sees it.
+ */
+static void *
+slot_line(void *arg)
+{
+	struct engine_slot *s = arg;
+	struct engine *e = s->e;
+	char serial[64];
+
+	pthread_mutex_lock(&e->mu);
+	for (;;) {
+		if (e->line == LINE_STOPPING)
+			break;
+		if (s->retry_req) {
+			s->retry_req = 0;
+			slot_begin(e, s);
+			pthread_mutex_unlock(&e->mu);
+			slot_provision(s);
+			pthread_mutex_lock(&e->mu);
+			continue;
+		}
+		if (e->line != LINE_RUNNING) {
+			engine_wait(e, PROBE_IDLE_MS);
+			continue;
+		}
+		pthread_mutex_unlock(&e->mu);
+		slot_probe(s, serial, sizeof(serial));
+		pthread_mutex_lock(&e->mu);
+		if (e->line != LINE_RUNNING || s->retry_req)
+			continue;
+		if (serial[0] == '\0') {
+			/* The board is gone: the next one is new. */
+			s->last_serial[0] = '\0';
+			if (s->view.state == SLOT_PASSED) {
+				s->view.state = SLOT_IDLE;
+				s->view.serial[0] = '\0';
+				s->view.device_id[0] = '\0';
+			}
+			engine_wait(e, PROBE_IDLE_MS);
+			continue;
+		}
+		if (strcmp(serial, s->last_serial) == 0) {
+			engine_wait(e, PROBE_IDLE_MS);
+			continue;
+		}
+		slot_begin(e, s);
+		pthread_mutex_unlock(&e->mu);
+		slot_provision(s);
+		pthread_mutex_lock(&e->mu);
+	}
+	pthread_mutex_unlock(&e->mu);
 	return NULL;
 }
 
@@ -1073,6 +1309,7 @@ engine_new(struct engine **out, const struct engine_opts *o)
 		return KL_ERR_NOMEM;
 	e->o = *o;
 	pthread_mutex_init(&e->mu, NULL);
+	pthread_cond_init(&e->cond, NULL);
 	e->nslots = cfg->nslots;
 	if ((e->slots = calloc((size_t)(e->nslots > 0 ? e->nslots : 1),
 	    sizeof(*e->slots))) == NULL ||
@@ -1115,53 +1352,278 @@ engine_free(struct engine *e)
 	if (e == NULL)
 		return;
 	pthread_mutex_destroy(&e->mu);
+	pthread_cond_destroy(&e->cond);
 	free(e->slots);
 	free(e->inflight);
 	free(e->intermediates_pem);
 	free(e);
 }
 
-int
-engine_run(struct engine *e, int max_boards)
+/* Under e->mu. */
+static void
+engine_set_line(struct engine *e, enum line_state st)
 {
-	int i, n = e->nslots, r;
+	int64_t now = now_ms();
 
-	if (max_boards > 0 && max_boards < n)
-		n = max_boards;
+	if (e->line == LINE_RUNNING && st != LINE_RUNNING &&
+	    e->running_since != 0) {
+		e->running_ms += now - e->running_since;
+		e->running_since = 0;
+	}
+	if (st == LINE_RUNNING && e->line != LINE_RUNNING)
+		e->running_since = now;
+	e->line = st;
+	pthread_cond_broadcast(&e->cond);
+}
+
+/* Start one thread per slot (the first n) on fn. */
+static int
+engine_spawn(struct engine *e, int n, void *(*fn)(void *), int begin)
+{
+	int i, started = 0;
+
 	for (i = 0; i < n; i++) {
 		struct engine_slot *s = &e->slots[i];
 
 		pthread_mutex_lock(&e->mu);
-		memset(s->view.serial, 0, sizeof(s->view.serial));
-		s->view.device_id[0] = '\0';
-		s->view.error[0] = '\0';
-		s->view.state = SLOT_WORKING;
-		s->view.step = STEP_CONNECT;
-		s->view.started_ms = now_ms();
-		s->view.finished_ms = 0;
-		e->counts.in_flight++;
+		if (begin)
+			slot_begin(e, s);
 		pthread_mutex_unlock(&e->mu);
-		if ((r = pthread_create(&s->thread, NULL, slot_main, s)) != 0) {
+		if (pthread_create(&s->thread, NULL, fn, s) != 0) {
 			log_error("slot %d: cannot start a thread",
 			    s->view.number);
 			pthread_mutex_lock(&e->mu);
 			s->view.state = SLOT_FAILED;
-			e->counts.in_flight--;
-			e->counts.failed++;
+			snprintf(s->view.error, sizeof(s->view.error),
+			    "cannot start a thread for this slot");
+			if (begin) {
+				e->counts.in_flight--;
+				e->counts.failed++;
+			}
 			if (e->first_err == 0)
 				e->first_err = KL_ERR_NOMEM;
 			pthread_mutex_unlock(&e->mu);
 			continue;
 		}
 		s->started = 1;
+		started++;
 	}
-	for (i = 0; i < n; i++) {
+	return started;
+}
+
+static void
+engine_join(struct engine *e)
+{
+	int i;
+
+	for (i = 0; i < e->nslots; i++) {
 		if (e->slots[i].started) {
 			pthread_join(e->slots[i].thread, NULL);
 			e->slots[i].started = 0;
 		}
 	}
+}
+
+int
+engine_run(struct engine *e, int max_boards)
+{
+	int n = e->nslots;
+
+	if (max_boards > 0 && max_boards < n)
+		n = max_boards;
+	pthread_mutex_lock(&e->mu);
+	e->started_ms = now_ms();
+	engine_set_line(e, LINE_RUNNING);
+	pthread_mutex_unlock(&e->mu);
+	(void)engine_spawn(e, n, slot_once, 1);
+	engine_join(e);
+	pthread_mutex_lock(&e->mu);
+	engine_set_line(e, LINE_PAUSED);
+	pthread_mutex_unlock(&e->mu);
 	return e->first_err;
+}
+
+const char *
+engine_line_state_name(enum line_state s)
+{
+	static const char *const names[] = {
+		[LINE_PAUSED] = "paused",
+		[LINE_RUNNING] = "running",
+		[LINE_STOPPING] = "stopping",
+	};
+
+	return (unsigned)s <= LINE_STOPPING ? names[s] : "unknown";
+}
+
+int
+engine_start(struct engine *e)
+{
+	pthread_mutex_lock(&e->mu);
+	if (e->line_mode) {
+		pthread_mutex_unlock(&e->mu);
+		return KL_ERR_INVALID;
+	}
+	e->line_mode = 1;
+	e->started_ms = now_ms();
+	e->line = LINE_PAUSED;
+	pthread_mutex_unlock(&e->mu);
+	if (engine_spawn(e, e->nslots, slot_line, 0) == 0 && e->nslots > 0)
+		return KL_ERR_NOMEM;
+	return 0;
+}
+
+void
+engine_set_running(struct engine *e, int running)
+{
+	pthread_mutex_lock(&e->mu);
+	if (e->line != LINE_STOPPING)
+		engine_set_line(e, running ? LINE_RUNNING : LINE_PAUSED);
+	pthread_mutex_unlock(&e->mu);
+}
+
+static struct engine_slot *
+engine_slot_by_number(struct engine *e, int n)
+{
+	int i;
+
+	for (i = 0; i < e->nslots; i++)
+		if (e->slots[i].view.number == n)
+			return &e->slots[i];
+	return NULL;
+}
+
+int
+engine_retry(struct engine *e, int n)
+{
+	struct engine_slot *s;
+	int r = 0;
+
+	pthread_mutex_lock(&e->mu);
+	if ((s = engine_slot_by_number(e, n)) == NULL)
+		r = KL_ERR_NOT_FOUND;
+	else if (!e->line_mode || e->line == LINE_STOPPING ||
+	    s->view.state != SLOT_FAILED || s->retry_req)
+		r = KL_ERR_INVALID;
+	else {
+		s->retry_req = 1;
+		pthread_cond_broadcast(&e->cond);
+	}
+	pthread_mutex_unlock(&e->mu);
+	return r;
+}
+
+int
+engine_ack(struct engine *e, int n)
+{
+	struct engine_slot *s;
+	int r = 0;
+
+	pthread_mutex_lock(&e->mu);
+	if ((s = engine_slot_by_number(e, n)) == NULL)
+		r = KL_ERR_NOT_FOUND;
+	else if (s->view.state != SLOT_FAILED || s->retry_req)
+		r = KL_ERR_INVALID;
+	else {
+		/* The failed board stays "handled" (last_serial) until it is
+		 * taken out; a retry is the way to run it again. */
+		s->view.state = SLOT_IDLE;
+		s->view.error[0] = '\0';
+		pthread_cond_broadcast(&e->cond);
+	}
+	pthread_mutex_unlock(&e->mu);
+	return r;
+}
+
+int
+engine_power_cycle(struct engine *e, int n)
+{
+	int r;
+
+	pthread_mutex_lock(&e->mu);
+	r = engine_slot_by_number(e, n) == NULL ? KL_ERR_NOT_FOUND :
+	    KL_ERR_UNSUPPORTED;	/* no jig with power switching yet */
+	pthread_mutex_unlock(&e->mu);
+	return r;
+}
+
+void
+engine_stop(struct engine *e)
+{
+	pthread_mutex_lock(&e->mu);
+	engine_set_line(e, LINE_STOPPING);
+	pthread_mutex_unlock(&e->mu);
+	e->cancel = 1;
+	engine_join(e);
+}
+
+void
+engine_status(struct engine *e, struct engine_status *s)
+{
+	int64_t now = now_ms();
+	int i, done;
+
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_lock(&e->mu);
+	s->line = e->line;
+	s->counts = e->counts;
+	s->started_ms = e->started_ms;
+	s->running_ms = e->running_ms +
+	    (e->running_since != 0 ? now - e->running_since : 0);
+	for (i = 0; i < e->nslots; i++)
+		if (e->slots[i].view.state == SLOT_WAITING_CA)
+			s->slots_waiting_ca++;
+	pthread_mutex_unlock(&e->mu);
+	done = s->counts.passed + s->counts.failed;
+	s->boards_per_hour = s->running_ms > 0 ?
+	    done * 3600000.0 / (double)s->running_ms : 0.0;
+	s->ca_name = e->o.ca != NULL ? e->o.ca->name : "";
+	s->ca_state = s->slots_waiting_ca > 0 ? "waiting" : "ok";
+}
+
+int
+engine_slot_detail(struct engine *e, int n, struct engine_slot_detail *d)
+{
+	struct engine_slot *s;
+
+	memset(d, 0, sizeof(*d));
+	pthread_mutex_lock(&e->mu);
+	if ((s = engine_slot_by_number(e, n)) == NULL) {
+		pthread_mutex_unlock(&e->mu);
+		return KL_ERR_NOT_FOUND;
+	}
+	d->view = s->view;
+	memcpy(d->steps, s->steps, sizeof(d->steps));
+	d->nsteps = s->nsteps;
+	memcpy(d->cert_serial, s->cert_serial, sizeof(d->cert_serial));
+	memcpy(d->key_fpr, s->key_fpr, sizeof(d->key_fpr));
+	pthread_mutex_unlock(&e->mu);
+	return 0;
+}
+
+int
+engine_events(struct engine *e, uint64_t since,
+    struct engine_event_copy *out, int max)
+{
+	uint64_t seq, first;
+	int n = 0;
+
+	pthread_mutex_lock(&e->mu);
+	first = e->event_seq > ENGINE_RING ? e->event_seq - ENGINE_RING + 1 :
+	    1;
+	if (since + 1 > first)
+		first = since + 1;
+	for (seq = first; seq <= e->event_seq && n < max; seq++)
+		out[n++] = e->ring[seq % ENGINE_RING];
+	pthread_mutex_unlock(&e->mu);
+	return n;
+}
+
+void
+engine_metrics(struct engine *e, struct engine_metrics *m)
+{
+	pthread_mutex_lock(&e->mu);
+	*m = e->metrics;
+	pthread_mutex_unlock(&e->mu);
 }
 
 void

@@ -145,10 +145,11 @@ void engine_counts(struct engine *e, struct engine_counts *c);
  *
  * engine_start() starts one thread per slot that loops for the life of the
  * line: while the line runs and a slot is idle, it looks for a board (a
- * HELLO every second); a board it has not just provisioned is provisioned;
- * after the outcome the slot keeps showing it until the board changes
- * (another serial answers, or none), the operator retries it, or
- * acknowledges a failure.  engine_run() above is the one-pass batch mode;
+ * HELLO every second); a board it has not just handled is provisioned.
+ * A board that passed or failed is not done again until it changes
+ * (another serial answers, or none and then one) or the operator retries
+ * it; a failure stays on show until a new board starts or it is
+ * acknowledged.  engine_run() above is the one-pass batch mode;
  * the two are not mixed on one engine.
  */
 
@@ -167,7 +168,8 @@ void engine_set_running(struct engine *e, int running);
 /*
  * Operator actions on slot number n (as in station.conf).  0;
  * KL_ERR_NOT_FOUND (no such slot); KL_ERR_INVALID (not in a state that
- * allows it: retry needs a failed or passed slot, ack a failed one);
+ * allows it: retry and ack need a failed slot; a passed board is done
+ * again only with re-provisioning);
  * KL_ERR_UNSUPPORTED (power: the jig cannot switch this slot).
  */
 int engine_retry(struct engine *e, int n);
