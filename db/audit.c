@@ -687,6 +687,223 @@ audit_find_provisioned(struct audit *a, const char *device_id, int *found,
 	return r;
 }
 
+/* ---- readers for the HTTP status API */
+
+static const char *
+audit_val_text(const struct audit_val *v)
+{
+	return v->null ? NULL : v->p;
+}
+
+static void
+audit_row_from_vals(struct audit_row *row, const struct audit_val v[AUDIT_NCOLS])
+{
+	memset(row, 0, sizeof(*row));
+	row->id = v[C_ID].i;
+	row->time = audit_val_text(&v[C_TIME]);
+	row->station = audit_val_text(&v[C_STATION]);
+	row->operator_name = audit_val_text(&v[C_OPERATOR]);
+	row->slot = v[C_SLOT].i;
+	row->board_serial = audit_val_text(&v[C_BOARD_SERIAL]);
+	row->device_id = audit_val_text(&v[C_DEVICE_ID]);
+	row->step = audit_val_text(&v[C_STEP]);
+	row->outcome = audit_val_text(&v[C_OUTCOME]);
+	row->key_fpr = audit_val_text(&v[C_KEY_FPR]);
+	row->cert_serial = audit_val_text(&v[C_CERT_SERIAL]);
+	row->cert_fpr = audit_val_text(&v[C_CERT_FPR]);
+	row->ca = audit_val_text(&v[C_CA]);
+	row->error = audit_val_text(&v[C_ERROR]);
+	row->prev_hash = audit_val_text(&v[C_PREV_HASH]);
+	row->row_hash = audit_val_text(&v[C_ROW_HASH]);
+}
+
+int
+audit_events_since(struct audit *a, int64_t since_id, int limit,
+    audit_row_fn fn, void *arg, int64_t *next, int *more)
+{
+	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol, n = 0, extra = 0;
+	sqlite3_stmt *st = NULL;
+	struct audit_val v[AUDIT_NCOLS];
+	struct audit_row row;
+	int64_t last = since_id;
+
+	if (a == NULL || fn == NULL || next == NULL || since_id < 0 ||
+	    limit < 1)
+		return KL_ERR_INVALID;
+	if (limit > AUDIT_EVENTS_MAX)
+		limit = AUDIT_EVENTS_MAX;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	locked = 1;
+	/* One row past the limit tells whether there is more, without a
+	 * second statement (which could see a newer snapshot). */
+	rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
+	    " FROM events WHERE id > ?1 ORDER BY id LIMIT ?2", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare events since", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_bind_int64(st, 1, since_id)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int(st, 2, limit + 1)) != SQLITE_OK) {
+		r = audit_dberr(a->db, "bind", rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == limit) {
+			extra = 1;
+			break;
+		}
+		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
+			goto out;
+		audit_row_from_vals(&row, v);
+		if ((r = fn(arg, &row)) != 0)
+			goto out;
+		last = row.id;
+		n++;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		r = audit_dberr(a->db, "events since", rc);
+		goto out;
+	}
+	*next = last;
+	if (more != NULL)
+		*more = extra;
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (locked)
+		audit_unlock(a);
+	return r;
+}
+
+/* Copy a stored value into a record field: NULL stays as it was; too long
+ * is KL_ERR_TOO_BIG unless cut is set. */
+static int
+audit_rec_copy(char *dst, size_t dstsz, const struct audit_val *v, int cut)
+{
+	size_t n;
+
+	if (v->null)
+		return 0;
+	n = v->n;
+	if (n >= dstsz) {
+		if (!cut)
+			return KL_ERR_TOO_BIG;
+		n = dstsz - 1;
+	}
+	memcpy(dst, v->p, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+int
+audit_device_record(struct audit *a, const char *device_id,
+    struct audit_device_record *rec)
+{
+	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol;
+	sqlite3_stmt *st = NULL;
+	struct audit_val v[AUDIT_NCOLS];
+	struct audit_device_record *d = NULL;
+	const char *step, *outcome;
+	int terminal;
+
+	if (a == NULL || device_id == NULL || rec == NULL)
+		return KL_ERR_INVALID;
+	if ((d = calloc(1, sizeof(*d))) == NULL)
+		return KL_ERR_NOMEM;
+	if ((r = audit_lock(a)) != 0)
+		goto out;
+	locked = 1;
+	/*
+	 * One statement, so one snapshot.  The attempt starts at the newest
+	 * identify row naming the device; rows of other slots that carry the
+	 * same ID meanwhile (a duplicate being refused) are not its rows.
+	 */
+	rc = sqlite3_prepare_v2(a->db,
+	    "WITH start(sid, sslot) AS (SELECT id, slot FROM events"
+	    "  WHERE device_id = ?1 AND step = 'identify'"
+	    "  ORDER BY id DESC LIMIT 1),"
+	    " n(attempts) AS (SELECT count(*) FROM events"
+	    "  WHERE device_id = ?1 AND step = 'identify')"
+	    " SELECT " AUDIT_COLS_SQL ", attempts FROM events, start, n"
+	    " WHERE device_id = ?1 AND id >= sid AND slot = sslot"
+	    " ORDER BY id", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare device record", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_bind_text(st, 1, device_id, -1,
+	    SQLITE_STATIC)) != SQLITE_OK) {
+		r = audit_dberr(a->db, "bind", rc);
+		goto out;
+	}
+	snprintf(d->outcome, sizeof(d->outcome), "in_progress");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
+			goto out;
+		if (d->rows == 0) {
+			d->first_id = v[C_ID].i;
+			d->slot = v[C_SLOT].i;
+			d->attempts = sqlite3_column_int64(st, AUDIT_NCOLS);
+			if ((r = audit_rec_copy(d->device_id,
+			    sizeof(d->device_id), &v[C_DEVICE_ID], 0)) != 0 ||
+			    (r = audit_rec_copy(d->first_time,
+			    sizeof(d->first_time), &v[C_TIME], 0)) != 0)
+				goto out;
+		}
+		d->rows++;
+		d->last_id = v[C_ID].i;
+		if ((r = audit_rec_copy(d->last_time, sizeof(d->last_time),
+		    &v[C_TIME], 0)) != 0 ||
+		    (r = audit_rec_copy(d->last_step, sizeof(d->last_step),
+		    &v[C_STEP], 0)) != 0 ||
+		    (r = audit_rec_copy(d->station, sizeof(d->station),
+		    &v[C_STATION], 0)) != 0 ||
+		    (r = audit_rec_copy(d->operator_name,
+		    sizeof(d->operator_name), &v[C_OPERATOR], 0)) != 0 ||
+		    (r = audit_rec_copy(d->board_serial,
+		    sizeof(d->board_serial), &v[C_BOARD_SERIAL], 0)) != 0 ||
+		    (r = audit_rec_copy(d->key_fpr, sizeof(d->key_fpr),
+		    &v[C_KEY_FPR], 0)) != 0 ||
+		    (r = audit_rec_copy(d->cert_serial, sizeof(d->cert_serial),
+		    &v[C_CERT_SERIAL], 0)) != 0 ||
+		    (r = audit_rec_copy(d->cert_fpr, sizeof(d->cert_fpr),
+		    &v[C_CERT_FPR], 0)) != 0 ||
+		    (r = audit_rec_copy(d->ca, sizeof(d->ca), &v[C_CA], 0)) != 0)
+			goto out;
+		/* The newest terminal row decides the outcome. */
+		step = audit_val_text(&v[C_STEP]);
+		outcome = audit_val_text(&v[C_OUTCOME]);
+		if (outcome == NULL)
+			continue;
+		terminal = (step != NULL && strcmp(step, "done") == 0 &&
+		    strcmp(outcome, "passed") == 0) ||
+		    strcmp(outcome, "failed") == 0 ||
+		    strcmp(outcome, "refused") == 0;
+		if (!terminal)
+			continue;
+		snprintf(d->outcome, sizeof(d->outcome), "%s", outcome);
+		d->error[0] = '\0';
+		(void)audit_rec_copy(d->error, sizeof(d->error), &v[C_ERROR], 1);
+	}
+	if (rc != SQLITE_DONE) {
+		r = audit_dberr(a->db, "device record", rc);
+		goto out;
+	}
+	if (d->rows == 0) {
+		r = KL_ERR_NOT_FOUND;
+		goto out;
+	}
+	memcpy(rec, d, sizeof(*rec));
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (locked)
+		audit_unlock(a);
+	free(d);
+	return r;
+}
+
 /* ---- verify */
 
 static void

@@ -75,6 +75,100 @@ int audit_verify(struct audit *a, int64_t *rows, int64_t *bad_id, char *why,
 int audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
     char *why, size_t whysz, char *head, size_t headsz);
 
+/* ---- readers for the HTTP status API ------------------------------------ */
+
+/*
+ * One row as read back.  Every string is borrowed until the callback
+ * returns; NULL where the column is SQL NULL.  Text is the stored bytes,
+ * which need not be UTF-8 (board serials come off a wire).
+ */
+struct audit_row {
+	int64_t id;
+	const char *time;
+	const char *station;
+	const char *operator_name;
+	int64_t slot;
+	const char *board_serial;
+	const char *device_id;
+	const char *step;
+	const char *outcome;
+	const char *key_fpr;
+	const char *cert_serial;
+	const char *cert_fpr;
+	const char *ca;
+	const char *error;
+	const char *prev_hash;
+	const char *row_hash;
+};
+
+/* 0 to go on; anything else stops the walk and is returned as is. */
+typedef int (*audit_row_fn)(void *arg, const struct audit_row *row);
+
+/* Most rows one audit_events_since() call hands out. */
+#define AUDIT_EVENTS_MAX 500
+
+/*
+ * Rows with id > since_id, in id order, at most limit (1..AUDIT_EVENTS_MAX;
+ * larger is capped, smaller is KL_ERR_INVALID), each passed to fn under the
+ * audit mutex (fn must not call back into this struct audit).  On 0, *next
+ * is the id of the last row passed (since_id when none), the cursor for the
+ * next call, and *more (may be NULL) says whether rows after it existed
+ * when this call read.
+ *
+ * Following a cursor this way sees every row exactly once: ids are given
+ * as last + 1 under the write lock, so rows commit in id order and a
+ * reader never sees id n + 1 before id n.  0, KL_ERR_INVALID, KL_ERR_DB,
+ * or fn's non-zero return (then *next and *more are untouched).
+ */
+int audit_events_since(struct audit *a, int64_t since_id, int limit,
+    audit_row_fn fn, void *arg, int64_t *next, int *more);
+
+/* Bounds of struct audit_device_record's text; longer stored values make
+ * audit_device_record() fail with KL_ERR_TOO_BIG (error is cut instead). */
+#define AUDIT_REC_ID 80
+#define AUDIT_REC_TEXT 272
+#define AUDIT_REC_FPR 80
+#define AUDIT_REC_TIME 32
+#define AUDIT_REC_ERROR 512
+
+/*
+ * The newest provisioning attempt of one device, from its rows: the attempt
+ * starts at the newest "identify" row for device_id and holds that row and
+ * the later rows with the same device_id and slot.  Fields are "" where no
+ * row of the attempt set them; serials and fingerprints are the newest
+ * non-NULL ones of the attempt.
+ */
+struct audit_device_record {
+	char device_id[AUDIT_REC_ID];
+	char station[AUDIT_REC_TEXT];
+	char operator_name[AUDIT_REC_TEXT];
+	int64_t slot;
+	char board_serial[AUDIT_REC_TEXT];
+	char key_fpr[AUDIT_REC_FPR];
+	char cert_serial[AUDIT_REC_FPR];
+	char cert_fpr[AUDIT_REC_FPR];
+	char ca[AUDIT_REC_TEXT];
+	char first_time[AUDIT_REC_TIME];	/* the identify row */
+	char last_time[AUDIT_REC_TIME];		/* the newest row */
+	int64_t first_id, last_id;
+	/* "passed" (a done/passed row), "failed", "refused" (a row with that
+	 * outcome), or "in_progress" (none of those yet). */
+	char outcome[16];
+	char last_step[AUDIT_REC_ID];	/* step of the newest row */
+	char error[AUDIT_REC_ERROR];	/* error of the failing row, or "" */
+	int64_t rows;			/* rows in the attempt */
+	int64_t attempts;		/* identify rows for this device ID */
+};
+
+/*
+ * Fill *rec with the newest attempt of device_id.  0; KL_ERR_NOT_FOUND
+ * when no identify row names it; KL_ERR_INVALID; KL_ERR_TOO_BIG; KL_ERR_DB.
+ * *rec is written only on 0.  One read snapshot: rows appended meanwhile
+ * are either all in or all out.
+ */
+int audit_device_record(struct audit *a, const char *device_id,
+    struct audit_device_record *rec);
+
 enum audit_format { AUDIT_FMT_CSV, AUDIT_FMT_JSON };
 
 /* Every row, oldest first, hashes included.  0, KL_ERR_DB, KL_ERR_IO. */

@@ -792,6 +792,315 @@ test_find_provisioned(void **state)
 	    KL_ERR_INVALID);
 }
 
+/* ---- readers for the HTTP API */
+
+struct collect {
+	int64_t ids[4096];
+	int n;
+	int stop_at;		/* return 7 at this row id (0: never) */
+	char serial3[32];	/* cert_serial of row 3 as seen, or "(null)" */
+	int null_cert_seen;
+};
+
+static int
+collect_row(void *arg, const struct audit_row *row)
+{
+	struct collect *c = arg;
+
+	if (c->stop_at != 0 && row->id == c->stop_at)
+		return 7;
+	if (c->n >= (int)(sizeof(c->ids) / sizeof(c->ids[0])))
+		return KL_ERR_TOO_BIG;
+	c->ids[c->n++] = row->id;
+	if (row->id == 3)
+		snprintf(c->serial3, sizeof(c->serial3), "%s",
+		    row->cert_serial != NULL ? row->cert_serial : "(null)");
+	if (row->cert_fpr == NULL)
+		c->null_cert_seen++;
+	if (row->time == NULL || strlen(row->time) != 24 ||
+	    row->row_hash == NULL || strlen(row->row_hash) != 64 ||
+	    row->prev_hash == NULL || row->station == NULL ||
+	    strcmp(row->station, "st-1") != 0)
+		return KL_ERR_INTERNAL;
+	return 0;
+}
+
+static void
+test_events_since(void **state)
+{
+	struct fx *f = *state;
+	struct collect *c = calloc(1, sizeof(*c));
+	struct audit_event ev;
+	int64_t next = -1, cur;
+	int more = -1, i, rc;
+
+	assert_non_null(c);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	/* An empty log: nothing, the cursor stays. */
+	assert_int_equal(audit_events_since(f->a, 0, 10, collect_row, c,
+	    &next, &more), 0);
+	assert_int_equal(c->n, 0);
+	assert_int_equal(next, 0);
+	assert_int_equal(more, 0);
+
+	append_n(f->a, 2);
+	ev_fill(&ev, 2);
+	ev.cert_serial = "03ab";
+	assert_int_equal(audit_append(f->a, &ev, NULL), 0);
+	append_n(f->a, 9);		/* 12 rows */
+
+	/* Pages of 5: 1..5, 6..10, 11..12, then nothing. */
+	cur = 0;
+	for (i = 0; i < 4; i++) {
+		int before = c->n;
+
+		assert_int_equal(audit_events_since(f->a, cur, 5, collect_row,
+		    c, &next, &more), 0);
+		assert_int_equal(more, i < 2);
+		assert_int_equal(c->n - before, i < 2 ? 5 : i == 2 ? 2 : 0);
+		assert_int_equal(next, i < 2 ? 5 * (i + 1) : 12);
+		cur = next;
+	}
+	assert_int_equal(c->n, 12);
+	for (i = 0; i < 12; i++)
+		assert_int_equal(c->ids[i], i + 1);
+	assert_string_equal(c->serial3, "03ab");
+	assert_int_equal(c->null_cert_seen, 12);	/* NULL kept NULL */
+
+	/* A cursor past the end, and one in the middle. */
+	c->n = 0;
+	assert_int_equal(audit_events_since(f->a, 99, 5, collect_row, c,
+	    &next, &more), 0);
+	assert_int_equal(c->n, 0);
+	assert_int_equal(next, 99);
+	assert_int_equal(audit_events_since(f->a, 10, 500, collect_row, c,
+	    &next, &more), 0);
+	assert_int_equal(c->n, 2);
+	assert_int_equal(c->ids[0], 11);
+	assert_int_equal(more, 0);
+
+	/* The callback's error stops the walk and outputs stay put. */
+	c->n = 0;
+	c->stop_at = 4;
+	next = -5;
+	more = -5;
+	rc = audit_events_since(f->a, 0, 10, collect_row, c, &next, &more);
+	assert_int_equal(rc, 7);
+	assert_int_equal(c->n, 3);
+	assert_int_equal(next, -5);
+	assert_int_equal(more, -5);
+
+	/* Bad arguments. */
+	assert_int_equal(audit_events_since(f->a, -1, 5, collect_row, c,
+	    &next, NULL), KL_ERR_INVALID);
+	assert_int_equal(audit_events_since(f->a, 0, 0, collect_row, c,
+	    &next, NULL), KL_ERR_INVALID);
+	assert_int_equal(audit_events_since(f->a, 0, 5, NULL, c, &next,
+	    NULL), KL_ERR_INVALID);
+	assert_int_equal(audit_events_since(f->a, 0, 5, collect_row, c, NULL,
+	    NULL), KL_ERR_INVALID);
+	assert_int_equal(audit_events_since(NULL, 0, 5, collect_row, c, &next,
+	    NULL), KL_ERR_INVALID);
+	free(c);
+}
+
+/* A huge limit is capped at AUDIT_EVENTS_MAX. */
+static void
+test_events_since_cap(void **state)
+{
+	struct fx *f = *state;
+	struct collect *c = calloc(1, sizeof(*c));
+	int64_t next = 0;
+	int more = 0;
+
+	assert_non_null(c);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, AUDIT_EVENTS_MAX + 20);
+	assert_int_equal(audit_events_since(f->a, 0, 1000000, collect_row, c,
+	    &next, &more), 0);
+	assert_int_equal(c->n, AUDIT_EVENTS_MAX);
+	assert_int_equal(next, AUDIT_EVENTS_MAX);
+	assert_int_equal(more, 1);
+	assert_int_equal(audit_events_since(f->a, next, 1000000, collect_row,
+	    c, &next, &more), 0);
+	assert_int_equal(c->n, AUDIT_EVENTS_MAX + 20);
+	assert_int_equal(more, 0);
+	free(c);
+}
+
+struct appender {
+	struct audit *a;
+	int n;
+	int failures;
+};
+
+static void *
+appender_run(void *arg)
+{
+	struct appender *w = arg;
+	struct audit_event ev;
+	int i;
+
+	for (i = 0; i < w->n; i++) {
+		ev_fill(&ev, i);
+		if (audit_append(w->a, &ev, NULL) != 0)
+			w->failures++;
+	}
+	return NULL;
+}
+
+/* A reader following the cursor in small pages while another connection
+ * (another process, as far as SQLite knows) appends: every id exactly
+ * once, in order, none missing. */
+static void
+test_events_since_follow(void **state)
+{
+	struct fx *f = *state;
+	struct collect *c = calloc(1, sizeof(*c));
+	struct appender w = { NULL, 300, 0 };
+	pthread_t t;
+	int64_t cur = 0, next;
+	int more, i, done = 0, rounds = 0;
+
+	assert_non_null(c);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	assert_int_equal(audit_open(&w.a, f->path), 0);
+	assert_int_equal(pthread_create(&t, NULL, appender_run, &w), 0);
+	while (!done || more) {
+		/* done is read before the page: after the writer ended,
+		 * one more full walk must reach the end. */
+		if (!done && pthread_tryjoin_np(t, NULL) == 0)
+			done = 1;
+		assert_int_equal(audit_events_since(f->a, cur, 7, collect_row,
+		    c, &next, &more), 0);
+		assert_true(next >= cur);
+		cur = next;
+		rounds++;
+		if (!done && !more)
+			usleep(1000);
+	}
+	audit_close(w.a);
+	assert_int_equal(w.failures, 0);
+	assert_int_equal(c->n, 300);
+	for (i = 0; i < c->n; i++)
+		assert_int_equal(c->ids[i], i + 1);
+	assert_true(rounds > 300 / 7);
+	free(c);
+}
+
+static void
+append_step(struct audit *a, int slot, const char *dev, const char *step,
+    const char *outcome, const char *serial, const char *fpr,
+    const char *error)
+{
+	struct audit_event ev;
+
+	ev_fill(&ev, 0);
+	ev.slot = slot;
+	ev.device_id = dev;
+	ev.step = step;
+	ev.outcome = outcome;
+	ev.cert_serial = serial;
+	ev.cert_fpr = fpr;
+	ev.error = error;
+	assert_int_equal(audit_append(a, &ev, NULL), 0);
+}
+
+static void
+test_device_record(void **state)
+{
+	struct fx *f = *state;
+	struct audit_device_record rec, before;
+	struct audit_event ev;
+	char *big;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	memset(&rec, 0x5a, sizeof(rec));
+	memcpy(&before, &rec, sizeof(rec));
+	assert_int_equal(audit_device_record(f->a, "D1", &rec),
+	    KL_ERR_NOT_FOUND);
+	assert_memory_equal(&rec, &before, sizeof(rec));
+
+	/* Attempt 1 of D1 on slot 1, passed; D2 interleaved on slot 2. */
+	append_step(f->a, 1, "D1", "identify", "ok", NULL, NULL, NULL);
+	append_step(f->a, 2, "D2", "identify", "ok", NULL, NULL, NULL);
+	append_step(f->a, 1, "D1", "keygen", "ok", NULL, NULL, NULL);
+	append_step(f->a, 1, "D1", "issued", "ok", "01aa", "f1", NULL);
+	append_step(f->a, 2, "D2", "issued", "ok", "02aa", "f2", NULL);
+	append_step(f->a, 1, "D1", "done", "passed", "01aa", "f1", NULL);
+	assert_int_equal(audit_device_record(f->a, "D1", &rec), 0);
+	assert_string_equal(rec.device_id, "D1");
+	assert_int_equal(rec.slot, 1);
+	assert_int_equal(rec.first_id, 1);
+	assert_int_equal(rec.last_id, 6);
+	assert_int_equal(rec.rows, 4);
+	assert_int_equal(rec.attempts, 1);
+	assert_string_equal(rec.outcome, "passed");
+	assert_string_equal(rec.last_step, "done");
+	assert_string_equal(rec.cert_serial, "01aa");
+	assert_string_equal(rec.cert_fpr, "f1");
+	assert_string_equal(rec.key_fpr, "ab01");
+	assert_string_equal(rec.station, "st-1");
+	assert_string_equal(rec.board_serial, "BS-1");
+	assert_string_equal(rec.error, "");
+	assert_int_equal(strlen(rec.first_time), 24);
+	assert_true(strcmp(rec.first_time, rec.last_time) <= 0);
+
+	/* D2 has not finished. */
+	assert_int_equal(audit_device_record(f->a, "D2", &rec), 0);
+	assert_string_equal(rec.outcome, "in_progress");
+	assert_string_equal(rec.cert_serial, "02aa");
+	assert_int_equal(rec.rows, 2);
+
+	/* Attempt 2 of D1 on slot 3 fails before issuance: nothing of
+	 * attempt 1 bleeds into it.  A stray D1 row on slot 1 after the
+	 * identify is not part of it either. */
+	append_step(f->a, 3, "D1", "identify", "ok", NULL, NULL, NULL);
+	append_step(f->a, 1, "D1", "stray", "info", "0bad", NULL, NULL);
+	append_step(f->a, 3, "D1", "ca", "failed", NULL, NULL, "ca said no");
+	append_step(f->a, 3, "D1", "ca", "failed", NULL, NULL,
+	    "ca: the CA refused");
+	assert_int_equal(audit_device_record(f->a, "D1", &rec), 0);
+	assert_int_equal(rec.attempts, 2);
+	assert_int_equal(rec.slot, 3);
+	assert_int_equal(rec.first_id, 7);
+	assert_int_equal(rec.last_id, 10);
+	assert_int_equal(rec.rows, 3);
+	assert_string_equal(rec.outcome, "failed");
+	assert_string_equal(rec.error, "ca: the CA refused");
+	assert_string_equal(rec.cert_serial, "");
+	assert_string_equal(rec.cert_fpr, "");
+
+	/* An overlong error is cut; an overlong serial is refused. */
+	big = malloc(2000);
+	assert_non_null(big);
+	memset(big, 'e', 1999);
+	big[1999] = '\0';
+	append_step(f->a, 4, "D3", "identify", "ok", NULL, NULL, NULL);
+	append_step(f->a, 4, "D3", "done", "failed", NULL, NULL, big);
+	assert_int_equal(audit_device_record(f->a, "D3", &rec), 0);
+	assert_int_equal(strlen(rec.error), AUDIT_REC_ERROR - 1);
+	ev_fill(&ev, 0);
+	ev.device_id = "D4";
+	ev.step = "identify";
+	big[300] = '\0';
+	ev.board_serial = big;
+	assert_int_equal(audit_append(f->a, &ev, NULL), 0);
+	memcpy(&before, &rec, sizeof(rec));
+	assert_int_equal(audit_device_record(f->a, "D4", &rec),
+	    KL_ERR_TOO_BIG);
+	assert_memory_equal(&rec, &before, sizeof(rec));
+	free(big);
+
+	/* Bound, not pasted: a quote in the ID finds nothing. */
+	assert_int_equal(audit_device_record(f->a, "D1' OR '1'='1", &rec),
+	    KL_ERR_NOT_FOUND);
+	assert_int_equal(audit_device_record(f->a, NULL, &rec),
+	    KL_ERR_INVALID);
+	assert_int_equal(audit_device_record(f->a, "D1", NULL),
+	    KL_ERR_INVALID);
+}
+
 /* ---- concurrency */
 
 #define PER_WORKER 200
@@ -969,6 +1278,14 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_export_write_error, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_find_provisioned, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_events_since, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_events_since_cap, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_events_since_follow, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_device_record, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_threads_shared_handle,
 		    setup, teardown),
