@@ -64,6 +64,12 @@ ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
 	return 0;
 }
 
+int
+ca_is_transient(int err)
+{
+	return err == KL_ERR_UNAVAILABLE || err == KL_ERR_TIMEOUT;
+}
+
 void
 ca_free(struct ca *ca)
 {

@@ -23,8 +23,13 @@ struct ca_request {
 
 struct ca_ops {
 	const char *name;
-	/* 0 and *cert_der (caller OPENSSL_free()s), or KL_ERR_CA /
-	 * KL_ERR_INVALID (bad CSR) / KL_ERR_TIMEOUT with words in err. */
+	/*
+	 * 0 and *cert_der (caller OPENSSL_free()s), or with words in err:
+	 * KL_ERR_CA (the CA refused: final), KL_ERR_INVALID (bad CSR:
+	 * final), or KL_ERR_UNAVAILABLE / KL_ERR_TIMEOUT (the CA could not
+	 * be reached or did not answer in time: the engine waits with
+	 * backoff and asks again; see ca_is_transient()).
+	 */
 	int (*issue)(void *ctx, const struct ca_request *req,
 	    uint8_t **cert_der, size_t *cert_len, char *err, size_t errsz);
 	void (*free)(void *ctx);
@@ -52,6 +57,8 @@ int ca_local_new(struct ca **out, const struct ca_local_params *p);
 
 int ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz);
+/* Whether an issue() error is worth asking again after a wait. */
+int ca_is_transient(int err);
 void ca_free(struct ca *ca);
 
 #endif

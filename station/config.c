@@ -80,6 +80,11 @@ static const struct config_key config_keys[] = {
 	{ "ca", "pin_file", CT_PATH, CF(ca_pin_file), 0, 0 },
 	{ "ca", "pin_env", CT_ENVNAME, CF(ca_pin_env), 0, 0 },
 	{ "ca", "validity_days", CT_INT, CF(validity_days), 1, 36500 },
+	{ "ca", "request_timeout_ms", CT_INT, CF(ca_request_timeout_ms), 100,
+	    600000 },
+	{ "ca", "retry_base_ms", CT_INT, CF(ca_retry_base_ms), 1, 600000 },
+	{ "ca", "retry_max_ms", CT_INT, CF(ca_retry_max_ms), 1, 3600000 },
+	{ "ca", "wait_deadline_s", CT_INT, CF(ca_wait_deadline_s), 0, 86400 },
 	{ "ca", "dev_key_pem", CT_PATH, CF(ca_dev_key_pem), 0, 0 },
 	{ "ca", "dev_allow_pem_key", CT_BOOL, CF(ca_dev_allow_pem), 0, 0 },
 
@@ -471,6 +476,10 @@ config_defaults(struct config *c)
 	c->attempts = 4;
 	snprintf(c->ca_backend, sizeof(c->ca_backend), "local");
 	c->validity_days = 3650;
+	c->ca_request_timeout_ms = 10000;
+	c->ca_retry_base_ms = 500;
+	c->ca_retry_max_ms = 30000;
+	c->ca_wait_deadline_s = 600;
 	snprintf(c->ca_module, sizeof(c->ca_module),
 	    "/usr/lib/softhsm/libsofthsm2.so");
 	snprintf(c->http_bind, sizeof(c->http_bind), "127.0.0.1");

@@ -58,6 +58,16 @@ struct config {
 	char ca_pin_file[PATH_MAX];		/* pin_file */
 	char ca_pin_env[CONFIG_STR];		/* pin_env */
 	int validity_days;			/* validity_days, default 3650 */
+	int ca_request_timeout_ms;		/* request_timeout_ms, default
+						 * 10000: one request to a CA */
+	int ca_retry_base_ms;			/* retry_base_ms, default 500:
+						 * first wait after a CA outage,
+						 * doubled up to retry_max_ms,
+						 * with jitter */
+	int ca_retry_max_ms;			/* retry_max_ms, default 30000 */
+	int ca_wait_deadline_s;			/* wait_deadline_s, default 600:
+						 * a board waiting this long for
+						 * the CA fails */
 	char ca_dev_key_pem[PATH_MAX];		/* dev_key_pem */
 	int ca_dev_allow_pem;			/* dev_allow_pem_key: bool */
 

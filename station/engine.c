@@ -702,24 +702,102 @@ out:
 	return r;
 }
 
+static void engine_wait(struct engine *e, int ms);
+
+/*
+ * Sleep up to ms in the slot, in slices short enough to notice an
+ * operator stop (a signal handler cannot wake a condition variable).
+ */
+static int
+board_sleep(struct board *b, int64_t ms)
+{
+	struct engine *e = b->e;
+	int64_t until = now_ms() + ms, left;
+
+	pthread_mutex_lock(&e->mu);
+	while (!e->cancel && (left = until - now_ms()) > 0)
+		engine_wait(e, left > 200 ? 200 : (int)left);
+	pthread_mutex_unlock(&e->mu);
+	return e->cancel ? KL_ERR_CANCELLED : 0;
+}
+
+static void
+board_set_state(struct board *b, enum slot_state st)
+{
+	pthread_mutex_lock(&b->e->mu);
+	b->slot->view.state = st;
+	pthread_mutex_unlock(&b->e->mu);
+}
+
+/*
+ * Ask the CA; while it cannot be reached, wait with exponential backoff
+ * and jitter in the "waiting for CA" state, until [ca] wait_deadline_s.
+ * The wait and the resumption are audited and shown as events.
+ */
 static int
 step_ca(struct board *b)
 {
 	struct engine *e = b->e;
+	const struct config *cfg = e->o.cfg;
 	struct ca_request cr = {
 		.csr_der = b->csr,
 		.csr_len = b->csr_len,
 		.device_id = b->device_id,
 	};
-	char err[256] = "";
-	int r;
+	int64_t t0 = now_ms(), deadline, delay, sleep_ms;
+	char err[256] = "", msg[400];
+	uint32_t rnd;
+	int r, waiting = 0, tries = 0;
 
-	if ((r = ca_issue(e->o.ca, &cr, &b->cert, &b->cert_len, err,
-	    sizeof(err))) != 0) {
-		(void)board_audit(b, "ca", "failed", err[0] ? err :
-		    kl_strerror(r));
-		return board_fail(b, r, "CA %s did not issue: %s", e->o.ca->name,
-		    err[0] ? err : kl_strerror(r));
+	deadline = t0 + (int64_t)cfg->ca_wait_deadline_s * 1000;
+	delay = cfg->ca_retry_base_ms;
+	for (;;) {
+		err[0] = '\0';
+		tries++;
+		r = ca_issue(e->o.ca, &cr, &b->cert, &b->cert_len, err,
+		    sizeof(err));
+		if (r == 0)
+			break;
+		if (!ca_is_transient(r)) {
+			(void)board_audit(b, "ca", "failed", err[0] ? err :
+			    kl_strerror(r));
+			return board_fail(b, r, "CA %s did not issue: %s",
+			    e->o.ca->name, err[0] ? err : kl_strerror(r));
+		}
+		if (now_ms() >= deadline) {
+			snprintf(msg, sizeof(msg), "CA unreachable for %d s "
+			    "(%d tries): %s", cfg->ca_wait_deadline_s, tries,
+			    err[0] ? err : kl_strerror(r));
+			(void)board_audit(b, "ca", "failed", msg);
+			return board_fail(b, KL_ERR_UNAVAILABLE, "%s", msg);
+		}
+		if (!waiting) {
+			waiting = 1;
+			board_set_state(b, SLOT_WAITING_CA);
+			snprintf(msg, sizeof(msg), "waiting for the CA: %s",
+			    err[0] ? err : kl_strerror(r));
+			if ((r = board_audit(b, "ca", "waiting", msg)) != 0)
+				return board_fail(b, r, "audit log write failed");
+			board_emit(b, EV_INFO, 0, msg);
+		}
+		/* Half the delay fixed, half random: slots that lost the CA
+		 * together do not all come back in the same millisecond. */
+		if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
+			rnd = (uint32_t)now_ms();
+		sleep_ms = delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
+		if (sleep_ms > deadline - now_ms())
+			sleep_ms = deadline - now_ms();
+		if ((r = board_sleep(b, sleep_ms > 0 ? sleep_ms : 0)) != 0)
+			return board_fail(b, r, "stopped by the operator while "
+			    "waiting for the CA");
+		delay = delay * 2 > cfg->ca_retry_max_ms ? cfg->ca_retry_max_ms :
+		    delay * 2;
+	}
+	if (waiting) {
+		board_set_state(b, SLOT_WORKING);
+		snprintf(msg, sizeof(msg), "CA answered after %.1f s (%d tries)",
+		    (double)(now_ms() - t0) / 1000.0, tries);
+		board_emit(b, EV_INFO, 0, msg);
 	}
 	/* Each field on its own: whatever can be read goes in the record. */
 	if (certcheck_fingerprint(b->cert, b->cert_len, b->cert_fpr) != 0)
@@ -731,7 +809,7 @@ step_ca(struct board *b)
 	 * The certificate exists from here on, whatever happens next: record
 	 * its issuance before anything else, and stop if that cannot be done.
 	 */
-	if ((r = board_audit(b, "issued", "ok", NULL)) != 0)
+	if ((r = board_audit(b, "issued", "ok", waiting ? msg : NULL)) != 0)
 		return board_fail(b, r,
 		    "certificate issued but the audit log write failed; "
 		    "not sending it to the board");
@@ -1550,9 +1628,9 @@ void
 engine_stop(struct engine *e)
 {
 	pthread_mutex_lock(&e->mu);
+	e->cancel = 1;
 	engine_set_line(e, LINE_STOPPING);
 	pthread_mutex_unlock(&e->mu);
-	e->cancel = 1;
 	engine_join(e);
 }
 

@@ -39,6 +39,7 @@ static const struct err_entry err_table[] = {
 	{ KL_ERR_CANCELLED, "cancelled", "cancelled" },
 	{ KL_ERR_EXISTS, "exists", "already exists" },
 	{ KL_ERR_UNSUPPORTED, "unsupported", "not supported" },
+	{ KL_ERR_UNAVAILABLE, "unavailable", "service unavailable" },
 };
 
 static const struct err_entry *

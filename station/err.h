@@ -39,6 +39,8 @@ enum kl_err {
 	KL_ERR_CANCELLED = -26,
 	KL_ERR_EXISTS = -27,
 	KL_ERR_UNSUPPORTED = -28,
+	KL_ERR_UNAVAILABLE = -29,	/* a remote service (CA) cannot be
+					 * reached now; worth retrying */
 };
 
 /* Static text for a code; never NULL. */

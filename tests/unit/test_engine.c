@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -249,11 +250,166 @@ test_wrong_certificates_refused(void **state)
 	    dir), 0);
 }
 
+/* A CA that is down for its first `down` calls, or for good (-1). */
+struct outage {
+	struct ca *real;
+	int down;
+	int calls;
+	pthread_mutex_t mu;
+};
+
+static int
+outage_issue(void *ctx, const struct ca_request *req, uint8_t **cert,
+    size_t *len, char *err, size_t errsz)
+{
+	struct outage *o = ctx;
+	int n;
+
+	pthread_mutex_lock(&o->mu);
+	n = ++o->calls;
+	pthread_mutex_unlock(&o->mu);
+	if (o->down < 0 || n <= o->down) {
+		snprintf(err, errsz, "connection refused (test outage)");
+		return KL_ERR_UNAVAILABLE;
+	}
+	return ca_issue(o->real, req, cert, len, err, errsz);
+}
+
+static const struct ca_ops outage_ops = {
+	.name = "outage",
+	.issue = outage_issue,
+	.free = NULL,
+};
+
+struct waits {
+	int waiting, resumed, passed, failed, unavailable;
+};
+
+static void
+on_wait_event(void *arg, const struct engine_event *ev)
+{
+	struct waits *w = arg;
+
+	if (ev->kind == EV_INFO && strstr(ev->message, "waiting for the CA"))
+		w->waiting++;
+	if (ev->kind == EV_INFO && strstr(ev->message, "CA answered after"))
+		w->resumed++;
+	if (ev->kind == EV_PASSED)
+		w->passed++;
+	if (ev->kind == EV_FAILED) {
+		w->failed++;
+		if (ev->err == KL_ERR_UNAVAILABLE)
+			w->unavailable++;
+	}
+}
+
+/* Run all three boards again (re-provisioning them) through ops. */
+static void
+run_outage(struct outage *o, int deadline_s, struct waits *w)
+{
+	static char ids[3][80];
+	const char *reprov[3];
+	struct station st;
+	struct ca oca;
+	struct engine_opts eo;
+	struct engine *e = NULL;
+	char err[1024], path[512], serial[32];
+	FILE *f;
+	int i;
+
+	snprintf(path, sizeof(path), "%s/station.conf", dir);
+	assert_int_equal(station_open(&st, path, err, sizeof(err)), 0);
+	st.cfg->ca_retry_base_ms = 20;
+	st.cfg->ca_retry_max_ms = 80;
+	st.cfg->ca_wait_deadline_s = deadline_s;
+	snprintf(path, sizeof(path), "%s/boards.list", dir);
+	assert_non_null(f = fopen(path, "r"));
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(fscanf(f, "%31s", serial), 1);
+		snprintf(ids[i], sizeof(ids[i]), "keyline-virtual-%s", serial);
+		reprov[i] = ids[i];
+	}
+	fclose(f);
+	o->real = st.ca;
+	pthread_mutex_init(&o->mu, NULL);
+	memset(&oca, 0, sizeof(oca));
+	oca.ops = &outage_ops;
+	oca.ctx = o;
+	snprintf(oca.name, sizeof(oca.name), "outage");
+	memset(w, 0, sizeof(*w));
+	memset(&eo, 0, sizeof(eo));
+	eo.cfg = st.cfg;
+	eo.ca = &oca;
+	eo.audit = st.audit;
+	eo.trust = st.trust;
+	eo.ota = &st.ota;
+	eo.reprovision = reprov;
+	eo.nreprovision = 3;
+	eo.on_event = on_wait_event;
+	eo.arg = w;
+	assert_int_equal(engine_new(&e, &eo), 0);
+	(void)engine_run(e, 0);
+	engine_free(e);
+	station_close(&st);
+	pthread_mutex_destroy(&o->mu);
+}
+
+static void
+test_ca_outage_waits_then_completes(void **state)
+{
+	struct outage o = { .down = 6 };
+	struct waits w;
+
+	(void)state;
+	run_outage(&o, 30, &w);
+	assert_int_equal(w.passed, 3);
+	assert_int_equal(w.failed, 0);
+	assert_true(w.waiting >= 1);
+	assert_int_equal(w.waiting, w.resumed);
+	assert_true(o.calls >= 9);
+	/* The waits are in the audit log, and one certificate per board. */
+	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	    "FROM events WHERE step='ca' AND outcome='waiting'\")\" -ge 1",
+	    dir), 0);
+	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	    "FROM events WHERE step='issued' AND error LIKE 'CA answered%%'\")\""
+	    " -ge 1", dir), 0);
+}
+
+static void
+test_ca_outage_deadline_fails_cleanly(void **state)
+{
+	struct outage o = { .down = -1 };
+	struct waits w;
+	char path[512];
+	int i;
+
+	(void)state;
+	/* Boards left as they were by the previous runs: remember them. */
+	assert_int_equal(sh("cd %s && sqlite3 audit.db \"SELECT count(*) FROM "
+	    "events WHERE step='issued'\" >issued.before", dir), 0);
+	run_outage(&o, 1, &w);
+	assert_int_equal(w.passed, 0);
+	assert_int_equal(w.failed, 3);
+	assert_int_equal(w.unavailable, 3);
+	/* No certificate was issued, so none is recorded. */
+	assert_int_equal(sh("cd %s && test \"$(sqlite3 audit.db \"SELECT "
+	    "count(*) FROM events WHERE step='issued'\")\" = \"$(cat "
+	    "issued.before)\"", dir), 0);
+	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	    "FROM events WHERE step='ca' AND outcome='failed' AND error LIKE "
+	    "'CA unreachable for 1 s%%'\")\" = 3", dir), 0);
+	(void)path;
+	(void)i;
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wrong_certificates_refused),
+		cmocka_unit_test(test_ca_outage_waits_then_completes),
+		cmocka_unit_test(test_ca_outage_deadline_fails_cleanly),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
