@@ -85,6 +85,22 @@ struct engine_event {
  * Must not block for long and must not call back into the engine. */
 typedef void (*engine_event_fn)(void *arg, const struct engine_event *ev);
 
+/*
+ * A jig that knows more than a fixed device path per slot (USB: the tty of
+ * whatever is plugged into a hub port; per-port power).  NULL in
+ * engine_opts: every slot is its configured device path, no power
+ * switching.  Called from slot threads, so thread-safe.
+ */
+struct engine_jig_ops {
+	/* The device path for slot n now: 0 and path, or KL_ERR_NOT_FOUND
+	 * when nothing is plugged into that slot. */
+	int (*resolve)(void *ctx, int n, char *path, size_t pathsz);
+	/* Switch slot n off and on again: 0, KL_ERR_UNSUPPORTED (this slot
+	 * has no switchable power), or an error. */
+	int (*power_cycle)(void *ctx, int n);
+	void *ctx;
+};
+
 struct engine_opts {
 	const struct config *cfg;		/* borrowed for the engine's life */
 	struct ca *ca;				/* borrowed */
@@ -96,6 +112,7 @@ struct engine_opts {
 	int nreprovision;
 	engine_event_fn on_event;
 	void *arg;
+	const struct engine_jig_ops *jig;	/* borrowed; NULL = plain */
 };
 
 struct engine;
