@@ -10,6 +10,7 @@
  */
 #include "station/engine.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -421,17 +422,34 @@ dup_bytes(const uint8_t *p, size_t n, uint8_t **out)
 
 /* ---- steps -------------------------------------------------------------- */
 
+/* The device path of slot s now (see struct engine_jig_ops). */
+static int
+slot_device(struct engine_slot *s, char *path, size_t pathsz)
+{
+	const struct engine_jig_ops *jig = s->e->o.jig;
+
+	if (jig != NULL && jig->resolve != NULL)
+		return jig->resolve(jig->ctx, s->cs->number, path, pathsz);
+	if (snprintf(path, pathsz, "%s", s->cs->device) >= (int)pathsz)
+		return KL_ERR_PATH;
+	return 0;
+}
+
 static int
 step_connect(struct board *b)
 {
 	const struct config *cfg = b->e->o.cfg;
 	struct link_params lp = { .baud = cfg->baud };
+	char dev[PATH_MAX];
 	int r;
 
-	r = link_open(&b->link, &serial_link_ops, b->slot->cs->device, &lp);
+	if ((r = slot_device(b->slot, dev, sizeof(dev))) != 0)
+		return board_fail(b, r, "no board in slot %d: %s",
+		    b->slot->cs->number, kl_strerror(r));
+	r = link_open(&b->link, &serial_link_ops, dev, &lp);
 	if (r != 0)
-		return board_fail(b, r, "cannot open %s: %s",
-		    b->slot->cs->device, kl_strerror(r));
+		return board_fail(b, r, "cannot open %s: %s", dev,
+		    kl_strerror(r));
 	link_set_attempts(b->link, cfg->attempts);
 	/* An operator stop cuts a wait short until files are being written. */
 	link_set_cancel(b->link, &b->e->cancel);
@@ -1205,11 +1223,13 @@ slot_probe(struct engine_slot *s, char *serial, size_t serialsz)
 	struct link_params lp = { .baud = e->o.cfg->baud };
 	struct link *l = NULL;
 	struct buf req, resp;
+	char dev[PATH_MAX];
 
 	serial[0] = '\0';
 	buf_init(&req, 64);
 	buf_init(&resp, FRAME_MAX_PAYLOAD);
-	if (link_open(&l, &serial_link_ops, s->cs->device, &lp) != 0)
+	if (slot_device(s, dev, sizeof(dev)) != 0 ||
+	    link_open(&l, &serial_link_ops, dev, &lp) != 0)
 		goto out;
 	link_set_attempts(l, 1);
 	link_set_cancel(l, &e->cancel);
@@ -1615,13 +1635,34 @@ engine_ack(struct engine *e, int n)
 int
 engine_power_cycle(struct engine *e, int n)
 {
+	const struct engine_jig_ops *jig = e->o.jig;
+	struct engine_slot *s;
 	int r;
 
 	pthread_mutex_lock(&e->mu);
-	r = engine_slot_by_number(e, n) == NULL ? KL_ERR_NOT_FOUND :
-	    KL_ERR_UNSUPPORTED;	/* no jig with power switching yet */
+	s = engine_slot_by_number(e, n);
+	r = s == NULL ? KL_ERR_NOT_FOUND : 0;
+	/* Never cut power under a board that is being written to. */
+	if (r == 0 && s->view.state == SLOT_WORKING &&
+	    s->view.step >= STEP_WRITE)
+		r = KL_ERR_INVALID;
 	pthread_mutex_unlock(&e->mu);
+	if (r != 0)
+		return r;
+	if (jig == NULL || jig->power_cycle == NULL)
+		return KL_ERR_UNSUPPORTED;
+	if ((r = jig->power_cycle(jig->ctx, n)) == 0)
+		engine_kick(e, n);
 	return r;
+}
+
+void
+engine_kick(struct engine *e, int n)
+{
+	(void)n;
+	pthread_mutex_lock(&e->mu);
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->mu);
 }
 
 void

@@ -17,6 +17,7 @@
 #ifndef KL_ENGINE_H
 #define KL_ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "station/config.h"
@@ -192,6 +193,9 @@ void engine_set_running(struct engine *e, int running);
 int engine_retry(struct engine *e, int n);
 int engine_ack(struct engine *e, int n);
 int engine_power_cycle(struct engine *e, int n);
+/* Something changed in slot n (a hotplug event): look now rather than at
+ * the next one-second probe.  n = 0: every slot. */
+void engine_kick(struct engine *e, int n);
 /*
  * Stop the line: boards not yet writing are rolled back (audited as
  * cancelled), boards writing finish; returns when every slot thread has
