@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# The HTTP status API against a running station in line mode that
+# provisions virtual boards: every endpoint, the auth failures, the error
+# statuses, bounded connections, TLS, and an events cursor followed in
+# small pages while boards are provisioned that sees every audit row
+# exactly once.
+. "$(dirname "$0")/lib.sh"
+
+N=6
+line_setup "$T" "$N" --keygen-ms 250 --sign-ms 250
+line_start "$T"
+
+# A loopback port nothing listens on (bash's /dev/tcp fails to connect).
+free_port() {
+	local p i
+	for ((i = 0; i < 50; i++)); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+PORT=$(free_port) || fail "no free port"
+U=http://127.0.0.1:$PORT
+head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/api.token"
+chmod 600 "$T/api.token"
+TOKEN=$(cat "$T/api.token")
+AUTH="Authorization: Bearer $TOKEN"
+cat >>"$T/station.conf" <<CONF
+
+[http]
+enabled = yes
+port = $PORT
+token_file = api.token
+max_connections = 4
+CONF
+
+"$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/station.err" &
+KPID=$!
+stop_station() {
+	if [ -n "${KPID:-}" ]; then
+		kill -TERM "$KPID" 2>/dev/null || true
+		wait "$KPID" 2>/dev/null || true
+		KPID=
+	fi
+}
+trap 'stop_station; line_cleanup "$T"; rm -rf "$T"' EXIT
+
+# status CODE of a request; the body goes to $T/body.
+req() {
+	curl -s -o "$T/body" -w '%{http_code}' --max-time 10 "$@"
+}
+# The error body must be JSON saying the same status.
+expect_error() {
+	local want=$1 got
+	shift
+	got=$(req "$@")
+	[ "$got" = "$want" ] || fail "$* gave $got, expected $want: $(cat "$T/body")"
+	[ "$(jq -r .error.status "$T/body")" = "$want" ] ||
+		fail "$*: error body does not say $want: $(cat "$T/body")"
+	jq -e '.error.code | type == "string"' "$T/body" >/dev/null ||
+		fail "$*: error body without a code"
+}
+
+for ((i = 0; i < 100; i++)); do
+	[ "$(req "$U/healthz" 2>/dev/null)" = 200 ] && break
+	kill -0 "$KPID" 2>/dev/null || { cat "$T/station.err" >&2; fail "station died"; }
+	sleep 0.1
+done
+[ "$(req "$U/healthz")" = 200 ] || fail "healthz never answered"
+[ "$(jq -r .status "$T/body")" = ok ] || fail "healthz body"
+
+# ---- the events cursor, followed while the boards are provisioned
+: >"$T/ids"
+since=0
+pages=0
+saw_busy=0
+finished=0
+for ((i = 0; i < 600; i++)); do
+	# Read whether the line is done *before* the page: once it is, one
+	# more walk to the end must see every row.
+	[ "$(req -H "$AUTH" "$U/api/v1/status")" = 200 ] || fail "status"
+	done_now=$(jq '.counts.passed + .counts.failed' "$T/body")
+	[ "$(jq .counts.in_flight "$T/body")" -gt 0 ] && saw_busy=1
+	while :; do
+		[ "$(req -H "$AUTH" "$U/api/v1/events?since=$since&limit=3")" = 200 ] ||
+			fail "events since=$since: $(cat "$T/body")"
+		pages=$((pages + 1))
+		n=$(jq '.events | length' "$T/body")
+		[ "$n" -le 3 ] || fail "a page of limit 3 held $n events"
+		jq -r '.events[].id' "$T/body" >>"$T/ids"
+		next=$(jq .next "$T/body")
+		if [ "$n" -gt 0 ]; then
+			[ "$next" = "$(jq '.events[-1].id' "$T/body")" ] ||
+				fail "next is not the last id of the page"
+			[ "$(jq '.events[0].id' "$T/body")" -gt "$since" ] ||
+				fail "a page started at or before its cursor"
+		else
+			[ "$next" = "$since" ] || fail "an empty page moved the cursor"
+		fi
+		since=$next
+		[ "$(jq .more "$T/body")" = true ] || break
+	done
+	if [ "$done_now" -ge "$N" ]; then
+		finished=1
+		break
+	fi
+	sleep 0.1
+done
+[ $finished = 1 ] || fail "the boards did not finish"
+[ $saw_busy = 1 ] || fail "never saw a board in flight: the cursor was not followed during provisioning"
+sqlite3 "$T/audit.db" "SELECT id FROM events ORDER BY id" >"$T/db-ids"
+[ -z "$(sort -n "$T/ids" | uniq -d)" ] || fail "events seen twice: $(sort -n "$T/ids" | uniq -d | head)"
+diff <(sort -n "$T/ids") "$T/db-ids" >/dev/null ||
+	fail "events seen ($(wc -l <"$T/ids")) differ from the audit log ($(wc -l <"$T/db-ids"))"
+cmp -s "$T/ids" "$T/db-ids" || fail "events not in id order"
+echo "cursor: $(wc -l <"$T/ids") events in $pages pages, each once"
+# One event as stored: hashes and NULLs come through.
+[ "$(req -H "$AUTH" "$U/api/v1/events?since=0&limit=1")" = 200 ] || fail "events"
+[ "$(jq -r '.events[0].row_hash' "$T/body")" = \
+  "$(sqlite3 "$T/audit.db" "SELECT row_hash FROM events WHERE id = 1")" ] ||
+	fail "event 1 row_hash differs from the audit log"
+[ "$(jq '.events[0].cert_serial' "$T/body")" = null ] || fail "NULL not kept as null"
+[ "$(jq .more "$T/body")" = true ] || fail "more should be true with limit=1"
+[ "$(req -H "$AUTH" "$U/api/v1/events?since=$since")" = 200 ] || fail "events at the end"
+[ "$(jq '.events | length' "$T/body")" = 0 ] && [ "$(jq .more "$T/body")" = false ] ||
+	fail "a cursor at the end should give nothing more"
+
+# ---- every endpoint
+[ "$(req -H "$AUTH" "$U/api/v1/status")" = 200 ] || fail "status"
+jq -e --argjson n "$N" '.station.id == "station-01" and .station.operator == "demo"
+    and .line.state == "running" and .counts.passed == $n and .counts.failed == 0
+    and .counts.in_flight == 0 and .slots == $n and (.ca.name | startswith("local:"))
+    and .ca.state == "ok" and (.time_ms | type == "number")' "$T/body" >/dev/null ||
+	fail "status body: $(cat "$T/body")"
+
+[ "$(req -H "$AUTH" "$U/api/v1/slots")" = 200 ] || fail "slots"
+jq -e --argjson n "$N" '(.slots | length) == $n and all(.slots[]; .state == "passed"
+    and .step == "done" and (.device_id | startswith("keyline-virtual-"))
+    and .finished_ms >= .started_ms and .error == null)' "$T/body" >/dev/null ||
+	fail "slots body: $(cat "$T/body")"
+
+[ "$(req -H "$AUTH" "$U/api/v1/slots/2")" = 200 ] || fail "slot 2"
+jq -e '.number == 2 and .state == "passed" and (.steps | length) >= 10
+    and ([.steps[].step] | index("keygen")) != null and all(.steps[]; .failed == false)
+    and (.steps[] | select(.step == "keygen") | .duration_ms) >= 250
+    and (.key_fpr | length) == 64' "$T/body" >/dev/null ||
+	fail "slot 2 body: $(cat "$T/body")"
+
+b1=$(board_dir 1)
+id1="$(sed -n 's/^model *= *//p' "$b1/board.conf")-$(basename "$b1")"
+[ "$(req -H "$AUTH" "$U/api/v1/devices/$id1")" = 200 ] || fail "device $id1"
+fpr=$(openssl x509 -in "$b1/rootfs/var/sota/import/client.pem" -outform DER | sha256sum | cut -c1-64)
+serial=$(openssl x509 -in "$b1/rootfs/var/sota/import/client.pem" -noout -serial | cut -d= -f2 | tr A-F a-f)
+jq -e --arg id "$id1" --arg fpr "$fpr" '.device_id == $id and .outcome == "passed"
+    and .provisioned == true and .cert_fpr == $fpr and (.key_fpr | length) == 64
+    and .last_step == "done" and .attempts == 1 and .slot == 1 and .error == null
+    and .first_time <= .last_time and .first_event_id < .last_event_id' "$T/body" >/dev/null ||
+	fail "device body: $(cat "$T/body")"
+got_serial=$(jq -r .cert_serial "$T/body" | tr A-F a-f | sed 's/^0*//')
+[ "$got_serial" = "$(echo "$serial" | sed 's/^0*//')" ] ||
+	fail "device cert_serial $got_serial is not the board's certificate ($serial)"
+
+[ "$(req -H "$AUTH" "$U/metrics")" = 200 ] || fail "metrics"
+ctype=$(curl -s -o /dev/null -w '%{content_type}' -H "$AUTH" "$U/metrics")
+[[ $ctype == text/plain* ]] || fail "metrics content type $ctype"
+grep -qx "keyline_boards_passed_total $N" "$T/body" || fail "metrics: passed total"
+grep -qx "keyline_boards_failed_total 0" "$T/body" || fail "metrics: failed total"
+grep -qx "keyline_step_duration_seconds_count{step=\"keygen\"} $N" "$T/body" ||
+	fail "metrics: keygen histogram count"
+grep -qx "keyline_step_duration_seconds_bucket{step=\"keygen\",le=\"+Inf\"} $N" "$T/body" ||
+	fail "metrics: +Inf bucket"
+# keygen took >= 250 ms on every board: no board in the 0.1 s bucket.
+grep -qx "keyline_step_duration_seconds_bucket{step=\"keygen\",le=\"0.1\"} 0" "$T/body" ||
+	fail "metrics: keygen bucket le=0.1 should be empty"
+grep -q '^keyline_board_duration_seconds_sum ' "$T/body" || fail "metrics: board histogram"
+grep -q '^# TYPE keyline_step_duration_seconds histogram$' "$T/body" || fail "metrics: TYPE"
+
+[ "$(curl -s -o /dev/null -w '%{http_code}' -I -H "$AUTH" "$U/api/v1/status")" = 200 ] ||
+	fail "HEAD status"
+
+# ---- auth
+rows_before=$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events")
+expect_error 401 "$U/api/v1/status"
+expect_error 401 -H "Authorization: Bearer wrong-${TOKEN:6}" "$U/api/v1/status"
+expect_error 401 -H "Authorization: Bearer ${TOKEN}x" "$U/api/v1/status"
+expect_error 401 -H "Authorization: Bearer ${TOKEN:0:20}" "$U/api/v1/status"
+expect_error 401 -H "Authorization: Basic $TOKEN" "$U/api/v1/status"
+expect_error 401 "$U/metrics"
+expect_error 401 "$U/api/v1/events?since=0"
+expect_error 401 "$U/api/v1/devices/$id1"
+expect_error 401 "$U/no/such/path"
+curl -s -D - -o /dev/null "$U/api/v1/slots" | grep -qi '^WWW-Authenticate: Bearer' ||
+	fail "401 without WWW-Authenticate"
+[ "$(req "$U/healthz")" = 200 ] || fail "healthz must not need the token"
+if grep -rqF "$TOKEN" "$T/out.jsonl" "$T/station.err"; then
+	fail "the token appears in the station's output"
+fi
+
+# ---- bad requests
+expect_error 404 -H "$AUTH" "$U/api/v1/nothing"
+expect_error 404 -H "$AUTH" "$U/api/v1/slots/99"
+expect_error 404 -H "$AUTH" "$U/api/v1/devices/keyline-virtual-NOPE"
+expect_error 404 -H "$AUTH" "$U/api/v1/slots/"
+expect_error 400 -H "$AUTH" "$U/api/v1/slots/abc"
+expect_error 400 -H "$AUTH" "$U/api/v1/slots/0"
+expect_error 400 -H "$AUTH" "$U/api/v1/devices/-x"
+expect_error 400 -H "$AUTH" "$U/api/v1/events?since=-1"
+expect_error 400 -H "$AUTH" "$U/api/v1/events?since=1x"
+expect_error 400 -H "$AUTH" "$U/api/v1/events?since=99999999999999999999"
+expect_error 400 -H "$AUTH" "$U/api/v1/events?limit=0"
+expect_error 400 -H "$AUTH" "$U/api/v1/events?limit=501"
+expect_error 400 -H "$AUTH" "$U/api/v1/status?verbose=1"
+expect_error 405 -H "$AUTH" -X POST "$U/api/v1/status"
+expect_error 405 -H "$AUTH" -X DELETE "$U/api/v1/devices/$id1"
+expect_error 405 -H "$AUTH" -X PUT --data-binary x "$U/api/v1/slots/1"
+curl -s -D - -o /dev/null -X POST "$U/api/v1/status" | grep -qi '^Allow: GET, HEAD' ||
+	fail "405 without Allow"
+expect_error 413 -H "$AUTH" -X GET --data-binary 'some body' "$U/api/v1/status"
+expect_error 413 -H "$AUTH" -X GET -H 'Transfer-Encoding: chunked' --data-binary x "$U/api/v1/status"
+expect_error 414 -H "$AUTH" "$U/api/v1/devices/$(printf 'a%.0s' {1..300})"
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events")" = "$rows_before" ] ||
+	fail "requests changed the audit log"
+[ "$(req -H "$AUTH" "$U/api/v1/status")" = 200 ] &&
+	[ "$(jq .counts.passed "$T/body")" = "$N" ] || fail "state changed"
+
+# ---- connections are bounded (max_connections = 4): with 4 held open,
+# a fifth is refused; once they close, requests are served again.
+exec 5<>"/dev/tcp/127.0.0.1/$PORT" 6<>"/dev/tcp/127.0.0.1/$PORT" \
+    7<>"/dev/tcp/127.0.0.1/$PORT" 8<>"/dev/tcp/127.0.0.1/$PORT"
+sleep 0.3
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$U/healthz" || true)
+[ "$code" = 000 ] || fail "a fifth connection was served ($code) with max_connections = 4"
+exec 5>&- 6>&- 7>&- 8>&-
+for ((i = 0; i < 50; i++)); do
+	[ "$(req "$U/healthz")" = 200 ] && break
+	sleep 0.1
+done
+[ "$(req "$U/healthz")" = 200 ] || fail "not served again after the held connections closed"
+
+stop_station
+"$KL" audit verify --db "$T/audit.db" >/dev/null || fail "audit chain"
+
+# ---- TLS: a second station on the same files, no slots, HTTPS only
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$T/tls.key" -out "$T/tls.crt" 2>/dev/null || fail "openssl req"
+PORT2=$(free_port) || fail "no free port"
+sed -e '/^\[slots\]/,/^\[/{/^[0-9]/d}' -e "s/^port = .*/port = $PORT2/" \
+    "$T/station.conf" >"$T/tls.conf"
+printf 'tls_cert = tls.crt\ntls_key = tls.key\n' >>"$T/tls.conf"
+"$KL" batch --line --config "$T/tls.conf" >"$T/tls.jsonl" 2>"$T/tls.err" &
+KPID=$!
+for ((i = 0; i < 100; i++)); do
+	[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$T/tls.crt" \
+	    "https://127.0.0.1:$PORT2/healthz")" = 200 ] && break
+	kill -0 "$KPID" 2>/dev/null || { cat "$T/tls.err" >&2; fail "TLS station died"; }
+	sleep 0.1
+done
+[ "$(req --cacert "$T/tls.crt" -H "$AUTH" "https://127.0.0.1:$PORT2/api/v1/status")" = 200 ] ||
+	fail "status over TLS"
+[ "$(jq .slots "$T/body")" = 0 ] || fail "TLS station should have no slots"
+expect_error 401 --cacert "$T/tls.crt" "https://127.0.0.1:$PORT2/api/v1/status"
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:$PORT2/healthz" || true)
+[ "$code" != 200 ] || fail "plain HTTP served on the TLS port"
+stop_station
+echo "PASS http-api"
