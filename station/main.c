@@ -9,6 +9,7 @@
 #include "station/batch.h"
 #include "station/cmd_audit.h"
 #include "station/log.h"
+#include "ui/console.h"
 
 #define KEYLINE_VERSION "0.1.0"
 
@@ -23,6 +24,7 @@ static int cmd_help(int argc, char **argv);
 
 static const struct keyline_cmd keyline_cmds[] = {
 	{ "batch", cmd_batch, "provision the jig headless, JSON lines out" },
+	{ "console", cmd_console, "operator console (ncurses)" },
 	{ "audit", cmd_audit, "verify or export the audit log" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this list" },
