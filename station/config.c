@@ -14,6 +14,7 @@
 #include <libgen.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,8 @@ enum config_type {
 	CT_ENVNAME,	/* name of an environment variable */
 	CT_MODULE_ENV,	/* NAME=path */
 	CT_ADDR,	/* numeric IPv4 or IPv6 address */
+	CT_USB_IDS,	/* VID:PID, VID:PID ... (struct config_usb_ids) */
+	CT_POWER,	/* none | usb-hub */
 };
 
 struct config_key {
@@ -100,17 +103,26 @@ static const struct config_key config_keys[] = {
 	{ "http", "tls_key", CT_PATH, CF(http_tls_key), 0, 0 },
 	{ "http", "max_connections", CT_INT, CF(http_max_connections), 1,
 	    1024 },
+
+	{ "jig", "usb_ids", CT_USB_IDS, CF(jig_usb_ids), 0, 0 },
+	{ "jig", "power", CT_POWER, CF(jig_power), 0, 0 },
+	{ "jig", "power_off_ms", CT_INT, CF(jig_power_off_ms), 100, 60000 },
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
 /* Sections with names; [slots] is handled apart. */
 static const char *const config_sections[] = {
-	"station", "keys", "link", "ca", "ota", "http",
+	"station", "keys", "link", "ca", "ota", "http", "jig",
 };
 
 static const char *const config_key_types[] = {
 	"ec-p256", "rsa2048", "rsa3072",
+};
+
+/* [jig] power, in enum config_jig_power order. */
+static const char *const config_powers[] = {
+	"none", "usb-hub",
 };
 
 static const char *const config_backends[] = {
@@ -276,6 +288,108 @@ config_check_addr(const char *v, char *why, size_t whysz)
 	return 0;
 }
 
+/* Exactly four hex digits: "0403". */
+static int
+config_hex16(const char *v, size_t len, uint16_t *out)
+{
+	unsigned int x = 0;
+	size_t i;
+
+	if (len != 4)
+		return -1;
+	for (i = 0; i < len; i++) {
+		if (!config_is_hex(v[i]))
+			return -1;
+		x = x * 16 + (unsigned int)(v[i] <= '9' ? v[i] - '0' :
+		    (v[i] | 0x20) - 'a' + 10);
+	}
+	*out = (uint16_t)x;
+	return 0;
+}
+
+/* "1d6b:0104, 0403:6001": comma separated, spaces around items allowed. */
+static int
+config_set_usb_ids(const char *v, struct config_usb_ids *out, char *why,
+    size_t whysz)
+{
+	struct config_usb_ids ids;
+	const char *p = v;
+
+	memset(&ids, 0, sizeof(ids));
+	for (;;) {
+		size_t len;
+		const char *colon;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		len = strcspn(p, ",");
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		colon = memchr(p, ':', len);
+		if (ids.n == CONFIG_MAX_USB_IDS) {
+			snprintf(why, whysz, "more than %d VID:PID pairs",
+			    CONFIG_MAX_USB_IDS);
+			return KL_ERR_CONFIG;
+		}
+		if (colon == NULL ||
+		    config_hex16(p, (size_t)(colon - p),
+		    &ids.id[ids.n].vid) != 0 ||
+		    config_hex16(colon + 1, len - (size_t)(colon - p) - 1,
+		    &ids.id[ids.n].pid) != 0) {
+			snprintf(why, whysz, "not a VID:PID pair (4 hex digits "
+			    "each, like 0403:6001): '%.*s'", (int)len, p);
+			return KL_ERR_CONFIG;
+		}
+		ids.n++;
+		p += strcspn(p, ",");
+		if (*p == '\0')
+			break;
+		p++;
+	}
+	*out = ids;
+	return 0;
+}
+
+/* A port path as the kernel names a USB device in sysfs: "1-2.3" is bus
+ * 1, port 2 of the root hub, port 3 of the hub there.  Canonical form
+ * only (no leading zeros), so two spellings cannot name one port. */
+static int
+config_check_usb_port(const char *v, char *why, size_t whysz)
+{
+	const char *p = v;
+	int part = 0, sep = '-';
+
+	if (strlen(v) >= CONFIG_USB_PORT_MAX)
+		goto bad;
+	for (;;) {
+		long n = 0;
+		int digits = 0;
+
+		if (*p == '0')
+			goto bad;
+		while (*p >= '0' && *p <= '9' && digits < 4) {
+			n = n * 10 + (*p - '0');
+			p++;
+			digits++;
+		}
+		if (digits == 0 || n > (part == 0 ? 999 : 255))
+			goto bad;
+		part++;
+		if (*p == '\0')
+			break;
+		if (*p != sep || part > 7)
+			goto bad;
+		sep = '.';
+		p++;
+	}
+	if (part >= 2)
+		return 0;
+bad:
+	snprintf(why, whysz, "not a USB port path (bus-port[.port]..., like "
+	    "1-2.3): '%s'", v);
+	return KL_ERR_CONFIG;
+}
+
 static int
 config_set_module_env(struct config_parse *cp, const char *v, char *out,
     size_t outsz, char *why, size_t whysz)
@@ -388,6 +502,24 @@ config_set(struct config_parse *cp, const struct config_key *k,
 		if ((rc = config_check_addr(v, why, whysz)) != 0)
 			return rc;
 		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_USB_IDS:
+		return config_set_usb_ids(v, (struct config_usb_ids *)(void *)
+		    field, why, whysz);
+	case CT_POWER:
+		{
+			size_t i;
+
+			for (i = 0; i < NELEM(config_powers); i++)
+				if (strcmp(v, config_powers[i]) == 0)
+					break;
+			if (i == NELEM(config_powers)) {
+				snprintf(why, whysz, "unknown power control "
+				    "'%s' (none, usb-hub)", v);
+				return KL_ERR_CONFIG;
+			}
+			*(int *)(void *)field = (int)i;
+		}
+		return 0;
 	}
 	snprintf(why, whysz, "internal: no checker for this key");
 	return KL_ERR_INTERNAL;
@@ -413,11 +545,30 @@ config_slot(struct config_parse *cp, const char *key, const char *value,
 	}
 	/* nslots < CONFIG_MAX_SLOTS: numbers are 1..MAX and unique. */
 	s = &cp->cfg->slots[cp->cfg->nslots];
-	/* Relative like every other path: a jig's slot links sit beside
-	 * its station.conf. */
-	if ((rc = ini_to_path(value, cp->base_dir, s->device,
-	    sizeof(s->device), why, whysz)) != 0)
+	memset(s, 0, sizeof(*s));
+	if (strncmp(value, "usb:", 4) == 0) {
+		/* Whatever is plugged into that hub port is this slot. */
+		int i;
+
+		if ((rc = config_check_usb_port(value + 4, why, whysz)) != 0)
+			return rc;
+		for (i = 0; i < cp->cfg->nslots; i++) {
+			if (strcmp(cp->cfg->slots[i].usb_port,
+			    value + 4) == 0) {
+				snprintf(why, whysz, "port %s is slot %d "
+				    "already", value + 4,
+				    cp->cfg->slots[i].number);
+				return KL_ERR_CONFIG;
+			}
+		}
+		snprintf(s->usb_port, sizeof(s->usb_port), "%s", value + 4);
+		snprintf(s->device, sizeof(s->device), "%s", value);
+	} else if ((rc = ini_to_path(value, cp->base_dir, s->device,
+	    sizeof(s->device), why, whysz)) != 0) {
+		/* Relative like every other path: a jig's slot links sit
+		 * beside its station.conf. */
 		return rc;
+	}
 	s->number = (int)n;
 	cp->slot_seen[n] = 1;
 	cp->cfg->nslots++;
@@ -485,6 +636,8 @@ config_defaults(struct config *c)
 	snprintf(c->http_bind, sizeof(c->http_bind), "127.0.0.1");
 	c->http_port = 8080;
 	c->http_max_connections = 16;
+	c->jig_power = CONFIG_POWER_NONE;
+	c->jig_power_off_ms = 2000;
 }
 
 /* Checks across keys, once the whole file is read. */
@@ -575,6 +728,17 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 		    c->http_tls_cert[0] == '\0' ? "tls_cert" : "tls_key",
 		    c->http_tls_cert[0] == '\0' ? "tls_key" : "tls_cert");
 		return KL_ERR_CONFIG;
+	}
+	/* A USB slot is found by port and by VID:PID; without IDs nothing
+	 * could ever match. */
+	for (i = 0; i < (size_t)c->nslots; i++) {
+		if (c->slots[i].usb_port[0] != '\0' &&
+		    c->jig_usb_ids.n == 0) {
+			snprintf(err, errsz, "%s: [jig] usb_ids: required "
+			    "with usb: slots (slot %d)", p,
+			    c->slots[i].number);
+			return KL_ERR_CONFIG;
+		}
 	}
 	if (c->uptane_key && strcmp(c->uptane_key_id, c->tls_key_id) == 0) {
 		snprintf(err, errsz, "%s: [keys] uptane_key_id: same ID as "

@@ -12,13 +12,37 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define CONFIG_MAX_SLOTS 128
 #define CONFIG_STR 128
+#define CONFIG_MAX_USB_IDS 16
+/* "1-2.3.4": bus 1..999, then up to 7 hub ports of 1..255 (USB allows
+ * at most 7 tiers below the root). */
+#define CONFIG_USB_PORT_MAX 32
 
 struct config_slot {
 	int number;			/* 1..CONFIG_MAX_SLOTS */
-	char device[PATH_MAX];		/* /dev/ttyACM0, a pty, ... */
+	/* Static slot: the serial device (/dev/ttyACM0, a pty, ...).
+	 * USB slot: "usb:" and the port path, kept for display only. */
+	char device[PATH_MAX];
+	/* USB slot: the port path ("1-2.3"); "" for a static slot. */
+	char usb_port[CONFIG_USB_PORT_MAX];
+};
+
+struct config_usb_id {
+	uint16_t vid, pid;
+};
+
+/* [jig] usb_ids: the USB devices that are boards (or their adapters). */
+struct config_usb_ids {
+	int n;
+	struct config_usb_id id[CONFIG_MAX_USB_IDS];
+};
+
+enum config_jig_power {
+	CONFIG_POWER_NONE = 0,		/* power = none */
+	CONFIG_POWER_USB_HUB,		/* power = usb-hub */
 };
 
 struct config {
@@ -88,7 +112,14 @@ struct config {
 	int http_max_connections;		/* max_connections: 1..1024,
 						 * default 16 */
 
-	/* [slots]  N = device */
+	/* [jig]  real jigs on USB (docs/usb-jig.md) */
+	struct config_usb_ids jig_usb_ids;	/* usb_ids: VID:PID, ... */
+	int jig_power;				/* power: enum config_jig_power */
+	int jig_power_off_ms;			/* power_off_ms, default 2000:
+						 * how long a slot stays off
+						 * in a power cycle */
+
+	/* [slots]  N = device, or N = usb:PORT-PATH */
 	struct config_slot slots[CONFIG_MAX_SLOTS];
 	int nslots;
 };

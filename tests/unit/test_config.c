@@ -145,6 +145,52 @@ test_good(void **state)
 }
 
 static void
+test_usb_jig(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = f->cfg;
+	char want[256];
+
+	assert_int_equal(load_text(f, base_conf,
+	    "2 = usb:1-2.3\n"
+	    "3 = usb:12-1.1.1.1.1.1.7\n"
+	    "4 = ttyS1\n"
+	    "[jig]\nusb_ids = 1d6b:0104 , 0403:6001,10C4:EA60\n"
+	    "power = usb-hub\npower_off_ms = 500\n"), 0);
+	assert_int_equal(c->jig_usb_ids.n, 3);
+	assert_int_equal(c->jig_usb_ids.id[0].vid, 0x1d6b);
+	assert_int_equal(c->jig_usb_ids.id[0].pid, 0x0104);
+	assert_int_equal(c->jig_usb_ids.id[1].vid, 0x0403);
+	assert_int_equal(c->jig_usb_ids.id[1].pid, 0x6001);
+	assert_int_equal(c->jig_usb_ids.id[2].vid, 0x10c4);
+	assert_int_equal(c->jig_usb_ids.id[2].pid, 0xea60);
+	assert_int_equal(c->jig_power, CONFIG_POWER_USB_HUB);
+	assert_int_equal(c->jig_power_off_ms, 500);
+	assert_int_equal(c->nslots, 4);
+	/* Static slots stay paths; USB slots keep their port. */
+	assert_string_equal(c->slots[0].usb_port, "");
+	assert_string_equal(c->slots[1].usb_port, "1-2.3");
+	assert_string_equal(c->slots[1].device, "usb:1-2.3");
+	assert_string_equal(c->slots[2].usb_port, "12-1.1.1.1.1.1.7");
+	snprintf(want, sizeof(want), "%s/ttyS1", f->dir);
+	assert_string_equal(c->slots[3].device, want);
+	assert_string_equal(c->slots[3].usb_port, "");
+
+	/* Defaults. */
+	assert_int_equal(load_text(f, base_conf, NULL), 0);
+	assert_int_equal(c->jig_usb_ids.n, 0);
+	assert_int_equal(c->jig_power, CONFIG_POWER_NONE);
+	assert_int_equal(c->jig_power_off_ms, 2000);
+
+	/* A USB slot needs IDs to match. */
+	assert_int_equal(load_text(f, base_conf, "7 = usb:1-4\n"),
+	    KL_ERR_CONFIG);
+	snprintf(want, sizeof(want), "%s: [jig] usb_ids: required with usb: "
+	    "slots (slot 7)", f->path);
+	assert_string_equal(f->err, want);
+}
+
+static void
 test_defaults(void **state)
 {
 	struct fixture *f = *state;
@@ -298,6 +344,57 @@ test_bad_keys(void **state)
 		    "[http] port: not a number: '80x'" },
 		{ "[http]\nmax_connections = 0\n", 2,
 		    "[http] max_connections: out of range 1..1024: '0'" },
+		/* [jig] and USB slots. */
+		{ "[jig]\nusb_ids = 0403:6001,\n", 2,
+		    "[jig] usb_ids: not a VID:PID pair (4 hex digits each, "
+		    "like 0403:6001): ''" },
+		{ "[jig]\nusb_ids = 403:6001\n", 2,
+		    "[jig] usb_ids: not a VID:PID pair (4 hex digits each, "
+		    "like 0403:6001): '403:6001'" },
+		{ "[jig]\nusb_ids = 0403-6001\n", 2,
+		    "[jig] usb_ids: not a VID:PID pair (4 hex digits each, "
+		    "like 0403:6001): '0403-6001'" },
+		{ "[jig]\nusb_ids = 0403:60g1\n", 2,
+		    "[jig] usb_ids: not a VID:PID pair (4 hex digits each, "
+		    "like 0403:6001): '0403:60g1'" },
+		{ "[jig]\nusb_ids = 0403:6001 0403:6015\n", 2,
+		    "[jig] usb_ids: not a VID:PID pair (4 hex digits each, "
+		    "like 0403:6001): '0403:6001 0403:6015'" },
+		{ "[jig]\nusb_ids = 0001:0001,0001:0002,0001:0003,"
+		    "0001:0004,0001:0005,0001:0006,0001:0007,0001:0008,"
+		    "0001:0009,0001:000a,0001:000b,0001:000c,0001:000d,"
+		    "0001:000e,0001:000f,0001:0010,0001:0011\n", 2,
+		    "[jig] usb_ids: more than 16 VID:PID pairs" },
+		{ "[jig]\npower = relay\n", 2,
+		    "[jig] power: unknown power control 'relay' (none, "
+		    "usb-hub)" },
+		{ "[jig]\npower_off_ms = 10\n", 2,
+		    "[jig] power_off_ms: out of range 100..60000: '10'" },
+		{ "[jig]\nhub = 1-2\n", 2,
+		    "[jig] hub: unknown key 'hub' in [jig]" },
+		{ "[slots]\n2 = usb:\n", 2,
+		    "[slots] 2: not a USB port path (bus-port[.port]..., like "
+		    "1-2.3): ''" },
+		{ "[slots]\n2 = usb:1\n", 2,
+		    "[slots] 2: not a USB port path (bus-port[.port]..., like "
+		    "1-2.3): '1'" },
+		{ "[slots]\n2 = usb:1-02\n", 2,
+		    "[slots] 2: not a USB port path (bus-port[.port]..., like "
+		    "1-2.3): '1-02'" },
+		{ "[slots]\n2 = usb:1.2-3\n", 2,
+		    "[slots] 2: not a USB port path (bus-port[.port]..., like "
+		    "1-2.3): '1.2-3'" },
+		{ "[slots]\n2 = usb:1-2.256\n", 2,
+		    "[slots] 2: not a USB port path (bus-port[.port]..., like "
+		    "1-2.3): '1-2.256'" },
+		{ "[slots]\n2 = usb:1-2.\n", 2,
+		    "[slots] 2: not a USB port path (bus-port[.port]..., like "
+		    "1-2.3): '1-2.'" },
+		{ "[slots]\n2 = usb:1-1.1.1.1.1.1.1.1\n", 2,
+		    "[slots] 2: not a USB port path (bus-port[.port]..., like "
+		    "1-2.3): '1-1.1.1.1.1.1.1.1'" },
+		{ "[slots]\n2 = usb:1-2.3 \n3 = usb:1-2.3\n", 3,
+		    "[slots] 3: port 1-2.3 is slot 2 already" },
 		{ "[http]\nbind = localhost\n", 2,
 		    "[http] bind: not a numeric IPv4 or IPv6 address: "
 		    "'localhost'" },
@@ -563,6 +660,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test(test_bad_urls),
 		cmocka_unit_test_setup_teardown(test_http, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_usb_jig, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_required, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_io, setup, teardown),
