@@ -4,6 +4,7 @@
 #   make test       sanitizer build, unit tests, integration tests
 #   make demo       provision a jig of 8 virtual boards (build/demo)
 #   make bench      throughput figures (64 boards, manual-way comparison)
+#   make bench-http the status API under wrk load while 32 boards provision
 #
 # Every target that needs Debian packages runs scripts/setup first.
 
@@ -131,10 +132,14 @@ bench: setup
 	@$(MAKE) --no-print-directory all
 	@scripts/bench
 
+bench-http: setup
+	@$(MAKE) --no-print-directory all
+	@scripts/bench-http
+
 clean:
 	rm -rf build
 
-.PHONY: all san setup unit integration test demo bench clean
+.PHONY: all san setup unit integration test demo bench bench-http clean
 .SECONDARY:
 
 -include $(shell find build -name '*.d' 2>/dev/null)
