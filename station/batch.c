@@ -31,6 +31,7 @@
 #include "station/log.h"
 #include "station/ota.h"
 #include "station/station.h"
+#include "ui/http.h"
 
 #define BATCH_MAX_REPROVISION 256
 
@@ -153,6 +154,7 @@ cmd_batch(int argc, char **argv)
 	const char *config_path = NULL;
 	struct station st;
 	struct engine_opts eo;
+	struct http *http = NULL;
 	struct engine_counts counts;
 	struct batch bt;
 	struct rusage ru;
@@ -244,6 +246,14 @@ cmd_batch(int argc, char **argv)
 	/* A reader that goes away must not kill the station mid-board. */
 	signal(SIGPIPE, SIG_IGN);
 
+	if (st.cfg->http_enabled) {
+		struct http_opts ho = { batch_engine, st.audit, st.cfg };
+
+		if ((r = http_start(&http, &ho, err, sizeof(err))) != 0) {
+			fprintf(stderr, "keyline batch: status API: %s\n", err);
+			goto out;
+		}
+	}
 	t0 = mono_s();
 	batch_stop = 0;
 	if (line) {
@@ -283,6 +293,8 @@ cmd_batch(int argc, char **argv)
 	 * even if no board came; one pass must have provisioned boards. */
 	exit_code = counts.failed == 0 && (n > 0 || line) ? 0 : 1;
 out:
+	/* The API reads the engine: stop it first. */
+	http_stop(http);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
 	{
