@@ -9,7 +9,8 @@
 # Every target that needs Debian packages runs scripts/setup first.
 
 CC ?= cc
-PKGS = openssl libp11 sqlite3 jansson zlib libzip p11-kit-1 ncursesw libmicrohttpd
+PKGS = openssl libp11 sqlite3 jansson zlib libzip p11-kit-1 ncursesw libmicrohttpd \
+	libusb-1.0
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -31,6 +32,8 @@ STATION_SRC = station/config.c station/devid.c station/certcheck.c \
 	station/ca.c station/ca_local.c station/link.c station/ota.c \
 	station/engine.c station/station.c station/batch.c \
 	station/cmd_audit.c ui/console.c ui/http.c
+# Real USB jigs (docs/usb-jig.md).
+STATION_SRC += station/usbjig.c station/cmd_jig.c
 KEYLINE_MAIN = station/main.c
 AGENT_SRC = fixtures/agent/agent.c
 JIG_SRC = fixtures/jig/jig.c

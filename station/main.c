@@ -8,6 +8,7 @@
 
 #include "station/batch.h"
 #include "station/cmd_audit.h"
+#include "station/cmd_jig.h"
 #include "station/log.h"
 #include "ui/console.h"
 
@@ -26,6 +27,7 @@ static const struct keyline_cmd keyline_cmds[] = {
 	{ "batch", cmd_batch, "provision the jig headless, JSON lines out" },
 	{ "console", cmd_console, "operator console (ncurses)" },
 	{ "audit", cmd_audit, "verify or export the audit log" },
+	{ "jig", cmd_jig, "USB jig: scan devices and slots, power-cycle a slot" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this list" },
 };
