@@ -29,7 +29,8 @@ COMMON_SRC = station/err.c station/log.c station/buf.c station/fsutil.c \
 HSM_SRC = hsm/hsm.c
 DB_SRC = db/audit.c
 STATION_SRC = station/config.c station/devid.c station/certcheck.c \
-	station/ca.c station/ca_local.c station/link.c station/ota.c \
+	station/ca.c station/ca_local.c station/ca_cfssl.c station/ca_cmp.c \
+	station/link.c station/ota.c \
 	station/engine.c station/station.c station/batch.c \
 	station/cmd_audit.c ui/console.c ui/http.c
 # Real USB jigs (docs/usb-jig.md).
@@ -42,7 +43,7 @@ LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(STATION_SRC)
 
 UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 	test_certcheck test_audit test_hsm test_ca_local test_link \
-	test_ota test_engine test_agent
+	test_ota test_engine test_agent test_ca_cfssl test_ca_cmp
 
 REL = build
 SAN = build/san
@@ -108,6 +109,10 @@ T_test_ota = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
 	station/ota.c
 T_test_engine = $(LIB_SRC)
 T_test_agent = $(COMMON_SRC) station/link.c
+T_test_ca_cfssl = $(BASE_SRC) station/certcheck.c station/ca.c \
+	station/ca_cfssl.c
+T_test_ca_cmp = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
+	station/ca_cmp.c
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(call san_obj,$$(T_$$*))

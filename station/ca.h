@@ -3,8 +3,11 @@
  *
  * A CA backend is an ops table; the engine only calls ca_issue().  Backends:
  * "local" (ca_local.c: the CA key in the station's PKCS#11 token, or a PEM
- * key behind an explicit development flag).  Remote backends (CFSSL, CMP)
- * plug in here later.
+ * key behind an explicit development flag), "cfssl" (ca_cfssl.c: a CFSSL
+ * server's authsign API over HTTP or HTTPS with the server certificate
+ * pinned) and "cmp" (ca_cmp.c: CMP, Lightweight CMP Profile of RFC 9483,
+ * through OpenSSL's CMP client).  docs/ca-remote.md says how they behave
+ * when the CA cannot be reached.
  *
  * A CA is shared by all slot threads: ca_issue() is thread-safe (backends
  * serialise what they must).
@@ -54,6 +57,75 @@ struct ca_local_params {
 
 /* 0 and *out (free with ca_free), KL_ERR_CONFIG, KL_ERR_HSM*, ... */
 int ca_local_new(struct ca **out, const struct ca_local_params *p);
+
+/*
+ * CFSSL: POST /api/v1/cfssl/authsign, the request signed with
+ * HMAC-SHA256 under the shared key.  The station asks for subject
+ * CN=<device ID> whatever the CSR says; the profile decides the rest.
+ * Errors: connection refused/reset, timeouts and HTTP 5xx are
+ * KL_ERR_UNAVAILABLE / KL_ERR_TIMEOUT (the engine waits); HTTP 4xx, a
+ * CFSSL "success": false and a server certificate that is not the pinned
+ * one are KL_ERR_CA.
+ */
+struct ca_cfssl_params {
+	const char *url;		/* http://host:port[/prefix] or https://;
+					 * "/api/v1/cfssl/authsign" is appended */
+	const uint8_t *auth_key;	/* HMAC key, borrowed for the call: the
+					 * backend keeps a copy it wipes on
+					 * free; caller wipes its own */
+	size_t auth_key_len;		/* 1..256 */
+	const char *profile;		/* signing profile, NULL/"" = default */
+	const char *label;		/* multirootca label, NULL/"" = none */
+	const char *server_cert;	/* PEM: with https, the one server
+					 * certificate accepted (pinned);
+					 * required for https, refused for
+					 * http */
+	int timeout_ms;			/* one request, > 0; OpenSSL counts
+					 * whole seconds: rounded up */
+};
+
+int ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p);
+
+/*
+ * CMP (RFC 9483 Lightweight CMP Profile): a p10cr carrying the board's
+ * CSR, whose signature is the proof of possession.  Protection by a
+ * shared secret (MAC, secret + ref) or by the station's certificate and
+ * key (client_cert + a key from the station token or, for development,
+ * a PEM file); exactly one of the two.  The returned certificate is
+ * checked with certcheck (fleet_root, the CSR's key, CN = device ID)
+ * before the station confirms it (certConf); one that fails is rejected
+ * in the certConf, and issue() returns KL_ERR_CERT_INVALID with its serial,
+ * fingerprint and why in err.  Errors: no answer, a refused connection,
+ * timeouts, HTTP 5xx are KL_ERR_UNAVAILABLE / KL_ERR_TIMEOUT; a rejection,
+ * an error message, or a response whose protection does not verify is
+ * KL_ERR_CA.
+ */
+struct ca_cmp_params {
+	const char *url;		/* http://host:port/path (messages are
+					 * protected end to end by CMP) */
+	const char *fleet_root;		/* PEM trust anchor(s) for the check
+					 * before certConf */
+	const char *intermediates;	/* PEM bundle, NULL/"" = none */
+	/* MAC protection */
+	const uint8_t *secret;		/* borrowed; copied, wiped on free */
+	size_t secret_len;
+	const char *ref;		/* sender reference (senderKID) */
+	/* signature protection */
+	const char *client_cert;	/* PEM: the station's CMP certificate
+					 * (and chain after it) */
+	const char *client_key_pem;	/* development: PEM key file */
+	const char *module;		/* or the key in the station token */
+	const char *token_label;
+	const char *pin;		/* borrowed for the call */
+	const char *key_id_hex;
+	const char *server_cert;	/* PEM: the CMP server's signing
+					 * certificate, pinned; required with
+					 * signature protection */
+	int timeout_ms;			/* one request, > 0; whole seconds,
+					 * rounded up */
+};
+
+int ca_cmp_new(struct ca **out, const struct ca_cmp_params *p);
 
 int ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz);
