@@ -45,6 +45,9 @@ UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 	test_certcheck test_audit test_hsm test_ca_local test_link \
 	test_ota test_engine test_agent test_ca_cfssl test_ca_cmp
 
+# Runs under umockdev-wrapper (tests/run-unit): fake USB devices in sysfs.
+UNIT_TESTS += test_usbjig
+
 REL = build
 SAN = build/san
 
@@ -113,6 +116,13 @@ T_test_ca_cfssl = $(BASE_SRC) station/certcheck.c station/ca.c \
 	station/ca_cfssl.c
 T_test_ca_cmp = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 	station/ca_cmp.c
+
+T_test_usbjig = $(LIB_SRC)
+# Only the test links libumockdev (GLib): the station never does.
+UMOCKDEV_CFLAGS := $(shell pkg-config --cflags umockdev-1.0 2>/dev/null)
+UMOCKDEV_LIBS := $(shell pkg-config --libs umockdev-1.0 2>/dev/null)
+$(SAN)/tests/test_usbjig: CFLAGS_SAN += $(UMOCKDEV_CFLAGS)
+$(SAN)/tests/test_usbjig: LDLIBS += $(UMOCKDEV_LIBS)
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(call san_obj,$$(T_$$*))
