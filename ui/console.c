@@ -48,14 +48,6 @@
 #define CON_MSG 256
 #define CON_LINE 1024
 
-/*
- * HTTP beside the console: ui/http.c is not in the build yet.
- * XXX set to 1 once ui/http.c is in the Makefile's STATION_SRC.
- */
-#ifndef CON_HTTP
-#define CON_HTTP 0
-#endif
-
 enum con_mode { CON_GRID = 0, CON_DETAIL };
 
 enum con_pair {
@@ -323,48 +315,53 @@ con_upper(char *out, size_t outsz, const char *in)
 	out[i] = '\0';
 }
 
+/*
+ * Two lines.  The CA state sits at the right end of the first, so it is on
+ * screen however long the station, operator and work order are.
+ */
 static void
 con_draw_header(struct con *c, int64_t now)
 {
 	const struct config *cfg = c->st.cfg;
 	const struct engine_status *s = &c->status;
 	const char *ca_state = s->ca_state != NULL ? s->ca_state : "?";
-	char up[32], line[16], ca[64], yield[16];
-	int done = s->counts.passed + s->counts.failed;
-	int x;
+	char up[32], line[16], ca[64], yield[16], rate[32];
+	int done = s->counts.passed + s->counts.failed, cax;
 	attr_t bar = has_colors() ? COLOR_PAIR(PAIR_BAR) : A_REVERSE;
 
 	con_dur(up, sizeof(up), now - (s->started_ms > 0 ? s->started_ms :
 	    c->start_ms));
+	if (s->slots_waiting_ca > 0)
+		snprintf(ca, sizeof(ca), " CA %s: %d slot(s) waiting ",
+		    ca_state, s->slots_waiting_ca);
+	else
+		snprintf(ca, sizeof(ca), " CA %s ", ca_state);
+	cax = COLS - (int)strlen(ca);
+	if (cax < COLS / 2)
+		cax = COLS / 2;
 	con_fill(0, bar);
-	con_put(0, 0, COLS, bar | A_BOLD,
+	con_put(0, 0, cax - 1, bar | A_BOLD,
 	    " Keyline %s  operator %s  order %s  up %s  CA %s",
 	    cfg->station_id, cfg->operator_name[0] ? cfg->operator_name : "-",
 	    cfg->work_order[0] ? cfg->work_order : "-", up,
 	    s->ca_name != NULL ? s->ca_name : "?");
+	con_put(0, cax, COLS - cax, s->slots_waiting_ca > 0 ? A_BOLD |
+	    A_REVERSE | con_pair_attr(PAIR_WAITING_CA) : bar | A_BOLD,
+	    "%s", ca);
 
-	/* Positions from the lengths printed, never from the cursor: a
-	 * line clipped at the right edge leaves the cursor on the next. */
 	con_upper(line, sizeof(line), engine_line_state_name(s->line));
-	x = snprintf(NULL, 0, " line %s  ", line);
-	con_put(1, 0, COLS, A_BOLD, " line %s", line);
-	if (s->slots_waiting_ca > 0)
-		snprintf(ca, sizeof(ca), "CA %s (%d waiting)", ca_state,
-		    s->slots_waiting_ca);
-	else
-		snprintf(ca, sizeof(ca), "CA %s", ca_state);
-	con_put(1, x, COLS - x, s->slots_waiting_ca > 0 ? A_BOLD |
-	    con_pair_attr(PAIR_WAITING_CA) : 0, "%s", ca);
-	x += (int)strlen(ca);
 	if (done > 0)
 		snprintf(yield, sizeof(yield), "%.1f%%",
 		    100.0 * s->counts.passed / done);
 	else
 		snprintf(yield, sizeof(yield), "-");
-	con_put(1, x, COLS - x, 0,
-	    "  passed %d  failed %d  yield %s  in flight %d  %.1f boards/h",
+	snprintf(rate, sizeof(rate), s->boards_per_hour < 1000 ? "%.1f" :
+	    "%.0f", s->boards_per_hour);
+	con_put(1, 0, COLS, A_BOLD, " line %s", line);
+	con_put(1, 6 + (int)strlen(line), COLS, 0,
+	    "  passed %d  failed %d  yield %s  in flight %d  %s boards/h",
 	    s->counts.passed, s->counts.failed, yield, s->counts.in_flight,
-	    s->boards_per_hour);
+	    rate);
 }
 
 /*
@@ -503,14 +500,22 @@ con_bar(char *out, int w, const struct engine_slot_view *v)
 	out[w] = '\0';
 }
 
+/*
+ * One slot in one line.  Wide cells (>= CON_CELL_WIDE): state, serial,
+ * step, elapsed, a ten-step bar, device ID and, for a failure, the start
+ * of its error.  Narrow cells (80 columns, two per line): the bar becomes
+ * "n/10" steps done.  The state word is always there.
+ */
+#define CON_CELL_WIDE 51
+
 static void
 con_draw_cell(struct con *c, int y, int x, int w, int idx, int64_t now)
 {
 	const struct engine_slot_view *v = &c->slots[idx];
 	const struct con_state_look *lk = con_look(v->state);
-	char el[24], bar[16], cell[CON_LINE];
+	char el[24], prog[32], cell[CON_LINE];
 	const char *step;
-	int selected = idx == c->sel, n, room, bw;
+	int selected = idx == c->sel, inner = w - 1, n, sw, room;
 	attr_t attr;
 
 	if (v->started_ms == 0)
@@ -522,22 +527,29 @@ con_draw_cell(struct con *c, int y, int x, int w, int idx, int64_t now)
 		step = "-";
 	else
 		step = engine_step_name(v->step);
-	n = snprintf(cell, sizeof(cell), "%c%2d %s %-10.10s %-8s %6s",
-	    selected ? '>' : ' ', v->number, lk->word,
-	    v->serial[0] ? v->serial : "-", step, el);
+	if (inner >= CON_CELL_WIDE) {
+		char bar[16];
+
+		con_bar(bar, 10, v);
+		snprintf(prog, sizeof(prog), "[%s]", bar);
+		sw = 12;
+	} else {
+		snprintf(prog, sizeof(prog), "%d/%d", con_progress(v),
+		    STEP_DONE);
+		/* What is left of the line after the fixed fields. */
+		sw = inner - 31;
+		sw = sw < 6 ? 6 : sw > 12 ? 12 : sw;
+	}
+	n = snprintf(cell, sizeof(cell), "%c%2d %s %-*.*s %-8s %5s %6s",
+	    selected ? '>' : ' ', v->number, lk->word, sw, sw,
+	    v->serial[0] ? v->serial : "-", step, prog, el);
 	if (n < 0 || n >= (int)sizeof(cell))
 		return;
-	room = w - 1 - n;
-	if (room >= 5) {
-		bw = room - 3 < 10 ? room - 3 : 10;
-		con_bar(bar, bw, v);
-		n += snprintf(cell + n, sizeof(cell) - (size_t)n, " [%s]", bar);
-		room = w - 1 - n;
-	}
+	room = inner - n;
 	if (room >= 8 && v->device_id[0] != '\0')
 		n += snprintf(cell + n, sizeof(cell) - (size_t)n, " %s",
 		    v->device_id);
-	room = w - 1 - n;
+	room = inner - n;
 	if (room >= 12 && v->state == SLOT_FAILED && v->error[0] != '\0')
 		snprintf(cell + n, sizeof(cell) - (size_t)n, "  %s",
 		    v->error);
@@ -545,7 +557,7 @@ con_draw_cell(struct con *c, int y, int x, int w, int idx, int64_t now)
 	attr = con_pair_attr(lk->pair) | lk->extra;
 	if (selected)
 		attr = (attr & ~A_DIM) | A_REVERSE;
-	con_put(y, x, w - 1, attr, "%-*s", w - 1, cell);
+	con_put(y, x, inner, attr, "%-*s", inner, cell);
 }
 
 static void
@@ -644,7 +656,7 @@ con_draw_grid_view(struct con *c, int64_t now)
 		    c->nslots - 1].number, c->nslots, page + 1, pages);
 	else
 		con_put(2, 0, COLS, A_BOLD, "-- %d slot(s): slot state serial"
-		    " step elapsed [progress] device-id ---", c->nslots);
+		    " step progress elapsed device-id ---", c->nslots);
 	for (i = first; i < c->nslots && i < first + per; i++) {
 		int k = i - first;
 
@@ -1242,7 +1254,7 @@ cmd_console(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
-#if CON_HTTP
+	/* The status API beside the screen; bind errors before it starts. */
 	if (c->st.cfg->http_enabled) {
 		struct http_opts ho;
 
@@ -1256,11 +1268,6 @@ cmd_console(int argc, char **argv)
 			goto out;
 		}
 	}
-#else
-	if (c->st.cfg->http_enabled)
-		log_warn("[http] enabled: the HTTP API is not built into this "
-		    "keyline yet; the console runs without it");
-#endif
 
 	con_signals();
 	setlocale(LC_ALL, "");
@@ -1311,9 +1318,7 @@ cmd_console(int argc, char **argv)
 	rc = 0;
 out:
 	con_signals_default();
-#if CON_HTTP
 	http_stop(c->http);
-#endif
 	engine_free(c->e);
 	if (scr != NULL)
 		delscreen(scr);
