@@ -36,6 +36,7 @@ enum config_type {
 	CT_ENVNAME,	/* name of an environment variable */
 	CT_MODULE_ENV,	/* NAME=path */
 	CT_ADDR,	/* numeric IPv4 or IPv6 address */
+	CT_CAURL,	/* http:// or https:// URL of a remote CA */
 	CT_USB_IDS,	/* VID:PID, VID:PID ... (struct config_usb_ids) */
 	CT_POWER,	/* none | usb-hub */
 };
@@ -90,6 +91,16 @@ static const struct config_key config_keys[] = {
 	{ "ca", "wait_deadline_s", CT_INT, CF(ca_wait_deadline_s), 0, 86400 },
 	{ "ca", "dev_key_pem", CT_PATH, CF(ca_dev_key_pem), 0, 0 },
 	{ "ca", "dev_allow_pem_key", CT_BOOL, CF(ca_dev_allow_pem), 0, 0 },
+	{ "ca", "url", CT_CAURL, CF(ca_url), 0, 0 },
+	{ "ca", "auth_key_file", CT_PATH, CF(ca_auth_key_file), 0, 0 },
+	{ "ca", "profile", CT_STR, CF(ca_profile), 0, 0 },
+	{ "ca", "label", CT_STR, CF(ca_label), 0, 0 },
+	{ "ca", "server_cert", CT_PATH, CF(ca_server_cert), 0, 0 },
+	{ "ca", "cmp_secret_file", CT_PATH, CF(ca_cmp_secret_file), 0, 0 },
+	{ "ca", "cmp_ref", CT_STR, CF(ca_cmp_ref), 0, 0 },
+	{ "ca", "cmp_client_cert", CT_PATH, CF(ca_cmp_client_cert), 0, 0 },
+	{ "ca", "cmp_client_key", CT_PATH, CF(ca_cmp_client_key), 0, 0 },
+	{ "ca", "cmp_server_cert", CT_PATH, CF(ca_cmp_server_cert), 0, 0 },
 
 	{ "ota", "root_crt", CT_PATH, CF(root_crt), 0, 0 },
 	{ "ota", "gateway_url", CT_URL, CF(gateway_url), 0, 0 },
@@ -126,7 +137,7 @@ static const char *const config_powers[] = {
 };
 
 static const char *const config_backends[] = {
-	"local",
+	"local", "cfssl", "cmp",
 };
 
 /* The rates termios has names for (B9600 ...), which is what serial.c
@@ -270,6 +281,28 @@ config_check_url(const char *url, char *why, size_t whysz)
 		}
 	}
 	return 0;
+}
+
+/* A remote CA: http:// or https://, then the same host and port rules as
+ * gateway_url (checked on the https:// form). */
+static int
+config_check_ca_url(const char *v, char *why, size_t whysz)
+{
+	char tmp[1024];
+
+	if (strncmp(v, "https://", 8) == 0)
+		return config_check_url(v, why, whysz);
+	if (strncmp(v, "http://", 7) != 0) {
+		snprintf(why, whysz, "URL must start with http:// or "
+		    "https://: '%s'", v);
+		return KL_ERR_CONFIG;
+	}
+	if (snprintf(tmp, sizeof(tmp), "https://%s", v + 7) >=
+	    (int)sizeof(tmp)) {
+		snprintf(why, whysz, "URL too long");
+		return KL_ERR_CONFIG;
+	}
+	return config_check_url(tmp, why, whysz);
 }
 
 /* Numeric only: a host name would make the listening address depend on
@@ -478,7 +511,8 @@ config_set(struct config_parse *cp, const struct config_key *k,
 	case CT_BACKEND:
 		if (!config_in_list(v, config_backends,
 		    NELEM(config_backends))) {
-			snprintf(why, whysz, "unknown CA backend '%s' (local)",
+			snprintf(why, whysz, "unknown CA backend '%s' (local, "
+			    "cfssl, cmp)",
 			    v);
 			return KL_ERR_CONFIG;
 		}
@@ -500,6 +534,10 @@ config_set(struct config_parse *cp, const struct config_key *k,
 		    whysz);
 	case CT_ADDR:
 		if ((rc = config_check_addr(v, why, whysz)) != 0)
+			return rc;
+		return ini_to_str(v, field, k->size, why, whysz);
+	case CT_CAURL:
+		if ((rc = config_check_ca_url(v, why, whysz)) != 0)
 			return rc;
 		return ini_to_str(v, field, k->size, why, whysz);
 	case CT_USB_IDS:
@@ -640,6 +678,138 @@ config_defaults(struct config *c)
 	c->jig_power_off_ms = 2000;
 }
 
+/*
+ * Which [ca] keys each backend needs and which it would silently ignore
+ * (an error: a key that does nothing is a typo or a misunderstanding).
+ */
+enum { CA_NEED = 1, CA_NO = 2 };
+
+static const struct {
+	const char *backend, *key;
+	size_t off;
+	int rule;
+} config_ca_rules[] = {
+#define CAK(m) offsetof(struct config, m)
+	{ "local", "issuer_cert", CAK(ca_issuer_cert), CA_NEED },
+	{ "local", "url", CAK(ca_url), CA_NO },
+	{ "local", "auth_key_file", CAK(ca_auth_key_file), CA_NO },
+	{ "local", "profile", CAK(ca_profile), CA_NO },
+	{ "local", "label", CAK(ca_label), CA_NO },
+	{ "local", "server_cert", CAK(ca_server_cert), CA_NO },
+	{ "local", "cmp_secret_file", CAK(ca_cmp_secret_file), CA_NO },
+	{ "local", "cmp_ref", CAK(ca_cmp_ref), CA_NO },
+	{ "local", "cmp_client_cert", CAK(ca_cmp_client_cert), CA_NO },
+	{ "local", "cmp_client_key", CAK(ca_cmp_client_key), CA_NO },
+	{ "local", "cmp_server_cert", CAK(ca_cmp_server_cert), CA_NO },
+
+	{ "cfssl", "url", CAK(ca_url), CA_NEED },
+	{ "cfssl", "auth_key_file", CAK(ca_auth_key_file), CA_NEED },
+	{ "cfssl", "key_id", CAK(ca_key_id), CA_NO },
+	{ "cfssl", "dev_key_pem", CAK(ca_dev_key_pem), CA_NO },
+	{ "cfssl", "cmp_secret_file", CAK(ca_cmp_secret_file), CA_NO },
+	{ "cfssl", "cmp_ref", CAK(ca_cmp_ref), CA_NO },
+	{ "cfssl", "cmp_client_cert", CAK(ca_cmp_client_cert), CA_NO },
+	{ "cfssl", "cmp_client_key", CAK(ca_cmp_client_key), CA_NO },
+	{ "cfssl", "cmp_server_cert", CAK(ca_cmp_server_cert), CA_NO },
+
+	{ "cmp", "url", CAK(ca_url), CA_NEED },
+	{ "cmp", "dev_key_pem", CAK(ca_dev_key_pem), CA_NO },
+	{ "cmp", "auth_key_file", CAK(ca_auth_key_file), CA_NO },
+	{ "cmp", "profile", CAK(ca_profile), CA_NO },
+	{ "cmp", "label", CAK(ca_label), CA_NO },
+	{ "cmp", "server_cert", CAK(ca_server_cert), CA_NO },
+#undef CAK
+};
+
+static int
+config_check_ca_backend(const struct config *c, char *err, size_t errsz)
+{
+	const char *p = c->path, *b = c->ca_backend;
+	size_t i;
+	int set;
+
+	for (i = 0; i < NELEM(config_ca_rules); i++) {
+		if (strcmp(config_ca_rules[i].backend, b) != 0)
+			continue;
+		set = ((const char *)c + config_ca_rules[i].off)[0] != '\0';
+		if (config_ca_rules[i].rule == CA_NEED && !set) {
+			snprintf(err, errsz, "%s: [ca] %s: required with "
+			    "backend = %s", p, config_ca_rules[i].key, b);
+			return KL_ERR_CONFIG;
+		}
+		if (config_ca_rules[i].rule == CA_NO && set) {
+			snprintf(err, errsz, "%s: [ca] %s: not used by "
+			    "backend = %s", p, config_ca_rules[i].key, b);
+			return KL_ERR_CONFIG;
+		}
+	}
+	if (strcmp(b, "cfssl") == 0) {
+		int https = strncmp(c->ca_url, "https://", 8) == 0;
+
+		if (https && c->ca_server_cert[0] == '\0') {
+			snprintf(err, errsz, "%s: [ca] server_cert: required "
+			    "with an https:// url (the CA server's certificate "
+			    "is pinned)", p);
+			return KL_ERR_CONFIG;
+		}
+		if (!https && c->ca_server_cert[0] != '\0') {
+			snprintf(err, errsz, "%s: [ca] server_cert: only with "
+			    "an https:// url", p);
+			return KL_ERR_CONFIG;
+		}
+	}
+	if (strcmp(b, "cmp") == 0) {
+		int mac = c->ca_cmp_secret_file[0] != '\0';
+		int sig = c->ca_cmp_client_cert[0] != '\0';
+
+		if (strncmp(c->ca_url, "http://", 7) != 0) {
+			snprintf(err, errsz, "%s: [ca] url: CMP goes over "
+			    "http:// (its messages are protected end to end)",
+			    p);
+			return KL_ERR_CONFIG;
+		}
+		if (mac == sig) {
+			snprintf(err, errsz, "%s: [ca] cmp_secret_file: set "
+			    "either cmp_secret_file (MAC) or cmp_client_cert "
+			    "(signature)%s", p, mac ? ", not both" : "");
+			return KL_ERR_CONFIG;
+		}
+		if (mac && c->ca_cmp_ref[0] == '\0') {
+			snprintf(err, errsz, "%s: [ca] cmp_ref: required with "
+			    "cmp_secret_file", p);
+			return KL_ERR_CONFIG;
+		}
+		if (mac && (c->ca_cmp_client_key[0] != '\0' ||
+		    c->ca_cmp_server_cert[0] != '\0' ||
+		    c->ca_key_id[0] != '\0')) {
+			snprintf(err, errsz, "%s: [ca] cmp_secret_file: MAC "
+			    "protection uses no client key, key_id or "
+			    "cmp_server_cert", p);
+			return KL_ERR_CONFIG;
+		}
+		if (sig && c->ca_cmp_server_cert[0] == '\0') {
+			snprintf(err, errsz, "%s: [ca] cmp_server_cert: "
+			    "required with cmp_client_cert", p);
+			return KL_ERR_CONFIG;
+		}
+		if (sig && (c->ca_cmp_client_key[0] != '\0') ==
+		    (c->ca_key_id[0] != '\0')) {
+			snprintf(err, errsz, "%s: [ca] key_id: the station's "
+			    "CMP key is key_id in the token or cmp_client_key, "
+			    "exactly one", p);
+			return KL_ERR_CONFIG;
+		}
+		if (c->ca_cmp_client_key[0] != '\0' && !c->ca_dev_allow_pem) {
+			snprintf(err, errsz, "%s: [ca] cmp_client_key: refused: "
+			    "the station's key would be a file on disk; keep it "
+			    "in the token (key_id) or set dev_allow_pem_key = "
+			    "yes for development", p);
+			return KL_ERR_CONFIG;
+		}
+	}
+	return 0;
+}
+
 /* Checks across keys, once the whole file is read. */
 static int
 config_check_required(const struct config *c, char *err, size_t errsz)
@@ -650,11 +820,11 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 	} required[] = {
 		{ "station", "id", offsetof(struct config, station_id) },
 		{ "station", "audit_db", offsetof(struct config, audit_db) },
-		{ "ca", "issuer_cert", offsetof(struct config, ca_issuer_cert) },
 		{ "ca", "fleet_root", offsetof(struct config, fleet_root) },
 	};
 	const char *p = c->path;
 	size_t i;
+	int r;
 
 	for (i = 0; i < NELEM(required); i++) {
 		if (((const char *)c + required[i].off)[0] == '\0') {
@@ -691,6 +861,8 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 		}
 	}
 
+	if ((r = config_check_ca_backend(c, err, errsz)) != 0)
+		return r;
 	/* Where the CA key comes from: the token, or a file only on
 	 * purpose. */
 	if (c->ca_dev_key_pem[0] != '\0' && !c->ca_dev_allow_pem) {
@@ -705,7 +877,8 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 		    "or dev_key_pem, not both", p);
 		return KL_ERR_CONFIG;
 	}
-	if (c->ca_dev_key_pem[0] == '\0' && c->ca_key_id[0] == '\0') {
+	if (strcmp(c->ca_backend, "local") == 0 &&
+	    c->ca_dev_key_pem[0] == '\0' && c->ca_key_id[0] == '\0') {
 		snprintf(err, errsz, "%s: [ca] key_id: required", p);
 		return KL_ERR_CONFIG;
 	}

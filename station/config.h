@@ -70,8 +70,8 @@ struct config {
 	int attempts;				/* attempts, default 4 */
 
 	/* [ca] */
-	char ca_backend[16];			/* backend: local */
-	char ca_issuer_cert[PATH_MAX];		/* issuer_cert (required) */
+	char ca_backend[16];			/* backend: local | cfssl | cmp */
+	char ca_issuer_cert[PATH_MAX];		/* issuer_cert (required for local) */
 	char fleet_root[PATH_MAX];		/* fleet_root (required) */
 	char ca_intermediates[PATH_MAX];	/* intermediates, optional */
 	char ca_module[PATH_MAX];		/* module */
@@ -94,6 +94,22 @@ struct config {
 						 * the CA fails */
 	char ca_dev_key_pem[PATH_MAX];		/* dev_key_pem */
 	int ca_dev_allow_pem;			/* dev_allow_pem_key: bool */
+	/* [ca] remote backends (docs/ca-remote.md); secrets stay in files
+	 * read at start-up, never in this struct */
+	char ca_url[1024];			/* url: http(s):// of the CA */
+	char ca_auth_key_file[PATH_MAX];	/* auth_key_file: CFSSL HMAC key,
+						 * hex */
+	char ca_profile[CONFIG_STR];		/* profile: CFSSL signing profile */
+	char ca_label[CONFIG_STR];		/* label: multirootca label */
+	char ca_server_cert[PATH_MAX];		/* server_cert: pinned TLS cert of
+						 * the CFSSL server (https) */
+	char ca_cmp_secret_file[PATH_MAX];	/* cmp_secret_file: MAC secret */
+	char ca_cmp_ref[CONFIG_STR];		/* cmp_ref: sender reference */
+	char ca_cmp_client_cert[PATH_MAX];	/* cmp_client_cert: station's CMP
+						 * certificate (signature) */
+	char ca_cmp_client_key[PATH_MAX];	/* cmp_client_key: PEM, dev only */
+	char ca_cmp_server_cert[PATH_MAX];	/* cmp_server_cert: the CMP
+						 * server's signing cert, pinned */
 
 	/* [ota] */
 	char root_crt[PATH_MAX];		/* root_crt */

@@ -1,7 +1,9 @@
 /* station.c: build the station's shared pieces from station.conf. */
 #include "station/station.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +17,11 @@
 #include "station/certcheck.h"
 #include "station/config.h"
 #include "station/err.h"
+#include "station/fsutil.h"
 #include "station/log.h"
 
 #define STATION_MAX_PIN 128
+#define STATION_MAX_SECRET 256
 
 /* The CA token PIN: pin_env wins over pin_file.  Caller wipes pin. */
 static int
@@ -95,13 +99,178 @@ station_module_env(const struct config *cfg, char *err, size_t errsz)
 	return 0;
 }
 
+/*
+ * A secret from a file ([ca] auth_key_file, cmp_secret_file): raw bytes,
+ * or hex digits; one trailing newline is not part of it.  0 and *out
+ * (caller wipes, then frees with free()) or KL_ERR_CONFIG naming the key.
+ * The secret itself never reaches a message.
+ */
+static int
+station_read_secret(const struct config *cfg, const char *key,
+    const char *path, int hex, uint8_t **out, size_t *out_len, char *err,
+    size_t errsz)
+{
+	uint8_t *data = NULL;
+	char why[256];
+	size_t len = 0, i, n;
+	struct stat sb;
+	unsigned v;
+	int r;
+
+	if ((r = fsutil_read_capped(path, STATION_MAX_SECRET * 2 + 2, &data,
+	    &len, why, sizeof(why))) != 0) {
+		snprintf(err, errsz, "%s: [ca] %s: %s", cfg->path, key, why);
+		return KL_ERR_CONFIG;
+	}
+	if (stat(path, &sb) == 0 && (sb.st_mode & 0077) != 0)
+		log_warn("%s: secret file is readable by group or others; "
+		    "chmod 600 it", path);
+	n = len;
+	while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r'))
+		n--;
+	if (hex) {
+		for (i = 0; i + 1 < n && i / 2 < STATION_MAX_SECRET; i += 2) {
+			if (sscanf((const char *)data + i, "%2x", &v) != 1 ||
+			    !isxdigit(data[i]) || !isxdigit(data[i + 1]))
+				break;
+			data[i / 2] = (uint8_t)v;
+		}
+		if (n == 0 || i != n) {
+			snprintf(err, errsz, "%s: [ca] %s: %s must hold an "
+			    "even number of hex digits (at most %d bytes)",
+			    cfg->path, key, path, STATION_MAX_SECRET);
+			r = KL_ERR_CONFIG;
+			goto out;
+		}
+		n /= 2;
+	}
+	if (n == 0 || n > STATION_MAX_SECRET) {
+		snprintf(err, errsz, "%s: [ca] %s: %s must hold 1..%d bytes",
+		    cfg->path, key, path, STATION_MAX_SECRET);
+		r = KL_ERR_CONFIG;
+		goto out;
+	}
+	*out = data;
+	*out_len = n;
+	data = NULL;
+	r = 0;
+out:
+	if (data != NULL) {
+		buf_wipe(data, len + 1);
+		free(data);
+	}
+	return r;
+}
+
+static void
+station_free_secret(uint8_t *p, size_t len)
+{
+	if (p == NULL)
+		return;
+	/* The whole buffer: hex input was longer than the bytes. */
+	buf_wipe(p, len * 2 + 2);
+	free(p);
+}
+
+static int
+station_ca_local(struct station *st, const char *pin, char *err,
+    size_t errsz)
+{
+	const struct config *cfg = st->cfg;
+	struct ca_local_params cp;
+
+	(void)err;
+	(void)errsz;
+	memset(&cp, 0, sizeof(cp));
+	cp.issuer_cert = cfg->ca_issuer_cert;
+	cp.module = cfg->ca_module;
+	cp.token_label = cfg->ca_token_label;
+	cp.pin = pin;
+	cp.key_id_hex = cfg->ca_key_id;
+	cp.dev_key_pem = cfg->ca_dev_key_pem[0] ? cfg->ca_dev_key_pem : NULL;
+	cp.validity_days = (unsigned)cfg->validity_days;
+	return ca_local_new(&st->ca, &cp);
+}
+
+static int
+station_ca_cfssl(struct station *st, const char *pin, char *err,
+    size_t errsz)
+{
+	const struct config *cfg = st->cfg;
+	struct ca_cfssl_params cp;
+	uint8_t *key = NULL;
+	size_t key_len = 0;
+	int r;
+
+	(void)pin;
+	if ((r = station_read_secret(cfg, "auth_key_file",
+	    cfg->ca_auth_key_file, 1, &key, &key_len, err, errsz)) != 0)
+		return r;
+	memset(&cp, 0, sizeof(cp));
+	cp.url = cfg->ca_url;
+	cp.auth_key = key;
+	cp.auth_key_len = key_len;
+	cp.profile = cfg->ca_profile;
+	cp.label = cfg->ca_label;
+	cp.server_cert = cfg->ca_server_cert;
+	cp.timeout_ms = cfg->ca_request_timeout_ms;
+	r = ca_cfssl_new(&st->ca, &cp);
+	station_free_secret(key, key_len);
+	return r;
+}
+
+static int
+station_ca_cmp(struct station *st, const char *pin, char *err, size_t errsz)
+{
+	const struct config *cfg = st->cfg;
+	struct ca_cmp_params cp;
+	uint8_t *secret = NULL;
+	size_t secret_len = 0;
+	int r;
+
+	if (cfg->ca_cmp_secret_file[0] != '\0' &&
+	    (r = station_read_secret(cfg, "cmp_secret_file",
+	    cfg->ca_cmp_secret_file, 0, &secret, &secret_len, err,
+	    errsz)) != 0)
+		return r;
+	memset(&cp, 0, sizeof(cp));
+	cp.url = cfg->ca_url;
+	cp.fleet_root = cfg->fleet_root;
+	cp.intermediates = cfg->ca_intermediates;
+	cp.secret = secret;
+	cp.secret_len = secret_len;
+	cp.ref = cfg->ca_cmp_ref;
+	cp.client_cert = cfg->ca_cmp_client_cert;
+	cp.client_key_pem = cfg->ca_cmp_client_key;
+	cp.module = cfg->ca_module;
+	cp.token_label = cfg->ca_token_label;
+	cp.pin = pin;
+	cp.key_id_hex = cfg->ca_key_id;
+	cp.server_cert = cfg->ca_cmp_server_cert;
+	cp.timeout_ms = cfg->ca_request_timeout_ms;
+	r = ca_cmp_new(&st->ca, &cp);
+	station_free_secret(secret, secret_len);
+	return r;
+}
+
+/* [ca] backend -> constructor; config.c accepts exactly these names. */
+static const struct {
+	const char *name;
+	int (*open)(struct station *st, const char *pin, char *err,
+	    size_t errsz);
+} station_ca_backends[] = {
+	{ "local", station_ca_local },
+	{ "cfssl", station_ca_cfssl },
+	{ "cmp", station_ca_cmp },
+};
+
 int
 station_open(struct station *st, const char *config_path, char *err,
     size_t errsz)
 {
-	struct ca_local_params cp;
 	struct config *cfg;
 	char pin[STATION_MAX_PIN];
+	size_t i;
 	int r;
 
 	memset(st, 0, sizeof(*st));
@@ -128,19 +297,24 @@ station_open(struct station *st, const char *config_path, char *err,
 		goto fail;
 	if ((r = station_read_pin(cfg, pin, sizeof(pin), err, errsz)) != 0)
 		goto fail;
-	memset(&cp, 0, sizeof(cp));
-	cp.issuer_cert = cfg->ca_issuer_cert;
-	cp.module = cfg->ca_module;
-	cp.token_label = cfg->ca_token_label;
-	cp.pin = pin;
-	cp.key_id_hex = cfg->ca_key_id;
-	cp.dev_key_pem = cfg->ca_dev_key_pem[0] ? cfg->ca_dev_key_pem : NULL;
-	cp.validity_days = (unsigned)cfg->validity_days;
-	r = ca_local_new(&st->ca, &cp);
+	for (i = 0; i < sizeof(station_ca_backends) /
+	    sizeof(station_ca_backends[0]); i++)
+		if (strcmp(station_ca_backends[i].name, cfg->ca_backend) == 0)
+			break;
+	if (i == sizeof(station_ca_backends) / sizeof(station_ca_backends[0])) {
+		snprintf(err, errsz, "%s: [ca] backend: unknown '%s'",
+		    cfg->path, cfg->ca_backend);
+		r = KL_ERR_CONFIG;
+		goto fail;
+	}
+	err[0] = '\0';
+	r = station_ca_backends[i].open(st, pin, err, errsz);
 	buf_wipe(pin, sizeof(pin));
 	if (r != 0) {
-		snprintf(err, errsz, "%s: [ca]: cannot open the fleet CA: %s",
-		    cfg->path, kl_strerror(r));
+		if (err[0] == '\0')
+			snprintf(err, errsz, "%s: [ca]: cannot open the fleet "
+			    "CA (backend %s): %s", cfg->path, cfg->ca_backend,
+			    kl_strerror(r));
 		goto fail;
 	}
 	return 0;
