@@ -733,8 +733,11 @@ config_check_ca_backend(const struct config *c, char *err, size_t errsz)
 			continue;
 		set = ((const char *)c + config_ca_rules[i].off)[0] != '\0';
 		if (config_ca_rules[i].rule == CA_NEED && !set) {
-			snprintf(err, errsz, "%s: [ca] %s: required with "
-			    "backend = %s", p, config_ca_rules[i].key, b);
+			/* The local wording predates remote backends. */
+			snprintf(err, errsz, "%s: [ca] %s: required%s%s", p,
+			    config_ca_rules[i].key,
+			    strcmp(b, "local") == 0 ? "" : " with backend = ",
+			    strcmp(b, "local") == 0 ? "" : b);
 			return KL_ERR_CONFIG;
 		}
 		if (config_ca_rules[i].rule == CA_NO && set) {
