@@ -303,8 +303,9 @@ test_bad_keys(void **state)
 		{ "[station]\nid = st-2\n", 2, "[station] id: duplicate key" },
 		{ "[station]\noperator =\noperator = x\n", 3,
 		    "[station] operator: duplicate key" },
-		{ "[ca]\nbackend = cfssl\n", 2,
-		    "[ca] backend: unknown CA backend 'cfssl' (local)" },
+		{ "[ca]\nbackend = vault\n", 2,
+		    "[ca] backend: unknown CA backend 'vault' "
+		    "(local, cfssl, cmp)" },
 		{ "[ca]\nvalidity_days = -1\n", 2,
 		    "[ca] validity_days: out of range 1..36500: '-1'" },
 		{ "[ca]\npin_env = 9PIN\n", 2,
