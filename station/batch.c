@@ -216,12 +216,7 @@ cmd_batch(int argc, char **argv)
 		fprintf(stderr, "keyline batch: %s\n", err);
 		return 2;
 	}
-	memset(&eo, 0, sizeof(eo));
-	eo.cfg = st.cfg;
-	eo.ca = st.ca;
-	eo.audit = st.audit;
-	eo.trust = st.trust;
-	eo.ota = &st.ota;
+	station_engine_opts(&st, &eo);
 	eo.reprovision = reprov;
 	eo.nreprovision = nreprov;
 	eo.on_event = batch_event;
@@ -231,6 +226,7 @@ cmd_batch(int argc, char **argv)
 		    kl_strerror(r));
 		goto out;
 	}
+	station_bind_engine(&st, batch_engine);
 	if (count > st.cfg->nslots) {
 		fprintf(stderr, "keyline batch: --count %ld but %s has %d "
 		    "slot(s)\n", count, config_path, st.cfg->nslots);
@@ -301,6 +297,7 @@ out:
 		struct engine *e = batch_engine;
 
 		batch_engine = NULL;
+		station_bind_engine(&st, NULL);
 		engine_free(e);
 	}
 	station_close(&st);

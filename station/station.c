@@ -16,9 +16,11 @@
 #include "station/ca.h"
 #include "station/certcheck.h"
 #include "station/config.h"
+#include "station/engine.h"
 #include "station/err.h"
 #include "station/fsutil.h"
 #include "station/log.h"
+#include "station/usbjig.h"
 
 #define STATION_MAX_PIN 128
 #define STATION_MAX_SECRET 256
@@ -282,6 +284,9 @@ station_open(struct station *st, const char *config_path, char *err,
 		goto fail;
 	if ((r = ota_load(cfg, &st->ota, err, errsz)) != 0)
 		goto fail;
+	if (usbjig_configured(cfg) &&
+	    (r = usbjig_open(&st->jig, cfg, err, errsz)) != 0)
+		goto fail;
 	if ((r = certcheck_trust_load(&st->trust, cfg->fleet_root,
 	    cfg->ca_intermediates[0] ? cfg->ca_intermediates : NULL)) != 0) {
 		snprintf(err, errsz, "%s: [ca] fleet_root: cannot load %s: %s",
@@ -327,10 +332,31 @@ fail:
 void
 station_close(struct station *st)
 {
+	usbjig_close(st->jig);
 	ca_free(st->ca);
 	audit_close(st->audit);
 	certcheck_trust_free(st->trust);
 	ota_files_free(&st->ota);
 	free(st->cfg);
 	memset(st, 0, sizeof(*st));
+}
+
+void
+station_engine_opts(struct station *st, struct engine_opts *eo)
+{
+	memset(eo, 0, sizeof(*eo));
+	eo->cfg = st->cfg;
+	eo->ca = st->ca;
+	eo->audit = st->audit;
+	eo->trust = st->trust;
+	eo->ota = &st->ota;
+	eo->jig = st->jig != NULL ? usbjig_ops(st->jig) : NULL;
+}
+
+void
+station_bind_engine(struct station *st, struct engine *e)
+{
+	/* Without hotplug support the one-second probe still finds boards. */
+	if (st->jig != NULL)
+		(void)usbjig_set_engine(st->jig, e);
 }

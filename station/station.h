@@ -17,6 +17,9 @@ struct config;
 struct audit;
 struct ca;
 struct certcheck_trust;
+struct engine;
+struct engine_opts;
+struct usbjig;
 
 struct station {
 	struct config *cfg;		/* owned */
@@ -24,6 +27,7 @@ struct station {
 	struct ca *ca;			/* owned */
 	struct certcheck_trust *trust;	/* owned */
 	struct ota_files ota;		/* owned */
+	struct usbjig *jig;		/* owned; NULL without USB slots */
 };
 
 /* 0, or a KL_ERR_* with the reason in err (names file/line/key for config
@@ -31,5 +35,13 @@ struct station {
 int station_open(struct station *st, const char *config_path, char *err,
     size_t errsz);
 void station_close(struct station *st);
+
+/* Fill eo with the station's parts (config, CA, audit, trust anchors, OTA
+ * files, USB jig); every other field zeroed for the caller to set. */
+void station_engine_opts(struct station *st, struct engine_opts *eo);
+
+/* Tell the USB jig's hotplug thread which engine to wake; NULL before the
+ * engine is freed.  A no-op without a USB jig. */
+void station_bind_engine(struct station *st, struct engine *e);
 
 #endif

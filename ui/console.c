@@ -1240,12 +1240,7 @@ cmd_console(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
-	memset(&eo, 0, sizeof(eo));
-	eo.cfg = c->st.cfg;
-	eo.ca = c->st.ca;
-	eo.audit = c->st.audit;
-	eo.trust = c->st.trust;
-	eo.ota = &c->st.ota;
+	station_engine_opts(&c->st, &eo);
 	eo.on_event = NULL;	/* the ring, polled: the UI never runs inside
 				 * the engine's lock */
 	if ((r = engine_new(&c->e, &eo)) != 0) {
@@ -1254,6 +1249,7 @@ cmd_console(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	station_bind_engine(&c->st, c->e);
 	/* The status API beside the screen; bind errors before it starts. */
 	if (c->st.cfg->http_enabled) {
 		struct http_opts ho;
@@ -1319,6 +1315,7 @@ cmd_console(int argc, char **argv)
 out:
 	con_signals_default();
 	http_stop(c->http);
+	station_bind_engine(&c->st, NULL);
 	engine_free(c->e);
 	if (scr != NULL)
 		delscreen(scr);

@@ -78,12 +78,17 @@ board_pin "$b" >"$pinf"
 # the HSM key of board KEY_BOARD; the page the server sends back names the
 # client certificate it accepted.
 mtls() {
-	local kb=$1 port=$((20000 + RANDOM % 30000)) srv rc
-	openssl s_server -accept "127.0.0.1:$port" -cert "$T/srv.pem" \
-	    -key "$T/srv.key" -CAfile "$T/ca/fleet-root.pem" -Verify 2 \
-	    -verify_return_error -naccept 1 -www >"$T/srv.log" 2>&1 &
-	srv=$!
-	sleep 0.5
+	local kb=$1 port srv rc try
+	# A random port may be taken: try another until the server stays up.
+	for try in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 30000))
+		openssl s_server -accept "127.0.0.1:$port" -cert "$T/srv.pem" \
+		    -key "$T/srv.key" -CAfile "$T/ca/fleet-root.pem" -Verify 2 \
+		    -verify_return_error -naccept 1 -www >"$T/srv.log" 2>&1 &
+		srv=$!
+		sleep 0.5
+		kill -0 "$srv" 2>/dev/null && break
+	done
 	set +e
 	(printf 'GET / HTTP/1.0\r\n\r\n'; sleep 1) |
 	    SOFTHSM2_CONF=$kb/softhsm2.conf openssl s_client \
