@@ -33,6 +33,7 @@
 #include "station/frame.h"
 #include "station/link.h"
 #include "station/proto.h"
+#include "tests/unit/testutil.h"
 
 #define CALL_MS 5000		/* per attempt; the agent answers at once */
 #define KEYGEN_MS 60000
@@ -46,18 +47,6 @@ static int etc_x_existed;	/* /etc/x before we started (we may be root) */
 static struct link *lk;
 static struct buf req, resp;
 static char msg[1024];
-
-static int
-sh(const char *fmt, ...)
-{
-	char cmd[8192];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
 
 /* One exchange; req as built by the caller. */
 static int
@@ -200,7 +189,7 @@ assert_no_escape(void)
 static int
 snapshot(const char *out)
 {
-	return sh("find '%s' -path '%s/tokens' -prune -o -path '%s' -prune "
+	return tu_sh("find '%s' -path '%s/tokens' -prune -o -path '%s' -prune "
 	    "-o -printf '%%p %%y %%s %%m %%T@\\n' | sort >'%s/%s'", board,
 	    board, import, dir, out);
 }
@@ -211,7 +200,7 @@ static int
 setup_failed(const char *why)
 {
 	fprintf(stderr, "test_agent setup: %s\n", why);
-	sh("cat '%s/setup.log' '%s/jig.log' >&2 2>/dev/null", dir, dir);
+	tu_sh("cat '%s/setup.log' '%s/jig.log' >&2 2>/dev/null", dir, dir);
 	teardown(NULL);
 	return -1;
 }
@@ -219,25 +208,19 @@ setup_failed(const char *why)
 static int
 setup(void **state)
 {
-	const char *bin = getenv("KEYLINE_BIN");
 	struct link_params lp = { .baud = 0 };
 	char path[512];
 	FILE *f;
 	int ok;
 
 	(void)state;
-	if (getcwd(top, sizeof(top)) == NULL)
-		return -1;
-	snprintf(dir, sizeof(dir), "/tmp/test_agent.XXXXXX");
-	if (mkdtemp(dir) == NULL)
+	if (getcwd(top, sizeof(top)) == NULL ||
+	    tu_tmpdir(dir, sizeof(dir), "test_agent") != 0)
 		return -1;
 	etc_x_existed = exists("/etc/x");
 	buf_init(&req, FRAME_MAX_PAYLOAD);
 	buf_init(&resp, FRAME_MAX_PAYLOAD);
-	/* The san build's jig and agent, as make test builds them. */
-	if (sh("cd '%s' && KEYLINE_BIN='%s' bash -c '. scripts/line.sh && "
-	    "line_setup %s 1 && line_start %s' >%s/setup.log 2>&1", top,
-	    bin != NULL ? bin : "build/san/bin", dir, dir, dir) != 0)
+	if (tu_line_start(top, dir, 1) != 0)
 		return setup_failed("the virtual jig did not start");
 	snprintf(path, sizeof(path), "%s/boards.list", dir);
 	if ((f = fopen(path, "r")) == NULL)
@@ -272,9 +255,7 @@ teardown(void **state)
 	/* Also called by setup_failed(); cmocka may call it again. */
 	if (dir[0] == '\0')
 		return 0;
-	sh("cd '%s' && bash -c '. scripts/line.sh && line_cleanup %s'", top,
-	    dir);
-	sh("rm -rf '%s'", dir);
+	tu_line_cleanup(top, dir);
 	dir[0] = '\0';
 	return 0;
 }
@@ -545,7 +526,7 @@ test_put_file_positive(void **state)
 	/* A symlink planted where client.pem goes, pointing outside: COMMIT
 	 * must replace the link, not write through it. */
 	snprintf(outside, sizeof(outside), "%s/outside-target", dir);
-	assert_int_equal(sh("printf original >'%s'", outside), 0);
+	assert_int_equal(tu_sh("printf original >'%s'", outside), 0);
 	snprintf(path, sizeof(path), "%s/client.pem", import);
 	assert_int_equal(symlink(outside, path), 0);
 
@@ -606,10 +587,10 @@ test_still_alive_tree_unchanged(void **state)
 	assert_alive();
 	assert_no_escape();
 	assert_int_equal(snapshot("tree.after"), 0);
-	if (sh("diff '%s/tree.before' '%s/tree.after' >&2", dir, dir) != 0)
+	if (tu_sh("diff '%s/tree.before' '%s/tree.after' >&2", dir, dir) != 0)
 		fail_msg("the board tree outside the import dir changed");
 	/* The agent never died and was never restarted. */
-	assert_int_not_equal(sh("grep -q 'exited' '%s/jig.log'", dir), 0);
+	assert_int_not_equal(tu_sh("grep -q 'exited' '%s/jig.log'", dir), 0);
 }
 
 int

@@ -8,19 +8,16 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +27,7 @@
 #include "station/certcheck.h"
 #include "station/err.h"
 #include "tests/unit/pki_util.h"
+#include "tests/unit/testutil.h"
 
 #define HMAC_KEY_HEX "00112233445566778899aabbccddeeff0123456789abcdef"
 
@@ -48,84 +46,6 @@ struct fx {
 enum { P_CA, P_CAKEY, P_CONF, P_TLSCERT, P_TLSKEY, P_OTHER, P_LOG, P_TLSLOG };
 
 static struct fx *G;
-
-static int
-free_port(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
-static int
-port_open(int port)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = htons((uint16_t)port);
-	ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
-static pid_t
-spawn(char *const argv[], const char *log, int port)
-{
-	pid_t pid = fork();
-	int fd, i;
-
-	if (pid == 0) {
-		fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	for (i = 0; pid > 0 && i < 200; i++) {
-		if (port_open(port))
-			return pid;
-		usleep(50 * 1000);
-	}
-	if (pid > 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-	}
-	return -1;
-}
-
-static void
-stop(pid_t pid)
-{
-	if (pid > 0) {
-		kill(pid, SIGTERM);
-		waitpid(pid, NULL, 0);
-	}
-}
-
-static int
-sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
 
 static int
 write_file(const char *path, const char *text)
@@ -151,13 +71,12 @@ setup_all(void **state)
 
 	if (f == NULL)
 		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_ca_cfssl.XXXXXX");
-	if (mkdtemp(f->dir) == NULL)
+	if (tu_tmpdir(f->dir, sizeof(f->dir), "test_ca_cfssl") != 0)
 		return -1;
 	for (i = 0; i < 8; i++)
 		snprintf(f->path[i], sizeof(f->path[i]), "%s/%s", f->dir,
 		    names[i]);
-	if (sh("cd %s && echo '{\"CN\":\"Test Fleet Root\",\"key\":"
+	if (tu_sh("cd %s && echo '{\"CN\":\"Test Fleet Root\",\"key\":"
 	    "{\"algo\":\"ecdsa\",\"size\":256}}' >csr.json && "
 	    "cfssl gencert -initca csr.json 2>/dev/null | cfssljson -bare ca",
 	    f->dir) != 0)
@@ -192,17 +111,17 @@ setup_all(void **state)
 	EVP_PKEY_free(tk);
 	EVP_PKEY_free(ok);
 
-	f->port = free_port();
+	f->port = tu_free_port();
 	snprintf(port, sizeof(port), "%d", f->port);
 	{
 		char *argv[] = { "cfssl", "serve", "-address", "127.0.0.1",
 		    "-port", port, "-ca", f->path[P_CA], "-ca-key",
 		    f->path[P_CAKEY], "-config", f->path[P_CONF], NULL };
 
-		if ((f->srv = spawn(argv, f->path[P_LOG], f->port)) < 0)
+		if ((f->srv = tu_spawn(argv, f->path[P_LOG], f->port)) < 0)
 			return -1;
 	}
-	f->tls_port = free_port();
+	f->tls_port = tu_free_port();
 	snprintf(tport, sizeof(tport), "%d", f->tls_port);
 	{
 		char *argv[] = { "cfssl", "serve", "-address", "127.0.0.1",
@@ -211,7 +130,7 @@ setup_all(void **state)
 		    "-tls-cert", f->path[P_TLSCERT], "-tls-key",
 		    f->path[P_TLSKEY], NULL };
 
-		if ((f->tls_srv = spawn(argv, f->path[P_TLSLOG],
+		if ((f->tls_srv = tu_spawn(argv, f->path[P_TLSLOG],
 		    f->tls_port)) < 0)
 			return -1;
 	}
@@ -231,12 +150,12 @@ teardown_all(void **state)
 {
 	struct fx *f = *state;
 
-	stop(f->srv);
-	stop(f->tls_srv);
+	tu_stop(f->srv);
+	tu_stop(f->tls_srv);
 	certcheck_trust_free(f->trust);
 	OPENSSL_free(f->csr);
 	EVP_PKEY_free(f->board);
-	sh("rm -rf %s", f->dir);
+	tu_sh("rm -rf %s", f->dir);
 	free(f);
 	return 0;
 }
@@ -394,7 +313,7 @@ test_down_is_transient(void **state)
 	time_t t0;
 	int r;
 
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d", free_port());
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", tu_free_port());
 	assert_non_null(ca = mk(url, f->key, sizeof(f->key), NULL, NULL,
 	    1000));
 	t0 = time(NULL);

@@ -7,20 +7,14 @@
  * certConf and never return.  MAC and signature protection; a server
  * that is down is transient, a rejection or a wrong MAC is final.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +24,7 @@
 #include "station/certcheck.h"
 #include "station/err.h"
 #include "tests/unit/pki_util.h"
+#include "tests/unit/testutil.h"
 
 #define SECRET "cmp-test-secret-0123"
 #define REF "keyline-station"
@@ -48,85 +43,6 @@ struct fx {
 };
 
 static int
-free_port(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
-static int
-port_open(int port)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = htons((uint16_t)port);
-	ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
-static pid_t
-spawn(char *const argv[], const char *log, int port)
-{
-	pid_t pid = fork();
-	int fd, i;
-
-	if (pid == 0) {
-		fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	for (i = 0; pid > 0 && i < 200; i++) {
-		if (port_open(port))
-			return pid;
-		usleep(50 * 1000);
-	}
-	if (pid > 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-	}
-	return -1;
-}
-
-static void
-stop(pid_t pid)
-{
-	if (pid > 0) {
-		kill(pid, SIGTERM);
-		waitpid(pid, NULL, 0);
-	}
-}
-
-static int
-sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
-
-
-static int
 setup_all(void **state)
 {
 	static const char *names[P_N] = { "root.pem", "good.pem", "other.pem",
@@ -143,8 +59,7 @@ setup_all(void **state)
 
 	if (f == NULL)
 		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_ca_cmp.XXXXXX");
-	if (mkdtemp(f->dir) == NULL)
+	if (tu_tmpdir(f->dir, sizeof(f->dir), "test_ca_cmp") != 0)
 		return -1;
 	for (i = 0; i < (size_t)P_N; i++)
 		snprintf(f->path[i], sizeof(f->path[i]), "%s/%s", f->dir,
@@ -219,7 +134,7 @@ teardown_all(void **state)
 	certcheck_trust_free(f->trust);
 	OPENSSL_free(f->csr);
 	EVP_PKEY_free(f->board);
-	sh("rm -rf %s", f->dir);
+	tu_sh("rm -rf %s", f->dir);
 	free(f);
 	return 0;
 }
@@ -240,7 +155,7 @@ mock_srv(struct fx *f, int port, const char *rsp_cert, int sig,
 
 	snprintf(p, sizeof(p), "%d", port);
 	snprintf(secret, sizeof(secret), "pass:%s", SECRET);
-	return spawn(sig ? sig_argv : mac_argv, f->path[P_LOG], port);
+	return tu_spawn(sig ? sig_argv : mac_argv, f->path[P_LOG], port);
 }
 
 static struct ca *
@@ -296,7 +211,7 @@ static void
 test_mac_issue(void **state)
 {
 	struct fx *f = *state;
-	int port = free_port();
+	int port = tu_free_port();
 	pid_t pid = mock_srv(f, port, f->path[P_GOOD], 0, NULL);
 	struct ca *ca;
 	uint8_t *der;
@@ -309,14 +224,14 @@ test_mac_issue(void **state)
 	check_cert(f, der, len);
 	OPENSSL_free(der);
 	ca_free(ca);
-	stop(pid);
+	tu_stop(pid);
 }
 
 static void
 test_wrong_key_rejected(void **state)
 {
 	struct fx *f = *state;
-	int port = free_port();
+	int port = tu_free_port();
 	pid_t pid = mock_srv(f, port, f->path[P_OTHER], 0, NULL);
 	struct ca *ca;
 	uint8_t *der;
@@ -332,14 +247,14 @@ test_wrong_key_rejected(void **state)
 	assert_non_null(strstr(err, "public key"));
 	assert_non_null(strstr(err, "serial 1092"));	/* 4242 */
 	ca_free(ca);
-	stop(pid);
+	tu_stop(pid);
 }
 
 static void
 test_wrong_secret_final(void **state)
 {
 	struct fx *f = *state;
-	int port = free_port();
+	int port = tu_free_port();
 	pid_t pid = mock_srv(f, port, f->path[P_GOOD], 0, NULL);
 	struct ca *ca;
 	uint8_t *der;
@@ -353,14 +268,14 @@ test_wrong_secret_final(void **state)
 	assert_int_equal(r, KL_ERR_CA);
 	assert_null(der);
 	ca_free(ca);
-	stop(pid);
+	tu_stop(pid);
 }
 
 static void
 test_rejection_final(void **state)
 {
 	struct fx *f = *state;
-	int port = free_port();
+	int port = tu_free_port();
 	pid_t pid = mock_srv(f, port, f->path[P_GOOD], 0, "-send_error");
 	struct ca *ca;
 	uint8_t *der;
@@ -373,7 +288,7 @@ test_rejection_final(void **state)
 	    KL_ERR_CA);
 	assert_null(der);
 	ca_free(ca);
-	stop(pid);
+	tu_stop(pid);
 }
 
 static void
@@ -386,7 +301,7 @@ test_down_transient(void **state)
 	char err[256];
 	time_t t0 = time(NULL);
 
-	assert_non_null(ca = mk_mac(f, free_port(), SECRET));
+	assert_non_null(ca = mk_mac(f, tu_free_port(), SECRET));
 	assert_true(ca_is_transient(issue(f, ca, &der, &len, err,
 	    sizeof(err))));
 	assert_true(time(NULL) - t0 <= 6);
@@ -397,7 +312,7 @@ static void
 test_signature_issue(void **state)
 {
 	struct fx *f = *state;
-	int port = free_port();
+	int port = tu_free_port();
 	pid_t pid = mock_srv(f, port, f->path[P_GOOD], 1, NULL);
 	char url[128], err[256];
 	struct ca_cmp_params p = {
@@ -424,7 +339,7 @@ test_signature_issue(void **state)
 	    KL_ERR_CA);
 	assert_null(der);
 	ca_free(ca);
-	stop(pid);
+	tu_stop(pid);
 }
 
 static void

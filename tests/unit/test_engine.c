@@ -10,7 +10,6 @@
  * issued, refused, and never written.
  */
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +30,7 @@
 #include "station/engine.h"
 #include "station/err.h"
 #include "station/station.h"
+#include "tests/unit/testutil.h"
 
 static char dir[256];
 static char top[4096];
@@ -119,41 +119,20 @@ on_event(void *arg, const struct engine_event *ev)
 }
 
 static int
-sh(const char *fmt, ...)
-{
-	char cmd[8192];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
-
-static int
 setup(void **state)
 {
-	const char *bin = getenv("KEYLINE_BIN");
-
 	(void)state;
-	if (getcwd(top, sizeof(top)) == NULL)
+	if (getcwd(top, sizeof(top)) == NULL ||
+	    tu_tmpdir(dir, sizeof(dir), "test_engine") != 0)
 		return -1;
-	snprintf(dir, sizeof(dir), "/tmp/test_engine.XXXXXX");
-	if (mkdtemp(dir) == NULL)
-		return -1;
-	/* The san build's jig and agent, as make test builds them. */
-	return sh("cd '%s' && KEYLINE_BIN='%s' bash -c '. scripts/line.sh && "
-	    "line_setup %s 3 && line_start %s' >%s/setup.log 2>&1", top,
-	    bin != NULL ? bin : "build/san/bin", dir, dir, dir) == 0 ? 0 : -1;
+	return tu_line_start(top, dir, 3);
 }
 
 static int
 teardown(void **state)
 {
 	(void)state;
-	sh("cd '%s' && bash -c '. scripts/line.sh && line_cleanup %s'", top,
-	    dir);
-	sh("rm -rf '%s'", dir);
+	tu_line_cleanup(top, dir);
 	return 0;
 }
 
@@ -243,9 +222,9 @@ test_wrong_certificates_refused(void **state)
 	station_close(&st);
 
 	/* Both bad certificates were recorded as issued, then refused. */
-	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	assert_int_equal(tu_sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
 	    "FROM events WHERE step='issued'\")\" = 3", dir), 0);
-	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	assert_int_equal(tu_sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
 	    "FROM events WHERE step='validate' AND outcome='refused'\")\" = 2",
 	    dir), 0);
 }
@@ -368,10 +347,10 @@ test_ca_outage_waits_then_completes(void **state)
 	assert_int_equal(w.waiting, w.resumed);
 	assert_true(o.calls >= 9);
 	/* The waits are in the audit log, and one certificate per board. */
-	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	assert_int_equal(tu_sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
 	    "FROM events WHERE step='ca' AND outcome='waiting'\")\" -ge 1",
 	    dir), 0);
-	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	assert_int_equal(tu_sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
 	    "FROM events WHERE step='issued' AND error LIKE 'CA answered%%'\")\""
 	    " -ge 1", dir), 0);
 }
@@ -386,17 +365,17 @@ test_ca_outage_deadline_fails_cleanly(void **state)
 
 	(void)state;
 	/* Boards left as they were by the previous runs: remember them. */
-	assert_int_equal(sh("cd %s && sqlite3 audit.db \"SELECT count(*) FROM "
+	assert_int_equal(tu_sh("cd %s && sqlite3 audit.db \"SELECT count(*) FROM "
 	    "events WHERE step='issued'\" >issued.before", dir), 0);
 	run_outage(&o, 1, &w);
 	assert_int_equal(w.passed, 0);
 	assert_int_equal(w.failed, 3);
 	assert_int_equal(w.unavailable, 3);
 	/* No certificate was issued, so none is recorded. */
-	assert_int_equal(sh("cd %s && test \"$(sqlite3 audit.db \"SELECT "
+	assert_int_equal(tu_sh("cd %s && test \"$(sqlite3 audit.db \"SELECT "
 	    "count(*) FROM events WHERE step='issued'\")\" = \"$(cat "
 	    "issued.before)\"", dir), 0);
-	assert_int_equal(sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	assert_int_equal(tu_sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
 	    "FROM events WHERE step='ca' AND outcome='failed' AND error LIKE "
 	    "'CA unreachable for 1 s%%'\")\" = 3", dir), 0);
 	(void)path;
