@@ -112,7 +112,7 @@ T_test_ota = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
 	station/ota.c
 T_test_engine = $(LIB_SRC)
 T_test_agent = $(COMMON_SRC) station/link.c
-T_test_ca_cfssl = $(BASE_SRC) station/certcheck.c station/ca.c \
+T_test_ca_cfssl = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 	station/ca_cfssl.c
 T_test_ca_cmp = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 	station/ca_cmp.c

@@ -1,6 +1,7 @@
 /*
  * ca.c: the CA seen by the engine (see ca.h): argument checks and dispatch
- * to the backend's ops table.
+ * to the backend's ops table, and the token key lookup the backends that
+ * sign in the station token share.
  *
  * Thread safety is the backend's job (ca_local holds a mutex around the
  * token), so this layer stays lock-free and a slow remote backend can serve
@@ -13,8 +14,11 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
+#include "hsm/hsm.h"
 #include "station/err.h"
+#include "station/log.h"
 
 /* A PKCS#10 for an RSA-3072 key with a few attributes is ~1.5 KB. */
 #define CA_MAX_CSR (16 * 1024)
@@ -62,6 +66,41 @@ ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
 	*cert_der = der;
 	*cert_len = len;
 	return 0;
+}
+
+int
+ca_token_key(const char *what, const char *module, const char *token_label,
+    const char *pin, const char *key_id_hex, struct hsm **hsm, EVP_PKEY **key)
+{
+	uint8_t id[64];
+	size_t id_len = 0;
+	struct hsm *h = NULL;
+	EVP_PKEY *k = NULL;
+	int r = KL_ERR_INTERNAL;
+
+	if (what == NULL || module == NULL || pin == NULL ||
+	    key_id_hex == NULL || hsm == NULL || key == NULL)
+		return KL_ERR_INVALID;
+	if (hsm_id_from_hex(key_id_hex, id, sizeof(id), &id_len) != 0) {
+		log_error("%s: key_id '%s' is not hex", what, key_id_hex);
+		return KL_ERR_CONFIG;
+	}
+	if ((r = hsm_open(&h, module, token_label, pin)) != 0)
+		goto out;
+	if ((r = hsm_get_private_key(h, id, id_len, &k)) != 0) {
+		log_error("%s: no key with id %s in the station token", what,
+		    key_id_hex);
+		goto out;
+	}
+	*hsm = h;
+	*key = k;
+	h = NULL;
+	k = NULL;
+	r = 0;
+out:
+	EVP_PKEY_free(k);	/* before its token session */
+	hsm_close(h);
+	return r;
 }
 
 int

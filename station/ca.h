@@ -18,6 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/types.h>
+
+struct hsm;
+
 struct ca_request {
 	const uint8_t *csr_der;	/* borrowed: the board's PKCS#10 */
 	size_t csr_len;
@@ -126,6 +130,20 @@ struct ca_cmp_params {
 };
 
 int ca_cmp_new(struct ca **out, const struct ca_cmp_params *p);
+
+/*
+ * For backends that sign with a key in the station token: open the token
+ * (hsm_open) and fetch the private key whose CKA_ID is key_id_hex.  what
+ * prefixes the log lines ("ca", "cmp").  module, key_id_hex and pin must
+ * be set (backends check them first, with their own words).  pin is
+ * borrowed for the call and not kept.  0 and *hsm and *key, both owned by
+ * the caller, who frees key (EVP_PKEY_free) before hsm (hsm_close); or
+ * KL_ERR_CONFIG (key_id not hex), hsm_open()'s and hsm_get_private_key()'s
+ * errors, with nothing left open and the outputs untouched.
+ */
+int ca_token_key(const char *what, const char *module,
+    const char *token_label, const char *pin, const char *key_id_hex,
+    struct hsm **hsm, EVP_PKEY **key);
 
 int ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz);

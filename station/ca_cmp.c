@@ -381,10 +381,7 @@ cmp_no_pass(char *buf, int size, int rwflag, void *u)
 static int
 cmp_load_key(struct ca_cmp *c, const struct ca_cmp_params *p)
 {
-	uint8_t id[64];
-	size_t id_len = 0;
 	BIO *in;
-	int r;
 
 	if (p->client_key_pem != NULL && p->client_key_pem[0] != '\0') {
 		log_warn("cmp: the station's CMP key is a file on disk (%s): "
@@ -408,18 +405,8 @@ cmp_load_key(struct ca_cmp *c, const struct ca_cmp_params *p)
 		    "module, key_id and a PIN");
 		return KL_ERR_CONFIG;
 	}
-	if (hsm_id_from_hex(p->key_id_hex, id, sizeof(id), &id_len) != 0) {
-		log_error("cmp: key_id '%s' is not hex", p->key_id_hex);
-		return KL_ERR_CONFIG;
-	}
-	if ((r = hsm_open(&c->hsm, p->module, p->token_label, p->pin)) != 0)
-		return r;
-	if ((r = hsm_get_private_key(c->hsm, id, id_len, &c->key)) != 0) {
-		log_error("cmp: no key with id %s in the station token",
-		    p->key_id_hex);
-		return r;
-	}
-	return 0;
+	return ca_token_key("cmp", p->module, p->token_label, p->pin,
+	    p->key_id_hex, &c->hsm, &c->key);
 }
 
 static int

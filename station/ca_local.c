@@ -165,15 +165,12 @@ ca_local_load_token_key(struct ca_local *c, const struct ca_local_params *p)
 		log_error("ca: a token CA needs module, key_id and a PIN");
 		return KL_ERR_CONFIG;
 	}
+	if ((r = ca_token_key("ca", p->module, p->token_label, p->pin,
+	    p->key_id_hex, &c->hsm, &c->key)) != 0)
+		return r;
+	/* ca_token_key() parsed the same hex: this cannot fail. */
 	if (hsm_id_from_hex(p->key_id_hex, id, sizeof(id), &id_len) != 0) {
-		log_error("ca: key_id '%s' is not hex", p->key_id_hex);
-		return KL_ERR_CONFIG;
-	}
-	if ((r = hsm_open(&c->hsm, p->module, p->token_label, p->pin)) != 0)
-		goto out;
-	if ((r = hsm_get_private_key(c->hsm, id, id_len, &c->key)) != 0) {
-		log_error("ca: no CA key with id %s in the token",
-		    p->key_id_hex);
+		r = KL_ERR_INTERNAL;
 		goto out;
 	}
 	/* The token's public key object must be the issuer certificate's
