@@ -173,6 +173,26 @@ audit_unlock(struct audit *a)
 	(void)pthread_mutex_unlock(&a->lock);
 }
 
+/* A statement whose ?1 is a device ID; what names the query in the log.
+ * *st (sqlite3_finalize) only on success. */
+static int
+audit_prepare_device(struct audit *a, const char *sql, const char *what,
+    const char *device_id, sqlite3_stmt **st)
+{
+	sqlite3_stmt *s = NULL;
+	int rc;
+
+	if ((rc = sqlite3_prepare_v2(a->db, sql, -1, &s, NULL)) != SQLITE_OK)
+		return audit_dberr(a->db, what, rc);
+	if ((rc = sqlite3_bind_text(s, 1, device_id, -1, SQLITE_STATIC)) !=
+	    SQLITE_OK) {
+		sqlite3_finalize(s);
+		return audit_dberr(a->db, "bind", rc);
+	}
+	*st = s;
+	return 0;
+}
+
 /* ---- canonical encoding and hash (docs/audit.md, "Row hash") */
 
 static int
@@ -643,20 +663,12 @@ audit_find_provisioned(struct audit *a, const char *device_id, int *found,
 	if ((r = audit_lock(a)) != 0)
 		return r;
 	locked = 1;
-	rc = sqlite3_prepare_v2(a->db,
+	if ((r = audit_prepare_device(a,
 	    "SELECT cert_serial FROM events WHERE device_id = ?1"
 	    " AND ((step = 'done' AND outcome = 'passed')"
 	    " OR (step = 'write' AND outcome = 'ok'))"
-	    " ORDER BY id DESC LIMIT 1", -1, &st, NULL);
-	if (rc != SQLITE_OK) {
-		r = audit_dberr(a->db, "prepare find", rc);
+	    " ORDER BY id DESC LIMIT 1", "prepare find", device_id, &st)) != 0)
 		goto out;
-	}
-	if ((rc = sqlite3_bind_text(st, 1, device_id, -1,
-	    SQLITE_STATIC)) != SQLITE_OK) {
-		r = audit_dberr(a->db, "bind", rc);
-		goto out;
-	}
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		hit = 1;
@@ -819,7 +831,7 @@ audit_device_record(struct audit *a, const char *device_id,
 	 * identify row naming the device; rows of other slots that carry the
 	 * same ID meanwhile (a duplicate being refused) are not its rows.
 	 */
-	rc = sqlite3_prepare_v2(a->db,
+	if ((r = audit_prepare_device(a,
 	    "WITH start(sid, sslot) AS (SELECT id, slot FROM events"
 	    "  WHERE device_id = ?1 AND step = 'identify'"
 	    "  ORDER BY id DESC LIMIT 1),"
@@ -827,16 +839,8 @@ audit_device_record(struct audit *a, const char *device_id,
 	    "  WHERE device_id = ?1 AND step = 'identify')"
 	    " SELECT " AUDIT_COLS_SQL ", attempts FROM events, start, n"
 	    " WHERE device_id = ?1 AND id >= sid AND slot = sslot"
-	    " ORDER BY id", -1, &st, NULL);
-	if (rc != SQLITE_OK) {
-		r = audit_dberr(a->db, "prepare device record", rc);
+	    " ORDER BY id", "prepare device record", device_id, &st)) != 0)
 		goto out;
-	}
-	if ((rc = sqlite3_bind_text(st, 1, device_id, -1,
-	    SQLITE_STATIC)) != SQLITE_OK) {
-		r = audit_dberr(a->db, "bind", rc);
-		goto out;
-	}
 	snprintf(d->outcome, sizeof(d->outcome), "in_progress");
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
