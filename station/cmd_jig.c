@@ -81,6 +81,21 @@ cmd_jig_str_or_null(const char *s)
 	return s[0] != '\0' ? json_string(s) : json_null();
 }
 
+/* A slot wired to a USB port ([slots] usb:) with no device found on it. */
+static int
+cmd_jig_slot_empty(const struct config_slot *cs, const struct usbjig_dev *d,
+    int n)
+{
+	int i;
+
+	if (cs->usb_port[0] == '\0')
+		return 0;
+	for (i = 0; i < n; i++)
+		if (d[i].slot == cs->number)
+			return 0;
+	return 1;
+}
+
 static int
 cmd_jig_print_json(const struct config *cfg, const struct usbjig_dev *d,
     int n)
@@ -110,12 +125,7 @@ cmd_jig_print_json(const struct config *cfg, const struct usbjig_dev *d,
 	for (k = 0; k < cfg->nslots; k++) {
 		const struct config_slot *cs = &cfg->slots[k];
 
-		if (cs->usb_port[0] == '\0')
-			continue;
-		for (i = 0; i < n; i++)
-			if (d[i].slot == cs->number)
-				break;
-		if (i < n)
+		if (!cmd_jig_slot_empty(cs, d, n))
 			continue;
 		if (json_array_append_new(empty, json_pack("{s:i, s:s}",
 		    "slot", cs->number, "port", cs->usb_port)) != 0)
@@ -162,12 +172,7 @@ cmd_jig_print_table(const struct config *cfg, const struct usbjig_dev *d,
 	for (k = 0; k < cfg->nslots; k++) {
 		const struct config_slot *cs = &cfg->slots[k];
 
-		if (cs->usb_port[0] == '\0')
-			continue;
-		for (i = 0; i < n; i++)
-			if (d[i].slot == cs->number)
-				break;
-		if (i == n)
+		if (cmd_jig_slot_empty(cs, d, n))
 			printf("%-5d %-16s (empty)\n", cs->number,
 			    cs->usb_port);
 	}
