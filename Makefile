@@ -34,7 +34,7 @@ STATION_SRC = station/config.c station/devid.c station/certcheck.c \
 	station/engine.c station/station.c station/batch.c \
 	station/cmd_audit.c ui/console.c ui/http.c
 # Real USB jigs (docs/usb-jig.md).
-STATION_SRC += station/usbjig.c station/cmd_jig.c
+STATION_SRC += station/usbjig.c station/vjig.c station/cmd_jig.c
 KEYLINE_MAIN = station/main.c
 AGENT_SRC = fixtures/agent/agent.c
 JIG_SRC = fixtures/jig/jig.c

@@ -58,6 +58,12 @@ validity_days = 3650
 root_crt = ca/gateway-root.pem
 gateway_url = https://gateway.ota.example.com:8443
 
+[jig]
+# keyline-jig switches a slot's power through its control socket
+power = virtual-jig
+control = jig.sock
+power_off_ms = 300
+
 [slots]
 CONF
 		for ((i = 1; i <= n; i++)); do

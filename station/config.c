@@ -38,7 +38,7 @@ enum config_type {
 	CT_ADDR,	/* numeric IPv4 or IPv6 address */
 	CT_CAURL,	/* http:// or https:// URL of a remote CA */
 	CT_USB_IDS,	/* VID:PID, VID:PID ... (struct config_usb_ids) */
-	CT_POWER,	/* none | usb-hub */
+	CT_POWER,	/* none | usb-hub | virtual-jig */
 };
 
 struct config_key {
@@ -118,6 +118,8 @@ static const struct config_key config_keys[] = {
 	{ "jig", "usb_ids", CT_USB_IDS, CF(jig_usb_ids), 0, 0 },
 	{ "jig", "power", CT_POWER, CF(jig_power), 0, 0 },
 	{ "jig", "power_off_ms", CT_INT, CF(jig_power_off_ms), 100, 60000 },
+	{ "jig", "control", CT_PATH, CF(jig_control), 0, 0 },
+	{ "jig", "power_retry", CT_BOOL, CF(jig_power_retry), 0, 0 },
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -133,7 +135,7 @@ static const char *const config_key_types[] = {
 
 /* [jig] power, in enum config_jig_power order. */
 static const char *const config_powers[] = {
-	"none", "usb-hub",
+	"none", "usb-hub", "virtual-jig",
 };
 
 static const char *const config_backends[] = {
@@ -552,7 +554,7 @@ config_set(struct config_parse *cp, const struct config_key *k,
 					break;
 			if (i == NELEM(config_powers)) {
 				snprintf(why, whysz, "unknown power control "
-				    "'%s' (none, usb-hub)", v);
+				    "'%s' (none, usb-hub, virtual-jig)", v);
 				return KL_ERR_CONFIG;
 			}
 			*(int *)(void *)field = (int)i;
@@ -676,6 +678,7 @@ config_defaults(struct config *c)
 	c->http_max_connections = 16;
 	c->jig_power = CONFIG_POWER_NONE;
 	c->jig_power_off_ms = 2000;
+	c->jig_power_retry = 1;
 }
 
 /*
@@ -915,6 +918,14 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 			    c->slots[i].number);
 			return KL_ERR_CONFIG;
 		}
+	}
+	if ((c->jig_power == CONFIG_POWER_VIRTUAL_JIG) !=
+	    (c->jig_control[0] != '\0')) {
+		snprintf(err, errsz, "%s: [jig] %s", p,
+		    c->jig_control[0] == '\0' ?
+		    "control: required with power = virtual-jig" :
+		    "control: only with power = virtual-jig");
+		return KL_ERR_CONFIG;
 	}
 	if (c->uptane_key && strcmp(c->uptane_key_id, c->tls_key_id) == 0) {
 		snprintf(err, errsz, "%s: [keys] uptane_key_id: same ID as "

@@ -43,6 +43,8 @@ struct config_usb_ids {
 enum config_jig_power {
 	CONFIG_POWER_NONE = 0,		/* power = none */
 	CONFIG_POWER_USB_HUB,		/* power = usb-hub */
+	CONFIG_POWER_VIRTUAL_JIG,	/* power = virtual-jig (keyline-jig's
+					 * control socket) */
 };
 
 struct config {
@@ -134,6 +136,13 @@ struct config {
 	int jig_power_off_ms;			/* power_off_ms, default 2000:
 						 * how long a slot stays off
 						 * in a power cycle */
+	char jig_control[PATH_MAX];		/* control: keyline-jig's socket,
+						 * with power = virtual-jig */
+	int jig_power_retry;			/* power_retry: bool, default
+						 * yes: a board that stops
+						 * answering before the CA
+						 * step is power-cycled and
+						 * tried once more */
 
 	/* [slots]  N = device, or N = usb:PORT-PATH */
 	struct config_slot slots[CONFIG_MAX_SLOTS];

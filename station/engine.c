@@ -1158,26 +1158,78 @@ static const struct {
 /* One board, start to end, in slot s.  The caller has marked the slot
  * working and counted it in flight. */
 static void
-slot_provision(struct engine_slot *s)
+board_init(struct board *b, struct engine_slot *s, int64_t t0)
 {
-	struct board b;
+	memset(b, 0, sizeof(*b));
+	b->e = s->e;
+	b->slot = s;
+	b->t0 = t0;
+	buf_init(&b->req, FRAME_MAX_PAYLOAD);
+	buf_init(&b->resp, FRAME_MAX_PAYLOAD);
+}
+
+static int
+board_run_steps(struct board *b)
+{
 	size_t i;
 	int r = 0;
 
-	memset(&b, 0, sizeof(b));
-	b.e = s->e;
-	b.slot = s;
-	b.t0 = now_ms();
-	buf_init(&b.req, FRAME_MAX_PAYLOAD);
-	buf_init(&b.resp, FRAME_MAX_PAYLOAD);
 	for (i = 0; i < sizeof(board_steps) / sizeof(board_steps[0]); i++) {
-		if (board_steps[i].cancellable && (r = board_cancelled(&b)))
+		if (board_steps[i].cancellable && (r = board_cancelled(b)))
 			break;
-		if (!board_steps[i].cancellable && b.link != NULL)
-			link_set_cancel(b.link, NULL);
-		board_set_step(&b, board_steps[i].step);
-		if ((r = board_steps[i].fn(&b)) != 0)
+		if (!board_steps[i].cancellable && b->link != NULL)
+			link_set_cancel(b->link, NULL);
+		board_set_step(b, board_steps[i].step);
+		if ((r = board_steps[i].fn(b)) != 0)
 			break;
+	}
+	return r;
+}
+
+/*
+ * A board that stopped answering before any certificate was asked for
+ * (a hung boot, a wedged agent) is worth one power cycle and a fresh try,
+ * where the jig can switch the slot's power and [jig] power_retry allows.
+ * Later failures are not retried: a certificate may exist by then.
+ */
+static int
+board_power_retry(struct board *b, int r)
+{
+	const struct engine_jig_ops *jig = b->e->o.jig;
+	char msg[700];
+	int pr;
+
+	if (jig == NULL || jig->power_cycle == NULL ||
+	    !b->e->o.cfg->jig_power_retry || b->step >= STEP_CA ||
+	    (r != KL_ERR_TIMEOUT && r != KL_ERR_CLOSED) || b->e->cancel)
+		return 0;
+	snprintf(msg, sizeof(msg), "board stopped answering at %s (%s); "
+	    "power-cycling the slot and trying once more",
+	    engine_step_name(b->step), b->why);
+	board_emit(b, EV_INFO, 0, msg);
+	if (board_audit(b, "power", "info", msg) != 0)
+		return 0;
+	if ((pr = jig->power_cycle(jig->ctx, b->slot->cs->number)) != 0) {
+		log_warn("slot %d: power cycle failed: %s",
+		    b->slot->cs->number, kl_strerror(pr));
+		return 0;
+	}
+	return 1;
+}
+
+static void
+slot_provision(struct engine_slot *s)
+{
+	struct board b;
+	int64_t t0 = now_ms();
+	int r, tries = 0;
+
+	board_init(&b, s, t0);
+	while ((r = board_run_steps(&b)) != 0 && tries++ == 0 &&
+	    board_power_retry(&b, r)) {
+		/* A fresh start on the same board after its power cycle. */
+		board_cleanup(&b);
+		board_init(&b, s, t0);
 	}
 	if (r == 0)
 		board_set_step(&b, STEP_DONE);

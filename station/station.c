@@ -21,6 +21,7 @@
 #include "station/fsutil.h"
 #include "station/log.h"
 #include "station/usbjig.h"
+#include "station/vjig.h"
 
 #define STATION_MAX_PIN 128
 #define STATION_MAX_SECRET 256
@@ -287,6 +288,9 @@ station_open(struct station *st, const char *config_path, char *err,
 	if (usbjig_configured(cfg) &&
 	    (r = usbjig_open(&st->jig, cfg, err, errsz)) != 0)
 		goto fail;
+	if (cfg->jig_power == CONFIG_POWER_VIRTUAL_JIG &&
+	    (r = vjig_open(&st->vjig, cfg)) != 0)
+		goto fail;
 	if ((r = certcheck_trust_load(&st->trust, cfg->fleet_root,
 	    cfg->ca_intermediates[0] ? cfg->ca_intermediates : NULL)) != 0) {
 		snprintf(err, errsz, "%s: [ca] fleet_root: cannot load %s: %s",
@@ -333,6 +337,7 @@ void
 station_close(struct station *st)
 {
 	usbjig_close(st->jig);
+	vjig_close(st->vjig);
 	ca_free(st->ca);
 	audit_close(st->audit);
 	certcheck_trust_free(st->trust);
@@ -350,7 +355,8 @@ station_engine_opts(struct station *st, struct engine_opts *eo)
 	eo->audit = st->audit;
 	eo->trust = st->trust;
 	eo->ota = &st->ota;
-	eo->jig = st->jig != NULL ? usbjig_ops(st->jig) : NULL;
+	eo->jig = st->jig != NULL ? usbjig_ops(st->jig) :
+	    st->vjig != NULL ? vjig_ops(st->vjig) : NULL;
 }
 
 void

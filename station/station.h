@@ -20,6 +20,7 @@ struct certcheck_trust;
 struct engine;
 struct engine_opts;
 struct usbjig;
+struct vjig;
 
 struct station {
 	struct config *cfg;		/* owned */
@@ -28,6 +29,7 @@ struct station {
 	struct certcheck_trust *trust;	/* owned */
 	struct ota_files ota;		/* owned */
 	struct usbjig *jig;		/* owned; NULL without USB slots */
+	struct vjig *vjig;		/* owned; power = virtual-jig */
 };
 
 /* 0, or a KL_ERR_* with the reason in err (names file/line/key for config

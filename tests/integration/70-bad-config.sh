@@ -47,6 +47,12 @@ cat "$T/ca/fleet-root.pem" >>"$T/ca/bundle.pem"
 sed -i 's|^fleet_root = .*|&\nintermediates = ca/bundle.pem|' "$T/station.conf"
 expect_error "only certificates may go to boards"
 
+# Virtual-jig power needs the jig's control socket, and only it.
+sed -i '/^control = /d' "$T/station.conf"
+expect_error "[jig] control: required with power = virtual-jig"
+sed -i 's/^power = virtual-jig/power = none/' "$T/station.conf"
+expect_error "[jig] control: only with power = virtual-jig"
+
 # More boards asked for than the jig has slots.
 set +e
 "$KL" batch --config "$T/station.conf" --count 2 >"$T/out" 2>"$T/err"

@@ -5,7 +5,7 @@
 # line starts paused and runs on 's'; slots reach PASS/FAIL; the header
 # counts; the failed slot's error in words and its step history in the
 # detail view; a retry of the failed slot (the dead board fails a second
-# time); power-cycle on a jig without power switching; a resize to 80x24
+# time); power-cycle through the virtual jig; a resize to 80x24
 # keeps slots, counts and the key list on screen; quit asks while a board
 # is in flight, 'n' keeps running, 'y' stops the line (the in-flight board
 # is rolled back and audited) and exits 0; 64 slots page at 80x24; a broken
@@ -96,11 +96,13 @@ wait_screen c '^-- events \(newest first'
 	screen c >&2
 	fail "the event pane does not show the second attempt"
 }
-# Nothing to retry on a passed slot, and no power switching on this jig.
+# Nothing to retry on a passed slot; the virtual jig switches slot power
+# through its control socket, so p power-cycles the failed board.
 tm send-keys -t c k r
 wait_screen c 'slot 1: nothing to retry'
 tm send-keys -t c j p
-wait_screen c 'slot 2: power switching not supported on this jig'
+wait_screen c 'slot 2: power-cycled'
+grep -q "slot 2: power cycle" "$T/jig.log" || fail "the jig saw no power cycle"
 
 # 80x24: slots, counts and the key list still fit.
 tm resize-window -t c -x 80 -y 24

@@ -368,7 +368,7 @@ test_bad_keys(void **state)
 		    "[jig] usb_ids: more than 16 VID:PID pairs" },
 		{ "[jig]\npower = relay\n", 2,
 		    "[jig] power: unknown power control 'relay' (none, "
-		    "usb-hub)" },
+		    "usb-hub, virtual-jig)" },
 		{ "[jig]\npower_off_ms = 10\n", 2,
 		    "[jig] power_off_ms: out of range 100..60000: '10'" },
 		{ "[jig]\nhub = 1-2\n", 2,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# A board whose secure element hangs in key generation: the station
+# power-cycles its slot through the jig and tries once more, the board
+# passes, and the power cycle is in the audit log.  Without power_retry
+# the same board fails.
+. "$(dirname "$0")/lib.sh"
+
+line_setup "$T" 3 --fault-slot 2 --fault hang-in-keygen-once
+conf_set "$T/station.conf" link keygen_timeout_ms 1500
+conf_set "$T/station.conf" link attempts 1
+line_start "$T"
+"$KL" batch --config "$T/station.conf" >"$T/out.jsonl" ||
+	{ grep -E 'failed|info' "$T/out.jsonl"; fail "batch failed"; }
+[ "$(grep -c '"event":"passed"' "$T/out.jsonl")" = 3 ] || fail "not all passed"
+grep '"event":"info"' "$T/out.jsonl" | grep '"slot":2' | grep -q "power-cycling" ||
+	fail "no power-cycle event for slot 2"
+serial=$(basename "$(board_dir 2)")
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='power' AND board_serial='$serial'")" = 1 ] ||
+	fail "power cycle not audited"
+grep -q "slot 2: power cycle" "$T/jig.log" || fail "the jig saw no power cycle"
+"$KL" audit verify --db "$T/audit.db" >/dev/null || fail "audit chain"
+
+# The same fault with power_retry off: the board fails with a reason.
+line_stop "$T"
+rm -f "$(board_dir 2)/.fault-hang-fired"
+sed -i 's/^power_off_ms = 300$/&\npower_retry = no/' "$T/station.conf"
+line_start "$T"
+set +e
+"$KL" batch --config "$T/station.conf" --reprovision "$(jq -r 'select(.event=="passed" and .slot==2) | .device_id' "$T/out.jsonl")" \
+    >"$T/out2.jsonl"
+rc=$?
+set -e
+[ $rc -eq 1 ] || fail "expected the hung board to fail without power_retry (exit $rc)"
+grep '"event":"failed"' "$T/out2.jsonl" | grep '"slot":2' | grep -q '"error":"timeout"' ||
+	fail "slot 2 did not fail with a timeout"
+echo "PASS power-retry"
