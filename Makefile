@@ -133,6 +133,7 @@ setup:
 	@scripts/setup
 
 unit: san
+	@scripts/check-banned
 	@tests/run-unit $(addprefix $(SAN)/tests/,$(UNIT_TESTS))
 
 integration: san all

@@ -9,6 +9,7 @@
  */
 #include "station/ca.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,21 @@ out:
 	EVP_PKEY_free(k);	/* before its token session */
 	hsm_close(h);
 	return r;
+}
+
+int
+ca_http_status(const char *err_data)
+{
+	char *end;
+	long v;
+
+	if (err_data == NULL || strncmp(err_data, "code=", 5) != 0)
+		return 0;
+	errno = 0;
+	v = strtol(err_data + 5, &end, 10);
+	if (errno != 0 || end == err_data + 5 || v < 100 || v > 999)
+		return 0;
+	return (int)v;
 }
 
 int

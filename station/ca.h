@@ -149,6 +149,10 @@ int ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz);
 /* Whether an issue() error is worth asking again after a wait. */
 int ca_is_transient(int err);
+
+/* The HTTP status in the text OpenSSL attaches to HTTP_R_RECEIVED_ERROR
+ * ("code=503,reason=..."), or 0 when there is none. */
+int ca_http_status(const char *err_data);
 void ca_free(struct ca *ca);
 
 #endif

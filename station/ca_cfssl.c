@@ -17,6 +17,7 @@
  */
 #include "station/ca.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,9 +155,11 @@ cfssl_classify(const struct cfssl_call *call, char *err, size_t errsz)
 			continue;
 		if (lib == ERR_LIB_HTTP && reason == HTTP_R_RECEIVED_ERROR &&
 		    (flags & ERR_TXT_STRING) && data != NULL &&
-		    sscanf(data, "code=%d", &code) == 1) {
+		    (code = ca_http_status(data)) > 0) {
 			found = 1;
-			if (code >= 500 && code <= 599) {
+			/* 5xx, 408 and 429 say "try again later". */
+			if ((code >= 500 && code <= 599) || code == 408 ||
+			    code == 429) {
 				snprintf(err, errsz, "CFSSL server answered "
 				    "HTTP %d", code);
 				r = KL_ERR_UNAVAILABLE;
@@ -182,6 +185,14 @@ cfssl_classify(const struct cfssl_call *call, char *err, size_t errsz)
 	}
 	if (found)
 		return r;
+	/* A plain-HTTP server behind an https URL will not change by
+	 * waiting: that is the configuration, not an outage. */
+	if (ERR_GET_LIB(first) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(first) == SSL_R_WRONG_VERSION_NUMBER) {
+		snprintf(err, errsz, "the CFSSL server does not speak TLS: "
+		    "check the url");
+		return KL_ERR_CA;
+	}
 	/* Connection refused or reset, TLS dropped, a truncated answer:
 	 * all things a restarting server does. */
 	ERR_error_string_n(first, txt, sizeof(txt));

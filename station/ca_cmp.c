@@ -190,7 +190,7 @@ cmp_classify(OSSL_CMP_CTX *ctx, const struct cmp_call *call, char *err,
 			timeout = 1;
 		else if (lib == ERR_LIB_HTTP && reason == HTTP_R_RECEIVED_ERROR &&
 		    (flags & ERR_TXT_STRING) && data != NULL &&
-		    sscanf(data, "code=%d", &code) == 1)
+		    (code = ca_http_status(data)) > 0)
 			http = code;
 		else if (lib == ERR_LIB_BIO || lib == ERR_LIB_SYS ||
 		    lib == ERR_LIB_HTTP ||
@@ -203,10 +203,21 @@ cmp_classify(OSSL_CMP_CTX *ctx, const struct cmp_call *call, char *err,
 	}
 	if (status >= 0) {
 		/* The server answered with a PKIStatus: a rejection or an
-		 * error message. */
+		 * error message.  "Waiting" (still polling when time ran
+		 * out) and systemUnavail/systemFailure (an RA whose CA is
+		 * offline, RFC 9483) are outages, not refusals. */
+		int fi = OSSL_CMP_CTX_get_failInfoCode(ctx);
+
 		if (OSSL_CMP_CTX_snprint_PKIStatus(ctx, st, sizeof(st)) ==
 		    NULL)
 			snprintf(st, sizeof(st), "status %d", status);
+		if (status == OSSL_CMP_PKISTATUS_waiting || (fi > 0 &&
+		    (fi & ((1 << OSSL_CMP_PKIFAILUREINFO_systemUnavail) |
+		    (1 << OSSL_CMP_PKIFAILUREINFO_systemFailure))) != 0)) {
+			snprintf(err, errsz, "CMP server unavailable: %.200s",
+			    st);
+			return KL_ERR_UNAVAILABLE;
+		}
 		snprintf(err, errsz, "CMP server refused: %.200s", st);
 		return KL_ERR_CA;
 	}

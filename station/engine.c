@@ -100,7 +100,11 @@ struct engine_slot {
 	char cert_serial[80];
 	char key_fpr[65];
 	int retry_req;			/* operator asked for a retry */
-	char last_serial[64];		/* board last handled (line mode) */
+	int power_req;			/* operator asked for a power cycle */
+	/* Line mode: the raw serial of the board last handled, as the probe
+	 * reads it, and how many probes in a row found nobody. */
+	char last_serial[PROTO_MAX_STR + 1];
+	int empty_probes;
 };
 
 struct engine {
@@ -1109,8 +1113,6 @@ board_finish(struct board *b, int r)
 	snprintf(b->slot->cert_serial, sizeof(b->slot->cert_serial), "%s",
 	    b->cert_serial);
 	snprintf(b->slot->key_fpr, sizeof(b->slot->key_fpr), "%s", b->key_fpr);
-	snprintf(b->slot->last_serial, sizeof(b->slot->last_serial), "%.*s",
-	    (int)sizeof(b->slot->last_serial) - 1, b->serial);
 	histogram_observe(&e->metrics.board, (double)(v->finished_ms - b->t0));
 	if (r == 0)
 		e->metrics.passed_total++;
@@ -1283,7 +1285,7 @@ slot_probe(struct engine_slot *s, char *serial, size_t serialsz)
 	if (slot_device(s, dev, sizeof(dev)) != 0 ||
 	    link_open(&l, &serial_link_ops, dev, &lp) != 0)
 		goto out;
-	link_set_attempts(l, 1);
+	link_set_attempts(l, 2);
 	link_set_cancel(l, &e->cancel);
 	if (proto_put_u32(&req, PT_VERSION_MIN, PROTO_VERSION_MIN) != 0 ||
 	    proto_put_u32(&req, PT_VERSION_MAX, PROTO_VERSION_MAX) != 0)
@@ -1323,23 +1325,68 @@ engine_wait(struct engine *e, int ms)
  * retries it; a failure stays on show until then or until acknowledged,
  * so a headless line keeps moving and an operator still sees it.
  */
+/* A board gone for this many probes in a row is gone: one lost or
+ * corrupted HELLO is not a board taken out. */
+#define PROBE_GONE_AFTER 3
+
+/*
+ * The operator's power cycle, run by the slot's own thread while the slot
+ * is idle, so power is never cut under a board being worked on and the
+ * screen that asked never waits for it.  Audited like the engine's own.
+ */
+static void
+slot_power_cycle(struct engine_slot *s)
+{
+	const struct engine_jig_ops *jig = s->e->o.jig;
+	struct board b;
+	char msg[128];
+	int r;
+
+	board_init(&b, s, now_ms());
+	pthread_mutex_lock(&s->e->mu);
+	snprintf(b.serial, sizeof(b.serial), "%s", s->view.serial);
+	pthread_mutex_unlock(&s->e->mu);
+	r = jig->power_cycle(jig->ctx, s->cs->number);
+	snprintf(msg, sizeof(msg), "power cycle on the operator's request: %s",
+	    r == 0 ? "done" : kl_strerror(r));
+	(void)board_audit(&b, "power", r == 0 ? "info" : "failed", msg);
+	board_emit(&b, EV_INFO, r, msg);
+	board_cleanup(&b);
+}
+
+/*
+ * Line mode: a slot provisions each new board that appears while the line
+ * runs.  A board already handled, passed or failed, is not done again
+ * until it changes (another serial, or none for a few probes and then
+ * one) or the operator retries it; a failure stays on show until then or
+ * until acknowledged, so a headless line keeps moving and an operator
+ * still sees it.
+ */
 static void *
 slot_line(void *arg)
 {
 	struct engine_slot *s = arg;
 	struct engine *e = s->e;
-	char serial[64];
+	char serial[PROTO_MAX_STR + 1];
 
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
 		if (e->line == LINE_STOPPING)
 			break;
+		if (s->power_req) {
+			s->power_req = 0;
+			pthread_mutex_unlock(&e->mu);
+			slot_power_cycle(s);
+			pthread_mutex_lock(&e->mu);
+			continue;
+		}
 		if (s->retry_req) {
 			s->retry_req = 0;
 			slot_begin(e, s);
 			pthread_mutex_unlock(&e->mu);
 			slot_provision(s);
 			pthread_mutex_lock(&e->mu);
+			engine_wait(e, PROBE_IDLE_MS);
 			continue;
 		}
 		if (e->line != LINE_RUNNING) {
@@ -1349,27 +1396,35 @@ slot_line(void *arg)
 		pthread_mutex_unlock(&e->mu);
 		slot_probe(s, serial, sizeof(serial));
 		pthread_mutex_lock(&e->mu);
-		if (e->line != LINE_RUNNING || s->retry_req)
+		if (e->line != LINE_RUNNING || s->retry_req || s->power_req)
 			continue;
 		if (serial[0] == '\0') {
-			/* The board is gone: the next one is new. */
-			s->last_serial[0] = '\0';
-			if (s->view.state == SLOT_PASSED) {
-				s->view.state = SLOT_IDLE;
-				s->view.serial[0] = '\0';
-				s->view.device_id[0] = '\0';
+			if (++s->empty_probes >= PROBE_GONE_AFTER) {
+				/* The board is gone: the next one is new. */
+				s->last_serial[0] = '\0';
+				if (s->view.state == SLOT_PASSED) {
+					s->view.state = SLOT_IDLE;
+					s->view.serial[0] = '\0';
+					s->view.device_id[0] = '\0';
+				}
 			}
 			engine_wait(e, PROBE_IDLE_MS);
 			continue;
 		}
+		s->empty_probes = 0;
 		if (strcmp(serial, s->last_serial) == 0) {
 			engine_wait(e, PROBE_IDLE_MS);
 			continue;
 		}
+		/* Remember the board as the probe read it, raw: what the
+		 * engine shows may have been made printable. */
+		memcpy(s->last_serial, serial, sizeof(s->last_serial));
 		slot_begin(e, s);
 		pthread_mutex_unlock(&e->mu);
 		slot_provision(s);
 		pthread_mutex_lock(&e->mu);
+		/* Never straight into the next probe after a board. */
+		engine_wait(e, PROBE_IDLE_MS);
 	}
 	pthread_mutex_unlock(&e->mu);
 	return NULL;
@@ -1689,22 +1744,24 @@ engine_power_cycle(struct engine *e, int n)
 {
 	const struct engine_jig_ops *jig = e->o.jig;
 	struct engine_slot *s;
-	int r;
+	int r = 0;
 
 	pthread_mutex_lock(&e->mu);
-	s = engine_slot_by_number(e, n);
-	r = s == NULL ? KL_ERR_NOT_FOUND : 0;
-	/* Never cut power under a board that is being written to. */
-	if (r == 0 && s->view.state == SLOT_WORKING &&
-	    s->view.step >= STEP_WRITE)
+	if ((s = engine_slot_by_number(e, n)) == NULL)
+		r = KL_ERR_NOT_FOUND;
+	else if (jig == NULL || jig->power_cycle == NULL)
+		r = KL_ERR_UNSUPPORTED;
+	/* Only an idle slot: power is never cut under a board in flight
+	 * (the engine's own retry handles a board that hangs). */
+	else if (!e->line_mode || e->line == LINE_STOPPING ||
+	    s->view.state == SLOT_WORKING || s->view.state == SLOT_WAITING_CA ||
+	    s->retry_req || s->power_req)
 		r = KL_ERR_INVALID;
+	else {
+		s->power_req = 1;
+		pthread_cond_broadcast(&e->cond);
+	}
 	pthread_mutex_unlock(&e->mu);
-	if (r != 0)
-		return r;
-	if (jig == NULL || jig->power_cycle == NULL)
-		return KL_ERR_UNSUPPORTED;
-	if ((r = jig->power_cycle(jig->ctx, n)) == 0)
-		engine_kick(e, n);
 	return r;
 }
 

@@ -187,7 +187,9 @@ void engine_set_running(struct engine *e, int running);
  * Operator actions on slot number n (as in station.conf).  0;
  * KL_ERR_NOT_FOUND (no such slot); KL_ERR_INVALID (not in a state that
  * allows it: retry and ack need a failed slot; a passed board is done
- * again only with re-provisioning);
+ * again only with re-provisioning; a power cycle needs line mode and a
+ * slot with no board in flight: it is carried out by the slot's thread,
+ * audited and reported as an event, and this call returns at once);
  * KL_ERR_UNSUPPORTED (power: the jig cannot switch this slot).
  */
 int engine_retry(struct engine *e, int n);

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "db/audit.h"
 #include "station/buf.h"
 #include "station/ca.h"
@@ -133,9 +135,12 @@ station_read_secret(const struct config *cfg, const char *key,
 		n--;
 	if (hex) {
 		for (i = 0; i + 1 < n && i / 2 < STATION_MAX_SECRET; i += 2) {
-			if (sscanf((const char *)data + i, "%2x", &v) != 1 ||
-			    !isxdigit(data[i]) || !isxdigit(data[i + 1]))
+			int hi = OPENSSL_hexchar2int(data[i]);
+			int lo = OPENSSL_hexchar2int(data[i + 1]);
+
+			if (hi < 0 || lo < 0)
 				break;
+			v = (unsigned)(hi << 4 | lo);
 			data[i / 2] = (uint8_t)v;
 		}
 		if (n == 0 || i != n) {

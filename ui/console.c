@@ -873,7 +873,7 @@ key_ack(struct con *c)
 static void
 key_power(struct con *c)
 {
-	static const struct con_action a = { "power-cycled",
+	static const struct con_action a = { "power cycle requested",
 	    engine_power_cycle, "cannot power-cycle in this state" };
 
 	con_act(c, &a);

@@ -101,8 +101,15 @@ wait_screen c '^-- events \(newest first'
 tm send-keys -t c k r
 wait_screen c 'slot 1: nothing to retry'
 tm send-keys -t c j p
-wait_screen c 'slot 2: power-cycled'
+wait_screen c 'slot 2: power cycle requested'
+for ((i = 0; i < 50; i++)); do
+	grep -q "slot 2: power cycle" "$T/jig.log" && break
+	sleep 0.1
+done
 grep -q "slot 2: power cycle" "$T/jig.log" || fail "the jig saw no power cycle"
+wait_screen c 'power cycle on the operator.s request: done'
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='power' AND slot=2")" -ge 1 ] ||
+	fail "the operator's power cycle is not audited"
 
 # 80x24: slots, counts and the key list still fit.
 tm resize-window -t c -x 80 -y 24

@@ -1151,7 +1151,7 @@ check_chain(struct fx *f, int64_t want)
 	assert_int_equal(rows, want);
 	raw_text(f->path, "SELECT count(DISTINCT device_id) FROM events", v,
 	    sizeof(v));
-	assert_int_equal(atoi(v), want);
+	assert_int_equal(strtol(v, NULL, 10), want);
 }
 
 static void

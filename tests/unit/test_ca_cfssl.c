@@ -82,7 +82,8 @@ setup_all(void **state)
 	    f->dir) != 0)
 		return -1;
 	for (i = 0; i < sizeof(f->key); i++)
-		sscanf(HMAC_KEY_HEX + 2 * i, "%2hhx", &f->key[i]);
+		f->key[i] = (uint8_t)(OPENSSL_hexchar2int(HMAC_KEY_HEX[2 * i]) << 4 |
+		    OPENSSL_hexchar2int(HMAC_KEY_HEX[2 * i + 1]));
 	snprintf(conf, sizeof(conf),
 	    "{\"signing\":{\"default\":{\"auth_key\":\"k1\",\"expiry\":"
 	    "\"8760h\",\"usages\":[\"digital signature\",\"client auth\"]},"
