@@ -650,6 +650,46 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 /* ---- find */
 
 int
+audit_find_row_hash(struct audit *a, const char *hash, int64_t *id)
+{
+	sqlite3_stmt *st = NULL;
+	size_t i;
+	int r, rc;
+
+	if (a == NULL || hash == NULL || id == NULL ||
+	    strlen(hash) != AUDIT_HASH_HEX)
+		return KL_ERR_INVALID;
+	for (i = 0; i < AUDIT_HASH_HEX; i++)
+		if (!((hash[i] >= '0' && hash[i] <= '9') ||
+		    (hash[i] >= 'a' && hash[i] <= 'f')))
+			return KL_ERR_INVALID;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	rc = sqlite3_prepare_v2(a->db,
+	    "SELECT id FROM events WHERE row_hash = ?1 LIMIT 1", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare anchor", rc);
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*id = sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		*id = 0;
+	else {
+		r = audit_dberr(a->db, "anchor", rc);
+		goto out;
+	}
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	audit_unlock(a);
+	return r;
+}
+
+int
 audit_find_provisioned(struct audit *a, const char *device_id, int *found,
     char *cert_serial, size_t serialsz)
 {

@@ -75,6 +75,15 @@ int audit_verify(struct audit *a, int64_t *rows, int64_t *bad_id, char *why,
 int audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
     char *why, size_t whysz, char *head, size_t headsz);
 
+/*
+ * The id of the row whose row_hash is hash (64 hex digits), for checking
+ * a head recorded earlier outside the log (an anchor): after a clean
+ * verify, an anchor that is missing means rows were removed from the end
+ * or the log was rewritten.  0 with *id (0 when no row has it),
+ * KL_ERR_INVALID (not a hash), KL_ERR_DB.
+ */
+int audit_find_row_hash(struct audit *a, const char *hash, int64_t *id);
+
 /* ---- readers for the HTTP status API ------------------------------------ */
 
 /*

@@ -47,7 +47,7 @@ static int cmd_audit_export(int argc, char **argv);
 
 static const struct cmd_audit_verb cmd_audit_verbs[] = {
 	{ .name = "verify", .run = cmd_audit_verify,
-	  .usage = "keyline audit verify --db FILE" },
+	  .usage = "keyline audit verify --db FILE [--anchor HEAD-HASH]" },
 	{ .name = "export", .run = cmd_audit_export,
 	  .usage = "keyline audit export --db FILE --format csv|json "
 	      "[--out FILE]" },
@@ -105,20 +105,24 @@ cmd_audit_verify(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, 'd' },
+		{ "anchor", required_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct audit *a = NULL;
-	const char *db = NULL;
+	const char *db = NULL, *anchor = NULL;
 	char why[256] = "", head[AUDIT_HASH_HEX + 1];
-	int64_t rows = 0, bad = 0;
+	int64_t rows = 0, bad = 0, anchor_id = 0;
 	int c, r, ret = CMD_AUDIT_USAGE;
 
 	cmd_audit_getopt_reset();
-	while ((c = getopt_long(argc, argv, "+d:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+d:a:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
 			db = optarg;
+			break;
+		case 'a':
+			anchor = optarg;
 			break;
 		case 'h':
 			cmd_audit_usage(stdout);
@@ -149,7 +153,31 @@ cmd_audit_verify(int argc, char **argv)
 		    kl_strerror(r));
 		goto out;
 	}
+	/* A head recorded earlier must still be in the chain: the chain
+	 * alone cannot show rows cut from its end. */
+	if (anchor != NULL) {
+		r = audit_find_row_hash(a, anchor, &anchor_id);
+		if (r == KL_ERR_INVALID) {
+			fprintf(stderr, "keyline audit: --anchor: not a row hash "
+			    "(64 lowercase hex digits)\n");
+			goto out;
+		}
+		if (r != 0) {
+			fprintf(stderr, "keyline audit: cannot verify %s: %s\n",
+			    db, kl_strerror(r));
+			goto out;
+		}
+		if (anchor_id == 0) {
+			fprintf(stderr, "audit anchor not found: no row has hash "
+			    "%s; rows after it were removed or the log was "
+			    "rewritten\n", anchor);
+			ret = CMD_AUDIT_FAIL;
+			goto out;
+		}
+	}
 	printf("audit chain ok: %" PRId64 " rows, head %s\n", rows, head);
+	if (anchor != NULL)
+		printf("anchor found at row %" PRId64 "\n", anchor_id);
 	ret = fflush(stdout) == 0 ? CMD_AUDIT_OK : CMD_AUDIT_FAIL;
  out:
 	audit_close(a);

@@ -140,6 +140,23 @@ fi
 if grep -qF "$(cat "$(line_pin_file "$T")")" "$T/a.csv" "$T/out.jsonl" "$T/audit.db"; then
 	fail "the CA token PIN appears in the audit log or the output"
 fi
+# Truncation: cutting the newest rows leaves a consistent chain, which an
+# earlier head kept outside the log (an anchor) exposes.
+head=$(sed -n 's/.*head \([0-9a-f]\{64\}\)$/\1/p' "$T/verify.out")
+[ ${#head} -eq 64 ] || fail "verify printed no head: $(cat "$T/verify.out")"
+"$KL" audit verify --db "$T/audit.db" --anchor "$head" | grep -q "anchor found at row $rows" ||
+	fail "the current head is not found as an anchor"
+cp "$T/audit.db" "$T/cut.db"
+for trg in $(sqlite3 "$T/cut.db" "SELECT name FROM sqlite_master WHERE type='trigger'"); do
+	sqlite3 "$T/cut.db" "DROP TRIGGER $trg"
+done
+sqlite3 "$T/cut.db" "DELETE FROM events WHERE id > $((rows - 3))"
+"$KL" audit verify --db "$T/cut.db" >/dev/null || fail "a cut log should still chain"
+if "$KL" audit verify --db "$T/cut.db" --anchor "$head" 2>"$T/anchor.err"; then
+	fail "verify --anchor passed on a log whose newest rows were cut"
+fi
+grep -q "anchor not found" "$T/anchor.err" || fail "no reason: $(cat "$T/anchor.err")"
+
 sqlite3 "$T/audit.db" "DROP TRIGGER IF EXISTS events_no_update;
     DROP TRIGGER IF EXISTS audit_no_update;
     SELECT name FROM sqlite_master WHERE type='trigger'" >"$T/triggers"
