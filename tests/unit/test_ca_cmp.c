@@ -6,6 +6,9 @@
  * certificate for a different key, which the station must reject in its
  * certConf and never return.  MAC and signature protection; a server
  * that is down is transient, a rejection or a wrong MAC is final.
+ * Signature protection with the station key in a real SoftHSM token
+ * (skipped when SoftHSM is not installed): the key never leaves it, the
+ * mock verifies the requests against the fleet root.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -15,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,12 +34,23 @@
 #define REF "keyline-station"
 #define DEVID "dev-cmp-0001"
 
+#define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define TOKEN "station-cmp"
+#define TOKEN_PIN "1234"
+#define TOKEN_KEY_ID "20"
+
 enum { P_ROOT, P_GOOD, P_OTHER, P_SRVCERT, P_SRVKEY, P_CLICERT, P_CLIKEY,
-    P_LOG, P_N };
+    P_LOG, P_HSMCONF, P_TOKDIR, P_HSMLOG, P_TOKPUB, P_TOKCLI, P_TOKALIEN,
+    P_N };
 
 struct fx {
 	char dir[64];
 	char path[P_N][256];
+	X509 *root;		/* fleet root: signs the token cert */
+	EVP_PKEY *root_key;
+	int token;		/* 1 once the station token is made */
+	struct ca *tok_ca;	/* a token test's CA and mock, for its */
+	pid_t tok_pid;		/* teardown: one left open fails the next */
 	EVP_PKEY *board;
 	uint8_t *csr;
 	size_t csr_len;
@@ -46,7 +61,9 @@ static int
 setup_all(void **state)
 {
 	static const char *names[P_N] = { "root.pem", "good.pem", "other.pem",
-	    "srv.pem", "srv.key", "cli.pem", "cli.key", "mock.log" };
+	    "srv.pem", "srv.key", "cli.pem", "cli.key", "mock.log",
+	    "softhsm2.conf", "tokens", "hsm.log", "tokpub.der", "tokcli.pem",
+	    "tokalien.pem" };
 	struct fx *f = calloc(1, sizeof(*f));
 	EVP_PKEY *rk, *ok, *sk, *ck;
 	X509 *root, *good, *other, *srv, *cli, *l[2] = { NULL, NULL };
@@ -108,12 +125,12 @@ setup_all(void **state)
 	if (pki_write_certs(f->path[P_CLICERT], l) != 0 ||
 	    pki_write_key(f->path[P_CLIKEY], ck) != 0)
 		return -1;
-	X509_free(root);
+	f->root = root;
+	f->root_key = rk;
 	X509_free(good);
 	X509_free(other);
 	X509_free(srv);
 	X509_free(cli);
-	EVP_PKEY_free(rk);
 	EVP_PKEY_free(ok);
 	EVP_PKEY_free(sk);
 	EVP_PKEY_free(ck);
@@ -132,6 +149,8 @@ teardown_all(void **state)
 	struct fx *f = *state;
 
 	certcheck_trust_free(f->trust);
+	X509_free(f->root);
+	EVP_PKEY_free(f->root_key);
 	OPENSSL_free(f->csr);
 	EVP_PKEY_free(f->board);
 	tu_sh("rm -rf %s", f->dir);
@@ -342,6 +361,205 @@ test_signature_issue(void **state)
 	tu_stop(pid);
 }
 
+/* 1 when der is the certificate in the PEM file path. */
+static int
+same_cert(const char *path, const uint8_t *der, size_t len)
+{
+	BIO *in = BIO_new_file(path, "r");
+	X509 *x = in != NULL ? PEM_read_bio_X509(in, NULL, NULL, NULL) : NULL;
+	uint8_t *want = NULL;
+	size_t wlen = 0;
+	int same;
+
+	BIO_free(in);
+	if (x != NULL)
+		want = pki_der(x, &wlen);
+	same = want != NULL && wlen == len && memcmp(want, der, len) == 0;
+	OPENSSL_free(want);
+	X509_free(x);
+	return same;
+}
+
+/*
+ * The station token, made once for the tests that need it: SoftHSM with
+ * its token directory in the test directory, an EC P-256 key (id 20,
+ * sensitive) generated in the token by pkcs11-tool, and two certificates
+ * for its public key, which pkcs11-tool reads back (not the code under
+ * test): the station's CMP certificate under the fleet root, and one under
+ * a root the mock does not trust (that root after it, as the chain).
+ * Skips when SoftHSM or pkcs11-tool is not installed.
+ */
+static void
+token_ready(struct fx *f)
+{
+	EVP_PKEY *pub, *ak;
+	X509 *cli, *aroot, *alien, *l[3] = { NULL, NULL, NULL };
+	BIO *in;
+	FILE *fp;
+	struct pki_opts o = {
+		.cn = "station-01", .ku = "critical,digitalSignature",
+		.eku = "critical,clientAuth", .not_before = -60,
+		.serial = 77,
+	};
+
+	if (f->token)
+		return;
+	if (access(SOFTHSM_MODULE, R_OK) != 0 ||
+	    tu_sh("command -v softhsm2-util >/dev/null && "
+	    "command -v pkcs11-tool >/dev/null") != 0)
+		skip();
+	assert_int_equal(mkdir(f->path[P_TOKDIR], 0700), 0);
+	fp = fopen(f->path[P_HSMCONF], "w");
+	assert_non_null(fp);
+	fprintf(fp, "directories.tokendir = %s\nobjectstore.backend = file\n"
+	    "log.level = ERROR\n", f->path[P_TOKDIR]);
+	assert_int_equal(fclose(fp), 0);
+	/* Before anything in this process loads the module. */
+	assert_int_equal(setenv("SOFTHSM2_CONF", f->path[P_HSMCONF], 1), 0);
+	assert_int_equal(tu_sh("softhsm2-util --init-token --free --label "
+	    TOKEN " --so-pin 5678 --pin " TOKEN_PIN " >%s 2>&1",
+	    f->path[P_HSMLOG]), 0);
+	assert_int_equal(tu_sh("pkcs11-tool --module " SOFTHSM_MODULE
+	    " --token-label " TOKEN " --login --pin " TOKEN_PIN
+	    " --keypairgen --key-type EC:prime256v1 --id " TOKEN_KEY_ID
+	    " --label cmp --usage-sign --sensitive >>%s 2>&1",
+	    f->path[P_HSMLOG]), 0);
+	assert_int_equal(tu_sh("pkcs11-tool --module " SOFTHSM_MODULE
+	    " --token-label " TOKEN " --read-object --type pubkey --id "
+	    TOKEN_KEY_ID " -o %s >>%s 2>&1", f->path[P_TOKPUB],
+	    f->path[P_HSMLOG]), 0);
+	in = BIO_new_file(f->path[P_TOKPUB], "rb");
+	assert_non_null(in);
+	pub = d2i_PUBKEY_bio(in, NULL);
+	BIO_free(in);
+	assert_non_null(pub);
+
+	o.key = pub;
+	o.issuer = f->root;
+	o.issuer_key = f->root_key;
+	assert_non_null(cli = pki_make_cert(&o));
+	ak = pki_ec_key();
+	assert_non_null(aroot = pki_make_ca("Not The Fleet Root", ak, NULL,
+	    NULL));
+	o.issuer = aroot;
+	o.issuer_key = ak;
+	assert_non_null(alien = pki_make_cert(&o));
+	l[0] = cli;
+	assert_int_equal(pki_write_certs(f->path[P_TOKCLI], l), 0);
+	l[0] = alien;
+	l[1] = aroot;
+	assert_int_equal(pki_write_certs(f->path[P_TOKALIEN], l), 0);
+	X509_free(cli);
+	X509_free(alien);
+	X509_free(aroot);
+	EVP_PKEY_free(ak);
+	EVP_PKEY_free(pub);
+	f->token = 1;
+}
+
+static void
+tok_params(struct fx *f, struct ca_cmp_params *p, char *url, size_t urlsz,
+    int port, char *pin)
+{
+	snprintf(url, urlsz, "http://127.0.0.1:%d/pkix/", port);
+	memset(p, 0, sizeof(*p));
+	p->url = url;
+	p->fleet_root = f->path[P_ROOT];
+	p->client_cert = f->path[P_TOKCLI];
+	p->module = SOFTHSM_MODULE;
+	p->token_label = TOKEN;
+	p->key_id_hex = TOKEN_KEY_ID;
+	p->pin = pin;
+	p->server_cert = f->path[P_SRVCERT];
+	p->timeout_ms = 2000;
+}
+
+/* The station's CMP key in its token: the mock verifies the requests'
+ * signatures against the fleet root (-srv_trusted) and answers. */
+static void
+test_token_signature_issue(void **state)
+{
+	struct fx *f = *state;
+	int port, i;
+	char url[128], err[256], pin[] = TOKEN_PIN;
+	struct ca_cmp_params p;
+	uint8_t *der;
+	size_t len;
+
+	token_ready(f);
+	port = tu_free_port();
+	f->tok_pid = mock_srv(f, port, f->path[P_GOOD], 1, NULL);
+	assert_true(f->tok_pid > 0);
+	tok_params(f, &p, url, sizeof(url), port, pin);
+	assert_int_equal(ca_cmp_new(&f->tok_ca, &p), 0);
+	/* Two enrollments through the one token session. */
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(issue(f, f->tok_ca, &der, &len, err,
+		    sizeof(err)), 0);
+		check_cert(f, der, len);
+		assert_true(same_cert(f->path[P_GOOD], der, len));
+		OPENSSL_free(der);
+	}
+}
+
+static void
+test_token_signature_refused(void **state)
+{
+	struct fx *f = *state;
+	int port;
+	char url[128], err[256], pin[] = TOKEN_PIN, bad_pin[] = "0000";
+	struct ca_cmp_params p;
+	struct ca *ca = NULL;
+	uint8_t *der;
+	size_t len;
+
+	token_ready(f);
+	port = tu_free_port();
+	tok_params(f, &p, url, sizeof(url), port, bad_pin);
+	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_HSM_LOGIN);
+	assert_null(ca);
+	p.pin = pin;
+	p.key_id_hex = "21";
+	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_NOT_FOUND);
+	assert_null(ca);
+	p.key_id_hex = "2x";
+	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG);
+	assert_null(ca);
+	/* A fleet certificate for another key: refused before any request. */
+	p.key_id_hex = TOKEN_KEY_ID;
+	p.client_cert = f->path[P_CLICERT];
+	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG);
+	assert_null(ca);
+
+	/*
+	 * The token key with a certificate the mock does not trust: the
+	 * request is signed in the token, the server refuses it.  That this
+	 * opens at all also shows every failure above closed the module
+	 * (hsm_open says KL_ERR_EXISTS while one is open).
+	 */
+	f->tok_pid = mock_srv(f, port, f->path[P_GOOD], 1, NULL);
+	assert_true(f->tok_pid > 0);
+	p.client_cert = f->path[P_TOKALIEN];
+	assert_int_equal(ca_cmp_new(&f->tok_ca, &p), 0);
+	assert_int_equal(issue(f, f->tok_ca, &der, &len, err, sizeof(err)),
+	    KL_ERR_CA);
+	assert_null(der);
+	assert_non_null(strstr(err, "refused"));
+}
+
+/* ca_free closes the token, so the next test can open it again. */
+static int
+teardown_token(void **state)
+{
+	struct fx *f = *state;
+
+	ca_free(f->tok_ca);
+	f->tok_ca = NULL;
+	tu_stop(f->tok_pid);
+	f->tok_pid = 0;
+	return 0;
+}
+
 static void
 test_bad_params(void **state)
 {
@@ -386,6 +604,10 @@ main(void)
 		cmocka_unit_test(test_rejection_final),
 		cmocka_unit_test(test_down_transient),
 		cmocka_unit_test(test_signature_issue),
+		cmocka_unit_test_teardown(test_token_signature_issue,
+		    teardown_token),
+		cmocka_unit_test_teardown(test_token_signature_refused,
+		    teardown_token),
 		cmocka_unit_test(test_bad_params),
 	};
 
