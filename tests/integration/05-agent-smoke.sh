@@ -13,10 +13,8 @@ fail() {
 	exit 1
 }
 
-if ! command -v softhsm2-util >/dev/null; then
-	echo "SKIP agent_smoke: softhsm2-util not installed"
-	exit 0
-fi
+command -v softhsm2-util >/dev/null ||
+	fail "softhsm2-util not installed: run scripts/setup"
 [ -x "$jig" ] && [ -x "$agent" ] || fail "build $jig and $agent first"
 
 T=$(mktemp -d /tmp/keyline-smoke.XXXXXX)

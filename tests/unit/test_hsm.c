@@ -92,7 +92,7 @@ static void
 need_hsm(void)
 {
 	if (!have_softhsm)
-		skip();
+		fail_msg("SoftHSM missing: run scripts/setup");
 	if (H == NULL)
 		assert_int_equal(hsm_open(&H, MODULE, LABEL, PIN), 0);
 }
@@ -115,7 +115,7 @@ test_open_errors(void **state)
 
 	(void)state;
 	if (!have_softhsm)
-		skip();
+		fail_msg("SoftHSM missing: run scripts/setup");
 	assert_int_equal(hsm_open(&h, MODULE, LABEL, "9999"),
 	    KL_ERR_HSM_LOGIN);
 	assert_ptr_equal(h, (struct hsm *)0x1);
