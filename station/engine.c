@@ -1205,13 +1205,19 @@ board_power_retry(struct board *b, int r)
 	    !b->e->o.cfg->jig_power_retry || b->step >= STEP_CA ||
 	    (r != KL_ERR_TIMEOUT && r != KL_ERR_CLOSED) || b->e->cancel)
 		return 0;
-	snprintf(msg, sizeof(msg), "board stopped answering at %s (%s); "
-	    "power-cycling the slot and trying once more",
-	    engine_step_name(b->step), b->why);
-	board_emit(b, EV_INFO, 0, msg);
-	if (board_audit(b, "power", "info", msg) != 0)
+	/* A jig whose slot has no switchable power says so; nothing
+	 * happened, so nothing is recorded. */
+	if ((pr = jig->power_cycle(jig->ctx, b->slot->cs->number)) ==
+	    KL_ERR_UNSUPPORTED)
 		return 0;
-	if ((pr = jig->power_cycle(jig->ctx, b->slot->cs->number)) != 0) {
+	snprintf(msg, sizeof(msg), "board stopped answering at %s (%s); %s",
+	    engine_step_name(b->step), b->why, pr == 0 ?
+	    "power-cycled the slot, trying once more" :
+	    "power cycle failed, not retrying");
+	board_emit(b, EV_INFO, pr, msg);
+	if (board_audit(b, "power", pr == 0 ? "info" : "failed", msg) != 0)
+		return 0;
+	if (pr != 0) {
 		log_warn("slot %d: power cycle failed: %s",
 		    b->slot->cs->number, kl_strerror(pr));
 		return 0;

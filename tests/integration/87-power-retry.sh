@@ -12,7 +12,7 @@ line_start "$T"
 "$KL" batch --config "$T/station.conf" >"$T/out.jsonl" ||
 	{ grep -E 'failed|info' "$T/out.jsonl"; fail "batch failed"; }
 [ "$(grep -c '"event":"passed"' "$T/out.jsonl")" = 3 ] || fail "not all passed"
-grep '"event":"info"' "$T/out.jsonl" | grep '"slot":2' | grep -q "power-cycling" ||
+grep '"event":"info"' "$T/out.jsonl" | grep '"slot":2' | grep -q "power-cycled the slot" ||
 	fail "no power-cycle event for slot 2"
 serial=$(basename "$(board_dir 2)")
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='power' AND board_serial='$serial'")" = 1 ] ||
