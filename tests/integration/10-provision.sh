@@ -72,7 +72,8 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n
 openssl x509 -req -in "$T/srv.csr" -CA "$T/ca/gateway-root.pem" \
     -CAkey "$T/ca/gateway-root.key" -CAcreateserial -days 1 \
     -extfile "$T/srv.ext" -out "$T/srv.pem" 2>/dev/null
-pinf=/dev/shm/keyline-it-pin.$$
+# Beside the CA PIN on tmpfs, so line_cleanup removes it even on failure.
+pinf=$(dirname "$(line_pin_file "$T")")/board.pin
 board_pin "$b" >"$pinf"
 # mtls KEY_BOARD: handshake presenting board 1's client.pem, signing with
 # the HSM key of board KEY_BOARD; the page the server sends back names the
