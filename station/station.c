@@ -1,15 +1,11 @@
 /* station.c: build the station's shared pieces from station.conf. */
 #include "station/station.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <stdint.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -28,15 +24,20 @@
 #define STATION_MAX_PIN 128
 #define STATION_MAX_SECRET 256
 
+static int station_read_secret(const struct config *cfg, const char *key,
+    const char *path, int hex, uint8_t **out, size_t *out_len, char *err,
+    size_t errsz);
+static void station_free_secret(uint8_t *p, size_t len);
+
 /* The CA token PIN: pin_env wins over pin_file.  Caller wipes pin. */
 static int
 station_read_pin(const struct config *cfg, char *pin, size_t pinsz,
     char *err, size_t errsz)
 {
 	const char *v;
-	ssize_t n;
-	int fd;
-	struct stat sb;
+	uint8_t *data;
+	size_t n;
+	int r;
 
 	pin[0] = '\0';
 	if (cfg->ca_pin_env[0] != '\0') {
@@ -58,27 +59,21 @@ station_read_pin(const struct config *cfg, char *pin, size_t pinsz,
 	}
 	if (cfg->ca_pin_file[0] == '\0')
 		return 0;
-	if ((fd = open(cfg->ca_pin_file, O_RDONLY | O_CLOEXEC)) < 0) {
-		snprintf(err, errsz, "%s: [ca] pin_file: cannot read %s: %s",
-		    cfg->path, cfg->ca_pin_file, strerror(errno));
+	/* Same reader as the other secret files: capped, mode warning,
+	 * trailing newline dropped, wiped on every path. */
+	if ((r = station_read_secret(cfg, "pin_file", cfg->ca_pin_file, 0,
+	    &data, &n, err, errsz)) != 0)
+		return r;
+	if (n >= pinsz || memchr(data, '\0', n) != NULL) {
+		snprintf(err, errsz, "%s: [ca] pin_file: %s must hold a PIN of "
+		    "at most %zu bytes, without NUL", cfg->path,
+		    cfg->ca_pin_file, pinsz - 1);
+		station_free_secret(data, n);
 		return KL_ERR_CONFIG;
 	}
-	if (fstat(fd, &sb) == 0 && (sb.st_mode & 0077) != 0)
-		log_warn("%s: PIN file is readable by group or others; "
-		    "chmod 600 it", cfg->ca_pin_file);
-	n = read(fd, pin, pinsz - 1);
-	close(fd);
-	if (n < 0 || (size_t)n >= pinsz - 1) {
-		buf_wipe(pin, pinsz);
-		pin[0] = '\0';
-		snprintf(err, errsz, "%s: [ca] pin_file: %s is unreadable or "
-		    "longer than %zu bytes", cfg->path, cfg->ca_pin_file,
-		    pinsz - 2);
-		return KL_ERR_CONFIG;
-	}
+	memcpy(pin, data, n);
 	pin[n] = '\0';
-	while (n > 0 && (pin[n - 1] == '\n' || pin[n - 1] == '\r'))
-		pin[--n] = '\0';
+	station_free_secret(data, n);
 	return 0;
 }
 
