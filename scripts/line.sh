@@ -42,6 +42,7 @@ baud = 115200
 timeout_ms = 5000
 keygen_timeout_ms = 60000
 attempts = 4
+resends = 16
 
 [ca]
 backend = local

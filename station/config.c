@@ -72,6 +72,7 @@ static const struct config_key config_keys[] = {
 	{ "link", "keygen_timeout_ms", CT_INT, CF(keygen_timeout_ms), 1,
 	    3600000 },
 	{ "link", "attempts", CT_INT, CF(attempts), 1, 100 },
+	{ "link", "resends", CT_INT, CF(resends), 0, 1000 },
 
 	{ "ca", "backend", CT_BACKEND, CF(ca_backend), 0, 0 },
 	{ "ca", "issuer_cert", CT_PATH, CF(ca_issuer_cert), 0, 0 },
@@ -665,6 +666,7 @@ config_defaults(struct config *c)
 	c->timeout_ms = 5000;
 	c->keygen_timeout_ms = 60000;
 	c->attempts = 4;
+	c->resends = 16;
 	snprintf(c->ca_backend, sizeof(c->ca_backend), "local");
 	c->validity_days = 3650;
 	c->ca_request_timeout_ms = 10000;

@@ -70,6 +70,7 @@ struct config {
 	int timeout_ms;				/* timeout_ms, default 5000 */
 	int keygen_timeout_ms;			/* keygen_timeout_ms, default 60000 */
 	int attempts;				/* attempts, default 4 */
+	int resends;				/* resends, default 16 */
 
 	/* [ca] */
 	char ca_backend[16];			/* backend: local | cfssl | cmp */

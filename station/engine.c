@@ -395,6 +395,14 @@ board_call(struct board *b, uint8_t type, int timeout_ms)
 		return board_fail(b, r, "board refused %s: %s",
 		    proto_type_name(type), remote);
 	}
+	if (r == KL_ERR_CRC)
+		return board_fail(b, r, "%s exchange failed: the line is too "
+		    "noisy (%d resends, all corrupt)",
+		    proto_type_name(type), b->e->o.cfg->resends);
+	if (r == KL_ERR_TIMEOUT)
+		return board_fail(b, r, "%s exchange failed: no answer in %d "
+		    "attempts of %d ms", proto_type_name(type),
+		    b->e->o.cfg->attempts, timeout_ms);
 	if (r != 0)
 		return board_fail(b, r, "%s exchange failed: %s",
 		    proto_type_name(type), kl_strerror(r));
@@ -455,6 +463,7 @@ step_connect(struct board *b)
 		return board_fail(b, r, "cannot open %s: %s", dev,
 		    kl_strerror(r));
 	link_set_attempts(b->link, cfg->attempts);
+	link_set_resends(b->link, cfg->resends);
 	/* An operator stop cuts a wait short until files are being written. */
 	link_set_cancel(b->link, &b->e->cancel);
 	return 0;

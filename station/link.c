@@ -6,6 +6,12 @@
  * arrives in timeout_ms.  Either way the same bytes (same seq) are sent
  * again, and the board replays its cached answer instead of re-running the
  * command, so a retried KEYGEN never makes a second key.
+ *
+ * The two kinds of failed attempt have their own budgets.  Silence means
+ * the board may be gone, so it gets few tries (attempts), each a whole
+ * timeout long.  Corruption means the board is there and the line is
+ * noisy; a resend costs one frame time, and on a noisy line a 1 KiB frame
+ * can fail half its tries, so it gets many more (resends).
  */
 #include "station/link.h"
 
@@ -22,6 +28,7 @@
 #include "station/proto.h"
 
 #define LINK_DEFAULT_ATTEMPTS 4
+#define LINK_DEFAULT_RESENDS 16
 #define LINK_READ_CHUNK 4096
 #define LINK_CANCEL_POLL_MS 200
 
@@ -31,6 +38,7 @@ struct link {
 	char path[256];
 	uint16_t seq;
 	int attempts;
+	int resends;
 	struct frame_decoder dec;
 	struct buf out;
 	struct link_stats st;
@@ -48,6 +56,7 @@ link_open(struct link **out, const struct link_ops *ops, const char *path,
 		return KL_ERR_NOMEM;
 	l->ops = ops;
 	l->attempts = LINK_DEFAULT_ATTEMPTS;
+	l->resends = LINK_DEFAULT_RESENDS;
 	snprintf(l->path, sizeof(l->path), "%s", path);
 	frame_decoder_init(&l->dec);
 	buf_init(&l->out, FRAME_MAX_LEN);
@@ -82,6 +91,12 @@ void
 link_set_attempts(struct link *l, int attempts)
 {
 	l->attempts = attempts > 0 ? attempts : 1;
+}
+
+void
+link_set_resends(struct link *l, int resends)
+{
+	l->resends = resends >= 0 ? resends : 0;
 }
 
 void
@@ -184,7 +199,7 @@ link_call(struct link *l, uint8_t type, const struct buf *req,
 {
 	struct frame f;
 	uint16_t seq;
-	int attempt, r = KL_ERR_TIMEOUT;
+	int timeouts = 0, corrupt = 0, r = KL_ERR_TIMEOUT;
 
 	if (++l->seq == 0)
 		l->seq = 1;
@@ -193,11 +208,12 @@ link_call(struct link *l, uint8_t type, const struct buf *req,
 	if ((r = frame_encode(&l->out, type, 0, seq,
 	    req != NULL ? req->data : NULL, req != NULL ? req->len : 0)) != 0)
 		return r;
-	for (attempt = 0; attempt < l->attempts; attempt++) {
-		if (attempt > 0) {
+	for (;;) {
+		if (timeouts + corrupt > 0) {
 			l->st.retries++;
-			log_debug("%s: %s seq %u: attempt %d", l->path,
-			    proto_type_name(type), seq, attempt + 1);
+			log_debug("%s: %s seq %u: sent again (%d timed out, "
+			    "%d corrupt)", l->path, proto_type_name(type), seq,
+			    timeouts, corrupt);
 		}
 		r = l->ops->write(l->ctx, l->out.data, l->out.len, timeout_ms);
 		if (r != 0)
@@ -205,10 +221,19 @@ link_call(struct link *l, uint8_t type, const struct buf *req,
 		l->st.bytes_tx += l->out.len;
 		l->st.frames_tx++;
 		r = link_await(l, type, seq, timeout_ms, &f);
-		if (r == KL_ERR_TIMEOUT)
+		if (r == KL_ERR_TIMEOUT) {
 			frame_decoder_reset(&l->dec);
-		if (r == LINK_RESEND || r == KL_ERR_TIMEOUT) {
-			r = KL_ERR_TIMEOUT;
+			if (++timeouts >= l->attempts)
+				return KL_ERR_TIMEOUT;
+			continue;
+		}
+		if (r == LINK_RESEND) {
+			if (++corrupt > l->resends) {
+				log_error("%s: %s: %d tries arrived corrupt; "
+				    "the line is too noisy", l->path,
+				    proto_type_name(type), corrupt);
+				return KL_ERR_CRC;
+			}
 			continue;
 		}
 		if (r != LINK_GOT)
@@ -223,5 +248,4 @@ link_call(struct link *l, uint8_t type, const struct buf *req,
 		buf_reset(resp);
 		return buf_put(resp, f.payload, f.len);
 	}
-	return r;
 }

@@ -66,8 +66,14 @@ void link_close(struct link *l);
  */
 void link_set_cancel(struct link *l, const volatile int *flag);
 
-/* Attempts per exchange (first try included); default 4. */
+/*
+ * Attempts per exchange that may time out (first try included); default 4.
+ * Resends: how many more times a request is sent because it was NAKed or
+ * its answer arrived corrupt; default 16.  A live board on a noisy line
+ * costs a frame time per resend, a dead one a whole timeout per attempt.
+ */
 void link_set_attempts(struct link *l, int attempts);
+void link_set_resends(struct link *l, int resends);
 
 /*
  * One exchange: send type with req (may be NULL for an empty payload), wait
@@ -75,7 +81,8 @@ void link_set_attempts(struct link *l, int attempts);
  * answer's payload (resp is reset first, its max must be >=
  * FRAME_MAX_PAYLOAD).  If the board answers with an error frame, returns
  * KL_ERR_REMOTE and copies its message into remote_err (may be NULL).
- * Other returns: KL_ERR_TIMEOUT after every attempt timed out or was corrupt,
+ * Other returns: KL_ERR_TIMEOUT after `attempts` attempts timed out,
+ * KL_ERR_CRC after `resends` resends for corruption were not enough,
  * KL_ERR_CLOSED, KL_ERR_IO, KL_ERR_PROTO.
  */
 int link_call(struct link *l, uint8_t type, const struct buf *req,

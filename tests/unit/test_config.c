@@ -137,6 +137,7 @@ test_good(void **state)
 	assert_string_equal(c->uptane_key_id, "03");
 	assert_int_equal(c->keygen_timeout_ms, 60000);
 	assert_int_equal(c->attempts, 4);
+	assert_int_equal(c->resends, 16);
 	assert_string_equal(c->ca_backend, "local");
 	assert_int_equal(c->validity_days, 3650);
 	assert_string_equal(c->ca_module, "/usr/lib/softhsm/libsofthsm2.so");
@@ -276,6 +277,8 @@ test_bad_keys(void **state)
 		    "[link] baud: not a standard baud rate: '115201'" },
 		{ "[link]\nattempts = 0\n", 2,
 		    "[link] attempts: out of range 1..100: '0'" },
+		{ "[link]\nresends = 1001\n", 2,
+		    "[link] resends: out of range 0..1000: '1001'" },
 		{ "[link]\ntimeout_ms = 5000\ntimeout_ms = 6000\n", 3,
 		    "[link] timeout_ms: duplicate key" },
 		{ "[link]\nspeed = 9600\n", 2,

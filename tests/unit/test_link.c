@@ -42,6 +42,7 @@ enum scenario {
 	SC_CORRUPT_FIRST,	/* flip a payload byte of the first answer */
 	SC_CORRUPT_FIRST_KL,	/* same, answer full of "KL" byte pairs */
 	SC_NAK_FIRST,		/* NAK the first request */
+	SC_NAK_MANY,		/* NAK the first nak_count requests */
 	SC_ERROR,		/* error answer */
 	SC_SILENT,		/* never answer */
 	SC_WRONG_TYPE,		/* answer with another type */
@@ -52,6 +53,7 @@ enum scenario {
 struct responder {
 	int fd;			/* pty master; -1 once closed */
 	enum scenario sc;
+	int nak_count;		/* SC_NAK_MANY */
 	pthread_t th;
 	int started;
 	pthread_mutex_t mu;
@@ -170,6 +172,13 @@ handle(struct responder *rs, const struct frame *f)
 		if (n == 1) {
 			send_frame(rs, f->type, FRAME_F_RESPONSE | FRAME_F_NAK,
 			    f->seq, NULL);
+			return;
+		}
+		break;
+	case SC_NAK_MANY:
+		if (n <= rs->nak_count) {
+			send_frame(rs, 0, FRAME_F_RESPONSE | FRAME_F_NAK, 0,
+			    NULL);
 			return;
 		}
 		break;
@@ -543,6 +552,66 @@ test_nak_first(void **state)
 	pthread_mutex_unlock(&fx->rs.mu);
 }
 
+/* A noisy line: more NAKs than `attempts`, fewer than `resends`.  The
+ * board is there, so the exchange goes on, at once each time, and the
+ * command runs once. */
+static void
+test_nak_many_within_resends(void **state)
+{
+	struct fixture *fx = *state;
+	const struct link_stats *st;
+	int64_t t0;
+
+	fx->rs.nak_count = 10;
+	responder_start(fx, SC_NAK_MANY);
+	link_set_attempts(fx->l, 2);
+	link_set_resends(fx->l, 12);
+	assert_int_equal(proto_put_str(&fx->req, PT_KEY_TYPE, "ec-p256"), 0);
+	t0 = now_ms();
+	assert_int_equal(link_call(fx->l, PROTO_KEYGEN, &fx->req, &fx->resp,
+	    LONG_MS, NULL, 0), 0);
+	assert_true(now_ms() - t0 < LONG_MS);	/* no timeout waited out */
+	assert_echo(fx, 1);
+	st = link_stats(fx->l);
+	assert_int_equal(st->naks, 10);
+	assert_int_equal(st->retries, 10);
+	pthread_mutex_lock(&fx->rs.mu);
+	assert_int_equal(fx->rs.requests, 11);
+	assert_int_equal(fx->rs.seqs[10], fx->rs.seqs[0]);
+	assert_int_equal(fx->rs.runs, 1);
+	pthread_mutex_unlock(&fx->rs.mu);
+}
+
+/* A line that corrupts everything ends with KL_ERR_CRC after exactly
+ * `resends` resends, not with a timeout after `attempts`. */
+static void
+test_nak_beyond_resends(void **state)
+{
+	struct fixture *fx = *state;
+	const struct link_stats *st;
+
+	fx->rs.nak_count = 1000;
+	responder_start(fx, SC_NAK_MANY);
+	link_set_attempts(fx->l, 2);
+	link_set_resends(fx->l, 5);
+	assert_int_equal(link_call(fx->l, PROTO_HELLO, NULL, &fx->resp,
+	    LONG_MS, NULL, 0), KL_ERR_CRC);
+	st = link_stats(fx->l);
+	assert_int_equal(st->frames_tx, 6);
+	assert_int_equal(st->naks, 6);
+	usleep(50 * 1000);
+	pthread_mutex_lock(&fx->rs.mu);
+	assert_int_equal(fx->rs.requests, 6);
+	assert_int_equal(fx->rs.runs, 0);
+	pthread_mutex_unlock(&fx->rs.mu);
+
+	/* resends 0: the first NAK ends the exchange. */
+	link_set_resends(fx->l, 0);
+	assert_int_equal(link_call(fx->l, PROTO_HELLO, NULL, &fx->resp,
+	    LONG_MS, NULL, 0), KL_ERR_CRC);
+	assert_int_equal(link_stats(fx->l)->frames_tx, 7);
+}
+
 static void
 test_error_answer(void **state)
 {
@@ -680,6 +749,8 @@ main(void)
 		T(test_corrupt_first),
 		T(test_corrupt_first_kl),
 		T(test_nak_first),
+		T(test_nak_many_within_resends),
+		T(test_nak_beyond_resends),
 		T(test_error_answer),
 		T(test_silent),
 		T(test_wrong_type),
