@@ -1046,6 +1046,18 @@ hsm_get_cert(struct hsm *h, const uint8_t *id, size_t id_len,
 }
 
 int
+hsm_delete_cert(struct hsm *h, const uint8_t *id, size_t id_len)
+{
+	int r;
+
+	if (h == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	return destroy_id(h, CKO_CERTIFICATE, id, id_len);
+}
+
+int
 hsm_key_attrs(struct hsm *h, const uint8_t *id, size_t id_len,
     struct hsm_key_attrs *out)
 {

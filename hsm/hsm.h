@@ -100,6 +100,9 @@ int hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
 int hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
     const char *label, const uint8_t *der, size_t der_len);
 
+/* Destroy every certificate object with that id; none is no error. */
+int hsm_delete_cert(struct hsm *h, const uint8_t *id, size_t id_len);
+
 /* Read back the DER value of the certificate with that id. OPENSSL_free. */
 int hsm_get_cert(struct hsm *h, const uint8_t *id, size_t id_len,
     uint8_t **der, size_t *der_len);

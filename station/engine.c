@@ -159,6 +159,10 @@ struct board {
 	char cert_serial[80];
 	char cert_fpr[65];
 	int staged;			/* files staged on the board */
+	int reprovisioning;		/* it was provisioned before */
+	int keygen_sent;		/* its key at tls_key_id may be new */
+	int wrote;			/* certificate object or files may be
+					 * in place */
 	char why[512];			/* failure in words */
 	struct buf req, resp;
 };
@@ -593,6 +597,7 @@ step_dupcheck(struct board *b)
 	    prev_serial);
 	if ((r = board_audit(b, "reprovision", "info", msg)) != 0)
 		return board_fail(b, r, "audit log write failed");
+	b->reprovisioning = 1;
 	board_emit(b, EV_INFO, 0, msg);
 	return 0;
 }
@@ -649,6 +654,7 @@ step_keygen(struct board *b)
 	    e->tls_id_len)) ||
 	    (r = proto_put_str(&b->req, PT_KEY_LABEL, cfg->key_label)))
 		return r;
+	b->keygen_sent = 1;
 	if ((r = board_call(b, PROTO_KEYGEN, cfg->keygen_timeout_ms)) != 0)
 		return r;
 	if (resp_bytes(b, PT_SPKI, 4096, &p, &n) != 0)
@@ -964,6 +970,7 @@ step_write_and_verify(struct board *b)
 	    (r = proto_put_str(&b->req, PT_KEY_LABEL, e->o.cfg->key_label)) ||
 	    (r = proto_put_bytes(&b->req, PT_CERT, b->cert, b->cert_len)))
 		goto out;
+	b->wrote = 1;
 	if ((r = board_call(b, PROTO_PUT_CERT, e->o.cfg->timeout_ms)) != 0)
 		goto out;
 	if (resp_bytes(b, PT_SHA256, 32, &p, &n) != 0 || n != 32 ||
@@ -1088,6 +1095,83 @@ board_cancelled(struct board *b)
 	    "stopped by the operator before anything was written");
 }
 
+/*
+ * After a failure, take back what the station wrote.  Staged files are
+ * discarded (ABORT).  Once credentials may be in place (the certificate
+ * object was sent, files were committed, or a re-provisioned board just
+ * got a new key, so its old files no longer match it) the three files and
+ * the certificate object are removed too, client.pem first: aktualizr
+ * takes it as the sign that credentials are there.  The key pair stays;
+ * the next provisioning replaces it.  Best effort: one attempt each, and
+ * a board that is gone keeps what it has.  Beyond staged files, what
+ * happened is appended to b->why and recorded in a "clear" audit row.
+ */
+static void
+board_clear(struct board *b)
+{
+	static const char *const names[] = {
+		"client.pem", "gateway.url", "root.crt",
+	};
+	struct engine *e = b->e;
+	const struct config *cfg = e->o.cfg;
+	char remote[PROTO_MAX_STR + 64], note[PROTO_MAX_STR + 160];
+	const char *what = "ABORT";
+	int clear = b->wrote || (b->reprovisioning && b->keygen_sent);
+	size_t i, len;
+	int r = 0;
+
+	if (!b->staged && !clear)
+		return;
+	remote[0] = '\0';
+	if (b->link == NULL) {
+		r = KL_ERR_CLOSED;
+		goto out;
+	}
+	/* An operator stop must not cut the clean-up short. */
+	link_set_cancel(b->link, NULL);
+	link_set_attempts(b->link, 1);
+	if (b->staged) {
+		buf_reset(&b->req);
+		r = link_call(b->link, PROTO_ABORT, NULL, &b->resp,
+		    cfg->timeout_ms, remote, sizeof(remote));
+		if (r == 0)
+			b->staged = 0;
+	}
+	for (i = 0; clear && r == 0 && i < sizeof(names) / sizeof(names[0]);
+	    i++) {
+		what = "REMOVE";
+		buf_reset(&b->req);
+		if ((r = proto_put_str(&b->req, PT_FILE_NAME, names[i])) == 0)
+			r = link_call(b->link, PROTO_REMOVE, &b->req, &b->resp,
+			    cfg->timeout_ms, remote, sizeof(remote));
+	}
+	if (clear && r == 0) {
+		what = "DEL_CERT";
+		buf_reset(&b->req);
+		if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->cert_id,
+		    e->cert_id_len)) == 0)
+			r = link_call(b->link, PROTO_DEL_CERT, &b->req,
+			    &b->resp, cfg->timeout_ms, remote, sizeof(remote));
+	}
+	buf_reset(&b->req);
+out:
+	if (!clear)
+		return;
+	if (r == KL_ERR_REMOTE)
+		(void)board_text(remote);
+	if (r == 0)
+		snprintf(note, sizeof(note), "board cleared: its import "
+		    "files and certificate object were removed");
+	else
+		snprintf(note, sizeof(note), "clearing the board failed at "
+		    "%s (%s): it may still hold files or a certificate", what,
+		    r == KL_ERR_REMOTE ? remote : kl_strerror(r));
+	(void)board_audit(b, "clear", r == 0 ? "ok" : "failed", note);
+	len = strlen(b->why);
+	if (len + 2 < sizeof(b->why))
+		snprintf(b->why + len, sizeof(b->why) - len, "; %s", note);
+}
+
 static void
 board_finish(struct board *b, int r)
 {
@@ -1105,12 +1189,7 @@ board_finish(struct board *b, int r)
 		if (b->why[0] == '\0')
 			snprintf(b->why, sizeof(b->why), "%s: %s",
 			    engine_step_name(b->step), kl_strerror(r));
-		/* Roll back staged files; best effort, the board may be gone. */
-		if (b->staged && b->link != NULL) {
-			buf_reset(&b->req);
-			(void)link_call(b->link, PROTO_ABORT, NULL, &b->resp,
-			    e->o.cfg->timeout_ms, NULL, 0);
-		}
+		board_clear(b);
 		snprintf(msg, sizeof(msg), "%s: %s", engine_step_name(b->step),
 		    b->why);
 		(void)board_audit(b, engine_step_name(b->step), "failed", msg);

@@ -160,6 +160,8 @@ static const struct proto_name proto_names[] = {
 	{ PROTO_PUT_CERT, "PUT_CERT" },
 	{ PROTO_SIGN, "SIGN" },
 	{ PROTO_UPTANE_KEYGEN, "UPTANE_KEYGEN" },
+	{ PROTO_REMOVE, "REMOVE" },
+	{ PROTO_DEL_CERT, "DEL_CERT" },
 };
 
 const char *

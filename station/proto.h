@@ -49,6 +49,13 @@ enum proto_type {
 				 *       PKCS#1 v1.5, over SHA-256(challenge) */
 	PROTO_UPTANE_KEYGEN = 0x0a, /* req: KEY_ID, KEY_LABEL (RSA 2048)
 				 * resp: SPKI */
+	PROTO_REMOVE = 0x0b,	/* req: FILE_NAME  removes the file (and its
+				 * staged copy) from the import directory,
+				 * fsyncs it; a missing file is no error.
+				 * resp: - */
+	PROTO_DEL_CERT = 0x0c,	/* req: KEY_ID  destroys the certificate
+				 * objects with that id; none is no error.
+				 * resp: - */
 };
 
 enum proto_tag {

@@ -580,6 +580,76 @@ test_put_file_positive(void **state)
 	assert_alive();
 }
 
+/*
+ * REMOVE takes back one file (and its staged copy); DEL_CERT the
+ * certificate objects with an id.  Hostile names are refused like
+ * PUT_FILE's; a symlink planted in the import dir is removed, not
+ * followed; removing what is not there succeeds.
+ */
+static void
+test_remove_and_del_cert(void **state)
+{
+	static const char *const bad[] = { "../../board.conf", "/etc/passwd",
+		"..", ".", "", "a/b", ".hidden", "evil\x01" };
+	static const char data[] = "keyline remove test\n";
+	char outside[512], path[1024];
+	uint8_t long_id[PROTO_MAX_KEY_ID + 1];
+	size_t i;
+
+	(void)state;
+	assert_alive();
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		name_req(bad[i]);
+		REFUSED(PROTO_REMOVE, CALL_MS, "not a plain name", "(path)");
+	}
+	assert_true(exists("%s/board.conf", board));
+
+	/* A link in the import dir pointing outside: the link goes, its
+	 * target stays. */
+	snprintf(outside, sizeof(outside), "%s/remove-target", dir);
+	assert_int_equal(tu_sh("printf keep >'%s'", outside), 0);
+	snprintf(path, sizeof(path), "%s/gateway.url", import);
+	assert_int_equal(symlink(outside, path), 0);
+	name_req("gateway.url");
+	assert_int_equal(call(PROTO_REMOVE, CALL_MS), 0);
+	assert_false(exists("%s", path));
+	assert_true(exists("%s", outside));
+
+	/* One committed file, one staged: both go, and COMMIT then has
+	 * nothing left to put in place. */
+	put_file_req("root.crt", 8, 0644, data, strlen(data));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_COMMIT, CALL_MS), 0);
+	put_file_req("client.pem", 10, 0644, data, strlen(data));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	assert_int_equal(import_count("root.crt"), 1);	/* the staged temp */
+	name_req("root.crt");
+	assert_int_equal(call(PROTO_REMOVE, CALL_MS), 0);
+	name_req("client.pem");
+	assert_int_equal(call(PROTO_REMOVE, CALL_MS), 0);
+	assert_int_equal(import_count(NULL), 0);
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "nothing staged");
+	/* Not there: still fine, so a station can always send the list. */
+	name_req("client.pem");
+	assert_int_equal(call(PROTO_REMOVE, CALL_MS), 0);
+
+	/* DEL_CERT: the key id is checked; an id with no certificate is
+	 * fine (integration test 21 deletes a real one). */
+	buf_reset(&req);
+	REFUSED(PROTO_DEL_CERT, CALL_MS, "key id missing", "(invalid)");
+	memset(long_id, 1, sizeof(long_id));
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, long_id,
+	    sizeof(long_id)), 0);
+	REFUSED(PROTO_DEL_CERT, CALL_MS, "key id longer than 16 bytes");
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x7e", 1), 0);
+	assert_int_equal(call(PROTO_DEL_CERT, CALL_MS), 0);
+	assert_alive();
+}
+
 static void
 test_still_alive_tree_unchanged(void **state)
 {
@@ -607,6 +677,7 @@ main(void)
 		cmocka_unit_test(test_unknown_type),
 		cmocka_unit_test(test_hello_version),
 		cmocka_unit_test(test_put_file_positive),
+		cmocka_unit_test(test_remove_and_del_cert),
 		cmocka_unit_test(test_still_alive_tree_unchanged),
 	};
 
