@@ -1106,6 +1106,8 @@ board_cancelled(struct board *b)
  * a board that is gone keeps what it has.  Beyond staged files, what
  * happened is appended to b->why and recorded in a "clear" audit row.
  */
+#define ENGINE_CLEAR_RESENDS 16
+
 static void
 board_clear(struct board *b)
 {
@@ -1127,9 +1129,14 @@ board_clear(struct board *b)
 		r = KL_ERR_CLOSED;
 		goto out;
 	}
-	/* An operator stop must not cut the clean-up short. */
+	/* An operator stop must not cut the clean-up short.  One attempt
+	 * against silence (a board that stopped answering costs one
+	 * timeout), but at least the default resends against noise: a board
+	 * cleared halfway is worse than one not cleared at all. */
 	link_set_cancel(b->link, NULL);
 	link_set_attempts(b->link, 1);
+	if (cfg->resends < ENGINE_CLEAR_RESENDS)
+		link_set_resends(b->link, ENGINE_CLEAR_RESENDS);
 	if (b->staged) {
 		buf_reset(&b->req);
 		r = link_call(b->link, PROTO_ABORT, NULL, &b->resp,

@@ -3,7 +3,8 @@
 # ways.  With the default retry budgets (attempts 4, resends 16) every board
 # still passes, through resends the summary counts.  With resends = 0 the
 # same line fails boards, each with words that say the line is too noisy,
-# and leaves none of them half-written.
+# and leaves none of them half-written: a board keeps its old files whole,
+# or is cleared of them once its new key no longer matches them.
 . "$(dirname "$0")/lib.sh"
 
 line_setup "$T" 4
@@ -33,12 +34,20 @@ grep '"event":"failed"' "$T/out0.jsonl" | grep -q 'the line is too noisy (0 rese
 	{ grep '"event":"failed"' "$T/out0.jsonl" >&2; fail "no failure names the noisy line"; }
 for b in $(grep '"event":"failed"' "$T/out0.jsonl" | jq -r .serial); do
 	imp=$T/boards/$b/rootfs/var/sota/import
-	# Files from the first pass stay whole; nothing staged is left over.
+	# Nothing staged is left over, and nothing half: either the files of
+	# the first pass, whole (failed before the new key), or none at all
+	# and a "clear" row (the new key no longer matched them).
 	if ls -A "$imp" | grep -v -x -e client.pem -e root.crt -e gateway.url | grep -q .; then
 		fail "board $b: left-over files: $(ls -A "$imp")"
 	fi
-	openssl verify -CAfile "$T/ca/fleet-root.pem" "$imp/client.pem" >/dev/null ||
-		fail "board $b: client.pem broken by a failed pass"
+	if [ -e "$imp/client.pem" ]; then
+		openssl verify -CAfile "$T/ca/fleet-root.pem" "$imp/client.pem" >/dev/null ||
+			fail "board $b: client.pem broken by a failed pass"
+	else
+		[ -z "$(ls -A "$imp")" ] || fail "board $b: an incomplete set: $(ls -A "$imp")"
+		[ "$(sqlite3 "$T/audit.db" "SELECT outcome FROM events WHERE board_serial='$b' AND step='clear' ORDER BY id DESC LIMIT 1")" = ok ] ||
+			fail "board $b: files gone without a clear row"
+	fi
 done
 "$KL" audit verify --db "$T/audit.db" >/dev/null || fail "audit chain after failures"
 echo "PASS corrupt-frames"
