@@ -503,7 +503,7 @@ audit_text_val(struct audit_val *v, const char *s)
 
 /* Inside the write transaction: the id and hash of the newest row. */
 static int
-audit_head(sqlite3 *db, int64_t *last_id, char head[AUDIT_HASH_HEX + 1])
+audit_read_head(sqlite3 *db, int64_t *last_id, char head[AUDIT_HASH_HEX + 1])
 {
 	int r = KL_ERR_INTERNAL, rc;
 	sqlite3_stmt *st = NULL;
@@ -597,7 +597,7 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 	 * both chain onto the same row. */
 	if ((r = audit_exec(a->db, "BEGIN IMMEDIATE", "begin append")) != 0)
 		goto out;
-	if ((r = audit_head(a->db, &last, prev)) != 0)
+	if ((r = audit_read_head(a->db, &last, prev)) != 0)
 		goto out;
 	if (last < 0 || last == INT64_MAX) {
 		log_error("audit: newest row id %" PRId64 " cannot be followed",
@@ -648,6 +648,21 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 }
 
 /* ---- find */
+
+int
+audit_head(struct audit *a, int64_t *rows, char *head, size_t headsz)
+{
+	int r;
+
+	if (a == NULL || rows == NULL || head == NULL ||
+	    headsz < AUDIT_HASH_HEX + 1)
+		return KL_ERR_INVALID;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	r = audit_read_head(a->db, rows, head);
+	audit_unlock(a);
+	return r;
+}
 
 int
 audit_find_row_hash(struct audit *a, const char *hash, int64_t *id)

@@ -76,6 +76,15 @@ int audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
     char *why, size_t whysz, char *head, size_t headsz);
 
 /*
+ * The newest row's id and row_hash (0 and 64 '0' for an empty log), read
+ * without walking the chain: what the station hands out (batch summary,
+ * /api/v1/status) so that a copy of the head lives outside the station,
+ * an anchor against truncation.  head needs AUDIT_HASH_HEX + 1 bytes.
+ * 0 or KL_ERR_DB.
+ */
+int audit_head(struct audit *a, int64_t *rows, char *head, size_t headsz);
+
+/*
  * The id of the row whose row_hash is hash (64 hex digits), for checking
  * a head recorded earlier outside the log (an anchor): after a clean
  * verify, an anchor that is missing means rows were removed from the end

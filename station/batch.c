@@ -159,7 +159,8 @@ cmd_batch(int argc, char **argv)
 	struct batch bt;
 	struct rusage ru;
 	struct sigaction sa;
-	char err[1024];
+	char err[1024], audit_hash[AUDIT_HASH_HEX + 1];
+	int64_t audit_rows;
 	long count = 0;
 	char *end;
 	int nreprov = 0, c, r, n, exit_code = 2, line = 0;
@@ -272,8 +273,15 @@ cmd_batch(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &ru);
 	cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
 	    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	/* The head leaves the station in the summary: a copy kept by whoever
+	 * reads this output is an anchor against truncation. */
+	if (audit_head(st.audit, &audit_rows, audit_hash,
+	    sizeof(audit_hash)) != 0) {
+		audit_rows = -1;
+		audit_hash[0] = '\0';
+	}
 	batch_print(json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:I, s:I, "
-	    "s:i}",
+	    "s:i, s:I, s:s?}",
 	    "event", "summary",
 	    "boards", n,
 	    "passed", counts.passed,
@@ -284,7 +292,9 @@ cmd_batch(int argc, char **argv)
 	    "peak_rss_kb", (json_int_t)ru.ru_maxrss,
 	    "wire_bytes_per_board", (json_int_t)(n > 0 ? bt.bytes / (uint64_t)n :
 	    0),
-	    "retries", (int)bt.retries));
+	    "retries", (int)bt.retries,
+	    "audit_rows", (json_int_t)audit_rows,
+	    "audit_head", audit_hash[0] != '\0' ? audit_hash : NULL));
 	/* A line stopped by the operator with nothing failed is a success,
 	 * even if no board came; one pass must have provisioned boards. */
 	exit_code = counts.failed == 0 && (n > 0 || line) ? 0 : 1;

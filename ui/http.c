@@ -451,12 +451,20 @@ http_status(struct http_req *rq, struct http_reply *rp)
 {
 	const struct config *cfg = rq->h->cfg;
 	struct engine_status s;
+	char head[AUDIT_HASH_HEX + 1];
+	int64_t rows;
 
 	memset(&s, 0, sizeof(s));
 	engine_status(rq->h->engine, &s);
+	/* The head, for an MES to keep as an anchor (docs/audit.md); null
+	 * if the log cannot be read right now. */
+	if (audit_head(rq->h->audit, &rows, head, sizeof(head)) != 0) {
+		rows = -1;
+		head[0] = '\0';
+	}
 	rp->json = json_pack("{s:I, s:{s:o, s:o, s:o}, "
 	    "s:{s:s, s:I, s:I, s:f}, s:{s:i, s:i, s:i}, s:{s:o, s:o, s:i}, "
-	    "s:i}",
+	    "s:i, s:{s:I, s:s?}}",
 	    "time_ms", (json_int_t)http_now_ms(),
 	    "station",
 	    "id", http_jstr(cfg->station_id, 0),
@@ -475,7 +483,10 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	    "name", http_jstr(s.ca_name, 1),
 	    "state", http_jstr(s.ca_state, 1),
 	    "slots_waiting", s.slots_waiting_ca,
-	    "slots", cfg->nslots);
+	    "slots", cfg->nslots,
+	    "audit",
+	    "rows", (json_int_t)rows,
+	    "head", head[0] != '\0' ? head : NULL);
 	return rp->json != NULL ? 0 : KL_ERR_NOMEM;
 }
 

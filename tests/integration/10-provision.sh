@@ -142,9 +142,12 @@ if grep -qF "$(cat "$(line_pin_file "$T")")" "$T/a.csv" "$T/out.jsonl" "$T/audit
 	fail "the CA token PIN appears in the audit log or the output"
 fi
 # Truncation: cutting the newest rows leaves a consistent chain, which an
-# earlier head kept outside the log (an anchor) exposes.
+# earlier head kept outside the log (an anchor) exposes.  The batch
+# summary hands the head out; verify prints the same one.
 head=$(sed -n 's/.*head \([0-9a-f]\{64\}\)$/\1/p' "$T/verify.out")
 [ ${#head} -eq 64 ] || fail "verify printed no head: $(cat "$T/verify.out")"
+[ "$(summary "$T/out.jsonl" | jq -r '"\(.audit_rows) \(.audit_head)"')" = "$rows $head" ] ||
+	fail "batch summary audit head: $(summary "$T/out.jsonl")"
 "$KL" audit verify --db "$T/audit.db" --anchor "$head" | grep -q "anchor found at row $rows" ||
 	fail "the current head is not found as an anchor"
 cp "$T/audit.db" "$T/cut.db"

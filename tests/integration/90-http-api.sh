@@ -136,6 +136,10 @@ jq -e --argjson n "$N" '.station.id == "station-01" and .station.operator == "de
     and .counts.in_flight == 0 and .slots == $n and (.ca.name | startswith("local:"))
     and .ca.state == "ok" and (.time_ms | type == "number")' "$T/body" >/dev/null ||
 	fail "status body: $(cat "$T/body")"
+# The audit head, for the MES to keep as an anchor: the newest row.
+[ "$(jq -r '"\(.audit.rows) \(.audit.head)"' "$T/body")" = \
+  "$(sqlite3 "$T/audit.db" "SELECT id || ' ' || row_hash FROM events ORDER BY id DESC LIMIT 1")" ] ||
+	fail "status audit head is not the newest row: $(jq -c .audit "$T/body")"
 
 [ "$(req -H "$AUTH" "$U/api/v1/slots")" = 200 ] || fail "slots"
 jq -e --argjson n "$N" '(.slots | length) == $n and all(.slots[]; .state == "passed"

@@ -192,8 +192,19 @@ test_append_verify(void **state)
 	    head, sizeof(head)), 0);
 	assert_int_equal(rows, 0);
 	assert_string_equal(head, ZERO64);
+	rows = -1;
+	assert_int_equal(audit_head(f->a, &rows, head, sizeof(head)), 0);
+	assert_int_equal(rows, 0);
+	assert_string_equal(head, ZERO64);
 
 	append_n(f->a, 5);
+	/* audit_head (no walk) gives the newest row as the database has it. */
+	assert_int_equal(audit_head(f->a, &rows, head, sizeof(head)), 0);
+	assert_int_equal(rows, 5);
+	raw_text(f->path, "SELECT row_hash FROM events WHERE id = 5", v,
+	    sizeof(v));
+	assert_string_equal(head, v);
+	assert_int_equal(audit_head(f->a, &rows, head, 64), KL_ERR_INVALID);
 	assert_int_equal(audit_verify_head(f->a, &rows, &bad, why, sizeof(why),
 	    head, sizeof(head)), 0);
 	assert_int_equal(rows, 5);
