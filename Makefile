@@ -58,7 +58,15 @@ BINS = keyline keyline-agent keyline-jig
 
 all: $(addprefix $(REL)/bin/,$(BINS))
 
-san: $(addprefix $(SAN)/bin/,$(BINS)) $(addprefix $(SAN)/tests/,$(UNIT_TESTS))
+# Helpers the integration tests run (not part of the product).
+TEST_TOOLS = ttystall
+
+san: $(addprefix $(SAN)/bin/,$(BINS)) $(addprefix $(SAN)/tests/,$(UNIT_TESTS)) \
+	$(addprefix $(SAN)/tools/,$(TEST_TOOLS))
+
+$(SAN)/tools/%: tests/tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -o $@ $< -lutil
 
 $(REL)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
