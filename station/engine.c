@@ -782,10 +782,21 @@ step_ca(struct board *b)
 		.device_id = b->device_id,
 	};
 	int64_t t0 = now_ms(), deadline, delay, sleep_ms;
-	char err[256] = "", msg[400];
+	char err[256] = "", msg[600], lost[200] = "";
 	uint32_t rnd;
 	int r, waiting = 0, tries = 0;
 
+	/*
+	 * Recorded before the CSR leaves the station: a CA that signs and
+	 * whose answer is lost (a timeout after signing) leaves a certificate
+	 * the station never sees, and this row, with the key fingerprint the
+	 * certificate must carry, is how it is found in the CA's records.
+	 */
+	snprintf(msg, sizeof(msg), "CSR for this key sent to %s",
+	    e->o.ca->name);
+	if ((r = board_audit(b, "ca", "requested", msg)) != 0)
+		return board_fail(b, r, "audit log write failed; the CSR was "
+		    "not sent");
 	deadline = t0 + (int64_t)cfg->ca_wait_deadline_s * 1000;
 	delay = cfg->ca_retry_base_ms;
 	for (;;) {
@@ -796,14 +807,24 @@ step_ca(struct board *b)
 		if (r == 0)
 			break;
 		if (!ca_is_transient(r)) {
-			(void)board_audit(b, "ca", "failed", err[0] ? err :
-			    kl_strerror(r));
+			/* Every try before this one went unanswered: if the
+			 * CA got any of them, it may have signed it. */
+			if (tries > 1)
+				snprintf(lost, sizeof(lost), "; %d earlier "
+				    "requests got no certificate back: the "
+				    "CA's records may hold certificates for "
+				    "this key (key_fpr)", tries - 1);
+			snprintf(msg, sizeof(msg), "%s%s", err[0] ? err :
+			    kl_strerror(r), lost);
+			(void)board_audit(b, "ca", "failed", msg);
 			return board_fail(b, r, "CA %s did not issue: %s",
-			    e->o.ca->name, err[0] ? err : kl_strerror(r));
+			    e->o.ca->name, msg);
 		}
 		if (now_ms() >= deadline) {
 			snprintf(msg, sizeof(msg), "CA unreachable for %d s "
-			    "(%d tries): %s", cfg->ca_wait_deadline_s, tries,
+			    "(%d tries): %s; no certificate came back, but the "
+			    "CA's records may hold some for this key (key_fpr)",
+			    cfg->ca_wait_deadline_s, tries,
 			    err[0] ? err : kl_strerror(r));
 			(void)board_audit(b, "ca", "failed", msg);
 			return board_fail(b, KL_ERR_UNAVAILABLE, "%s", msg);
@@ -832,8 +853,10 @@ step_ca(struct board *b)
 	}
 	if (waiting) {
 		board_set_state(b, SLOT_WORKING);
-		snprintf(msg, sizeof(msg), "CA answered after %.1f s (%d tries)",
-		    (double)(now_ms() - t0) / 1000.0, tries);
+		snprintf(msg, sizeof(msg), "CA answered after %.1f s (%d tries; "
+		    "%d earlier requests got no certificate back: the CA's "
+		    "records may hold more certificates for this key)",
+		    (double)(now_ms() - t0) / 1000.0, tries, tries - 1);
 		board_emit(b, EV_INFO, 0, msg);
 	}
 	/* Each field on its own: whatever can be read goes in the record. */

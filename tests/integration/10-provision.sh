@@ -121,14 +121,22 @@ rm -f "$pinf"
 # The audit chain holds, and breaks when a row is altered by hand.
 "$KL" audit verify --db "$T/audit.db" >"$T/verify.out" || fail "audit verify failed"
 rows=$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events")
-# identify, dupcheck, keygen, csr, issued, validate, write, verify, pop, done
-[ "$rows" -eq 80 ] || fail "$rows audit rows for 8 boards, expected 10 each"
+# identify, dupcheck, keygen, csr, ca requested, issued, validate, write,
+# verify, pop, done
+[ "$rows" -eq 88 ] || fail "$rows audit rows for 8 boards, expected 11 each"
 for step in identify dupcheck keygen csr issued validate write verify pop done; do
 	[ "$(sqlite3 "$T/audit.db" "SELECT count(DISTINCT device_id) FROM events WHERE step='$step'")" = 8 ] ||
 		fail "audit step $step is not recorded for every board"
 done
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='done' AND outcome='passed'")" = 8 ] ||
 	fail "expected 8 passed rows"
+# The request to the CA is on record before the certificate, with the key
+# the certificate carries: a certificate lost on its way back can be found.
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events r JOIN events i
+    ON i.device_id = r.device_id AND i.step = 'issued'
+    WHERE r.step = 'ca' AND r.outcome = 'requested' AND r.id < i.id
+    AND r.key_fpr = i.key_fpr AND length(r.key_fpr) = 64")" = 8 ] ||
+	fail "not every board has its CA request recorded before its issuance"
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='issued' AND cert_serial IS NOT NULL")" = 8 ] ||
 	fail "expected 8 issued rows with serials"
 "$KL" audit export --db "$T/audit.db" --format csv >"$T/a.csv"

@@ -86,6 +86,15 @@ q "SELECT DISTINCT ca FROM events WHERE step='issued'" | grep -q "^cfssl:127.0.0
 	fail "issued rows do not name the CFSSL CA"
 grep -q "waiting for the CA" "$T/out.jsonl" || fail "batch output does not show the wait"
 grep -q "CA answered after" "$T/out.jsonl" || fail "batch output does not show the resumption"
+# Each board's CSR is on record before it went out, once per board; a
+# board that waited says its unanswered requests may have left
+# certificates at the CA, in the row of the one it got.
+[ "$(q "SELECT count(DISTINCT device_id) FROM events WHERE step='ca' AND outcome='requested'")" = $N ] ||
+	fail "CA requests are not recorded for every board"
+[ "$(q "SELECT count(*) FROM events i JOIN events w ON w.device_id = i.device_id
+    AND w.step = 'ca' AND w.outcome = 'waiting'
+    WHERE i.step = 'issued' AND i.error LIKE '%earlier requests got no certificate back%'")" = "$waits" ] ||
+	fail "an issued row after a wait does not mention the unanswered requests"
 # Certificates on the boards chain to the CFSSL fleet root.
 for i in $(seq $N); do
 	imp=$(board_dir $i)/rootfs/var/sota/import
