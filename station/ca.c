@@ -1,7 +1,7 @@
 /*
  * ca.c: the CA seen by the engine (see ca.h): argument checks and dispatch
- * to the backend's ops table, and the token key lookup the backends that
- * sign in the station token share.
+ * to the backend's ops table, and what the backends share: the token key
+ * lookup, and TLS with a pinned server certificate.
  *
  * Thread safety is the backend's job (ca_local holds a mutex around the
  * token), so this layer stays lock-free and a slow remote backend can serve
@@ -14,8 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "hsm/hsm.h"
 #include "station/err.h"
@@ -102,6 +107,107 @@ out:
 	EVP_PKEY_free(k);	/* before its token session */
 	hsm_close(h);
 	return r;
+}
+
+struct ca_tls {
+	SSL_CTX *ssl_ctx;
+	X509 *pinned;
+};
+
+void
+ca_tls_free(struct ca_tls *t)
+{
+	if (t == NULL)
+		return;
+	SSL_CTX_free(t->ssl_ctx);
+	X509_free(t->pinned);
+	free(t);
+}
+
+/* The whole chain check is replaced by one question: is the leaf the
+ * pinned certificate? */
+static int
+ca_tls_pin_cb(X509_STORE_CTX *xs, void *arg)
+{
+	struct ca_tls *t = arg;
+	X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+	SSL *ssl = X509_STORE_CTX_get_ex_data(xs,
+	    SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct ca_tls_call *call = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+
+	if (leaf != NULL && X509_cmp(leaf, t->pinned) == 0)
+		return 1;
+	if (call != NULL)
+		call->pin_failed = 1;
+	X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);
+	return 0;
+}
+
+int
+ca_tls_new(struct ca_tls **out, const char *what, const char *pin_pem)
+{
+	struct ca_tls *t;
+	BIO *in = NULL;
+	int r = KL_ERR_CONFIG;
+
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		return KL_ERR_NOMEM;
+	if ((in = BIO_new_file(pin_pem, "r")) == NULL ||
+	    (t->pinned = PEM_read_bio_X509(in, NULL, NULL, NULL)) == NULL) {
+		log_error("%s: server_cert %s: not a PEM certificate", what,
+		    pin_pem);
+		log_openssl(what);
+		goto out;
+	}
+	if ((t->ssl_ctx = SSL_CTX_new(TLS_client_method())) == NULL ||
+	    !SSL_CTX_set_min_proto_version(t->ssl_ctx, TLS1_2_VERSION)) {
+		log_openssl(what);
+		r = KL_ERR_CRYPTO;
+		goto out;
+	}
+	SSL_CTX_set_verify(t->ssl_ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_cert_verify_callback(t->ssl_ctx, ca_tls_pin_cb, t);
+	*out = t;
+	t = NULL;
+	r = 0;
+out:
+	BIO_free(in);
+	ca_tls_free(t);
+	return r;
+}
+
+BIO *
+ca_tls_bio_cb(BIO *bio, void *arg, int connect, int detail)
+{
+	struct ca_tls_call *call = arg;
+	BIO *sbio, *cbio;
+	SSL *ssl;
+
+	if (call == NULL || call->tls == NULL)
+		return bio;
+	if (connect && detail) {
+		if ((ssl = SSL_new(call->tls->ssl_ctx)) == NULL)
+			return NULL;
+		SSL_set_app_data(ssl, call);
+		if (call->host != NULL)
+			(void)SSL_set_tlsext_host_name(ssl, call->host);
+		SSL_set_connect_state(ssl);
+		if ((sbio = BIO_new(BIO_f_ssl())) == NULL) {
+			SSL_free(ssl);
+			return NULL;
+		}
+		BIO_set_ssl(sbio, ssl, BIO_CLOSE);
+		return BIO_push(sbio, bio);
+	}
+	if (!connect && BIO_method_type(bio) == BIO_TYPE_SSL) {
+		(void)ERR_set_mark();
+		BIO_ssl_shutdown(bio);
+		cbio = BIO_pop(bio);
+		BIO_free(bio);
+		(void)ERR_pop_to_mark();
+		return cbio;
+	}
+	return bio;
 }
 
 int

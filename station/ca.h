@@ -6,7 +6,7 @@
  * key behind an explicit development flag), "cfssl" (ca_cfssl.c: a CFSSL
  * server's authsign API over HTTP or HTTPS with the server certificate
  * pinned) and "cmp" (ca_cmp.c: CMP, Lightweight CMP Profile of RFC 9483,
- * through OpenSSL's CMP client).  docs/ca-remote.md says how they behave
+ * through OpenSSL's CMP client, over HTTP or pinned HTTPS).  docs/ca-remote.md says how they behave
  * when the CA cannot be reached.
  *
  * A CA is shared by all slot threads: ca_issue() is thread-safe (backends
@@ -105,8 +105,13 @@ int ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p);
  * KL_ERR_CA.
  */
 struct ca_cmp_params {
-	const char *url;		/* http://host:port/path (messages are
-					 * protected end to end by CMP) */
+	const char *url;		/* http://host:port/path or https://
+					 * (messages are protected end to end
+					 * by CMP either way) */
+	const char *tls_server_cert;	/* PEM: with https, the one TLS server
+					 * certificate accepted (pinned);
+					 * required for https, refused for
+					 * http */
 	const char *fleet_root;		/* PEM trust anchor(s) for the check
 					 * before certConf */
 	const char *intermediates;	/* PEM bundle, NULL/"" = none */
@@ -149,6 +154,33 @@ int ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz);
 /* Whether an issue() error is worth asking again after a wait. */
 int ca_is_transient(int err);
+
+/*
+ * TLS to a remote CA server (CFSSL or CMP over https), trusting exactly one
+ * server certificate: the pinned one.  Neither a public CA nor the host
+ * name decides whom the station talks to; the handshake proves the server
+ * holds the pinned certificate's key.  ca_tls_new loads the pin from a PEM
+ * file (what prefixes log lines) and makes a TLS 1.2+ client context; the
+ * caller frees it with ca_tls_free, after every call that uses it.
+ */
+struct ca_tls;
+
+int ca_tls_new(struct ca_tls **out, const char *what, const char *pin_pem);
+void ca_tls_free(struct ca_tls *t);
+
+/* Per request, on the caller's stack: the arg of ca_tls_bio_cb. */
+struct ca_tls_call {
+	struct ca_tls *tls;	/* borrowed */
+	const char *host;	/* SNI */
+	int pin_failed;		/* out: the server showed another cert */
+};
+
+/*
+ * An OSSL_HTTP_bio_cb_t (OSSL_HTTP_transfer, OSSL_CMP_CTX_set_http_cb):
+ * puts TLS on the connect BIO when detail (use_ssl) says so, and takes it
+ * off again at the end.  arg is a struct ca_tls_call.
+ */
+BIO *ca_tls_bio_cb(BIO *bio, void *arg, int connect, int detail);
 
 /* The HTTP status in the text OpenSSL attaches to HTTP_R_RECEIVED_ERROR
  * ("code=503,reason=..."), or 0 when there is none. */

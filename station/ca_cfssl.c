@@ -51,15 +51,8 @@ struct ca_cfssl {
 	size_t key_len;
 	char *profile;		/* NULL = server default */
 	char *label;
-	SSL_CTX *ssl_ctx;	/* https only */
-	X509 *pinned;		/* https only */
+	struct ca_tls *tls;	/* https only */
 	int timeout_s;
-};
-
-/* Per request: what the TLS callbacks learned. */
-struct cfssl_call {
-	struct ca_cfssl *c;
-	int pin_failed;
 };
 
 static void
@@ -72,64 +65,8 @@ ca_cfssl_free(void *arg)
 	buf_wipe(c->key, sizeof(c->key));
 	free(c->profile);
 	free(c->label);
-	SSL_CTX_free(c->ssl_ctx);
-	X509_free(c->pinned);
+	ca_tls_free(c->tls);
 	free(c);
-}
-
-/* The whole chain check is replaced by one question: is the leaf the
- * pinned certificate?  The handshake itself proves the server holds its
- * key. */
-static int
-cfssl_pin_cb(X509_STORE_CTX *xs, void *arg)
-{
-	struct ca_cfssl *c = arg;
-	X509 *leaf = X509_STORE_CTX_get0_cert(xs);
-	SSL *ssl = X509_STORE_CTX_get_ex_data(xs,
-	    SSL_get_ex_data_X509_STORE_CTX_idx());
-	struct cfssl_call *call = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
-
-	if (leaf != NULL && X509_cmp(leaf, c->pinned) == 0)
-		return 1;
-	if (call != NULL)
-		call->pin_failed = 1;
-	X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);
-	return 0;
-}
-
-/* OSSL_HTTP_bio_cb_t: TLS on top of the connect BIO, and off again. */
-static BIO *
-cfssl_tls_cb(BIO *bio, void *arg, int connect, int detail)
-{
-	struct cfssl_call *call = arg;
-	struct ca_cfssl *c = call->c;
-	BIO *sbio, *cbio;
-	SSL *ssl;
-
-	if (!c->use_ssl)
-		return bio;
-	if (connect && detail) {
-		if ((ssl = SSL_new(c->ssl_ctx)) == NULL)
-			return NULL;
-		SSL_set_app_data(ssl, call);
-		(void)SSL_set_tlsext_host_name(ssl, c->host);
-		SSL_set_connect_state(ssl);
-		if ((sbio = BIO_new(BIO_f_ssl())) == NULL) {
-			SSL_free(ssl);
-			return NULL;
-		}
-		BIO_set_ssl(sbio, ssl, BIO_CLOSE);
-		return BIO_push(sbio, bio);
-	}
-	if (!connect) {
-		(void)ERR_set_mark();
-		BIO_ssl_shutdown(bio);
-		cbio = BIO_pop(bio);
-		BIO_free(bio);
-		(void)ERR_pop_to_mark();
-		return cbio;
-	}
-	return bio;
 }
 
 /*
@@ -137,7 +74,7 @@ cfssl_tls_cb(BIO *bio, void *arg, int connect, int detail)
  * OpenSSL error queue (which it empties), with words in err.
  */
 static int
-cfssl_classify(const struct cfssl_call *call, char *err, size_t errsz)
+cfssl_classify(const struct ca_tls_call *call, char *err, size_t errsz)
 {
 	unsigned long e, first = 0;
 	const char *data = NULL, *first_data = NULL;
@@ -336,7 +273,8 @@ ca_cfssl_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz)
 {
 	struct ca_cfssl *c = ctx;
-	struct cfssl_call call = { .c = c };
+	struct ca_tls_call call = { .tls = c->use_ssl ? c->tls : NULL,
+		.host = c->host };
 	char *body = NULL, *resp = NULL;
 	BIO *rq = NULL, *rsp = NULL;
 	size_t rlen = 0;
@@ -355,7 +293,7 @@ ca_cfssl_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	/* proxy "": never one from the environment; the CA is where the
 	 * config says. */
 	rsp = OSSL_HTTP_transfer(NULL, c->host, c->port, c->path, c->use_ssl,
-	    "", NULL, NULL, NULL, cfssl_tls_cb, &call, 0, NULL,
+	    "", NULL, NULL, NULL, ca_tls_bio_cb, &call, 0, NULL,
 	    "application/json", rq, NULL, 0, CFSSL_MAX_RESP, c->timeout_s, 0);
 	if (rsp == NULL) {
 		r = cfssl_classify(&call, err, errsz);
@@ -384,29 +322,6 @@ static const struct ca_ops ca_cfssl_ops = {
 	.issue = ca_cfssl_issue,
 	.free = ca_cfssl_free,
 };
-
-static int
-cfssl_load_pin(struct ca_cfssl *c, const char *path)
-{
-	BIO *in;
-
-	if ((in = BIO_new_file(path, "r")) == NULL ||
-	    (c->pinned = PEM_read_bio_X509(in, NULL, NULL, NULL)) == NULL) {
-		BIO_free(in);
-		log_error("cfssl: server_cert %s: not a PEM certificate", path);
-		log_openssl("cfssl");
-		return KL_ERR_CONFIG;
-	}
-	BIO_free(in);
-	if ((c->ssl_ctx = SSL_CTX_new(TLS_client_method())) == NULL ||
-	    !SSL_CTX_set_min_proto_version(c->ssl_ctx, TLS1_2_VERSION)) {
-		log_openssl("cfssl: SSL_CTX");
-		return KL_ERR_CRYPTO;
-	}
-	SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_cert_verify_callback(c->ssl_ctx, cfssl_pin_cb, c);
-	return 0;
-}
 
 static int
 cfssl_set_str(char **dst, const char *v)
@@ -471,7 +386,7 @@ ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p)
 			r = KL_ERR_CONFIG;
 			goto out;
 		}
-		if ((r = cfssl_load_pin(c, p->server_cert)) != 0)
+		if ((r = ca_tls_new(&c->tls, "cfssl", p->server_cert)) != 0)
 			goto out;
 	} else if (p->server_cert != NULL && p->server_cert[0] != '\0') {
 		log_error("cfssl: server_cert is for https; the url is http");

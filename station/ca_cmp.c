@@ -63,6 +63,7 @@ struct ca_cmp {
 	EVP_PKEY *key;
 	struct hsm *hsm;	/* NULL unless the key is in the token */
 	X509 *srv_cert;
+	struct ca_tls *tls;	/* https only: the pinned TLS server cert */
 	pthread_mutex_t lock;	/* around an exchange with a token key */
 };
 
@@ -74,6 +75,7 @@ struct cmp_call {
 	size_t spki_len;
 	int rejected;
 	char why[512];
+	struct ca_tls_call tls;	/* https: what the TLS callback learned */
 };
 
 static void
@@ -90,6 +92,7 @@ ca_cmp_free(void *arg)
 	X509_free(c->cert);
 	sk_X509_pop_free(c->chain, X509_free);
 	X509_free(c->srv_cert);
+	ca_tls_free(c->tls);
 	certcheck_trust_free(c->trust);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -201,6 +204,11 @@ cmp_classify(OSSL_CMP_CTX *ctx, const struct cmp_call *call, char *err,
 		snprintf(err, errsz, "%s", call->why);
 		return KL_ERR_CERT_INVALID;
 	}
+	if (call->tls.pin_failed) {
+		snprintf(err, errsz, "the CMP server's TLS certificate is not "
+		    "the pinned server_cert");
+		return KL_ERR_CA;
+	}
 	if (status >= 0) {
 		/* The server answered with a PKIStatus: a rejection or an
 		 * error message.  "Waiting" (still polling when time ran
@@ -270,6 +278,14 @@ cmp_setup_ctx(struct ca_cmp *c, OSSL_CMP_CTX *ctx, X509_REQ *csr,
 	    OSSL_CMP_CTX_set1_p10CSR(ctx, csr) &&
 	    OSSL_CMP_CTX_set_certConf_cb(ctx, cmp_certconf_cb) &&
 	    OSSL_CMP_CTX_set_certConf_cb_arg(ctx, call);
+
+	/* OpenSSL 3.0 uses TLS when the http callback has an argument. */
+	if (ok && c->tls != NULL) {
+		call->tls.tls = c->tls;
+		call->tls.host = c->host;
+		ok = OSSL_CMP_CTX_set_http_cb(ctx, ca_tls_bio_cb) &&
+		    OSSL_CMP_CTX_set_http_cb_arg(ctx, &call->tls);
+	}
 
 	if (ok && c->secret_len > 0)
 		ok = OSSL_CMP_CTX_set1_referenceValue(ctx,
@@ -480,14 +496,25 @@ ca_cmp_new(struct ca **out, const struct ca_cmp_params *p)
 		free(ca);
 		return KL_ERR_INTERNAL;
 	}
-	if (strncmp(p->url, "http://", 7) != 0 ||
+	if ((strncmp(p->url, "http://", 7) != 0 &&
+	    strncmp(p->url, "https://", 8) != 0) ||
 	    !OSSL_HTTP_parse_url(p->url, &use_ssl, NULL, &host, &port,
-	    &c->port, &path, NULL, NULL) || use_ssl) {
+	    &c->port, &path, NULL, NULL)) {
 		ERR_clear_error();
-		log_error("cmp: url '%s' must be http://host:port/path",
-		    p->url);
+		log_error("cmp: url '%s' must be http:// or "
+		    "https://host:port/path", p->url);
 		goto out;
 	}
+	if (use_ssl != (p->tls_server_cert != NULL &&
+	    p->tls_server_cert[0] != '\0')) {
+		log_error("cmp: %s", use_ssl ? "https needs server_cert to pin" :
+		    "server_cert is for https; the url is http");
+		goto out;
+	}
+	if (use_ssl && (r = ca_tls_new(&c->tls, "cmp",
+	    p->tls_server_cert)) != 0)
+		goto out;
+	r = KL_ERR_CONFIG;
 	if (snprintf(c->host, sizeof(c->host), "%s", host) >=
 	    (int)sizeof(c->host) ||
 	    snprintf(c->path, sizeof(c->path), "%s", path) >=
@@ -512,8 +539,8 @@ ca_cmp_new(struct ca **out, const struct ca_cmp_params *p)
 	} else if ((r = cmp_load_sig(c, p)) != 0) {
 		goto out;
 	}
-	snprintf(ca->name, sizeof(ca->name), "cmp:%.32s:%d%.16s", c->host, c->port,
-	    c->path);
+	snprintf(ca->name, sizeof(ca->name), "cmp:%.32s:%d%.16s", c->host,
+	    c->port, c->path);
 	ca->ops = &ca_cmp_ops;
 	ca->ctx = c;
 	c = NULL;

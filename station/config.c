@@ -722,7 +722,6 @@ static const struct {
 	{ "cmp", "auth_key_file", CAK(ca_auth_key_file), CA_NO },
 	{ "cmp", "profile", CAK(ca_profile), CA_NO },
 	{ "cmp", "label", CAK(ca_label), CA_NO },
-	{ "cmp", "server_cert", CAK(ca_server_cert), CA_NO },
 #undef CAK
 };
 
@@ -751,7 +750,7 @@ config_check_ca_backend(const struct config *c, char *err, size_t errsz)
 			return KL_ERR_CONFIG;
 		}
 	}
-	if (strcmp(b, "cfssl") == 0) {
+	if (strcmp(b, "cfssl") == 0 || strcmp(b, "cmp") == 0) {
 		int https = strncmp(c->ca_url, "https://", 8) == 0;
 
 		if (https && c->ca_server_cert[0] == '\0') {
@@ -770,12 +769,6 @@ config_check_ca_backend(const struct config *c, char *err, size_t errsz)
 		int mac = c->ca_cmp_secret_file[0] != '\0';
 		int sig = c->ca_cmp_client_cert[0] != '\0';
 
-		if (strncmp(c->ca_url, "http://", 7) != 0) {
-			snprintf(err, errsz, "%s: [ca] url: CMP goes over "
-			    "http:// (its messages are protected end to end)",
-			    p);
-			return KL_ERR_CONFIG;
-		}
 		if (mac == sig) {
 			snprintf(err, errsz, "%s: [ca] cmp_secret_file: set "
 			    "either cmp_secret_file (MAC) or cmp_client_cert "

@@ -250,6 +250,7 @@ station_ca_cmp(struct station *st, const char *pin, char *err, size_t errsz)
 	cp.pin = pin;
 	cp.key_id_hex = cfg->ca_key_id;
 	cp.server_cert = cfg->ca_cmp_server_cert;
+	cp.tls_server_cert = cfg->ca_server_cert;
 	cp.timeout_ms = cfg->ca_request_timeout_ms;
 	r = ca_cmp_new(&st->ca, &cp);
 	station_free_secret(secret, secret_len);

@@ -560,6 +560,66 @@ teardown_token(void **state)
 	return 0;
 }
 
+/*
+ * CMP over https: socat terminates TLS with the mock server's certificate
+ * in front of the plain mock.  The pinned certificate gets an issued
+ * certificate; another pin is a final CA error that names the pin, and
+ * the mock never sees a request.
+ */
+static void
+test_https_pinned(void **state)
+{
+	struct fx *f = *state;
+	int port = tu_free_port(), tport = tu_free_port();
+	pid_t pid = mock_srv(f, port, f->path[P_GOOD], 0, NULL), tpid;
+	char listen[1024], connect[64], url[128], log[300], err[256];
+	char *socat_argv[] = { "socat", listen, connect, NULL };
+	struct ca_cmp_params p = {
+		.url = url, .fleet_root = f->path[P_ROOT],
+		.secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET),
+		.ref = REF, .timeout_ms = 2000,
+		.tls_server_cert = f->path[P_SRVCERT],
+	};
+	struct ca *ca = NULL;
+	uint8_t *der;
+	size_t len;
+
+	assert_true(pid > 0);
+	snprintf(listen, sizeof(listen), "OPENSSL-LISTEN:%d,bind=127.0.0.1,"
+	    "reuseaddr,fork,verify=0,cert=%s,key=%s", tport,
+	    f->path[P_SRVCERT], f->path[P_SRVKEY]);
+	snprintf(connect, sizeof(connect), "TCP:127.0.0.1:%d", port);
+	snprintf(log, sizeof(log), "%s/socat.log", f->dir);
+	tpid = tu_spawn(socat_argv, log, tport);
+	assert_true(tpid > 0);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/pkix/", tport);
+
+	assert_int_equal(ca_cmp_new(&ca, &p), 0);
+	assert_int_equal(issue(f, ca, &der, &len, err, sizeof(err)), 0);
+	check_cert(f, der, len);
+	OPENSSL_free(der);
+	ca_free(ca);
+
+	/* The same server, another pin. */
+	p.tls_server_cert = f->path[P_CLICERT];
+	assert_int_equal(ca_cmp_new(&ca, &p), 0);
+	assert_int_equal(issue(f, ca, &der, &len, err, sizeof(err)),
+	    KL_ERR_CA);
+	assert_non_null(strstr(err, "pinned server_cert"));
+	assert_null(der);
+	ca_free(ca);
+
+	/* Plain http, no pin, straight to the mock: still fine. */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/pkix/", port);
+	p.tls_server_cert = NULL;
+	assert_int_equal(ca_cmp_new(&ca, &p), 0);
+	assert_int_equal(issue(f, ca, &der, &len, err, sizeof(err)), 0);
+	OPENSSL_free(der);
+	ca_free(ca);
+	tu_stop(tpid);
+	tu_stop(pid);
+}
+
 static void
 test_bad_params(void **state)
 {
@@ -577,7 +637,18 @@ test_bad_params(void **state)
 	p.ref = NULL;
 	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG); /* no ref */
 	p.ref = REF;
+	/* https needs a pin; http refuses one; a pin must be a cert. */
 	p.url = "https://127.0.0.1:1/pkix/";
+	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG);
+	p.tls_server_cert = f->path[P_SRVKEY];
+	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG);
+	p.tls_server_cert = f->path[P_SRVCERT];
+	assert_int_equal(ca_cmp_new(&ca, &p), 0);
+	ca_free(ca);
+	p.url = "http://127.0.0.1:1/pkix/";
+	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG);
+	p.tls_server_cert = NULL;
+	p.url = "ftp://127.0.0.1:1/pkix/";
 	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG);
 	p.url = "http://127.0.0.1:1/pkix/";
 	assert_int_equal(ca_cmp_new(&ca, &p), 0);
@@ -608,6 +679,7 @@ main(void)
 		    teardown_token),
 		cmocka_unit_test_teardown(test_token_signature_refused,
 		    teardown_token),
+		cmocka_unit_test(test_https_pinned),
 		cmocka_unit_test(test_bad_params),
 	};
 

@@ -538,6 +538,18 @@ test_required(void **state)
 		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
 		    "credentials_zip = c.zip\n",
 		    "[keys] uptane_key_id: same ID as tls_key_id" },
+		/* CMP over https pins the server's TLS certificate. */
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nbackend = cmp\n"
+		    "url = https://ca:8443/pkix\nfleet_root = r\n"
+		    "cmp_secret_file = s\ncmp_ref = k\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[ca] server_cert: required with an https:// url (the CA "
+		    "server's certificate is pinned)" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nbackend = cmp\n"
+		    "url = http://ca:8080/pkix\nfleet_root = r\n"
+		    "cmp_secret_file = s\ncmp_ref = k\nserver_cert = t.pem\n"
+		    "[ota]\ncredentials_zip = c.zip\n",
+		    "[ca] server_cert: only with an https:// url" },
 	};
 	struct fixture *f = *state;
 	char want[768];
