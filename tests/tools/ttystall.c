@@ -44,7 +44,8 @@ now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-/* Is a thread of pid inside write(2) right now? */
+/* Is a thread of pid inside write(2) right now?  -1: no thread's
+ * syscall file could be read (no ptrace access to it). */
 static int
 in_write(pid_t pid)
 {
@@ -52,7 +53,7 @@ in_write(pid_t pid)
 	struct dirent *de;
 	DIR *d;
 	FILE *f;
-	int found = 0;
+	int found = 0, readable = 0;
 
 	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
 	if ((d = opendir(path)) == NULL)
@@ -64,13 +65,16 @@ in_write(pid_t pid)
 		    (int)pid, de->d_name);
 		if ((f = fopen(path, "r")) == NULL)
 			continue;
-		if (fgets(line, sizeof(line), f) != NULL &&
-		    strtol(line, NULL, 10) == SYS_write && line[0] != '-')
-			found = 1;
+		if (fgets(line, sizeof(line), f) != NULL) {
+			readable = 1;
+			if (strtol(line, NULL, 10) == SYS_write &&
+			    line[0] != '-')
+				found = 1;
+		}
 		fclose(f);
 	}
 	closedir(d);
-	return found;
+	return found ? 1 : readable ? 0 : -1;
 }
 
 static int
@@ -123,7 +127,7 @@ main(int argc, char **argv)
 	struct winsize big = { .ws_row = 60, .ws_col = 200 };
 	struct winsize small = { .ws_row = 24, .ws_col = 80 };
 	const char *blocked, *release, *keys;
-	int master, seen = 0, flip = 0, rc;
+	int master, seen = 0, flip = 0, rc, w;
 	long t0;
 	pid_t pid;
 
@@ -156,7 +160,14 @@ main(int argc, char **argv)
 			kill(pid, SIGKILL);
 			return 125;
 		}
-		seen = in_write(pid) ? seen + 1 : 0;
+		if ((w = in_write(pid)) < 0 && now_ms() - t0 > 1000) {
+			fprintf(stderr, "ttystall: cannot read "
+			    "/proc/%d/task/*/syscall (ptrace access?)\n",
+			    (int)pid);
+			kill(pid, SIGKILL);
+			return 125;
+		}
+		seen = w > 0 ? seen + 1 : 0;
 		if (seen == 0) {
 			(void)ioctl(master, TIOCSWINSZ, flip ? &small : &big);
 			flip = !flip;
@@ -178,7 +189,7 @@ main(int argc, char **argv)
 		}
 		usleep(100 * 1000);
 	}
-	(void)write_file(blocked, "a", in_write(pid) ?
+	(void)write_file(blocked, "a", in_write(pid) > 0 ?
 	    "still-blocked yes\n" : "still-blocked no\n");
 
 	/* Release: read everything, back to a sane size, type the keys. */
