@@ -144,12 +144,22 @@ ca_tls_pin_cb(X509_STORE_CTX *xs, void *arg)
 }
 
 int
-ca_tls_new(struct ca_tls **out, const char *what, const char *pin_pem)
+ca_tls_new(struct ca_tls **out, const char *what, int use_ssl,
+    const char *pin_pem)
 {
 	struct ca_tls *t;
 	BIO *in = NULL;
 	int r = KL_ERR_CONFIG;
 
+	*out = NULL;
+	if (use_ssl != (pin_pem != NULL && pin_pem[0] != '\0')) {
+		log_error("%s: %s", what, use_ssl ?
+		    "https needs server_cert to pin" :
+		    "server_cert is for https; the url is http");
+		return KL_ERR_CONFIG;
+	}
+	if (!use_ssl)
+		return 0;
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		return KL_ERR_NOMEM;
 	if ((in = BIO_new_file(pin_pem, "r")) == NULL ||

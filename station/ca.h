@@ -159,13 +159,17 @@ int ca_is_transient(int err);
  * TLS to a remote CA server (CFSSL or CMP over https), trusting exactly one
  * server certificate: the pinned one.  Neither a public CA nor the host
  * name decides whom the station talks to; the handshake proves the server
- * holds the pinned certificate's key.  ca_tls_new loads the pin from a PEM
- * file (what prefixes log lines) and makes a TLS 1.2+ client context; the
- * caller frees it with ca_tls_free, after every call that uses it.
+ * holds the pinned certificate's key.  ca_tls_new takes whether the URL is
+ * https (use_ssl) and the pin, a PEM file (NULL or "" for none): https
+ * needs a pin and http refuses one (KL_ERR_CONFIG, logged with what as
+ * prefix).  For https it loads the pin and makes a TLS 1.2+ client context
+ * in *out; for http *out is NULL.  The caller frees it with ca_tls_free,
+ * after every call that uses it.
  */
 struct ca_tls;
 
-int ca_tls_new(struct ca_tls **out, const char *what, const char *pin_pem);
+int ca_tls_new(struct ca_tls **out, const char *what, int use_ssl,
+    const char *pin_pem);
 void ca_tls_free(struct ca_tls *t);
 
 /* Per request, on the caller's stack: the arg of ca_tls_bio_cb. */

@@ -46,7 +46,6 @@ struct ca_cfssl {
 	char host[256];
 	char port[8];
 	char path[CFSSL_MAX_URL];
-	int use_ssl;
 	uint8_t key[CFSSL_MAX_KEY];
 	size_t key_len;
 	char *profile;		/* NULL = server default */
@@ -273,8 +272,7 @@ ca_cfssl_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz)
 {
 	struct ca_cfssl *c = ctx;
-	struct ca_tls_call call = { .tls = c->use_ssl ? c->tls : NULL,
-		.host = c->host };
+	struct ca_tls_call call = { .tls = c->tls, .host = c->host };
 	char *body = NULL, *resp = NULL;
 	BIO *rq = NULL, *rsp = NULL;
 	size_t rlen = 0;
@@ -292,7 +290,7 @@ ca_cfssl_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	}
 	/* proxy "": never one from the environment; the CA is where the
 	 * config says. */
-	rsp = OSSL_HTTP_transfer(NULL, c->host, c->port, c->path, c->use_ssl,
+	rsp = OSSL_HTTP_transfer(NULL, c->host, c->port, c->path, c->tls != NULL,
 	    "", NULL, NULL, NULL, ca_tls_bio_cb, &call, 0, NULL,
 	    "application/json", rq, NULL, 0, CFSSL_MAX_RESP, c->timeout_s, 0);
 	if (rsp == NULL) {
@@ -373,26 +371,14 @@ ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p)
 		log_error("cfssl: url '%s' too long", p->url);
 		goto out;
 	}
-	c->use_ssl = use_ssl;
 	memcpy(c->key, p->auth_key, p->auth_key_len);
 	c->key_len = p->auth_key_len;
 	c->timeout_s = (p->timeout_ms + 999) / 1000;
 	if ((r = cfssl_set_str(&c->profile, p->profile)) != 0 ||
 	    (r = cfssl_set_str(&c->label, p->label)) != 0)
 		goto out;
-	if (use_ssl) {
-		if (p->server_cert == NULL || p->server_cert[0] == '\0') {
-			log_error("cfssl: https needs server_cert to pin");
-			r = KL_ERR_CONFIG;
-			goto out;
-		}
-		if ((r = ca_tls_new(&c->tls, "cfssl", p->server_cert)) != 0)
-			goto out;
-	} else if (p->server_cert != NULL && p->server_cert[0] != '\0') {
-		log_error("cfssl: server_cert is for https; the url is http");
-		r = KL_ERR_CONFIG;
+	if ((r = ca_tls_new(&c->tls, "cfssl", use_ssl, p->server_cert)) != 0)
 		goto out;
-	}
 	snprintf(ca->name, sizeof(ca->name), "cfssl:%.32s:%.5s%s%.16s", c->host,
 	    c->port, c->label != NULL ? "/" : "",
 	    c->label != NULL ? c->label : "");

@@ -505,14 +505,7 @@ ca_cmp_new(struct ca **out, const struct ca_cmp_params *p)
 		    "https://host:port/path", p->url);
 		goto out;
 	}
-	if (use_ssl != (p->tls_server_cert != NULL &&
-	    p->tls_server_cert[0] != '\0')) {
-		log_error("cmp: %s", use_ssl ? "https needs server_cert to pin" :
-		    "server_cert is for https; the url is http");
-		goto out;
-	}
-	if (use_ssl && (r = ca_tls_new(&c->tls, "cmp",
-	    p->tls_server_cert)) != 0)
+	if ((r = ca_tls_new(&c->tls, "cmp", use_ssl, p->tls_server_cert)) != 0)
 		goto out;
 	r = KL_ERR_CONFIG;
 	if (snprintf(c->host, sizeof(c->host), "%s", host) >=
