@@ -17,9 +17,12 @@
 #include <stdint.h>
 
 #include "station/config.h"
+#include "station/proto.h"
 
-/* Entries of credentials.zip and root_crt files are at most this big. */
-#define OTA_MAX_FILE (64 * 1024)
+/* Entries of credentials.zip and root_crt files are at most this big:
+ * what a board accepts in one PUT_FILE, so a file that passes here never
+ * fails every board at the write step. */
+#define OTA_MAX_FILE PROTO_MAX_FILE
 
 struct ota_files {
 	uint8_t *root_crt;	/* owned: the PEM bytes as they go to the board */

@@ -221,7 +221,7 @@ test_files(void **state)
 	memcpy(big, f->ca_pem, strlen(f->ca_pem));
 	write_file(f->crt, big, sizeof(big));
 	assert_int_equal(load(f, &o), KL_ERR_CONFIG);
-	assert_non_null(strstr(f->err, "larger than 65536 bytes"));
+	assert_non_null(strstr(f->err, "larger than 32768 bytes"));
 
 	/* Missing file. */
 	unlink(f->crt);
@@ -361,7 +361,7 @@ test_zip_bad(void **state)
 		make_zip(f->zip, e);
 		assert_int_equal(load(f, &o), KL_ERR_CONFIG);
 		assert_non_null(strstr(f->err,
-		    "server_ca.pem: larger than 65536 bytes"));
+		    "server_ca.pem: larger than 32768 bytes"));
 		free(big);
 	}
 }
