@@ -228,6 +228,8 @@ ini_parse_string(const char *name, const char *text, size_t len,
 				    "in value", name, lineno,
 				    section[0] ? "[" : "", section,
 				    section[0] ? "] " : "", key);
+				/* The last value seen may be a PIN. */
+				buf_wipe(value, sizeof(value));
 				return KL_ERR_CONFIG;
 			}
 			memcpy(value, vp, vn);
