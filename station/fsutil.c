@@ -23,7 +23,10 @@ fsutil_read_capped(const char *path, size_t max, uint8_t **out, size_t *len,
 	ssize_t got;
 	int fd = -1, r = KL_ERR_INTERNAL;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0 ||
+	/* O_NONBLOCK: a FIFO at the path is refused below instead of
+	 * blocking the open; it changes nothing for a regular file. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY |
+	    O_NONBLOCK)) < 0 ||
 	    fstat(fd, &st) != 0) {
 		snprintf(err, errsz, "%s: %s", path, strerror(errno));
 		r = KL_ERR_IO;

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -309,6 +310,12 @@ test_file(void **state)
 	assert_int_equal(ini_parse_file(dir, record, &s, err, sizeof(err)),
 	    KL_ERR_IO);
 	assert_non_null(strstr(err, "not a regular file"));
+	/* A FIFO nobody writes to: refused at once, not a hang in open(). */
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(ini_parse_file(path, record, &s, err, sizeof(err)),
+	    KL_ERR_IO);
+	assert_non_null(strstr(err, "not a regular file"));
+	unlink(path);
 	rmdir(dir);
 }
 
