@@ -34,7 +34,7 @@ static int
 station_read_pin(const struct config *cfg, char *pin, size_t pinsz,
     char *err, size_t errsz)
 {
-	const char *v;
+	char *v;
 	uint8_t *data;
 	size_t n;
 	int r;
@@ -53,7 +53,10 @@ station_read_pin(const struct config *cfg, char *pin, size_t pinsz,
 			return KL_ERR_CONFIG;
 		}
 		snprintf(pin, pinsz, "%s", v);
-		/* Child processes and /proc/PID/environ need not see it. */
+		/* Child processes and /proc/PID/environ need not see it:
+		 * unsetenv only drops the pointer, so wipe the bytes the
+		 * environment block still holds first. */
+		buf_wipe(v, strlen(v));
 		unsetenv(cfg->ca_pin_env);
 		return 0;
 	}
