@@ -252,7 +252,6 @@ cmd_batch(int argc, char **argv)
 		}
 	}
 	t0 = mono_s();
-	batch_stop = 0;
 	if (line) {
 		if ((r = engine_start(batch_engine)) != 0) {
 			fprintf(stderr, "keyline batch: cannot start the line: "
