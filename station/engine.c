@@ -480,7 +480,7 @@ step_identify(struct board *b)
 	struct devid_vars vars;
 	char why[256];
 	uint32_t version;
-	int r;
+	int r, serial_clean;
 
 	if ((r = proto_put_u32(&b->req, PT_VERSION_MIN, PROTO_VERSION_MIN)) ||
 	    (r = proto_put_u32(&b->req, PT_VERSION_MAX, PROTO_VERSION_MAX)))
@@ -496,6 +496,8 @@ step_identify(struct board *b)
 	    b->serial[0] == '\0')
 		return board_fail(b, KL_ERR_PROTO,
 		    "board sent no usable serial number");
+	/* Clean at once: every failure below records the serial. */
+	serial_clean = board_text(b->serial);
 	if (resp_str(b, PT_MODEL, b->model, sizeof(b->model)) != 0 ||
 	    b->model[0] == '\0')
 		return board_fail(b, KL_ERR_PROTO, "board sent no model");
@@ -511,7 +513,7 @@ step_identify(struct board *b)
 	(void)board_text(b->hsm.manufacturer);
 	(void)board_text(b->hsm.model);
 	(void)board_text(b->hsm.serial);
-	if (!board_text(b->serial) || !board_text(b->model))
+	if (!board_text(b->model) || !serial_clean)
 		return board_fail(b, KL_ERR_PROTO, "board's serial '%s' or model "
 		    "'%s' holds bytes that are not printable ASCII (shown as ?)",
 		    b->serial, b->model);
@@ -1067,12 +1069,15 @@ step_pop(struct board *b)
 		return r;
 	if (resp_bytes(b, PT_SIGNATURE, 1024, &sig, &n) != 0)
 		return board_fail(b, KL_ERR_PROTO, "SIGN answer has no signature");
-	r = KL_ERR_POP;
 	if ((x = d2i_X509(NULL, &q, (long)b->cert_len)) == NULL ||
 	    (md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
-	    X509_get0_pubkey(x)) != 1 ||
-	    EVP_DigestVerify(md, sig, n, challenge, sizeof(challenge)) != 1) {
+	    X509_get0_pubkey(x)) != 1) {
+		r = board_fail(b, KL_ERR_CRYPTO, "cannot set up the check of "
+		    "the board's signature");
+		goto out;
+	}
+	if (EVP_DigestVerify(md, sig, n, challenge, sizeof(challenge)) != 1) {
 		r = board_fail(b, KL_ERR_POP,
 		    "board's signature over the challenge does not verify "
 		    "with the certificate's key");
@@ -1353,9 +1358,19 @@ slot_provision(struct engine_slot *s)
 	board_init(&b, s, t0);
 	while ((r = board_run_steps(&b)) != 0 && tries++ == 0 &&
 	    board_power_retry(&b, r)) {
-		/* A fresh start on the same board after its power cycle. */
+		/* A fresh start on the same board after its power cycle.  What
+		 * the first try did to it still needs taking back if the
+		 * second fails early (board_clear); its step history starts
+		 * again. */
+		int rep = b.reprovisioning, kg = b.keygen_sent;
+
 		board_cleanup(&b);
 		board_init(&b, s, t0);
+		b.reprovisioning = rep;
+		b.keygen_sent = kg;
+		pthread_mutex_lock(&s->e->mu);
+		s->nsteps = 0;
+		pthread_mutex_unlock(&s->e->mu);
 	}
 	if (r == 0)
 		board_set_step(&b, STEP_DONE);
@@ -1442,13 +1457,6 @@ engine_wait(struct engine *e, int ms)
 	pthread_cond_timedwait(&e->cond, &e->mu, &ts);
 }
 
-/*
- * Line mode: a slot provisions each new board that appears while the line
- * runs.  A board already handled, passed or failed, is not done again
- * until it changes (another serial, or none and then one) or the operator
- * retries it; a failure stays on show until then or until acknowledged,
- * so a headless line keeps moving and an operator still sees it.
- */
 /* A board gone for this many probes in a row is gone: one lost or
  * corrupted HELLO is not a board taken out. */
 #define PROBE_GONE_AFTER 3
@@ -1621,7 +1629,8 @@ engine_load_intermediates(struct engine *e)
 out:
 	OPENSSL_free(name);
 	OPENSSL_free(header);
-	OPENSSL_free(data);
+	/* Stopped at a block that is not a certificate: maybe a key. */
+	OPENSSL_clear_free(data, data != NULL ? (size_t)len : 0);
 	BIO_free(in);
 	BIO_free(out);
 	return r;
