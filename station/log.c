@@ -1,6 +1,7 @@
 /* log.c: one-line diagnostics on stderr (see log.h). */
 #include "station/log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -24,6 +25,7 @@ log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
+	int saved = errno;
 
 	if (lvl < log_min)
 		return;
@@ -31,6 +33,8 @@ log_msg(enum log_level lvl, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "%s: %s: %s\n", log_prog, log_names[lvl], line);
+	/* Callers log first and then look at errno to pick their code. */
+	errno = saved;
 }
 
 void

@@ -11,6 +11,7 @@
 enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERROR };
 
 void log_init(const char *progname, enum log_level min);
+/* Leaves errno as it found it, so a caller may log and then test it. */
 void log_msg(enum log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Logs and clears the OpenSSL error queue at LOG_LVL_ERROR, prefixed. */
