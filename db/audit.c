@@ -14,6 +14,7 @@
 #include "db/audit.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -402,10 +403,52 @@ audit_set_wal(sqlite3 *db)
 	return r;
 }
 
-int
-audit_open(struct audit **out, const char *path)
+/*
+ * A WAL-mode file read where its -shm cannot be made (an auditor's copy
+ * in a read-only directory) fails on the first read.  Whether it does is
+ * asked quietly, so the immutable fallback below can be taken instead.
+ */
+static int
+audit_ro_needs_immutable(sqlite3 *db)
 {
-	int r = KL_ERR_INTERNAL, rc, mutex_ok = 0;
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return (rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN;
+}
+
+/* "file:" URI for path with immutable=1; %, ? and # escaped. */
+static int
+audit_immutable_uri(const char *path, char *uri, size_t urisz)
+{
+	size_t o = 0;
+	int n;
+
+	if ((n = snprintf(uri, urisz, "file:")) < 0 || (size_t)n >= urisz)
+		return KL_ERR_TOO_BIG;
+	o = (size_t)n;
+	for (; *path != '\0'; path++) {
+		if (*path == '%' || *path == '?' || *path == '#')
+			n = snprintf(uri + o, urisz - o, "%%%02X",
+			    (unsigned char)*path);
+		else
+			n = snprintf(uri + o, urisz - o, "%c", *path);
+		if (n < 0 || (size_t)n >= urisz - o)
+			return KL_ERR_TOO_BIG;
+		o += (size_t)n;
+	}
+	n = snprintf(uri + o, urisz - o, "?immutable=1");
+	return n < 0 || (size_t)n >= urisz - o ? KL_ERR_TOO_BIG : 0;
+}
+
+static int
+audit_open_mode(struct audit **out, const char *path, int readonly)
+{
+	int r = KL_ERR_INTERNAL, rc, mutex_ok = 0, v = -1;
 	struct audit *a = NULL;
 
 	if (out == NULL || path == NULL)
@@ -417,7 +460,7 @@ audit_open(struct audit **out, const char *path)
 	if (pthread_mutex_init(&a->lock, NULL) != 0)
 		goto out;
 	mutex_ok = 1;
-	rc = sqlite3_open_v2(path, &a->db,
+	rc = sqlite3_open_v2(path, &a->db, readonly ? SQLITE_OPEN_READONLY :
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
 	if (rc != SQLITE_OK) {
 		r = audit_dberr(a->db, "open", rc);
@@ -431,6 +474,40 @@ audit_open(struct audit **out, const char *path)
 		r = audit_dberr(a->db, "busy_timeout", rc);
 		goto out;
 	}
+	if (readonly && audit_ro_needs_immutable(a->db)) {
+		char uri[PATH_MAX * 3 + 32];
+
+		/* We may not create the -shm: read the file as it stands,
+		 * without locks.  Meant for a copy; on the live log of a
+		 * running station, rows still in its -wal are not seen. */
+		sqlite3_close(a->db);
+		a->db = NULL;
+		if ((r = audit_immutable_uri(path, uri, sizeof(uri))) != 0)
+			goto out;
+		rc = sqlite3_open_v2(uri, &a->db, SQLITE_OPEN_READONLY |
+		    SQLITE_OPEN_URI, NULL);
+		if (rc != SQLITE_OK) {
+			r = audit_dberr(a->db, "open", rc);
+			log_error("audit: cannot open %s", path);
+			goto out;
+		}
+		log_warn("audit: %s: its directory is not writable; reading "
+		    "the file as an immutable copy (rows still in a -wal "
+		    "file are not seen)", path);
+	}
+	if (readonly) {
+		/* Only look: no journal switch, no migration.  A log of
+		 * another schema version is not one this program can read. */
+		if ((r = audit_user_version(a->db, &v)) != 0)
+			goto out;
+		if (v != AUDIT_SCHEMA_VERSION) {
+			log_error("audit: %s has schema version %d, this "
+			    "program reads %d", path, v, AUDIT_SCHEMA_VERSION);
+			r = KL_ERR_DB;
+			goto out;
+		}
+		goto done;
+	}
 	if ((r = audit_set_wal(a->db)) != 0)
 		goto out;
 	/* FULL: in WAL mode NORMAL may lose the last commits on power loss,
@@ -441,6 +518,7 @@ audit_open(struct audit **out, const char *path)
 		goto out;
 	if ((r = audit_migrate(a->db)) != 0)
 		goto out;
+done:
 	*out = a;
 	a = NULL;
 	r = 0;
@@ -452,6 +530,18 @@ audit_open(struct audit **out, const char *path)
 		free(a);
 	}
 	return r;
+}
+
+int
+audit_open(struct audit **out, const char *path)
+{
+	return audit_open_mode(out, path, 0);
+}
+
+int
+audit_open_readonly(struct audit **out, const char *path)
+{
+	return audit_open_mode(out, path, 1);
 }
 
 void

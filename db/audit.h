@@ -18,8 +18,17 @@
 
 struct audit;
 
-/* 0 and *out (free with audit_close), or KL_ERR_DB. */
+/* 0 and *out (free with audit_close), or KL_ERR_DB.  Creates a missing
+ * file, switches it to WAL and migrates it to the current schema. */
 int audit_open(struct audit **out, const char *path);
+
+/*
+ * For reading only (keyline audit verify/export): the file is not
+ * created, changed or migrated, so a read-only copy in an auditor's hands
+ * can be checked.  KL_ERR_DB when it cannot be opened or its schema is not
+ * the current one.  Appends on this handle fail.
+ */
+int audit_open_readonly(struct audit **out, const char *path);
 void audit_close(struct audit *a);
 
 /* All strings borrowed for the call; NULL is stored as SQL NULL. */

@@ -66,8 +66,9 @@ cmd_audit_usage(FILE *fp)
 }
 
 /*
- * audit_open creates a missing file, which for verify would turn a typo in
- * the path into "chain ok: 0 rows".  Only an existing regular file will do.
+ * Only an existing regular file will do, said in plain words (SQLite would
+ * say "unable to open database file"); it is opened read-only, so verify
+ * and export work on an auditor's read-only copy and never change it.
  */
 static int
 cmd_audit_open(const char *path, struct audit **out)
@@ -85,7 +86,7 @@ cmd_audit_open(const char *path, struct audit **out)
 		    path);
 		return KL_ERR_IO;
 	}
-	if ((r = audit_open(out, path)) != 0)
+	if ((r = audit_open_readonly(out, path)) != 0)
 		fprintf(stderr, "keyline audit: cannot open %s: %s\n", path,
 		    kl_strerror(r));
 	return r;
