@@ -42,6 +42,13 @@
 struct audit {
 	sqlite3 *db;
 	pthread_mutex_t lock;
+	/* The newest row this handle wrote or read, for audit_head: the
+	 * status API asks on every request and must not queue behind an
+	 * append's fsync for it.  Under head_mu. */
+	pthread_mutex_t head_mu;
+	int head_known;
+	int64_t head_id;
+	char head[AUDIT_HASH_HEX + 1];
 };
 
 enum audit_coltype { AUDIT_COL_INT, AUDIT_COL_TEXT };
@@ -459,6 +466,10 @@ audit_open_mode(struct audit **out, const char *path, int readonly)
 	}
 	if (pthread_mutex_init(&a->lock, NULL) != 0)
 		goto out;
+	if (pthread_mutex_init(&a->head_mu, NULL) != 0) {
+		pthread_mutex_destroy(&a->lock);
+		goto out;
+	}
 	mutex_ok = 1;
 	rc = sqlite3_open_v2(path, &a->db, readonly ? SQLITE_OPEN_READONLY :
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
@@ -525,8 +536,10 @@ done:
  out:
 	if (a != NULL) {
 		sqlite3_close(a->db);
-		if (mutex_ok)
+		if (mutex_ok) {
 			pthread_mutex_destroy(&a->lock);
+			pthread_mutex_destroy(&a->head_mu);
+		}
 		free(a);
 	}
 	return r;
@@ -554,7 +567,18 @@ audit_close(struct audit *a)
 	if ((rc = sqlite3_close(a->db)) != SQLITE_OK)
 		(void)audit_dberr(a->db, "close", rc);
 	pthread_mutex_destroy(&a->lock);
+	pthread_mutex_destroy(&a->head_mu);
 	free(a);
+}
+
+static void
+audit_head_set(struct audit *a, int64_t id, const char *hash)
+{
+	pthread_mutex_lock(&a->head_mu);
+	a->head_known = 1;
+	a->head_id = id;
+	memcpy(a->head, hash, AUDIT_HASH_HEX + 1);
+	pthread_mutex_unlock(&a->head_mu);
 }
 
 /* ---- append */
@@ -725,6 +749,7 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 	}
 	if ((r = audit_exec(a->db, "COMMIT", "commit append")) != 0)
 		goto out;
+	audit_head_set(a, last + 1, hash);
 	if (id != NULL)
 		*id = last + 1;
 	r = 0;
@@ -747,10 +772,22 @@ audit_head(struct audit *a, int64_t *rows, char *head, size_t headsz)
 	if (a == NULL || rows == NULL || head == NULL ||
 	    headsz < AUDIT_HASH_HEX + 1)
 		return KL_ERR_INVALID;
+	pthread_mutex_lock(&a->head_mu);
+	if (a->head_known) {
+		*rows = a->head_id;
+		memcpy(head, a->head, AUDIT_HASH_HEX + 1);
+	}
+	r = a->head_known;
+	pthread_mutex_unlock(&a->head_mu);
+	if (r)
+		return 0;
+	/* Nothing appended through this handle yet: read it once. */
 	if ((r = audit_lock(a)) != 0)
 		return r;
 	r = audit_read_head(a->db, rows, head);
 	audit_unlock(a);
+	if (r == 0)
+		audit_head_set(a, *rows, head);
 	return r;
 }
 

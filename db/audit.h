@@ -89,7 +89,10 @@ int audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
  * without walking the chain: what the station hands out (batch summary,
  * /api/v1/status) so that a copy of the head lives outside the station,
  * an anchor against truncation.  head needs AUDIT_HASH_HEX + 1 bytes.
- * 0 or KL_ERR_DB.
+ * It is the newest row this handle appended (read from the file once
+ * before the first append), kept in memory so that asking never waits
+ * for an append in progress; rows another process appends to the same
+ * file after that are not reflected.  0 or KL_ERR_DB.
  */
 int audit_head(struct audit *a, int64_t *rows, char *head, size_t headsz);
 
