@@ -221,6 +221,19 @@ ca_tls_bio_cb(BIO *bio, void *arg, int connect, int detail)
 }
 
 int
+ca_http_retryable(int code)
+{
+	return (code >= 500 && code <= 599) || code == 408 || code == 429;
+}
+
+int
+ca_err_not_tls(unsigned long e)
+{
+	return ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) == SSL_R_WRONG_VERSION_NUMBER;
+}
+
+int
 ca_http_status(const char *err_data)
 {
 	char *end;

@@ -186,6 +186,15 @@ struct ca_tls_call {
  */
 BIO *ca_tls_bio_cb(BIO *bio, void *arg, int connect, int detail);
 
+/*
+ * Shared by the remote backends' error classification, so they sort the
+ * same failure the same way: an HTTP status that says "try again later"
+ * (5xx, 408, 429), and a first OpenSSL error that says an https URL met a
+ * server answering in plain HTTP (a configuration error, not an outage).
+ */
+int ca_http_retryable(int code);
+int ca_err_not_tls(unsigned long e);
+
 /* The HTTP status in the text OpenSSL attaches to HTTP_R_RECEIVED_ERROR
  * ("code=503,reason=..."), or 0 when there is none. */
 int ca_http_status(const char *err_data);

@@ -17,7 +17,6 @@
  */
 #include "station/ca.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,9 +92,7 @@ cfssl_classify(const struct ca_tls_call *call, char *err, size_t errsz)
 		    (flags & ERR_TXT_STRING) && data != NULL &&
 		    (code = ca_http_status(data)) > 0) {
 			found = 1;
-			/* 5xx, 408 and 429 say "try again later". */
-			if ((code >= 500 && code <= 599) || code == 408 ||
-			    code == 429) {
+			if (ca_http_retryable(code)) {
 				snprintf(err, errsz, "CFSSL server answered "
 				    "HTTP %d", code);
 				r = KL_ERR_UNAVAILABLE;
@@ -123,8 +120,7 @@ cfssl_classify(const struct ca_tls_call *call, char *err, size_t errsz)
 		return r;
 	/* A plain-HTTP server behind an https URL will not change by
 	 * waiting: that is the configuration, not an outage. */
-	if (ERR_GET_LIB(first) == ERR_LIB_SSL &&
-	    ERR_GET_REASON(first) == SSL_R_WRONG_VERSION_NUMBER) {
+	if (ca_err_not_tls(first)) {
 		snprintf(err, errsz, "the CFSSL server does not speak TLS: "
 		    "check the url");
 		return KL_ERR_CA;

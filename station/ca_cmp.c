@@ -229,7 +229,7 @@ cmp_classify(OSSL_CMP_CTX *ctx, const struct cmp_call *call, char *err,
 		snprintf(err, errsz, "CMP server refused: %.200s", st);
 		return KL_ERR_CA;
 	}
-	if (http >= 400 && http <= 499) {
+	if (http > 0 && !ca_http_retryable(http)) {
 		snprintf(err, errsz, "CMP server refused the request: HTTP "
 		    "%d", http);
 		return KL_ERR_CA;
@@ -238,7 +238,13 @@ cmp_classify(OSSL_CMP_CTX *ctx, const struct cmp_call *call, char *err,
 		snprintf(err, errsz, "CMP server did not answer in time");
 		return KL_ERR_TIMEOUT;
 	}
-	if (http >= 500 || transport) {
+	/* Waiting will not make a plain server speak TLS. */
+	if (ca_err_not_tls(first)) {
+		snprintf(err, errsz, "the CMP server does not speak TLS: check "
+		    "the url");
+		return KL_ERR_CA;
+	}
+	if (http > 0 || transport) {
 		ERR_error_string_n(first, txt, sizeof(txt));
 		snprintf(err, errsz, "cannot reach the CMP server: %s%s%.80s",
 		    txt, first_data != NULL ? ": " : "",

@@ -11,6 +11,7 @@
  * mock verifies the requests against the fleet root.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
@@ -327,6 +328,92 @@ test_down_transient(void **state)
 	ca_free(ca);
 }
 
+/* One HTTP exchange answered with a bare status, as a proxy or a busy RA
+ * in front of the CA may answer. */
+struct cmp_canned {
+	int lfd;
+	const char *status;
+};
+
+static void *
+cmp_canned_main(void *arg)
+{
+	struct cmp_canned *c = arg;
+	char buf[16384], resp[256];
+	const char *end, *cl;
+	size_t got = 0, want;
+	ssize_t n;
+	int fd = accept(c->lfd, NULL, NULL);
+
+	if (fd < 0)
+		return NULL;
+	/* The whole request: headers, then Content-Length bytes. */
+	while (got < sizeof(buf) - 1 &&
+	    (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0) {
+		got += (size_t)n;
+		buf[got] = '\0';
+		if ((end = strstr(buf, "\r\n\r\n")) == NULL)
+			continue;
+		cl = strcasestr(buf, "Content-Length:");
+		want = (size_t)(end - buf) + 4 +
+		    (cl != NULL ? strtoul(cl + 15, NULL, 10) : 0);
+		if (got >= want)
+			break;
+	}
+	n = snprintf(resp, sizeof(resp), "HTTP/1.1 %s\r\nContent-Length: 0"
+	    "\r\nConnection: close\r\n\r\n", c->status);
+	(void)!write(fd, resp, (size_t)n);
+	close(fd);
+	return NULL;
+}
+
+static int
+cmp_canned_issue(struct fx *f, const char *status, char *err, size_t errsz)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t alen = sizeof(a);
+	struct cmp_canned c = { .status = status };
+	pthread_t th;
+	struct ca *ca;
+	uint8_t *der = NULL;
+	size_t len;
+	int r;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c.lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(c.lfd >= 0);
+	assert_int_equal(bind(c.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(c.lfd, 4), 0);
+	assert_int_equal(getsockname(c.lfd, (struct sockaddr *)&a, &alen), 0);
+	assert_int_equal(pthread_create(&th, NULL, cmp_canned_main, &c), 0);
+	assert_non_null(ca = mk_mac(f, ntohs(a.sin_port), SECRET));
+	r = issue(f, ca, &der, &len, err, errsz);
+	pthread_join(th, NULL);
+	close(c.lfd);
+	ca_free(ca);
+	assert_null(der);
+	return r;
+}
+
+/* The same HTTP statuses mean the same as for CFSSL: 408, 429 and 5xx
+ * are "try again later", another 4xx is a refusal. */
+static void
+test_http_status_classes(void **state)
+{
+	struct fx *f = *state;
+	char err[256];
+
+	assert_true(ca_is_transient(cmp_canned_issue(f,
+	    "429 Too Many Requests", err, sizeof(err))));
+	assert_true(ca_is_transient(cmp_canned_issue(f,
+	    "408 Request Timeout", err, sizeof(err))));
+	assert_true(ca_is_transient(cmp_canned_issue(f,
+	    "503 Service Unavailable", err, sizeof(err))));
+	assert_int_equal(cmp_canned_issue(f, "403 Forbidden", err,
+	    sizeof(err)), KL_ERR_CA);
+	assert_non_null(strstr(err, "HTTP 403"));
+}
+
 static void
 test_signature_issue(void **state)
 {
@@ -609,6 +696,15 @@ test_https_pinned(void **state)
 	assert_null(der);
 	ca_free(ca);
 
+	/* https to the plain mock: a configuration error, final at once. */
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/pkix/", port);
+	p.tls_server_cert = f->path[P_SRVCERT];
+	assert_int_equal(ca_cmp_new(&ca, &p), 0);
+	assert_int_equal(issue(f, ca, &der, &len, err, sizeof(err)),
+	    KL_ERR_CA);
+	assert_non_null(strstr(err, "does not speak TLS"));
+	ca_free(ca);
+
 	/* Plain http, no pin, straight to the mock: still fine. */
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/pkix/", port);
 	p.tls_server_cert = NULL;
@@ -674,6 +770,7 @@ main(void)
 		cmocka_unit_test(test_wrong_secret_final),
 		cmocka_unit_test(test_rejection_final),
 		cmocka_unit_test(test_down_transient),
+		cmocka_unit_test(test_http_status_classes),
 		cmocka_unit_test(test_signature_issue),
 		cmocka_unit_test_teardown(test_token_signature_issue,
 		    teardown_token),
