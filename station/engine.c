@@ -808,6 +808,9 @@ step_ca(struct board *b)
 		    sizeof(err));
 		if (r == 0)
 			break;
+		/* Words from a remote server go to the audit log and every
+		 * front-end: printable ASCII only, like a board's. */
+		(void)board_text(err);
 		if (!ca_is_transient(r)) {
 			/* Every try before this one went unanswered: if the
 			 * CA got any of them, it may have signed it. */

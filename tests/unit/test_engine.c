@@ -248,7 +248,10 @@ outage_issue(void *ctx, const struct ca_request *req, uint8_t **cert,
 	n = ++o->calls;
 	pthread_mutex_unlock(&o->mu);
 	if (o->down < 0 || n <= o->down) {
-		snprintf(err, errsz, "connection refused (test outage)");
+		/* With an escape sequence, as a hostile or broken server's
+		 * words may carry: it must not reach the audit log. */
+		snprintf(err, errsz, "connection refused \033[31m(test "
+		    "outage)");
 		return KL_ERR_UNAVAILABLE;
 	}
 	return ca_issue(o->real, req, cert, len, err, errsz);
@@ -378,6 +381,13 @@ test_ca_outage_deadline_fails_cleanly(void **state)
 	assert_int_equal(tu_sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
 	    "FROM events WHERE step='ca' AND outcome='failed' AND error LIKE "
 	    "'CA unreachable for 1 s%%'\")\" = 3", dir), 0);
+	/* The server's words arrive, made printable. */
+	assert_int_equal(tu_sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	    "FROM events WHERE instr(error, char(27)) > 0\")\" = 0", dir), 0);
+	assert_int_equal(tu_sh("test \"$(sqlite3 %s/audit.db \"SELECT count(*) "
+	    "FROM events WHERE step='ca' AND outcome='failed' AND error LIKE "
+	    "'CA unreachable for 1 s (%%): connection refused ?[31m(test "
+	    "outage)%%'\")\" = 3", dir), 0);
 	(void)path;
 	(void)i;
 }
