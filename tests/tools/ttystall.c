@@ -10,12 +10,13 @@
  * terminal.  Nothing is read from the master.  Until a thread of PROGRAM
  * has sat in write(2) for a while, the window is resized every 100 ms
  * (200x60 and 80x24 in turn): each resize makes a curses program repaint
- * the whole screen, so the pty's buffers fill quickly.  Once a thread has
- * been seen blocked in write(2) five times in a row (/proc/PID/task/TID/
- * syscall), the file BLOCKED is created, holding "blocked".  The terminal
- * stays stalled until the file RELEASE exists; then the file BLOCKED gets
- * a second line, "still-blocked yes" or "still-blocked no" (whether the
- * write was still stuck at that moment), everything pending is read, and
+ * the whole screen, so the pty's buffers fill quickly.  Once the same
+ * thread has been seen blocked in write(2) five times in a row
+ * (/proc/PID/task/TID/syscall), the file BLOCKED is created, holding
+ * "blocked".  The terminal stays stalled until the file RELEASE exists;
+ * then the file BLOCKED gets a second line, "still-blocked yes" or
+ * "still-blocked no" (whether that thread was still stuck in write(2) at
+ * that moment), everything pending is read, and
  * KEYS are typed one byte a second while the output keeps being read.
  * Exits with PROGRAM's exit status, or 125 on a helper error / timeout
  * (60 s to block, 600 s to be released, 30 s to exit after it).
@@ -44,10 +45,13 @@ now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-/* Is a thread of pid inside write(2) right now?  -1: no thread's
- * syscall file could be read (no ptrace access to it). */
+/*
+ * Is a thread of pid inside write(2) right now: thread want if it is not
+ * 0, else any (its id in *tid)?  -1: no thread's syscall file could be
+ * read (no ptrace access to it).
+ */
 static int
-in_write(pid_t pid)
+in_write(pid_t pid, long want, long *tid)
 {
 	char path[512], line[256];
 	struct dirent *de;
@@ -59,7 +63,8 @@ in_write(pid_t pid)
 	if ((d = opendir(path)) == NULL)
 		return 0;
 	while (!found && (de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.')
+		if (de->d_name[0] == '.' ||
+		    (want != 0 && strtol(de->d_name, NULL, 10) != want))
 			continue;
 		snprintf(path, sizeof(path), "/proc/%d/task/%s/syscall",
 		    (int)pid, de->d_name);
@@ -68,8 +73,11 @@ in_write(pid_t pid)
 		if (fgets(line, sizeof(line), f) != NULL) {
 			readable = 1;
 			if (strtol(line, NULL, 10) == SYS_write &&
-			    line[0] != '-')
+			    line[0] != '-') {
 				found = 1;
+				if (tid != NULL)
+					*tid = strtol(de->d_name, NULL, 10);
+			}
 		}
 		fclose(f);
 	}
@@ -117,6 +125,8 @@ child_status(pid_t pid, int wait_ms, int master)
 			return WIFEXITED(st) ? WEXITSTATUS(st) :
 			    128 + WTERMSIG(st);
 		drain(master, 100);
+		/* drain returns at once once the terminal is closed */
+		usleep(20 * 1000);
 	}
 	return -1;
 }
@@ -128,6 +138,7 @@ main(int argc, char **argv)
 	struct winsize small = { .ws_row = 24, .ws_col = 80 };
 	const char *blocked, *release, *keys;
 	int master, seen = 0, flip = 0, rc, w;
+	long tid = 0, t;
 	long t0;
 	pid_t pid;
 
@@ -160,14 +171,18 @@ main(int argc, char **argv)
 			kill(pid, SIGKILL);
 			return 125;
 		}
-		if ((w = in_write(pid)) < 0 && now_ms() - t0 > 1000) {
+		t = 0;
+		if ((w = in_write(pid, 0, &t)) < 0 && now_ms() - t0 > 1000) {
 			fprintf(stderr, "ttystall: cannot read "
 			    "/proc/%d/task/*/syscall (ptrace access?)\n",
 			    (int)pid);
 			kill(pid, SIGKILL);
 			return 125;
 		}
-		seen = w > 0 ? seen + 1 : 0;
+		/* The same thread each time: the one drawing the screen. */
+		seen = w > 0 && (seen == 0 || t == tid) ? seen + 1 :
+		    w > 0 ? 1 : 0;
+		tid = t;
 		if (seen == 0) {
 			(void)ioctl(master, TIOCSWINSZ, flip ? &small : &big);
 			flip = !flip;
@@ -179,8 +194,8 @@ main(int argc, char **argv)
 		kill(pid, SIGKILL);
 		return 125;
 	}
-	fprintf(stderr, "ttystall: blocked in write after %ld ms\n",
-	    now_ms() - t0);
+	fprintf(stderr, "ttystall: thread %ld blocked in write after %ld ms\n",
+	    tid, now_ms() - t0);
 
 	while (access(release, F_OK) != 0) {
 		if (now_ms() - t0 > 600000) {
@@ -189,7 +204,8 @@ main(int argc, char **argv)
 		}
 		usleep(100 * 1000);
 	}
-	(void)write_file(blocked, "a", in_write(pid) > 0 ?
+	/* That same thread, not just any thread writing something. */
+	(void)write_file(blocked, "a", in_write(pid, tid, NULL) > 0 ?
 	    "still-blocked yes\n" : "still-blocked no\n");
 
 	/* Release: read everything, back to a sane size, type the keys. */
