@@ -81,7 +81,10 @@ q() { sqlite3 "$db" "$1"; }
 [ "$(q "SELECT count(DISTINCT cert_serial) FROM events WHERE step='issued'")" = $N ] ||
 	fail "certificate serials are not unique"
 waits=$(q "SELECT count(*) FROM events WHERE step='ca' AND outcome='waiting'")
-[ "$waits" -ge 1 ] || fail "the wait for the CA is not in the audit log"
+# Key generation takes 1.5 s and the server is stopped at 0.3 s: every
+# board meets the outage, and each wait is audited.
+[ "$(q "SELECT count(DISTINCT device_id) FROM events WHERE step='ca' AND outcome='waiting'")" = $N ] ||
+	fail "not every board's wait for the CA is in the audit log ($waits waiting rows)"
 q "SELECT DISTINCT ca FROM events WHERE step='issued'" | grep -q "^cfssl:127.0.0.1:$port" ||
 	fail "issued rows do not name the CFSSL CA"
 grep -q "waiting for the CA" "$T/out.jsonl" || fail "batch output does not show the wait"

@@ -21,6 +21,12 @@ failed=$(grep '"event":"failed"' "$T/out.jsonl")
 jq -r .message <<<"$failed" | grep -q "does not verify.*board cleared" ||
 	fail "no reason and clean-up in words: $failed"
 
+# Positive control for the listing below: a passed board shows its
+# certificate object, so "none listed" means something.
+board_p11 "$(board_dir 3)" --login --pin "$(board_pin "$(board_dir 3)")" \
+    --list-objects --type cert 2>/dev/null | grep -q "Certificate Object" ||
+	fail "a passed board's certificate object is not listed"
+
 check_cleared() {
 	local b=$1 serial
 	serial=$(basename "$b")

@@ -7,7 +7,7 @@
 
 line_setup "$T" 4
 line_start "$T" --corrupt-every 1500
-"$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>/dev/null &
+"$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/err" &
 st=$!
 for ((i = 0; i < 300; i++)); do
 	[ "$(grep -c '"event":"passed"' "$T/out.jsonl" || true)" -ge 4 ] && break
@@ -15,8 +15,9 @@ for ((i = 0; i < 300; i++)); do
 done
 # Let the slots probe their finished boards through the noise for a while.
 sleep 12
+kill -0 "$st" || { tail "$T/err" >&2; fail "the station is gone"; }
 kill -TERM "$st"
-wait "$st" || true
+wait "$st" || { tail "$T/err" >&2; fail "the station exited $? after SIGTERM"; }
 passes=$(grep -c '"event":"passed"' "$T/out.jsonl" || true)
 if [ "$passes" != 4 ]; then
 	grep -v '"event":"step"' "$T/out.jsonl" | tail -n 20 >&2 || true

@@ -7,7 +7,7 @@
  * certConf and never return.  MAC and signature protection; a server
  * that is down is transient, a rejection or a wrong MAC is final.
  * Signature protection with the station key in a real SoftHSM token
- * (skipped when SoftHSM is not installed): the key never leaves it, the
+ * (a missing SoftHSM fails the test): the key never leaves it, the
  * mock verifies the requests against the fleet root.
  */
 #include <errno.h>
@@ -474,7 +474,7 @@ same_cert(const char *path, const uint8_t *der, size_t len)
  * for its public key, which pkcs11-tool reads back (not the code under
  * test): the station's CMP certificate under the fleet root, and one under
  * a root the mock does not trust (that root after it, as the chain).
- * Skips when SoftHSM or pkcs11-tool is not installed.
+ * Fails, naming scripts/setup, when SoftHSM or pkcs11-tool is missing.
  */
 static void
 token_ready(struct fx *f)
@@ -650,8 +650,9 @@ teardown_token(void **state)
 /*
  * CMP over https: socat terminates TLS with the mock server's certificate
  * in front of the plain mock.  The pinned certificate gets an issued
- * certificate; another pin is a final CA error that names the pin, and
- * the mock never sees a request.
+ * certificate; another pin is a final CA error that names the pin, with
+ * no certificate; https to the plain mock is a final "does not speak
+ * TLS", not an outage to wait out.
  */
 static void
 test_https_pinned(void **state)
