@@ -663,7 +663,7 @@ audit_read_head(sqlite3 *db, int64_t *last_id, char head[AUDIT_HASH_HEX + 1])
 int
 audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 {
-	int r = KL_ERR_INTERNAL, rc, locked = 0, c;
+	int r = KL_ERR_INTERNAL, rc, c;
 	sqlite3_stmt *st = NULL;
 	struct audit_val v[AUDIT_NCOLS];
 	char now[AUDIT_TIME_LEN + 1];
@@ -699,7 +699,6 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 
 	if ((r = audit_lock(a)) != 0)
 		return r;
-	locked = 1;
 	rc = sqlite3_prepare_v2(a->db, "INSERT INTO events (" AUDIT_COLS_SQL
 	    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
 	    " ?14, ?15, ?16)", -1, &st, NULL);
@@ -757,8 +756,7 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 	sqlite3_finalize(st);
 	if (r != 0)
 		audit_rollback(a->db);
-	if (locked)
-		audit_unlock(a);
+	audit_unlock(a);
 	return r;
 }
 
@@ -835,7 +833,7 @@ int
 audit_find_provisioned(struct audit *a, const char *device_id, int *found,
     char *cert_serial, size_t serialsz)
 {
-	int r = KL_ERR_INTERNAL, rc, locked = 0, hit = 0;
+	int r = KL_ERR_INTERNAL, rc, hit = 0;
 	sqlite3_stmt *st = NULL;
 	const char *s;
 	size_t n;
@@ -844,7 +842,6 @@ audit_find_provisioned(struct audit *a, const char *device_id, int *found,
 		return KL_ERR_INVALID;
 	if ((r = audit_lock(a)) != 0)
 		return r;
-	locked = 1;
 	if ((r = audit_prepare_device(a,
 	    "SELECT cert_serial FROM events WHERE device_id = ?1"
 	    " AND ((step = 'done' AND outcome = 'passed')"
@@ -876,8 +873,7 @@ audit_find_provisioned(struct audit *a, const char *device_id, int *found,
 	r = 0;
  out:
 	sqlite3_finalize(st);
-	if (locked)
-		audit_unlock(a);
+	audit_unlock(a);
 	return r;
 }
 
@@ -915,7 +911,7 @@ int
 audit_events_since(struct audit *a, int64_t since_id, int limit,
     audit_row_fn fn, void *arg, int64_t *next, int *more)
 {
-	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol, n = 0, extra = 0;
+	int r = KL_ERR_INTERNAL, rc, badcol, n = 0, extra = 0;
 	sqlite3_stmt *st = NULL;
 	struct audit_val v[AUDIT_NCOLS];
 	struct audit_row row;
@@ -928,7 +924,6 @@ audit_events_since(struct audit *a, int64_t since_id, int limit,
 		limit = AUDIT_EVENTS_MAX;
 	if ((r = audit_lock(a)) != 0)
 		return r;
-	locked = 1;
 	/* One row past the limit tells whether there is more, without a
 	 * second statement (which could see a newer snapshot). */
 	rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
@@ -965,8 +960,7 @@ audit_events_since(struct audit *a, int64_t since_id, int limit,
 	r = 0;
  out:
 	sqlite3_finalize(st);
-	if (locked)
-		audit_unlock(a);
+	audit_unlock(a);
 	return r;
 }
 
@@ -1112,18 +1106,17 @@ int
 audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
     char *why, size_t whysz, char *head, size_t headsz)
 {
-	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol;
+	int r = KL_ERR_INTERNAL, rc, badcol;
 	sqlite3_stmt *st = NULL;
 	struct audit_val v[AUDIT_NCOLS];
 	char prev[AUDIT_HASH_HEX + 1], hash[AUDIT_HASH_HEX + 1];
-	int64_t expect = 1, bad = 0;
+	int64_t expect = 1;
 
 	if (a == NULL || (head != NULL && headsz < AUDIT_HASH_HEX + 1))
 		return KL_ERR_INVALID;
 	memcpy(prev, audit_zero_hash, sizeof(prev));
 	if ((r = audit_lock(a)) != 0)
 		return r;
-	locked = 1;
 	/* One statement is one read snapshot: appends from other processes
 	 * during the walk are simply not seen. */
 	rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
@@ -1136,13 +1129,11 @@ audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
 		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
 			goto out;
 		if (badcol == C_ID) {
-			bad = expect;
 			audit_why(why, whysz, "the row after %" PRId64 " has a "
 			    "non-integer id", expect - 1);
 			goto chain;
 		}
 		if (v[C_ID].i != expect) {
-			bad = expect;
 			if (v[C_ID].i > expect)
 				audit_why(why, whysz, "row missing (ids jump "
 				    "from %" PRId64 " to %" PRId64 ")",
@@ -1152,7 +1143,6 @@ audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
 				    "%" PRId64 ")", v[C_ID].i);
 			goto chain;
 		}
-		bad = expect;
 		if (badcol >= 0) {
 			audit_why(why, whysz, "column %s holds a value of the "
 			    "wrong type", audit_cols[badcol].name);
@@ -1190,13 +1180,13 @@ audit_verify_head(struct audit *a, int64_t *rows, int64_t *bad_id,
 	r = 0;
 	goto out;
  chain:
+	/* Every jump to chain is about the row expected next. */
 	if (bad_id != NULL)
-		*bad_id = bad;
+		*bad_id = expect;
 	r = KL_ERR_AUDIT_CHAIN;
  out:
 	sqlite3_finalize(st);
-	if (locked)
-		audit_unlock(a);
+	audit_unlock(a);
 	return r;
 }
 
@@ -1340,7 +1330,7 @@ audit_json_row(FILE *out, const struct audit_val v[AUDIT_NCOLS], int first)
 int
 audit_export(struct audit *a, FILE *out, enum audit_format fmt)
 {
-	int r = KL_ERR_INTERNAL, rc, locked = 0, c, badcol, first = 1;
+	int r = KL_ERR_INTERNAL, rc, c, badcol, first = 1;
 	sqlite3_stmt *st = NULL;
 	struct audit_val v[AUDIT_NCOLS];
 
@@ -1349,7 +1339,6 @@ audit_export(struct audit *a, FILE *out, enum audit_format fmt)
 		return KL_ERR_INVALID;
 	if ((r = audit_lock(a)) != 0)
 		return r;
-	locked = 1;
 	rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
 	    " FROM events ORDER BY id", -1, &st, NULL);
 	if (rc != SQLITE_OK) {
@@ -1411,7 +1400,6 @@ audit_export(struct audit *a, FILE *out, enum audit_format fmt)
 	if (r == KL_ERR_IO)
 		log_error("audit: export write failed");
 	sqlite3_finalize(st);
-	if (locked)
-		audit_unlock(a);
+	audit_unlock(a);
 	return r;
 }
