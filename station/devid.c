@@ -39,6 +39,20 @@ devid_ok_char(char c)
 	    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
 }
 
+int
+devid_valid(const char *id)
+{
+	size_t i, n;
+
+	if (id == NULL || (n = strnlen(id, DEVID_MAX + 1)) == 0 ||
+	    n > DEVID_MAX || id[0] == '.' || id[0] == '-')
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!devid_ok_char(id[i]))
+			return 0;
+	return 1;
+}
+
 static const char *
 devid_value(const struct devid_vars *v, enum devid_var var)
 {

@@ -24,6 +24,10 @@ struct devid_vars {
  * characters allowed); else KL_ERR_INVALID with why. */
 int devid_check_template(const char *tmpl, char *why, size_t whysz);
 
+/* Whether id is a device ID by the rules above (1 for yes); for IDs that
+ * come from outside, e.g. an HTTP path. */
+int devid_valid(const char *id);
+
 /* 0 and out, or KL_ERR_INVALID with why (bad template, bad character in a
  * value, result empty or too long). */
 int devid_expand(const char *tmpl, const struct devid_vars *v, char *out,

@@ -38,6 +38,7 @@
 #include "db/audit.h"
 #include "station/buf.h"
 #include "station/config.h"
+#include "station/devid.h"
 #include "station/engine.h"
 #include "station/err.h"
 #include "station/fsutil.h"
@@ -57,8 +58,6 @@
 /* /metrics is a few KiB; the cap only stops a bug from growing it. */
 #define HTTP_METRICS_MAX (256 * 1024)
 #define HTTP_EVENTS_DEFAULT 100
-/* A device ID is 1..64 of [A-Za-z0-9._-] (docs/config.md). */
-#define HTTP_DEVID_MAX 64
 
 struct http {
 	struct MHD_Daemon *d;
@@ -590,34 +589,16 @@ http_slot(struct http_req *rq, struct http_reply *rp)
 }
 
 static int
-http_devid_ok(const char *s)
-{
-	size_t i, n = strlen(s);
-
-	if (n == 0 || n > HTTP_DEVID_MAX || s[0] == '.' || s[0] == '-')
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		    (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-		    c == '-'))
-			return 0;
-	}
-	return 1;
-}
-
-static int
 http_device(struct http_req *rq, struct http_reply *rp)
 {
 	struct audit_device_record *rec = NULL;
 	char serial[AUDIT_REC_FPR];
 	int r = KL_ERR_NOMEM, found = 0;
 
-	if (!http_devid_ok(rq->arg))
+	if (!devid_valid(rq->arg))
 		return http_error(rp, MHD_HTTP_BAD_REQUEST, "bad_device_id",
 		    "a device ID is 1..%d of [A-Za-z0-9._-], not starting "
-		    "with '.' or '-'", HTTP_DEVID_MAX);
+		    "with '.' or '-'", DEVID_MAX);
 	if ((rec = calloc(1, sizeof(*rec))) == NULL)
 		goto out;
 	r = audit_device_record(rq->h->audit, rq->arg, rec);

@@ -79,6 +79,31 @@ test_expand(void **state)
 	assert_string_equal(out, "SN0042SN0042");
 }
 
+/* devid_valid: the same rules for an ID that comes from outside. */
+static void
+test_valid(void **state)
+{
+	static const char *const good[] = { "a", "keyline-virtual-KL000001",
+		"A.b_c-9", "x-" };
+	static const char *const bad[] = { "", ".a", "-a", "a b", "a/b",
+		"a\x01", "\xc3\xa9", "a{serial}" };
+	char max[DEVID_MAX + 2];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_int_equal(devid_valid(good[i]), 1);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(devid_valid(bad[i]), 0);
+	assert_int_equal(devid_valid(NULL), 0);
+	memset(max, 'a', sizeof(max));
+	max[DEVID_MAX] = '\0';
+	assert_int_equal(devid_valid(max), 1);
+	max[DEVID_MAX] = 'a';
+	max[DEVID_MAX + 1] = '\0';
+	assert_int_equal(devid_valid(max), 0);
+}
+
 static void
 test_bad_values(void **state)
 {
@@ -186,6 +211,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_templates),
 		cmocka_unit_test(test_expand),
+		cmocka_unit_test(test_valid),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_every_byte),
 	};
