@@ -53,26 +53,30 @@ cmd_jig_usage(FILE *fp)
 		fprintf(fp, "  %s\n", cmd_jig_verbs[i].usage);
 }
 
-/* The config and an open jig, or CMD_JIG_USAGE after saying why. */
+/* The config and an open jig; after saying why, CMD_JIG_USAGE for a
+ * configuration error, CMD_JIG_FAIL when the machine failed us (memory,
+ * libusb), like the other commands' exit codes. */
 static int
 cmd_jig_open(const char *path, struct config **cfg, struct usbjig **j)
 {
 	char err[512];
-	int r;
+	int ret;
 
 	if ((*cfg = malloc(sizeof(**cfg))) == NULL) {
 		fprintf(stderr, "keyline jig: %s\n",
 		    kl_strerror(KL_ERR_NOMEM));
-		return CMD_JIG_USAGE;
+		return CMD_JIG_FAIL;
 	}
-	if ((r = config_load(path, *cfg, err, sizeof(err))) != 0 ||
-	    (r = usbjig_open(j, *cfg, err, sizeof(err))) != 0) {
-		fprintf(stderr, "keyline jig: %s\n", err);
-		free(*cfg);
-		*cfg = NULL;
-		return CMD_JIG_USAGE;
-	}
-	return CMD_JIG_OK;
+	if (config_load(path, *cfg, err, sizeof(err)) != 0)
+		ret = CMD_JIG_USAGE;
+	else if (usbjig_open(j, *cfg, err, sizeof(err)) != 0)
+		ret = CMD_JIG_FAIL;
+	else
+		return CMD_JIG_OK;
+	fprintf(stderr, "keyline jig: %s\n", err);
+	free(*cfg);
+	*cfg = NULL;
+	return ret;
 }
 
 static json_t *
