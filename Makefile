@@ -108,7 +108,8 @@ T_test_buf = $(BASE_SRC)
 T_test_frame = $(BASE_SRC) station/frame.c
 T_test_proto = $(BASE_SRC) station/proto.c
 T_test_ini = $(BASE_SRC) station/ini.c
-T_test_config = $(BASE_SRC) station/ini.c station/devid.c station/config.c
+T_test_config = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
+	station/serial.c
 T_test_devid = $(BASE_SRC) station/devid.c
 T_test_certcheck = $(BASE_SRC) station/certcheck.c
 T_test_audit = $(BASE_SRC) $(DB_SRC)
@@ -117,7 +118,7 @@ T_test_ca_local = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 	station/ca_local.c
 T_test_link = $(COMMON_SRC) station/link.c
 T_test_ota = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
-	station/ota.c
+	station/serial.c station/ota.c
 T_test_engine = $(LIB_SRC)
 T_test_agent = $(COMMON_SRC) station/link.c
 T_test_ca_cfssl = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \

@@ -21,6 +21,7 @@
 #include "station/devid.h"
 #include "station/err.h"
 #include "station/ini.h"
+#include "station/link.h"
 
 enum config_type {
 	CT_STR,		/* copied as is */
@@ -141,14 +142,6 @@ static const char *const config_powers[] = {
 
 static const char *const config_backends[] = {
 	"local", "cfssl", "cmp",
-};
-
-/* The rates termios has names for (B9600 ...), which is what serial.c
- * can set without custom divisors. */
-static const long config_bauds[] = {
-	1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800,
-	500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000,
-	3000000, 3500000, 4000000,
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -484,17 +477,11 @@ config_set(struct config_parse *cp, const struct config_key *k,
 	case CT_BAUD:
 		if ((rc = ini_to_long(v, 1, 4000000, &n, why, whysz)) != 0)
 			return rc;
-		{
-			size_t i;
-
-			for (i = 0; i < NELEM(config_bauds); i++)
-				if (config_bauds[i] == n)
-					break;
-			if (i == NELEM(config_bauds)) {
-				snprintf(why, whysz,
-				    "not a standard baud rate: '%s'", v);
-				return KL_ERR_CONFIG;
-			}
+		/* Exactly what the serial transport can set. */
+		if (!serial_baud_supported((int)n)) {
+			snprintf(why, whysz, "not a standard baud rate: '%s'",
+			    v);
+			return KL_ERR_CONFIG;
 		}
 		*(int *)(void *)field = (int)n;
 		return 0;

@@ -40,6 +40,8 @@ struct link_ops {
 };
 
 extern const struct link_ops serial_link_ops;	/* station/serial.c */
+/* Whether the serial transport can set this rate (1 for yes). */
+int serial_baud_supported(int baud);
 
 struct link_stats {
 	uint64_t bytes_tx;

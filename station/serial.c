@@ -29,7 +29,8 @@ struct serial_baud {
 	speed_t speed;
 };
 
-/* Every rate termios names; config.c accepts exactly these. */
+/* Every rate termios names (no custom divisors); config.c accepts exactly
+ * these, through serial_baud_supported(). */
 static const struct serial_baud serial_bauds[] = {
 	{ 1200, B1200 }, { 2400, B2400 }, { 4800, B4800 },
 	{ 9600, B9600 }, { 19200, B19200 }, { 38400, B38400 },
@@ -52,6 +53,14 @@ serial_speed(int baud, speed_t *out)
 		}
 	}
 	return KL_ERR_INVALID;
+}
+
+int
+serial_baud_supported(int baud)
+{
+	speed_t s;
+
+	return serial_speed(baud, &s) == 0;
 }
 
 static int
