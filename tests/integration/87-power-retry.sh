@@ -33,4 +33,13 @@ set -e
 [ $rc -eq 1 ] || fail "expected the hung board to fail without power_retry (exit $rc)"
 grep '"event":"failed"' "$T/out2.jsonl" | grep '"slot":2' | grep -q '"error":"timeout"' ||
 	fail "slot 2 did not fail with a timeout"
+# Two power cycles of one slot at once: the first is answered when the
+# board has power again, the second at once ("busy"), not never.
+(printf 'power-cycle 1 1500' | socat -t 3 - UNIX-SENDTO:"$T/jig.sock",bind="$T/c1.sock" >"$T/a1") &
+p1=$!
+sleep 0.3
+printf 'power-cycle 1 1500' | socat -t 1 - UNIX-SENDTO:"$T/jig.sock",bind="$T/c2.sock" >"$T/a2"
+wait $p1
+[ "$(cat "$T/a1")" = ok ] || fail "first power cycle answered '$(cat "$T/a1")'"
+grep -q '^error busy' "$T/a2" || fail "second power cycle answered '$(cat "$T/a2")'"
 echo "PASS power-retry"
