@@ -59,7 +59,6 @@ struct hsm {
 	CK_FUNCTION_LIST_PTR fl;
 	CK_SESSION_HANDLE sess;
 	int have_sess;
-	int ck_initialized;	/* our C_Initialize was the first */
 	int claimed;		/* holds the module's mod_open entry */
 };
 
@@ -287,56 +286,29 @@ raw_load(struct hsm *h, const char *module)
 	return 0;
 }
 
-/* Our own RW session on libp11's slot, logged in as user. */
+/*
+ * Our own RW session on libp11's slot, logged in as user.  The module is
+ * initialised already: PKCS11_CTX_load called C_Initialize, and
+ * PKCS11_CTX_unload calls C_Finalize.
+ */
 static int
 raw_login(struct hsm *h, const char *pin)
 {
-	CK_C_INITIALIZE_ARGS args;
 	CK_SLOT_ID slot_id;
-	char *pin_copy = NULL;
-	size_t pin_len;
 	CK_RV rv;
-	int r = KL_ERR_HSM;
 
-	pin_len = strlen(pin);
-	pin_copy = OPENSSL_malloc(pin_len + 1);
-	if (pin_copy == NULL) {
-		r = KL_ERR_NOMEM;
-		goto out;
-	}
-	memcpy(pin_copy, pin, pin_len + 1);
-
-	memset(&args, 0, sizeof(args));
-	args.flags = CKF_OS_LOCKING_OK;
-	rv = h->fl->C_Initialize(&args);
-	if (rv == CKR_OK) {
-		h->ck_initialized = 1;
-	} else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		/* libp11 owns initialisation; ALREADY is the normal case. */
-		r = ck_fail("C_Initialize", rv);
-		goto out;
-	}
 	slot_id = PKCS11_get_slotid_from_slot(h->slot);
 	rv = h->fl->C_OpenSession(slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION,
 	    NULL, NULL, &h->sess);
-	if (rv != CKR_OK) {
-		r = ck_fail("C_OpenSession", rv);
-		goto out;
-	}
+	if (rv != CKR_OK)
+		return ck_fail("C_OpenSession", rv);
 	h->have_sess = 1;
-	rv = h->fl->C_Login(h->sess, CKU_USER, (CK_UTF8CHAR_PTR)pin_copy,
-	    (CK_ULONG)pin_len);
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-		r = ck_fail("C_Login", rv);
-		goto out;
-	}
-	r = 0;
-out:
-	if (pin_copy != NULL) {
-		OPENSSL_cleanse(pin_copy, pin_len + 1);
-		OPENSSL_free(pin_copy);
-	}
-	return r;
+	/* C_Login only reads the PIN; its prototype lacks the const. */
+	rv = h->fl->C_Login(h->sess, CKU_USER,
+	    (CK_UTF8CHAR_PTR)(uintptr_t)pin, (CK_ULONG)strlen(pin));
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
+		return ck_fail("C_Login", rv);
+	return 0;
 }
 
 int
@@ -422,8 +394,6 @@ hsm_close(struct hsm *h)
 		PKCS11_CTX_unload(h->ctx);
 		PKCS11_CTX_free(h->ctx);
 	}
-	if (h->ck_initialized)
-		(void)h->fl->C_Finalize(NULL);
 	if (h->claimed)
 		mod_release(h->dl);
 	if (h->dl != NULL)
