@@ -110,6 +110,9 @@ struct engine_slot {
 struct engine {
 	struct engine_opts o;
 	pthread_mutex_t mu;		/* views, counts, event seq, in-flight */
+	pthread_mutex_t emit_mu;	/* one event at a time to on_event, in
+					 * seq order; taken before mu, and
+					 * held without mu during the call */
 	uint64_t event_seq;
 	volatile sig_atomic_t cancel;
 	struct engine_slot *slots;
@@ -265,12 +268,17 @@ board_emit(struct board *b, enum engine_event_kind kind, int err,
 		ev.bytes_rx = st->bytes_rx;
 		ev.retries = st->retries;
 	}
+	/* A consumer that stops reading (batch's stdout) holds up the slots
+	 * that emit, as intended, but not the snapshots front-ends take
+	 * under mu. */
+	pthread_mutex_lock(&e->emit_mu);
 	pthread_mutex_lock(&e->mu);
 	ev.seq = ++e->event_seq;
 	ring_put(e, &ev);
+	pthread_mutex_unlock(&e->mu);
 	if (e->o.on_event != NULL)
 		e->o.on_event(e->o.arg, &ev);
-	pthread_mutex_unlock(&e->mu);
+	pthread_mutex_unlock(&e->emit_mu);
 }
 
 static int
@@ -1650,6 +1658,7 @@ engine_new(struct engine **out, const struct engine_opts *o)
 		return KL_ERR_NOMEM;
 	e->o = *o;
 	pthread_mutex_init(&e->mu, NULL);
+	pthread_mutex_init(&e->emit_mu, NULL);
 	pthread_cond_init(&e->cond, NULL);
 	e->nslots = cfg->nslots;
 	if ((e->slots = calloc((size_t)(e->nslots > 0 ? e->nslots : 1),
@@ -1693,6 +1702,7 @@ engine_free(struct engine *e)
 	if (e == NULL)
 		return;
 	pthread_mutex_destroy(&e->mu);
+	pthread_mutex_destroy(&e->emit_mu);
 	pthread_cond_destroy(&e->cond);
 	free(e->slots);
 	free(e->inflight);

@@ -82,8 +82,10 @@ struct engine_event {
 	uint32_t retries;
 };
 
-/* Called from slot threads, one call at a time (serialised by the engine).
- * Must not block for long and must not call back into the engine. */
+/* Called from slot threads, one call at a time and in seq order
+ * (serialised by the engine, outside its state lock: a callback that
+ * blocks holds up the emitting slots, not snapshots).  Must not call
+ * functions that emit events. */
 typedef void (*engine_event_fn)(void *arg, const struct engine_event *ev);
 
 /*

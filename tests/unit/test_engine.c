@@ -392,6 +392,118 @@ test_ca_outage_deadline_fails_cleanly(void **state)
 	(void)i;
 }
 
+/* An event consumer that stops reading (stdout of batch piped into a
+ * process that hangs): it blocks inside its first event until released. */
+struct blocker {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int entered, release, status_done;
+	struct engine *e;
+};
+
+static void
+on_block(void *arg, const struct engine_event *ev)
+{
+	struct blocker *bl = arg;
+
+	(void)ev;
+	pthread_mutex_lock(&bl->mu);
+	if (!bl->entered) {
+		bl->entered = 1;
+		pthread_cond_broadcast(&bl->cv);
+		while (!bl->release)
+			pthread_cond_wait(&bl->cv, &bl->mu);
+	}
+	pthread_mutex_unlock(&bl->mu);
+}
+
+static void *
+block_run(void *arg)
+{
+	struct blocker *bl = arg;
+
+	(void)engine_run(bl->e, 0);
+	return NULL;
+}
+
+static void *
+block_status(void *arg)
+{
+	struct blocker *bl = arg;
+	struct engine_status st;
+
+	engine_status(bl->e, &st);
+	pthread_mutex_lock(&bl->mu);
+	bl->status_done = 1;
+	pthread_cond_broadcast(&bl->cv);
+	pthread_mutex_unlock(&bl->mu);
+	return NULL;
+}
+
+/* Wait for *flag under bl->mu, at most secs; its value. */
+static int
+block_wait(struct blocker *bl, const int *flag, int secs)
+{
+	struct timespec ts;
+	int v;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += secs;
+	pthread_mutex_lock(&bl->mu);
+	while (!*flag &&
+	    pthread_cond_timedwait(&bl->cv, &bl->mu, &ts) == 0)
+		;
+	v = *flag;
+	pthread_mutex_unlock(&bl->mu);
+	return v;
+}
+
+/* While the event consumer is stuck, status snapshots (the HTTP API, the
+ * console) still answer: the callback does not run under the engine's
+ * state lock. */
+static void
+test_stuck_event_consumer(void **state)
+{
+	struct blocker bl;
+	struct station st;
+	struct engine_opts eo;
+	pthread_t run, stat;
+	char err[1024], path[512];
+	int answered;
+
+	(void)state;
+	memset(&bl, 0, sizeof(bl));
+	pthread_mutex_init(&bl.mu, NULL);
+	pthread_cond_init(&bl.cv, NULL);
+	snprintf(path, sizeof(path), "%s/station.conf", dir);
+	assert_int_equal(station_open(&st, path, err, sizeof(err)), 0);
+	memset(&eo, 0, sizeof(eo));
+	eo.cfg = st.cfg;
+	eo.ca = st.ca;
+	eo.audit = st.audit;
+	eo.trust = st.trust;
+	eo.ota = &st.ota;
+	eo.on_event = on_block;
+	eo.arg = &bl;
+	assert_int_equal(engine_new(&bl.e, &eo), 0);
+	assert_int_equal(pthread_create(&run, NULL, block_run, &bl), 0);
+	assert_true(block_wait(&bl, &bl.entered, 60));
+	assert_int_equal(pthread_create(&stat, NULL, block_status, &bl), 0);
+	answered = block_wait(&bl, &bl.status_done, 10);
+	/* Let everything finish before judging, so nothing is left stuck. */
+	pthread_mutex_lock(&bl.mu);
+	bl.release = 1;
+	pthread_cond_broadcast(&bl.cv);
+	pthread_mutex_unlock(&bl.mu);
+	pthread_join(stat, NULL);
+	pthread_join(run, NULL);
+	engine_free(bl.e);
+	station_close(&st);
+	pthread_cond_destroy(&bl.cv);
+	pthread_mutex_destroy(&bl.mu);
+	assert_true(answered);
+}
+
 int
 main(void)
 {
@@ -399,6 +511,7 @@ main(void)
 		cmocka_unit_test(test_wrong_certificates_refused),
 		cmocka_unit_test(test_ca_outage_waits_then_completes),
 		cmocka_unit_test(test_ca_outage_deadline_fails_cleanly),
+		cmocka_unit_test(test_stuck_event_consumer),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
