@@ -170,12 +170,24 @@ struct board {
 	struct buf req, resp;
 };
 
+/* Wall clock: what events, views and the audit log show. */
 static int64_t
 now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* For deadlines and sleeps: an NTP step of the wall clock (a station PC
+ * just booted) must not end a CA wait at once or stretch it by hours. */
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -759,10 +771,10 @@ static int
 board_sleep(struct board *b, int64_t ms)
 {
 	struct engine *e = b->e;
-	int64_t until = now_ms() + ms, left;
+	int64_t until = mono_ms() + ms, left;
 
 	pthread_mutex_lock(&e->mu);
-	while (!e->cancel && (left = until - now_ms()) > 0)
+	while (!e->cancel && (left = until - mono_ms()) > 0)
 		engine_wait(e, left > 200 ? 200 : (int)left);
 	pthread_mutex_unlock(&e->mu);
 	return e->cancel ? KL_ERR_CANCELLED : 0;
@@ -791,7 +803,7 @@ step_ca(struct board *b)
 		.csr_len = b->csr_len,
 		.device_id = b->device_id,
 	};
-	int64_t t0 = now_ms(), deadline, delay, sleep_ms;
+	int64_t t0 = mono_ms(), deadline, delay, sleep_ms;
 	char err[256] = "", msg[600], lost[200] = "";
 	uint32_t rnd;
 	int r, waiting = 0, tries = 0;
@@ -833,7 +845,7 @@ step_ca(struct board *b)
 			return board_fail(b, r, "CA %s did not issue: %s",
 			    e->o.ca->name, msg);
 		}
-		if (now_ms() >= deadline) {
+		if (mono_ms() >= deadline) {
 			snprintf(msg, sizeof(msg), "CA unreachable for %d s "
 			    "(%d tries): %s; no certificate came back, but the "
 			    "CA's records may hold some for this key (key_fpr)",
@@ -856,8 +868,8 @@ step_ca(struct board *b)
 		if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
 			rnd = (uint32_t)now_ms();
 		sleep_ms = delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
-		if (sleep_ms > deadline - now_ms())
-			sleep_ms = deadline - now_ms();
+		if (sleep_ms > deadline - mono_ms())
+			sleep_ms = deadline - mono_ms();
 		if ((r = board_sleep(b, sleep_ms > 0 ? sleep_ms : 0)) != 0)
 			return board_fail(b, r, "stopped by the operator while "
 			    "waiting for the CA");
@@ -869,7 +881,7 @@ step_ca(struct board *b)
 		snprintf(msg, sizeof(msg), "CA answered after %.1f s (%d tries; "
 		    "%d earlier requests got no certificate back: the CA's "
 		    "records may hold more certificates for this key)",
-		    (double)(now_ms() - t0) / 1000.0, tries, tries - 1);
+		    (double)(mono_ms() - t0) / 1000.0, tries, tries - 1);
 		board_emit(b, EV_INFO, 0, msg);
 	}
 	/* Each field on its own: whatever can be read goes in the record. */
@@ -1458,7 +1470,7 @@ engine_wait(struct engine *e, int ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);	/* e->cond's clock */
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {
@@ -1659,7 +1671,14 @@ engine_new(struct engine **out, const struct engine_opts *o)
 	e->o = *o;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_mutex_init(&e->emit_mu, NULL);
-	pthread_cond_init(&e->cond, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&e->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	e->nslots = cfg->nslots;
 	if ((e->slots = calloc((size_t)(e->nslots > 0 ? e->nslots : 1),
 	    sizeof(*e->slots))) == NULL ||
