@@ -1058,6 +1058,8 @@ audit_device_record(struct audit *a, const char *device_id,
 			continue;
 		terminal = (step != NULL && strcmp(step, "done") == 0 &&
 		    strcmp(outcome, "passed") == 0) ||
+		    (step != NULL && strcmp(step, "done") == 0 &&
+		    strcmp(outcome, "already") == 0) ||
 		    strcmp(outcome, "failed") == 0 ||
 		    strcmp(outcome, "refused") == 0;
 		if (!terminal)
@@ -1081,6 +1083,240 @@ audit_device_record(struct audit *a, const char *device_id,
 	if (locked)
 		audit_unlock(a);
 	free(d);
+	return r;
+}
+
+/* ---- device state for the duplicate check and crash recovery */
+
+static int
+audit_step_is(const struct audit_val *step, const struct audit_val *outcome,
+    const char *s, const char *o)
+{
+	return !step->null && !outcome->null && step->n == strlen(s) &&
+	    memcmp(step->p, s, step->n) == 0 && outcome->n == strlen(o) &&
+	    memcmp(outcome->p, o, outcome->n) == 0;
+}
+
+static int
+audit_val_eq(const struct audit_val *a, const struct audit_val *b)
+{
+	if (a->null || b->null)
+		return a->null && b->null;
+	return a->n == b->n && memcmp(a->p, b->p, a->n) == 0;
+}
+
+/* Copy what a row says of a device's credentials into p; a NULL column
+ * keeps the value an earlier row of the same attempt gave. */
+static int
+audit_prov_copy(struct audit_prov *p, const struct audit_val v[AUDIT_NCOLS])
+{
+	int r;
+
+	p->row_id = v[C_ID].i;
+	p->slot = v[C_SLOT].i;
+	if ((r = audit_rec_copy(p->station, sizeof(p->station),
+	    &v[C_STATION], 1)) != 0 ||
+	    (r = audit_rec_copy(p->time, sizeof(p->time), &v[C_TIME], 1)) ||
+	    (r = audit_rec_copy(p->board_serial, sizeof(p->board_serial),
+	    &v[C_BOARD_SERIAL], 1)) ||
+	    (r = audit_rec_copy(p->key_fpr, sizeof(p->key_fpr),
+	    &v[C_KEY_FPR], 0)) ||
+	    (r = audit_rec_copy(p->cert_serial, sizeof(p->cert_serial),
+	    &v[C_CERT_SERIAL], 0)) ||
+	    (r = audit_rec_copy(p->cert_fpr, sizeof(p->cert_fpr),
+	    &v[C_CERT_FPR], 0)))
+		return r;
+	return 0;
+}
+
+int
+audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
+    struct audit_device_state *out)
+{
+	struct audit_device_state *s = NULL;
+	struct audit_val v[AUDIT_NCOLS], att_station, att_slot;
+	sqlite3_stmt *st = NULL;
+	char *station_copy = NULL;
+	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol, in_att = 0;
+	int ca_req = 0, commit_req = 0, write_ok = 0, clear_ok = 0, final = 0;
+	const struct audit_val *step, *outcome;
+
+	if (a == NULL || device_id == NULL || out == NULL || before_id <= 0)
+		return KL_ERR_INVALID;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return KL_ERR_NOMEM;
+	memset(&att_station, 0, sizeof(att_station));
+	memset(&att_slot, 0, sizeof(att_slot));
+	if ((r = audit_lock(a)) != 0)
+		goto out;
+	locked = 1;
+	if ((r = audit_prepare_device(a, "SELECT " AUDIT_COLS_SQL
+	    " FROM events WHERE device_id = ?1 AND id < ?2 ORDER BY id",
+	    "prepare device state", device_id, &st)) != 0)
+		goto out;
+	if ((rc = sqlite3_bind_int64(st, 2, before_id)) != SQLITE_OK) {
+		r = audit_dberr(a->db, "bind", rc);
+		goto out;
+	}
+	/* One statement, one snapshot.  An attempt is an identify row and
+	 * the later rows of the same station and slot (other slots may
+	 * refuse the same ID meanwhile). */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
+			goto out;
+		step = &v[C_STEP];
+		outcome = &v[C_OUTCOME];
+		if (audit_step_is(step, outcome, "identify", "ok")) {
+			free(station_copy);
+			station_copy = NULL;
+			if (!v[C_STATION].null &&
+			    (station_copy = malloc(v[C_STATION].n + 1)) == NULL) {
+				r = KL_ERR_NOMEM;
+				goto out;
+			}
+			if (station_copy != NULL) {
+				memcpy(station_copy, v[C_STATION].p,
+				    v[C_STATION].n);
+				station_copy[v[C_STATION].n] = '\0';
+			}
+			att_station = v[C_STATION];
+			att_station.p = station_copy;
+			att_slot = v[C_SLOT];
+			in_att = 1;
+			ca_req = commit_req = write_ok = clear_ok = final = 0;
+			memset(&s->doubt, 0, sizeof(s->doubt));
+			if ((r = audit_prov_copy(&s->doubt, v)) != 0)
+				goto out;
+		} else if (in_att && audit_val_eq(&v[C_STATION], &att_station) &&
+		    v[C_SLOT].i == att_slot.i) {
+			if ((r = audit_prov_copy(&s->doubt, v)) != 0)
+				goto out;
+			if (audit_step_is(step, outcome, "ca", "requested"))
+				ca_req = 1;
+			else if (audit_step_is(step, outcome, "commit",
+			    "requested"))
+				commit_req = 1;
+			else if (audit_step_is(step, outcome, "write", "ok"))
+				write_ok = 1;
+			else if (audit_step_is(step, outcome, "clear", "ok"))
+				clear_ok = 1;
+			if (!outcome->null && outcome->n > 0 &&
+			    ((outcome->n == 6 && (memcmp(outcome->p, "passed",
+			    6) == 0 || memcmp(outcome->p, "failed", 6) == 0)) ||
+			    (outcome->n == 7 && (memcmp(outcome->p, "refused",
+			    7) == 0 || memcmp(outcome->p, "already", 7) == 0))))
+				final = 1;
+		}
+		if (audit_step_is(step, outcome, "done", "passed") ||
+		    audit_step_is(step, outcome, "done", "already") ||
+		    audit_step_is(step, outcome, "write", "ok") ||
+		    audit_step_is(step, outcome, "recover", "provisioned")) {
+			memset(&s->prov, 0, sizeof(s->prov));
+			if ((r = audit_prov_copy(&s->prov, v)) != 0)
+				goto out;
+			s->provisioned = 1;
+			s->prov_passed = step->n == 4;	/* "done" */
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		r = audit_dberr(a->db, "device state", rc);
+		goto out;
+	}
+	/*
+	 * In doubt: the station asked the CA and never recorded how the
+	 * attempt ended (it died), or it sent COMMIT, the attempt failed
+	 * without knowing whether the board committed, and clearing the
+	 * board did not succeed either.
+	 */
+	if (in_att && ca_req && !final)
+		snprintf(s->doubt_step, sizeof(s->doubt_step), "%s",
+		    write_ok ? "verify" : commit_req ? "commit" : "ca");
+	else if (in_att && commit_req && final && !write_ok && !clear_ok)
+		snprintf(s->doubt_step, sizeof(s->doubt_step), "commit");
+	if (s->doubt_step[0] == '\0')
+		memset(&s->doubt, 0, sizeof(s->doubt));
+	memcpy(out, s, sizeof(*out));
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (locked)
+		audit_unlock(a);
+	free(station_copy);
+	free(s);
+	return r;
+}
+
+int
+audit_in_doubt(struct audit *a, audit_doubt_fn fn, void *arg, int64_t *more)
+{
+	struct audit_device_state *s = NULL;
+	char (*ids)[AUDIT_REC_ID] = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t extra = 0;
+	int r = KL_ERR_INTERNAL, rc, locked = 0, n = 0, i;
+	const char *id;
+
+	if (a == NULL || fn == NULL)
+		return KL_ERR_INVALID;
+	if ((ids = calloc(AUDIT_DOUBT_MAX, sizeof(*ids))) == NULL ||
+	    (s = calloc(1, sizeof(*s))) == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = audit_lock(a)) != 0)
+		goto out;
+	locked = 1;
+	/* Candidates: devices whose newest identify row is followed by a CA
+	 * request from the same station and slot.  audit_device_state
+	 * decides. */
+	rc = sqlite3_prepare_v2(a->db,
+	    "WITH last AS (SELECT device_id, station, slot, max(id) AS sid"
+	    "  FROM events WHERE step = 'identify' AND device_id IS NOT NULL"
+	    "  GROUP BY device_id)"
+	    " SELECT l.device_id FROM last l WHERE EXISTS (SELECT 1 FROM events e"
+	    "  WHERE e.device_id = l.device_id AND e.id > l.sid"
+	    "  AND e.slot = l.slot AND e.station IS l.station"
+	    "  AND e.step = 'ca' AND e.outcome = 'requested')"
+	    " ORDER BY l.sid", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare in doubt", rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		id = (const char *)sqlite3_column_text(st, 0);
+		if (id == NULL ||
+		    (size_t)sqlite3_column_bytes(st, 0) >= AUDIT_REC_ID)
+			continue;
+		if (n < AUDIT_DOUBT_MAX)
+			snprintf(ids[n++], AUDIT_REC_ID, "%s", id);
+		else
+			extra++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = audit_dberr(a->db, "in doubt", rc);
+		goto out;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	audit_unlock(a);
+	locked = 0;
+	for (i = 0; i < n; i++) {
+		if ((r = audit_device_state(a, ids[i], INT64_MAX, s)) != 0)
+			goto out;
+		if (s->doubt_step[0] == '\0')
+			continue;
+		if ((r = fn(arg, ids[i], s)) != 0)
+			goto out;
+	}
+	if (more != NULL)
+		*more = extra;
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (locked)
+		audit_unlock(a);
+	free(ids);
+	free(s);
 	return r;
 }
 

@@ -181,8 +181,9 @@ struct audit_device_record {
 	char first_time[AUDIT_REC_TIME];	/* the identify row */
 	char last_time[AUDIT_REC_TIME];		/* the newest row */
 	int64_t first_id, last_id;
-	/* "passed" (a done/passed row), "failed", "refused" (a row with that
-	 * outcome), or "in_progress" (none of those yet). */
+	/* "passed" (a done/passed row), "already" (a done/already row: the
+	 * board already held its recorded credentials), "failed", "refused"
+	 * (a row with that outcome), or "in_progress" (none of those yet). */
 	char outcome[16];
 	char last_step[AUDIT_REC_ID];	/* step of the newest row */
 	char error[AUDIT_REC_ERROR];	/* error of the failing row, or "" */
@@ -198,6 +199,67 @@ struct audit_device_record {
  */
 int audit_device_record(struct audit *a, const char *device_id,
     struct audit_device_record *rec);
+
+/* ---- device state, for the duplicate check and crash recovery --------- */
+
+/* What one row (or the rows of one attempt) say of a device's credentials;
+ * "" where no row set a field. */
+struct audit_prov {
+	char station[AUDIT_REC_TEXT];
+	char time[AUDIT_REC_TIME];
+	char board_serial[AUDIT_REC_TEXT];
+	char key_fpr[AUDIT_REC_FPR];
+	char cert_serial[AUDIT_REC_FPR];
+	char cert_fpr[AUDIT_REC_FPR];
+	int64_t slot;
+	int64_t row_id;
+};
+
+struct audit_device_state {
+	/*
+	 * A certificate for the device reached a board: the newest "done
+	 * passed", "done already", "write ok" or "recover provisioned" row.
+	 * prov_passed: that row is a "done" one (the board passed its proof
+	 * of possession), not only a commit.
+	 */
+	int provisioned;
+	int prov_passed;
+	struct audit_prov prov;
+	/*
+	 * The newest attempt ended in doubt: "ca" (the CA was asked and the
+	 * attempt has no outcome: the station died), "commit" (COMMIT was
+	 * sent and nothing says whether the board committed), "verify"
+	 * (committed, never verified).  "" when it did not.  doubt holds
+	 * that attempt's newest station, slot, time, key and certificate.
+	 */
+	char doubt_step[16];
+	struct audit_prov doubt;
+};
+
+/*
+ * The state of device_id from the rows with id < before_id (the caller's
+ * own identify row, so the attempt in progress is not judged; INT64_MAX
+ * for all).  0 and *out; KL_ERR_INVALID, KL_ERR_NOMEM, KL_ERR_TOO_BIG (a
+ * stored fingerprint longer than a fingerprint), KL_ERR_DB.
+ */
+int audit_device_state(struct audit *a, const char *device_id,
+    int64_t before_id, struct audit_device_state *out);
+
+/* Most devices audit_in_doubt() hands out; the rest are counted. */
+#define AUDIT_DOUBT_MAX 1000
+
+/* Called once per device in doubt; state borrowed for the call.  0 to go
+ * on; anything else stops the walk and is returned. */
+typedef int (*audit_doubt_fn)(void *arg, const char *device_id,
+    const struct audit_device_state *state);
+
+/*
+ * Every device whose newest attempt is in doubt (see doubt_step), oldest
+ * first, at most AUDIT_DOUBT_MAX; *more (may be NULL) counts those left
+ * out.  What a station lists at start-up.  0, fn's return, KL_ERR_*.
+ */
+int audit_in_doubt(struct audit *a, audit_doubt_fn fn, void *arg,
+    int64_t *more);
 
 enum audit_format { AUDIT_FMT_CSV, AUDIT_FMT_JSON };
 
