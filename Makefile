@@ -5,6 +5,7 @@
 #   make demo       provision a jig of 8 virtual boards (build/demo)
 #   make bench      throughput figures (64 boards, manual-way comparison)
 #   make bench-http the status API under wrk load while 32 boards provision
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (docs/fuzzing.md)
 #
 # Every target that needs Debian packages runs scripts/setup first.
 
@@ -151,6 +152,7 @@ integration: san all
 test: setup
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory fuzz-short
 
 demo: setup
 	@$(MAKE) --no-print-directory all
@@ -171,3 +173,6 @@ clean:
 .SECONDARY:
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# libFuzzer targets: make fuzz, make fuzz-short (docs/fuzzing.md).
+include tests/fuzz/fuzz.mk

@@ -91,6 +91,16 @@ struct ca_cfssl_params {
 int ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p);
 
 /*
+ * For tests and the fuzzer: the parser of a CFSSL server's answer, as
+ * issue() uses it.  0 and *cert_der (DER, caller OPENSSL_free()s) and
+ * *cert_len; or KL_ERR_CA with words in err: not a JSON object, "success"
+ * not true (the server's first error message, printable ASCII only, cut
+ * short), no certificate, or one that does not parse.
+ */
+int ca_cfssl_parse(const char *resp, size_t len, uint8_t **cert_der,
+    size_t *cert_len, char *err, size_t errsz);
+
+/*
  * CMP (RFC 9483 Lightweight CMP Profile): a p10cr carrying the board's
  * CSR, whose signature is the proof of possession.  Protection by a
  * shared secret (MAC, secret + ref) or by the station's certificate and

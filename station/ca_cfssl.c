@@ -206,9 +206,9 @@ out:
 	return body;
 }
 
-/* The server's answer: the certificate, or why not. */
-static int
-cfssl_parse(const char *resp, size_t len, uint8_t **cert_der,
+/* The server's answer: the certificate, or why not (see ca.h). */
+int
+ca_cfssl_parse(const char *resp, size_t len, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz)
 {
 	json_error_t jerr;
@@ -301,7 +301,7 @@ ca_cfssl_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 		r = KL_ERR_UNAVAILABLE;
 		goto out;
 	}
-	r = cfssl_parse(resp, rlen, cert_der, cert_len, err, errsz);
+	r = ca_cfssl_parse(resp, rlen, cert_der, cert_len, err, errsz);
 out:
 	ERR_clear_error();
 	BIO_free(rsp);
