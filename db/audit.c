@@ -13,6 +13,7 @@
  */
 #include "db/audit.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -121,7 +122,16 @@ static const char *const audit_migrations[] = {
 	" BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
 	"CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
 	" BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
+	/* 1 -> 2: where start-up proves the file takes a committed write
+	 * (audit_probe_write).  Outside the chain, not evidence. */
+	"CREATE TABLE station_start ("
+	" station TEXT PRIMARY KEY NOT NULL,"
+	" time TEXT NOT NULL);",
 };
+
+/* The oldest schema whose events table readers take as it is: every
+ * migration since only added tables beside it. */
+#define AUDIT_SCHEMA_READABLE 1
 
 #define AUDIT_SCHEMA_VERSION \
 	((int)(sizeof(audit_migrations) / sizeof(audit_migrations[0])))
@@ -138,12 +148,184 @@ struct audit_val {
 static const char audit_zero_hash[AUDIT_HASH_HEX + 1] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
+/*
+ * Words for the calling thread's newest audit failure (audit_last_error).
+ * Every audit call runs in its caller's thread, so this is the caller's
+ * own failure whatever the other slots do meanwhile.
+ */
+static __thread char audit_errtext[512];
+
+/* Names of the extended codes a file system can cause, for messages. */
+static const struct {
+	int rc;
+	const char *name;
+	const char *verb;	/* "reading", "writing", or NULL */
+} audit_rc_names[] = {
+	{ SQLITE_IOERR_READ, "SQLITE_IOERR_READ", "reading" },
+	{ SQLITE_IOERR_SHORT_READ, "SQLITE_IOERR_SHORT_READ", "reading" },
+	{ SQLITE_IOERR_WRITE, "SQLITE_IOERR_WRITE", "writing" },
+	{ SQLITE_IOERR_FSYNC, "SQLITE_IOERR_FSYNC", "writing" },
+	{ SQLITE_IOERR_DIR_FSYNC, "SQLITE_IOERR_DIR_FSYNC", "writing" },
+	{ SQLITE_IOERR_TRUNCATE, "SQLITE_IOERR_TRUNCATE", "writing" },
+	{ SQLITE_IOERR_FSTAT, "SQLITE_IOERR_FSTAT", NULL },
+	{ SQLITE_IOERR_UNLOCK, "SQLITE_IOERR_UNLOCK", NULL },
+	{ SQLITE_IOERR_RDLOCK, "SQLITE_IOERR_RDLOCK", NULL },
+	{ SQLITE_IOERR_DELETE, "SQLITE_IOERR_DELETE", "writing" },
+	{ SQLITE_IOERR_ACCESS, "SQLITE_IOERR_ACCESS", NULL },
+	{ SQLITE_IOERR_LOCK, "SQLITE_IOERR_LOCK", NULL },
+	{ SQLITE_IOERR_CLOSE, "SQLITE_IOERR_CLOSE", NULL },
+	{ SQLITE_IOERR_SHMOPEN, "SQLITE_IOERR_SHMOPEN", NULL },
+	{ SQLITE_IOERR_SHMSIZE, "SQLITE_IOERR_SHMSIZE", "writing" },
+	{ SQLITE_IOERR_SHMMAP, "SQLITE_IOERR_SHMMAP", NULL },
+	{ SQLITE_IOERR_SEEK, "SQLITE_IOERR_SEEK", NULL },
+	{ SQLITE_IOERR_MMAP, "SQLITE_IOERR_MMAP", "reading" },
+	{ SQLITE_IOERR, "SQLITE_IOERR", NULL },
+	{ SQLITE_FULL, "SQLITE_FULL", "writing" },
+	{ SQLITE_READONLY, "SQLITE_READONLY", NULL },
+	{ SQLITE_READONLY_RECOVERY, "SQLITE_READONLY_RECOVERY", NULL },
+	{ SQLITE_READONLY_CANTLOCK, "SQLITE_READONLY_CANTLOCK", NULL },
+	{ SQLITE_READONLY_ROLLBACK, "SQLITE_READONLY_ROLLBACK", NULL },
+	{ SQLITE_READONLY_DBMOVED, "SQLITE_READONLY_DBMOVED", NULL },
+	{ SQLITE_READONLY_CANTINIT, "SQLITE_READONLY_CANTINIT", NULL },
+	{ SQLITE_READONLY_DIRECTORY, "SQLITE_READONLY_DIRECTORY", NULL },
+	{ SQLITE_CANTOPEN, "SQLITE_CANTOPEN", NULL },
+	{ SQLITE_PERM, "SQLITE_PERM", NULL },
+	{ SQLITE_BUSY, "SQLITE_BUSY", NULL },
+	{ SQLITE_BUSY_SNAPSHOT, "SQLITE_BUSY_SNAPSHOT", NULL },
+	{ SQLITE_LOCKED, "SQLITE_LOCKED", NULL },
+	{ SQLITE_CORRUPT, "SQLITE_CORRUPT", NULL },
+	{ SQLITE_NOTADB, "SQLITE_NOTADB", NULL },
+};
+
+/*
+ * Map an SQLite result code into the project's error space, with words
+ * that name the file, the extended code and the errno behind it: a file
+ * system that went read-only or full, or a disk that returned EIO, must
+ * not read as a damaged log.  Only SQLITE_CORRUPT and SQLITE_NOTADB say
+ * "malformed".  path may be NULL (then the handle's file name is used).
+ */
+static int
+audit_dberr_path(sqlite3 *db, const char *path, const char *what, int rc)
+{
+	const char *name = NULL, *verb = NULL, *file;
+	char code[48], sys[160];
+	int prim = rc & 0xff, err = 0, r;
+	size_t i;
+
+	file = path != NULL ? path : db != NULL ?
+	    sqlite3_db_filename(db, "main") : NULL;
+	if (file == NULL || file[0] == '\0')
+		file = "the audit log";
+	for (i = 0; i < sizeof(audit_rc_names) / sizeof(audit_rc_names[0]);
+	    i++)
+		if (audit_rc_names[i].rc == rc) {
+			name = audit_rc_names[i].name;
+			verb = audit_rc_names[i].verb;
+			break;
+		}
+	if (name == NULL)
+		snprintf(code, sizeof(code), "SQLite code %d", rc);
+	else
+		snprintf(code, sizeof(code), "%s", name);
+	/* The errno behind it: SQLite records one for I/O errors and
+	 * failed opens only; for other codes it would be a stale one. */
+	sys[0] = '\0';
+	if (db != NULL && (prim == SQLITE_IOERR || prim == SQLITE_CANTOPEN))
+		err = sqlite3_system_errno(db);
+	if (err != 0)
+		snprintf(sys, sizeof(sys), ", errno %d: %s", err,
+		    strerror(err));
+	switch (prim) {
+	case SQLITE_IOERR:
+		r = rc == SQLITE_IOERR_NOMEM ? KL_ERR_NOMEM : KL_ERR_IO;
+		if (err == ENOSPC)
+			r = KL_ERR_DISK_FULL;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: I/O error %s "
+		    "%s (%s%s)", what, verb != NULL ? verb : "on", file, code,
+		    sys);
+		break;
+	case SQLITE_FULL:
+		r = KL_ERR_DISK_FULL;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: disk full "
+		    "writing %s (%s%s)", what, file, code, sys);
+		break;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+		r = KL_ERR_READONLY;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: cannot write "
+		    "%s: it, its directory or its file system is read-only or "
+		    "not writable by this user (%s%s)", what, file, code, sys);
+		break;
+	case SQLITE_CANTOPEN:
+		r = err == EACCES || err == EPERM || err == EROFS ?
+		    KL_ERR_READONLY : KL_ERR_IO;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: cannot open "
+		    "%s or its -wal/-shm files beside it (%s%s)", what, file,
+		    code, sys);
+		break;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		r = KL_ERR_BUSY;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: %s is locked "
+		    "by another process or connection (waited %d ms; %s)",
+		    what, file, AUDIT_BUSY_MS, code);
+		break;
+	case SQLITE_CORRUPT:
+		r = KL_ERR_CORRUPT;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: %s is "
+		    "malformed: %s (%s)", what, file, sqlite3_errstr(rc), code);
+		break;
+	case SQLITE_NOTADB:
+		r = KL_ERR_CORRUPT;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: %s is not an "
+		    "SQLite database (%s)", what, file, code);
+		break;
+	case SQLITE_NOMEM:
+		r = KL_ERR_NOMEM;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: out of "
+		    "memory on %s", what, file);
+		break;
+	default:
+		r = KL_ERR_DB;
+		snprintf(audit_errtext, sizeof(audit_errtext), "%s: SQLite error "
+		    "on %s: %s (%s)", what, file, db != NULL ?
+		    sqlite3_errmsg(db) : sqlite3_errstr(rc), code);
+		break;
+	}
+	log_error("audit: %s", audit_errtext);
+	/* SQLite's own words too: for the codes above they are the generic
+	 * text of the primary code, kept for whoever reads the log. */
+	if (db != NULL && r != KL_ERR_DB)
+		log_debug("audit: %s: sqlite says: %s", what,
+		    sqlite3_errmsg(db));
+	return r;
+}
+
 static int
 audit_dberr(sqlite3 *db, const char *what, int rc)
 {
-	log_error("audit: %s: sqlite error %d (%s): %s", what, rc,
-	    sqlite3_errstr(rc), db != NULL ? sqlite3_errmsg(db) : "no handle");
-	return KL_ERR_DB;
+	return audit_dberr_path(db, NULL, what, rc);
+}
+
+/* An audit failure that is not SQLite's, worded for audit_last_error. */
+static void
+audit_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+audit_errf(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(audit_errtext, sizeof(audit_errtext), fmt, ap);
+	va_end(ap);
+}
+
+const char *
+audit_last_error(void)
+{
+	return audit_errtext[0] != '\0' ? audit_errtext :
+	    "no audit error recorded";
 }
 
 static int
@@ -359,6 +541,9 @@ audit_migrate(sqlite3 *db)
 	if (v < 0 || v > AUDIT_SCHEMA_VERSION) {
 		log_error("audit: database schema version %d is not one this "
 		    "program knows (up to %d)", v, AUDIT_SCHEMA_VERSION);
+		audit_errf("%s has schema version %d, newer than this program "
+		    "knows (%d)", sqlite3_db_filename(db, "main"), v,
+		    AUDIT_SCHEMA_VERSION);
 		r = KL_ERR_DB;
 		goto out;
 	}
@@ -400,6 +585,9 @@ audit_set_wal(sqlite3 *db)
 	mode = (const char *)sqlite3_column_text(st, 0);
 	if (mode == NULL || strcmp(mode, "wal") != 0) {
 		log_error("audit: database refused WAL mode (journal mode %s)",
+		    mode != NULL ? mode : "unknown");
+		audit_errf("%s refused WAL mode (journal mode %s)",
+		    sqlite3_db_filename(db, "main"),
 		    mode != NULL ? mode : "unknown");
 		r = KL_ERR_DB;
 		goto out;
@@ -474,8 +662,9 @@ audit_open_mode(struct audit **out, const char *path, int readonly)
 	rc = sqlite3_open_v2(path, &a->db, readonly ? SQLITE_OPEN_READONLY :
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
 	if (rc != SQLITE_OK) {
-		r = audit_dberr(a->db, "open", rc);
-		log_error("audit: cannot open %s", path);
+		if (a->db != NULL)
+			rc = sqlite3_extended_errcode(a->db);
+		r = audit_dberr_path(a->db, path, "open", rc);
 		goto out;
 	}
 	sqlite3_extended_result_codes(a->db, 1);
@@ -498,8 +687,9 @@ audit_open_mode(struct audit **out, const char *path, int readonly)
 		rc = sqlite3_open_v2(uri, &a->db, SQLITE_OPEN_READONLY |
 		    SQLITE_OPEN_URI, NULL);
 		if (rc != SQLITE_OK) {
-			r = audit_dberr(a->db, "open", rc);
-			log_error("audit: cannot open %s", path);
+			if (a->db != NULL)
+				rc = sqlite3_extended_errcode(a->db);
+			r = audit_dberr_path(a->db, path, "open", rc);
 			goto out;
 		}
 		log_warn("audit: %s: its directory is not writable; reading "
@@ -511,9 +701,13 @@ audit_open_mode(struct audit **out, const char *path, int readonly)
 		 * another schema version is not one this program can read. */
 		if ((r = audit_user_version(a->db, &v)) != 0)
 			goto out;
-		if (v != AUDIT_SCHEMA_VERSION) {
+		if (v < AUDIT_SCHEMA_READABLE || v > AUDIT_SCHEMA_VERSION) {
 			log_error("audit: %s has schema version %d, this "
-			    "program reads %d", path, v, AUDIT_SCHEMA_VERSION);
+			    "program reads %d to %d", path, v,
+			    AUDIT_SCHEMA_READABLE, AUDIT_SCHEMA_VERSION);
+			audit_errf("%s has schema version %d, this program "
+			    "reads %d to %d", path, v, AUDIT_SCHEMA_READABLE,
+			    AUDIT_SCHEMA_VERSION);
 			r = KL_ERR_DB;
 			goto out;
 		}
@@ -555,6 +749,53 @@ int
 audit_open_readonly(struct audit **out, const char *path)
 {
 	return audit_open_mode(out, path, 1);
+}
+
+static int audit_now(char out[AUDIT_TIME_LEN + 1]);
+
+int
+audit_probe_write(struct audit *a, const char *station)
+{
+	int r = KL_ERR_INTERNAL, rc;
+	sqlite3_stmt *st = NULL;
+	char now[AUDIT_TIME_LEN + 1];
+
+	if (a == NULL)
+		return KL_ERR_INVALID;
+	if ((r = audit_now(now)) != 0)
+		return r;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	/* The same path an append takes: the write lock, a row, a commit
+	 * that is synced (synchronous=FULL).  A file system that is
+	 * read-only or full, or a journal that cannot be made beside the
+	 * file, fails here rather than at the first board. */
+	if ((r = audit_exec(a->db, "BEGIN IMMEDIATE", "start-up write check "
+	    "(begin)")) != 0)
+		goto out;
+	rc = sqlite3_prepare_v2(a->db, "INSERT OR REPLACE INTO station_start"
+	    " (station, time) VALUES (?1, ?2)", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 1, station != NULL ? station : "",
+		    -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "start-up write check", rc);
+		goto out;
+	}
+	if ((r = audit_exec(a->db, "COMMIT", "start-up write check (commit)"))
+	    != 0)
+		goto out;
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (r != 0)
+		audit_rollback(a->db);
+	audit_unlock(a);
+	return r;
 }
 
 void

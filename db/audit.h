@@ -18,15 +18,46 @@
 
 struct audit;
 
-/* 0 and *out (free with audit_close), or KL_ERR_DB.  Creates a missing
- * file, switches it to WAL and migrates it to the current schema. */
+/*
+ * Errors: every function below that touches the file maps SQLite's result
+ * into the project's codes: KL_ERR_IO (an I/O error below SQLite, EIO),
+ * KL_ERR_DISK_FULL, KL_ERR_READONLY (read-only file, directory or file
+ * system, or no permission), KL_ERR_BUSY (locked past the 10 s wait),
+ * KL_ERR_CORRUPT (SQLITE_CORRUPT, SQLITE_NOTADB: the only "malformed"),
+ * KL_ERR_NOMEM, and KL_ERR_DB for the rest.  The words, naming the file,
+ * the SQLite extended code and the errno, are logged and kept for
+ * audit_last_error().
+ */
+
+/* 0 and *out (free with audit_close), or an error above.  Creates a
+ * missing file, switches it to WAL and migrates it to the current
+ * schema. */
 int audit_open(struct audit **out, const char *path);
+
+/*
+ * Prove the file takes a committed write, as an append would: BEGIN
+ * IMMEDIATE, one row in the station_start table (station, time; outside
+ * the hash chain, replaced at every start) and a synced COMMIT.  The
+ * station calls it once at start-up so that a read-only or full file
+ * system stops it before any board is touched.  0 or an error above.
+ */
+int audit_probe_write(struct audit *a, const char *station);
+
+/*
+ * Words for the newest audit failure in the calling thread ("insert: I/O
+ * error writing /var/lib/keyline/audit.db (SQLITE_IOERR_WRITE, errno 5:
+ * Input/output error)"); never NULL.  Thread-local, so a slot reads its
+ * own failure, not another slot's; valid until the thread's next audit
+ * call.
+ */
+const char *audit_last_error(void);
 
 /*
  * For reading only (keyline audit verify/export): the file is not
  * created, changed or migrated, so a read-only copy in an auditor's hands
- * can be checked.  KL_ERR_DB when it cannot be opened or its schema is not
- * the current one.  Appends on this handle fail.
+ * can be checked.  An error above when it cannot be opened, KL_ERR_DB
+ * when its schema is not one this program reads.  Appends on this handle
+ * fail.
  */
 int audit_open_readonly(struct audit **out, const char *path);
 void audit_close(struct audit *a);

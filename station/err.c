@@ -40,6 +40,10 @@ static const struct err_entry err_table[] = {
 	{ KL_ERR_EXISTS, "exists", "already exists" },
 	{ KL_ERR_UNSUPPORTED, "unsupported", "not supported" },
 	{ KL_ERR_UNAVAILABLE, "unavailable", "service unavailable" },
+	{ KL_ERR_DISK_FULL, "disk_full", "no space left on the device" },
+	{ KL_ERR_READONLY, "read_only", "not writable" },
+	{ KL_ERR_BUSY, "busy", "locked by another process" },
+	{ KL_ERR_CORRUPT, "corrupt", "file is malformed" },
 };
 
 static const struct err_entry *

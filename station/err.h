@@ -41,6 +41,12 @@ enum kl_err {
 	KL_ERR_UNSUPPORTED = -28,
 	KL_ERR_UNAVAILABLE = -29,	/* a remote service (CA) cannot be
 					 * reached now; worth retrying */
+	KL_ERR_DISK_FULL = -30,	/* no space left (SQLITE_FULL, ENOSPC) */
+	KL_ERR_READONLY = -31,	/* file or file system not writable
+				 * (read-only, permissions) */
+	KL_ERR_BUSY = -32,	/* locked by another process past its wait */
+	KL_ERR_CORRUPT = -33,	/* a file's contents are malformed
+				 * (SQLITE_CORRUPT, SQLITE_NOTADB) */
 };
 
 /* Static text for a code; never NULL. */

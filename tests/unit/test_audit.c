@@ -166,7 +166,7 @@ test_open_schema(void **state)
 	audit_close(NULL);
 	assert_int_equal(audit_open(&f->a, f->path), 0);
 	raw_text(f->path, "PRAGMA user_version", v, sizeof(v));
-	assert_string_equal(v, "1");
+	assert_string_equal(v, "2");
 	raw_text(f->path, "PRAGMA journal_mode", v, sizeof(v));
 	assert_string_equal(v, "wal");
 	raw_text(f->path, "SELECT count(*) FROM sqlite_master WHERE name IN "
@@ -471,12 +471,17 @@ test_open_refuses(void **state)
 	    "that goes on past the SQLite header size of one hundred bytes.\n",
 	    fp);
 	fclose(fp);
-	assert_int_equal(audit_open(&a, junk), KL_ERR_DB);
+	assert_int_equal(audit_open(&a, junk), KL_ERR_CORRUPT);
 	assert_ptr_equal(a, sentinel);
+	assert_non_null(strstr(audit_last_error(), "not an SQLite database"));
+	assert_non_null(strstr(audit_last_error(), junk));
 
-	/* A directory that does not exist. */
-	assert_int_equal(audit_open(&a, "/nonexistent-kl/dir/a.db"), KL_ERR_DB);
+	/* A directory that does not exist: an I/O error naming the path and
+	 * the errno, not a database error. */
+	assert_int_equal(audit_open(&a, "/nonexistent-kl/dir/a.db"), KL_ERR_IO);
 	assert_ptr_equal(a, sentinel);
+	assert_non_null(strstr(audit_last_error(), "/nonexistent-kl/dir/a.db"));
+	assert_non_null(strstr(audit_last_error(), "No such file"));
 	assert_int_equal(audit_open(&a, NULL), KL_ERR_INVALID);
 }
 
@@ -1246,6 +1251,477 @@ test_two_processes(void **state)
 	check_chain(f, 2 * PER_WORKER);
 }
 
+/* ---- faults below SQLite: a VFS over the default one ---------------------
+ *
+ * Files whose name starts with fault_prefix get their writes or syncs
+ * failed, with errno set, the way a disk that returns EIO or a full file
+ * system would: SQLite above sees exactly what it would see from the OS.
+ * The fault holds until it is lifted.
+ */
+static sqlite3_vfs *fault_base;
+static sqlite3_vfs fault_vfs;
+static char fault_prefix[160];
+static int fault_write_rc, fault_sync_rc, fault_errno;
+static int fault_hits;
+
+struct fault_file {
+	sqlite3_file base;
+	int faulty;
+	sqlite3_file *real;	/* follows this struct in the same block */
+};
+
+static int
+fault_close(sqlite3_file *f)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xClose(p->real);
+}
+
+static int
+fault_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xRead(p->real, b, n, o);
+}
+
+static int
+fault_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	if (p->faulty && fault_write_rc != 0) {
+		fault_hits++;
+		errno = fault_errno;
+		return fault_write_rc;
+	}
+	return p->real->pMethods->xWrite(p->real, b, n, o);
+}
+
+static int
+fault_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xTruncate(p->real, size);
+}
+
+static int
+fault_sync(sqlite3_file *f, int flags)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	if (p->faulty && fault_sync_rc != 0) {
+		fault_hits++;
+		errno = fault_errno;
+		return fault_sync_rc;
+	}
+	return p->real->pMethods->xSync(p->real, flags);
+}
+
+static int
+fault_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xFileSize(p->real, size);
+}
+
+static int
+fault_lock(sqlite3_file *f, int l)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xLock(p->real, l);
+}
+
+static int
+fault_unlock(sqlite3_file *f, int l)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xUnlock(p->real, l);
+}
+
+static int
+fault_reserved(sqlite3_file *f, int *out)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xCheckReservedLock(p->real, out);
+}
+
+static int
+fault_fcntl(sqlite3_file *f, int op, void *arg)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xFileControl(p->real, op, arg);
+}
+
+static int
+fault_sector(sqlite3_file *f)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xSectorSize(p->real);
+}
+
+static int
+fault_devchar(sqlite3_file *f)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xDeviceCharacteristics(p->real);
+}
+
+static int
+fault_shmmap(sqlite3_file *f, int pg, int pgsz, int extend,
+    void volatile **pp)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xShmMap(p->real, pg, pgsz, extend, pp);
+}
+
+static int
+fault_shmlock(sqlite3_file *f, int off, int n, int flags)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xShmLock(p->real, off, n, flags);
+}
+
+static void
+fault_shmbarrier(sqlite3_file *f)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	p->real->pMethods->xShmBarrier(p->real);
+}
+
+static int
+fault_shmunmap(sqlite3_file *f, int del)
+{
+	struct fault_file *p = (struct fault_file *)f;
+
+	return p->real->pMethods->xShmUnmap(p->real, del);
+}
+
+static const sqlite3_io_methods fault_io = {
+	.iVersion = 2,	/* WAL needs the shm methods; no mmap fetch */
+	.xClose = fault_close,
+	.xRead = fault_read,
+	.xWrite = fault_write,
+	.xTruncate = fault_truncate,
+	.xSync = fault_sync,
+	.xFileSize = fault_size,
+	.xLock = fault_lock,
+	.xUnlock = fault_unlock,
+	.xCheckReservedLock = fault_reserved,
+	.xFileControl = fault_fcntl,
+	.xSectorSize = fault_sector,
+	.xDeviceCharacteristics = fault_devchar,
+	.xShmMap = fault_shmmap,
+	.xShmLock = fault_shmlock,
+	.xShmBarrier = fault_shmbarrier,
+	.xShmUnmap = fault_shmunmap,
+};
+
+static int
+fault_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
+    int *outflags)
+{
+	struct fault_file *p = (struct fault_file *)f;
+	int rc;
+
+	(void)vfs;
+	memset(p, 0, sizeof(*p));
+	p->real = (sqlite3_file *)(p + 1);
+	rc = fault_base->xOpen(fault_base, name, p->real, flags, outflags);
+	if (p->real->pMethods == NULL)
+		return rc;
+	p->faulty = name != NULL && fault_prefix[0] != '\0' &&
+	    strncmp(name, fault_prefix, strlen(fault_prefix)) == 0;
+	p->base.pMethods = &fault_io;
+	return rc;
+}
+
+static int
+fault_delete(sqlite3_vfs *v, const char *n, int sync)
+{
+	(void)v;
+	return fault_base->xDelete(fault_base, n, sync);
+}
+
+static int
+fault_access(sqlite3_vfs *v, const char *n, int flags, int *out)
+{
+	(void)v;
+	return fault_base->xAccess(fault_base, n, flags, out);
+}
+
+static int
+fault_fullpath(sqlite3_vfs *v, const char *n, int len, char *out)
+{
+	(void)v;
+	return fault_base->xFullPathname(fault_base, n, len, out);
+}
+
+static int
+fault_random(sqlite3_vfs *v, int n, char *out)
+{
+	(void)v;
+	return fault_base->xRandomness(fault_base, n, out);
+}
+
+static int
+fault_sleep(sqlite3_vfs *v, int us)
+{
+	(void)v;
+	return fault_base->xSleep(fault_base, us);
+}
+
+static int
+fault_time(sqlite3_vfs *v, double *out)
+{
+	(void)v;
+	return fault_base->xCurrentTime(fault_base, out);
+}
+
+static int
+fault_lasterr(sqlite3_vfs *v, int n, char *out)
+{
+	(void)v;
+	return fault_base->xGetLastError(fault_base, n, out);
+}
+
+static int
+fault_time64(sqlite3_vfs *v, sqlite3_int64 *out)
+{
+	(void)v;
+	return fault_base->xCurrentTimeInt64(fault_base, out);
+}
+
+/* Make the fault VFS the default for everything opened from now on. */
+static void
+fault_install(const char *prefix)
+{
+	/* Out of SQLite's list before it is rewritten (a failed test may
+	 * have left it in). */
+	(void)sqlite3_vfs_unregister(&fault_vfs);
+	fault_base = sqlite3_vfs_find("unix");
+	assert_non_null(fault_base);
+	memset(&fault_vfs, 0, sizeof(fault_vfs));
+	fault_vfs.iVersion = 2;
+	fault_vfs.szOsFile = (int)sizeof(struct fault_file) +
+	    fault_base->szOsFile;
+	fault_vfs.mxPathname = fault_base->mxPathname;
+	fault_vfs.zName = "kl-fault";
+	fault_vfs.xOpen = fault_open;
+	fault_vfs.xDelete = fault_delete;
+	fault_vfs.xAccess = fault_access;
+	fault_vfs.xFullPathname = fault_fullpath;
+	fault_vfs.xRandomness = fault_random;
+	fault_vfs.xSleep = fault_sleep;
+	fault_vfs.xCurrentTime = fault_time;
+	fault_vfs.xGetLastError = fault_lasterr;
+	fault_vfs.xCurrentTimeInt64 = fault_time64;
+	snprintf(fault_prefix, sizeof(fault_prefix), "%s", prefix);
+	fault_write_rc = fault_sync_rc = fault_errno = 0;
+	fault_hits = 0;
+	assert_int_equal(sqlite3_vfs_register(&fault_vfs, 1), SQLITE_OK);
+}
+
+static void
+fault_remove(void)
+{
+	fault_write_rc = fault_sync_rc = 0;
+	(void)sqlite3_vfs_unregister(&fault_vfs);
+	fault_prefix[0] = '\0';
+}
+
+static void
+assert_words(const char *want)
+{
+	if (strstr(audit_last_error(), want) == NULL)
+		fail_msg("audit error \"%s\" lacks \"%s\"", audit_last_error(),
+		    want);
+}
+
+static void
+assert_not_malformed(void)
+{
+	if (strstr(audit_last_error(), "malformed") != NULL)
+		fail_msg("an I/O fault reads as damage: \"%s\"",
+		    audit_last_error());
+}
+
+/* After the fault is lifted: the same handle appends again, and a fresh
+ * read-only handle verifies the whole chain with every row in it. */
+static void
+fault_lifted_check(struct fx *f, int64_t want_rows)
+{
+	struct audit *ro = NULL;
+	struct audit_event ev;
+	int64_t rows = -1, bad = 0;
+	char why[256] = "";
+
+	fault_write_rc = fault_sync_rc = 0;
+	ev_fill(&ev, 9);
+	assert_int_equal(audit_append(f->a, &ev, NULL), 0);
+	assert_int_equal(audit_verify(f->a, &rows, &bad, why, sizeof(why)), 0);
+	assert_int_equal(rows, want_rows + 1);
+	assert_int_equal(audit_open_readonly(&ro, f->path), 0);
+	assert_int_equal(audit_verify(ro, &rows, &bad, why, sizeof(why)), 0);
+	assert_int_equal(rows, want_rows + 1);
+	audit_close(ro);
+}
+
+/* A disk that returns EIO on write: the append says I/O error, with the
+ * path, and nothing is lost or called malformed once it works again. */
+static void
+test_io_error_write(void **state)
+{
+	struct fx *f = *state;
+	struct audit_event ev;
+
+	fault_install(f->path);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 3);
+	fault_errno = EIO;
+	fault_write_rc = SQLITE_IOERR_WRITE;
+	ev_fill(&ev, 3);
+	assert_int_equal(audit_append(f->a, &ev, NULL), KL_ERR_IO);
+	assert_true(fault_hits > 0);
+	assert_words("I/O error writing");
+	assert_words(f->path);
+	assert_words("SQLITE_IOERR_WRITE");
+	assert_not_malformed();
+	/* A second try while the disk still fails: the same words. */
+	assert_int_equal(audit_append(f->a, &ev, NULL), KL_ERR_IO);
+	assert_words("I/O error writing");
+	assert_not_malformed();
+	fault_lifted_check(f, 3);
+	fault_remove();
+}
+
+/* fsync fails (the data may not be on the disk): an I/O error, and the
+ * row that was not made durable is not in the chain afterwards. */
+static void
+test_io_error_fsync(void **state)
+{
+	struct fx *f = *state;
+	struct audit_event ev;
+
+	fault_install(f->path);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 2);
+	fault_errno = EIO;
+	fault_sync_rc = SQLITE_IOERR_FSYNC;
+	ev_fill(&ev, 2);
+	assert_int_equal(audit_append(f->a, &ev, NULL), KL_ERR_IO);
+	assert_words("I/O error writing");
+	assert_words(f->path);
+	assert_words("SQLITE_IOERR_FSYNC");
+	assert_not_malformed();
+	fault_lifted_check(f, 2);
+	fault_remove();
+}
+
+/* A full file system: "disk full" with the path. */
+static void
+test_disk_full(void **state)
+{
+	struct fx *f = *state;
+	struct audit_event ev;
+
+	fault_install(f->path);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 2);
+	fault_errno = ENOSPC;
+	fault_write_rc = SQLITE_FULL;
+	ev_fill(&ev, 2);
+	assert_int_equal(audit_append(f->a, &ev, NULL), KL_ERR_DISK_FULL);
+	assert_words("disk full");
+	assert_words(f->path);
+	assert_not_malformed();
+	fault_lifted_check(f, 2);
+	fault_remove();
+}
+
+/* The start-up probe is a real, synced write: it fails on a disk that
+ * fails writes or syncs, passes on a good one, and adds no audit row. */
+static void
+test_probe_write(void **state)
+{
+	struct fx *f = *state;
+	int64_t rows = -1, bad = 0;
+	char why[256] = "", v[64];
+
+	fault_install(f->path);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 1);
+	assert_int_equal(audit_probe_write(f->a, "st-1"), 0);
+	raw_text(f->path, "SELECT station FROM station_start", v, sizeof(v));
+	assert_string_equal(v, "st-1");
+
+	fault_errno = EIO;
+	fault_write_rc = SQLITE_IOERR_WRITE;
+	fault_hits = 0;
+	assert_int_equal(audit_probe_write(f->a, "st-1"), KL_ERR_IO);
+	assert_true(fault_hits > 0);
+	assert_words("start-up write check");
+	assert_words(f->path);
+	fault_write_rc = 0;
+
+	fault_sync_rc = SQLITE_IOERR_FSYNC;
+	fault_hits = 0;
+	assert_int_equal(audit_probe_write(f->a, "st-1"), KL_ERR_IO);
+	assert_true(fault_hits > 0);
+	fault_sync_rc = 0;
+
+	fault_errno = ENOSPC;
+	fault_write_rc = SQLITE_FULL;
+	assert_int_equal(audit_probe_write(f->a, "st-1"), KL_ERR_DISK_FULL);
+	assert_words("disk full");
+	fault_write_rc = 0;
+
+	assert_int_equal(audit_probe_write(f->a, "st-2"), 0);
+	raw_text(f->path, "SELECT count(*) FROM station_start", v, sizeof(v));
+	assert_string_equal(v, "2");
+	assert_int_equal(audit_verify(f->a, &rows, &bad, why, sizeof(why)), 0);
+	assert_int_equal(rows, 1);
+	fault_remove();
+}
+
+/* A log of schema version 1 (before station_start) is read as it is by
+ * verify and export, and migrated by a station. */
+static void
+test_schema_v1_readable(void **state)
+{
+	struct fx *f = *state;
+	struct audit *ro = NULL;
+	int64_t rows = -1, bad = 0;
+	char why[256] = "", v[64];
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_n(f->a, 2);
+	audit_close(f->a);
+	f->a = NULL;
+	assert_int_equal(raw_exec(f->path, "DROP TABLE station_start; "
+	    "PRAGMA user_version = 1", NULL, 0), SQLITE_OK);
+	assert_int_equal(audit_open_readonly(&ro, f->path), 0);
+	assert_int_equal(audit_verify(ro, &rows, &bad, why, sizeof(why)), 0);
+	assert_int_equal(rows, 2);
+	audit_close(ro);
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	assert_int_equal(audit_probe_write(f->a, "st-1"), 0);
+	raw_text(f->path, "PRAGMA user_version", v, sizeof(v));
+	assert_string_equal(v, "2");
+}
+
 int
 main(void)
 {
@@ -1303,6 +1779,16 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_threads_own_handles,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_processes, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_io_error_write, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_io_error_fsync, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_disk_full, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_probe_write, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_schema_v1_readable, setup,
 		    teardown),
 	};
 
