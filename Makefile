@@ -33,7 +33,7 @@ STATION_SRC = station/config.c station/devid.c station/certcheck.c \
 	station/ca.c station/ca_local.c station/ca_cfssl.c station/ca_cmp.c \
 	station/link.c station/ota.c \
 	station/engine.c station/station.c station/batch.c \
-	station/cmd_audit.c ui/console.c ui/http.c
+	station/cmd_audit.c ui/console.c ui/http.c ui/http_parse.c
 # Real USB jigs (docs/usb-jig.md).
 STATION_SRC += station/usbjig.c station/vjig.c station/cmd_jig.c
 KEYLINE_MAIN = station/main.c
@@ -44,7 +44,7 @@ LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(STATION_SRC)
 
 UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 	test_certcheck test_audit test_hsm test_ca_local test_link \
-	test_ota test_engine test_agent test_ca_cfssl test_ca_cmp
+	test_ota test_engine test_agent test_ca_cfssl test_ca_cmp test_http
 
 # Runs under umockdev-wrapper (tests/run-unit): fake USB devices in sysfs.
 UNIT_TESTS += test_usbjig
@@ -127,6 +127,7 @@ T_test_ca_cfssl = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 T_test_ca_cmp = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 	station/ca_cmp.c
 
+T_test_http = $(BASE_SRC) ui/http_parse.c
 T_test_usbjig = $(LIB_SRC)
 # Only the test links libumockdev (GLib): the station never does.
 UMOCKDEV_CFLAGS := $(shell pkg-config --cflags umockdev-1.0 2>/dev/null)

@@ -116,6 +116,8 @@ static const struct config_key config_keys[] = {
 	{ "http", "tls_key", CT_PATH, CF(http_tls_key), 0, 0 },
 	{ "http", "max_connections", CT_INT, CF(http_max_connections), 1,
 	    1024 },
+	{ "http", "max_connections_per_ip", CT_INT,
+	    CF(http_max_connections_per_ip), 1, 1024 },
 
 	{ "jig", "usb_ids", CT_USB_IDS, CF(jig_usb_ids), 0, 0 },
 	{ "jig", "power", CT_POWER, CF(jig_power), 0, 0 },
@@ -665,6 +667,7 @@ config_defaults(struct config *c)
 	snprintf(c->http_bind, sizeof(c->http_bind), "127.0.0.1");
 	c->http_port = 8080;
 	c->http_max_connections = 16;
+	c->http_max_connections_per_ip = 4;
 	c->jig_power = CONFIG_POWER_NONE;
 	c->jig_power_off_ms = 2000;
 	c->jig_power_retry = 1;

@@ -130,6 +130,8 @@ struct config {
 	char http_tls_key[PATH_MAX];		/* tls_key: PEM, with tls_cert */
 	int http_max_connections;		/* max_connections: 1..1024,
 						 * default 16 */
+	int http_max_connections_per_ip;	/* max_connections_per_ip:
+						 * 1..1024, default 4 */
 
 	/* [jig]  real jigs on USB (docs/usb-jig.md) */
 	struct config_usb_ids jig_usb_ids;	/* usb_ids: VID:PID, ... */

@@ -10,9 +10,8 @@
 #include "station/cmd_audit.h"
 #include "station/cmd_jig.h"
 #include "station/log.h"
+#include "station/version.h"
 #include "ui/console.h"
-
-#define KEYLINE_VERSION "0.1.0"
 
 struct keyline_cmd {
 	const char *name;

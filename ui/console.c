@@ -1266,7 +1266,10 @@ cmd_console(int argc, char **argv)
 	}
 
 	con_signals();
-	setlocale(LC_ALL, "");
+	/* The terminal's character set only (ncursesw needs it): numbers
+	 * stay "C" for the status API, the audit log and batch JSON, which
+	 * machines read from this same process. */
+	setlocale(LC_CTYPE, "");
 	con_redirect_stderr(c);
 	if ((scr = newterm(NULL, stdout, stdin)) == NULL) {
 		con_restore_stderr(c);

@@ -11,7 +11,20 @@
  * route accepts, and every number with strtoll and a range.
  *
  * Routes are one table; a route either matches its path exactly or is a
- * prefix followed by one path segment (a slot number, a device ID).
+ * prefix followed by one path segment (a slot number, a device ID).  The
+ * path and query are taken as the client sent them and decoded by
+ * http_target_parse (http_parse.c), which refuses a NUL in any form.
+ *
+ * Connections are admitted here, not only by MHD's global limit, so that
+ * a few slow or hostile clients cannot keep the MES out (docs/http-api.md,
+ * "Limits"): at most max_connections_per_ip per client address; when all
+ * max_connections are taken, a client from an address holding fewer
+ * connections takes the place of the oldest connection still waiting for
+ * its headers from the address holding the most; and a warden thread
+ * closes any connection that has not sent a whole request head within
+ * HTTP_HEADER_TIMEOUT_MS, trickling or not (MHD's own timeout restarts
+ * with every byte).  What was refused or closed is logged as one summary
+ * line per HTTP_LOG_INTERVAL_MS, never a line per connection.
  * Every endpoint but /healthz needs "Authorization: Bearer <token>", the
  * token read from [http] token_file at start, compared in constant time
  * and wiped at stop.  JSON is built with jansson, never pasted.
@@ -22,6 +35,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,6 +48,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
+#include <unistd.h>
 
 #include "db/audit.h"
 #include "station/buf.h"
@@ -43,13 +58,33 @@
 #include "station/err.h"
 #include "station/fsutil.h"
 #include "station/log.h"
+#include "station/version.h"
+#include "ui/http_parse.h"
 
-/* Longest path we route; every real one is far shorter. */
-#define HTTP_MAX_PATH 256
 /* Headers and request line must fit in this per connection (MHD answers
  * 431/414 itself beyond it). */
 #define HTTP_CONN_MEMORY (16 * 1024)
+/* Idle time while an answer is being sent (MHD's timeout, which restarts
+ * with every byte moved). */
 #define HTTP_CONN_TIMEOUT_S 10
+/* A whole request head (TLS handshake, request line, headers) must arrive
+ * within this of the connection opening or of the previous answer: a
+ * client on the plant network sends it in one packet, a trickler is shut
+ * out after it however steadily it sends. */
+#define HTTP_HEADER_TIMEOUT_MS 3000
+/* How often the warden looks, and how often it may log a summary. */
+#define HTTP_WARDEN_TICK_MS 100
+#define HTTP_LOG_INTERVAL_MS 10000
+/* libmicrohttpd's own messages per interval before they are counted. */
+#define HTTP_LOG_BURST 5
+/*
+ * TLS 1.2 and 1.3 only (GnuTLS syntax): AEAD ciphers, ECDHE key
+ * exchange for forward secrecy, the server's order first.  Written down
+ * in docs/http-api.md; change both together.
+ */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:" \
+	"-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:" \
+	"-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:%SERVER_PRECEDENCE"
 /* The token: one line of 16..256 visible characters. */
 #define HTTP_TOKEN_MIN 16
 #define HTTP_TOKEN_MAX 256
@@ -59,11 +94,65 @@
 #define HTTP_METRICS_MAX (256 * 1024)
 #define HTTP_EVENTS_DEFAULT 100
 
+/* Why a connection was refused at accept or closed by us. */
+enum http_drop {
+	DROP_PER_IP,		/* its address already had its share */
+	DROP_FULL,		/* every slot busy, nobody to take over from */
+	DROP_TAKEN_OVER,	/* closed for a client from a quieter address */
+	DROP_HEADER_TIMEOUT,	/* no whole request head in time */
+	DROP__COUNT
+};
+
+static const struct {
+	const char *metric;	/* label value in /metrics */
+	const char *log;	/* words in the summary line */
+} http_drops[DROP__COUNT] = {
+	[DROP_PER_IP] = { "per_address_limit", "over the per-address limit" },
+	[DROP_FULL] = { "full", "refused with every connection busy" },
+	[DROP_TAKEN_OVER] = { "taken_over",
+	    "closed for a client from a quieter address" },
+	[DROP_HEADER_TIMEOUT] = { "header_timeout",
+	    "closed without a whole request head in time" },
+};
+
+/*
+ * One open connection, from MHD's STARTED to its CLOSED notification.
+ * fd, addr, waiting, since_ms, dying and the list links are under
+ * http.mu (the warden reads them); target is only touched by MHD's
+ * thread.  MHD notifies CLOSED before it closes the socket, and the
+ * record leaves the list then, so a shutdown(2) under the mutex never
+ * reaches a descriptor reused for something else.
+ */
+struct http_conn {
+	struct http_conn *prev, *next;
+	int fd;
+	struct sockaddr_storage addr;
+	int naddr;		/* live connections from the same address */
+	int waiting;		/* for a whole request head */
+	int64_t since_ms;	/* monotonic: when it began waiting */
+	int dying;		/* shut down by us, not yet closed by MHD */
+	char target[HTTP_TARGET_MAX + 1];	/* as sent */
+	size_t target_len;
+	int target_over;	/* longer than HTTP_TARGET_MAX */
+};
+
 struct http {
 	struct MHD_Daemon *d;
 	struct engine *engine;
 	struct audit *audit;
 	const struct config *cfg;
+	double start_time_s;	/* process start, Unix seconds */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t warden;
+	int warden_started, stopping;
+	struct http_conn *conns;	/* under mu */
+	int nlive;			/* conns not dying */
+	uint64_t drops[DROP__COUNT];		/* since start, for /metrics */
+	uint64_t drops_logged[DROP__COUNT];	/* as of the last summary */
+	unsigned int mhd_lines;		/* MHD messages this interval */
+	uint64_t mhd_suppressed;
+	int64_t log_at_ms;		/* start of the log interval */
 	/* Zero-padded to the maximum so the comparison always covers the
 	 * same bytes whatever length is presented. */
 	unsigned char token[HTTP_TOKEN_MAX];
@@ -76,6 +165,7 @@ struct http {
 struct http_req {
 	struct http *h;
 	struct MHD_Connection *c;
+	const struct http_target *t;	/* path and query, decoded */
 	const char *arg;	/* the path segment after a prefix route */
 };
 
@@ -126,6 +216,15 @@ http_now_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t
+http_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -261,28 +360,20 @@ http_authorized(struct http *h, struct MHD_Connection *c)
 	return ok;
 }
 
-struct http_argcheck {
-	const char *const *allowed;
-	const char *bad;	/* first argument not allowed (borrowed) */
-	int count;
-};
-
-static enum MHD_Result
-http_arg_cb(void *cls, enum MHD_ValueKind kind, const char *key,
-    const char *value)
+/* The first query argument the route does not take, or NULL. */
+static const char *
+http_bad_arg(const struct http_route *route, const struct http_target *t)
 {
-	struct http_argcheck *ac = cls;
-	size_t i;
+	size_t i, j;
 
-	(void)kind;
-	(void)value;
-	ac->count++;
-	for (i = 0; ac->allowed[i] != NULL; i++)
-		if (strcmp(key, ac->allowed[i]) == 0)
-			return MHD_YES;
-	if (ac->bad == NULL)
-		ac->bad = key;
-	return MHD_YES;
+	for (i = 0; i < t->nargs && i < HTTP_ARGS_MAX; i++) {
+		for (j = 0; route->args[j] != NULL; j++)
+			if (strcmp(t->args[i].key, route->args[j]) == 0)
+				break;
+		if (route->args[j] == NULL)
+			return t->args[i].key;
+	}
+	return NULL;
 }
 
 /*
@@ -290,48 +381,26 @@ http_arg_cb(void *cls, enum MHD_ValueKind kind, const char *key,
  * when absent; KL_ERR_INVALID (digits only, no sign, no spaces).
  */
 static int
-http_arg_num(struct MHD_Connection *c, const char *name, long long min,
+http_arg_num(const struct http_target *t, const char *name, long long min,
     long long max, long long *out)
 {
-	const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
-	    name);
-	char *end = NULL;
-	long long n;
+	const char *v = http_target_arg(t, name);
 
 	if (v == NULL)
 		return KL_ERR_NOT_FOUND;
-	if (v[0] < '0' || v[0] > '9' || strlen(v) > 19)
-		return KL_ERR_INVALID;
-	errno = 0;
-	n = strtoll(v, &end, 10);
-	if (errno != 0 || end == NULL || *end != '\0' || n < min || n > max)
-		return KL_ERR_INVALID;
-	*out = n;
-	return 0;
+	return http_parse_num(v, min, max, out);
 }
 
 static const struct http_route *
 http_route_find(const char *path, const char **arg)
 {
-	size_t i, n;
+	size_t i;
 
-	for (i = 0; i < NELEM(http_routes); i++) {
-		const struct http_route *r = &http_routes[i];
-
-		if (!r->segment) {
-			if (strcmp(path, r->path) == 0) {
-				*arg = NULL;
-				return r;
-			}
-			continue;
-		}
-		n = strlen(r->path);
-		if (strncmp(path, r->path, n) == 0 && path[n] != '\0' &&
-		    strchr(path + n, '/') == NULL) {
-			*arg = path + n;
-			return r;
-		}
-	}
+	for (i = 0; i < NELEM(http_routes); i++)
+		if (http_route_match(path, http_routes[i].path,
+		    http_routes[i].segment, arg))
+			return &http_routes[i];
+	*arg = NULL;
 	return NULL;
 }
 
@@ -355,23 +424,49 @@ http_has_body(struct MHD_Connection *c)
  * second call: an answer queued on the first one would also close the
  * connection, and keep-alive matters to a poller.
  */
+static struct http_conn *
+http_conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c,
+	    MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+/*
+ * Called by MHD at least twice per request: first with the headers only,
+ * then (after any body) to answer.  A wrong method or a body is answered
+ * on the first call, before any body is read, so none is ever buffered
+ * (MHD then closes that connection).  Everything else is answered on the
+ * second call: an answer queued on the first one would also close the
+ * connection, and keep-alive matters to a poller.
+ */
 static enum MHD_Result
 http_access(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
 {
 	struct http *h = cls;
-	struct http_req rq = { h, c, NULL };
+	struct http_conn *hc = http_conn_of(c);
+	struct http_target *t = NULL;
+	struct http_req rq = { h, c, NULL, NULL };
 	struct http_reply rp;
-	struct http_argcheck ac;
 	const struct http_route *route;
+	const char *bad;
 	enum MHD_Result ret;
 	int r, auth_fail = 0, bad_method = 0;
 
 	static int first_seen;
 
-	(void)version;
+	(void)url;	/* decoded by MHD, NULs and all: hc->target instead */
 	(void)upload_data;
+	if (hc == NULL)		/* no record (out of memory at accept) */
+		return MHD_NO;
+	/* The head is complete: the header deadline no longer applies. */
+	pthread_mutex_lock(&h->mu);
+	hc->waiting = 0;
+	pthread_mutex_unlock(&h->mu);
+
 	memset(&rp, 0, sizeof(rp));
 	buf_init(&rp.text, HTTP_METRICS_MAX);
 	rp.status = MHD_HTTP_OK;
@@ -394,12 +489,34 @@ http_access(void *cls, struct MHD_Connection *c, const char *url,
 		buf_free(&rp.text);
 		return MHD_YES;
 	}
-	if (strnlen(url, HTTP_MAX_PATH + 1) > HTTP_MAX_PATH) {
-		r = http_error(&rp, MHD_HTTP_URI_TOO_LONG, "path_too_long",
-		    "path longer than %d bytes", HTTP_MAX_PATH);
+	/* RFC 9112 3.2: a 1.1 request without Host is answered 400. */
+	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+	    MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_HOST) == NULL) {
+		r = http_error(&rp, MHD_HTTP_BAD_REQUEST, "bad_request",
+		    "an HTTP/1.1 request needs a Host header");
 		goto reply;
 	}
-	route = http_route_find(url, &rq.arg);
+	if ((t = malloc(sizeof(*t))) == NULL) {
+		r = KL_ERR_NOMEM;
+		goto reply;
+	}
+	r = hc->target_over ? KL_ERR_TOO_BIG :
+	    http_target_parse(hc->target, hc->target_len, t);
+	if (r == KL_ERR_TOO_BIG) {
+		r = http_error(&rp, MHD_HTTP_URI_TOO_LONG, "path_too_long",
+		    "path longer than %d bytes or target longer than %d",
+		    HTTP_PATH_MAX, HTTP_TARGET_MAX);
+		goto reply;
+	}
+	if (r != 0) {
+		r = http_error(&rp, MHD_HTTP_BAD_REQUEST, "bad_request",
+		    "malformed request target (a NUL, a control character, "
+		    "a bad %%-escape, or a repeated or overlong argument)");
+		goto reply;
+	}
+	rq.t = t;
+	route = http_route_find(t->path, &rq.arg);
 	/* Unknown paths need the token too: without it, the route table
 	 * is not for probing. */
 	if ((route == NULL || route->auth) && !http_authorized(h, c)) {
@@ -413,18 +530,14 @@ http_access(void *cls, struct MHD_Connection *c, const char *url,
 		    "no such endpoint");
 		goto reply;
 	}
-	memset(&ac, 0, sizeof(ac));
-	ac.allowed = route->args;
-	(void)MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, http_arg_cb,
-	    &ac);
-	if (ac.bad != NULL) {
+	if ((bad = http_bad_arg(route, t)) != NULL) {
 		r = http_error(&rp, MHD_HTTP_BAD_REQUEST, "bad_argument",
-		    "unknown query argument '%.64s'", ac.bad);
+		    "unknown query argument '%.64s'", bad);
 		goto reply;
 	}
 	r = route->fn(&rq, &rp);
 	if (r != 0) {
-		log_warn("http: %s: %s", url, kl_strerror(r));
+		log_warn("http: %s: %s", t->path, kl_strerror(r));
 		r = http_error(&rp, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
 		    "%s", kl_strerror(r));
 	}
@@ -432,6 +545,7 @@ http_access(void *cls, struct MHD_Connection *c, const char *url,
 	ret = r == 0 ? http_queue(c, &rp, auth_fail, bad_method) : MHD_NO;
 	json_decref(rp.json);
 	buf_free(&rp.text);
+	free(t);
 	return ret;
 }
 
@@ -533,16 +647,12 @@ http_slot(struct http_req *rq, struct http_reply *rp)
 {
 	struct engine_slot_detail *d = NULL;
 	json_t *o = NULL, *steps = NULL, *st;
-	char *end = NULL;
 	long long n;
 	int r = KL_ERR_NOMEM, i;
 
-	if (rq->arg[0] < '1' || rq->arg[0] > '9' || strlen(rq->arg) > 3)
-		return http_error(rp, MHD_HTTP_BAD_REQUEST, "bad_slot",
-		    "slot must be a number from 1 to %d", CONFIG_MAX_SLOTS);
-	errno = 0;
-	n = strtoll(rq->arg, &end, 10);
-	if (errno != 0 || *end != '\0' || n < 1 || n > CONFIG_MAX_SLOTS)
+	/* No leading zeros: one spelling per slot. */
+	if (rq->arg[0] == '0' ||
+	    http_parse_num(rq->arg, 1, CONFIG_MAX_SLOTS, &n) != 0)
 		return http_error(rp, MHD_HTTP_BAD_REQUEST, "bad_slot",
 		    "slot must be a number from 1 to %d", CONFIG_MAX_SLOTS);
 	if ((d = calloc(1, sizeof(*d))) == NULL)
@@ -679,11 +789,11 @@ http_events(struct http_req *rq, struct http_reply *rp)
 	int64_t next = 0;
 	int r, more = 0;
 
-	r = http_arg_num(rq->c, "since", 0, INT64_MAX - 1, &since);
+	r = http_arg_num(rq->t, "since", 0, INT64_MAX - 1, &since);
 	if (r != 0 && r != KL_ERR_NOT_FOUND)
 		return http_error(rp, MHD_HTTP_BAD_REQUEST, "bad_argument",
 		    "since must be an event id (a whole number >= 0)");
-	r = http_arg_num(rq->c, "limit", 1, AUDIT_EVENTS_MAX, &limit);
+	r = http_arg_num(rq->t, "limit", 1, AUDIT_EVENTS_MAX, &limit);
 	if (r != 0 && r != KL_ERR_NOT_FOUND)
 		return http_error(rp, MHD_HTTP_BAD_REQUEST, "bad_argument",
 		    "limit must be a whole number from 1 to %d",
@@ -735,33 +845,82 @@ http_put_counter(struct buf *b, const char *name, const char *help,
 	return http_put(b, "%s %" PRIu64 "\n", name, v);
 }
 
-/* One histogram series; label is "" or `step="keygen",`. */
+/*
+ * One histogram series; label is "" or `step="keygen",`.  Every number
+ * that may have a fraction goes through http_fmt_double: printf's %g and
+ * %f write "0,005" under a comma-decimal LC_NUMERIC, which Prometheus
+ * refuses, and the console process does call setlocale.
+ */
 static int
 http_put_hist(struct buf *b, const char *name, const char *label,
     const struct engine_histogram *hg)
 {
+	char le[32], sum[48];
 	int i, r;
 
-	for (i = 0; i < ENGINE_BUCKETS - 1; i++)
-		if ((r = http_put(b, "%s_bucket{%sle=\"%g\"} %" PRIu64 "\n",
-		    name, label, engine_metric_buckets_ms[i] / 1000.0,
-		    hg->bucket[i])) != 0)
+	for (i = 0; i < ENGINE_BUCKETS - 1; i++) {
+		if ((r = http_fmt_double(le, sizeof(le),
+		    engine_metric_buckets_ms[i] / 1000.0, 6, 1)) != 0)
 			return r;
+		if ((r = http_put(b, "%s_bucket{%sle=\"%s\"} %" PRIu64 "\n",
+		    name, label, le, hg->bucket[i])) != 0)
+			return r;
+	}
 	if ((r = http_put(b, "%s_bucket{%sle=\"+Inf\"} %" PRIu64 "\n", name,
 	    label, hg->count)) != 0)
+		return r;
+	if ((r = http_fmt_double(sum, sizeof(sum), hg->sum_ms / 1000.0, 6,
+	    0)) != 0)
 		return r;
 	/* Labels without the trailing comma for _sum and _count. */
 	if (label[0] != '\0') {
 		int n = (int)strlen(label) - 1;
 
-		if ((r = http_put(b, "%s_sum{%.*s} %.6f\n%s_count{%.*s} %"
-		    PRIu64 "\n", name, n, label, hg->sum_ms / 1000.0, name, n,
+		if ((r = http_put(b, "%s_sum{%.*s} %s\n%s_count{%.*s} %"
+		    PRIu64 "\n", name, n, label, sum, name, n,
 		    label, hg->count)) != 0)
 			return r;
 		return 0;
 	}
-	return http_put(b, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name,
-	    hg->sum_ms / 1000.0, name, hg->count);
+	return http_put(b, "%s_sum %s\n%s_count %" PRIu64 "\n", name,
+	    sum, name, hg->count);
+}
+
+/* Build, process start and what the connection limits turned away. */
+static int
+http_put_process(struct http *h, struct buf *b)
+{
+	uint64_t drops[DROP__COUNT];
+	char start[48];
+	int r, i;
+
+	if ((r = http_put(b, "# HELP keyline_build_info Keyline build; the "
+	    "value is always 1.\n# TYPE keyline_build_info gauge\n"
+	    "keyline_build_info{version=\"%s\",openssl=\"%s\","
+	    "libmicrohttpd=\"%s\"} 1\n", KEYLINE_VERSION,
+	    OpenSSL_version(OPENSSL_VERSION_STRING), MHD_get_version())) != 0)
+		return r;
+	if ((r = http_fmt_double(start, sizeof(start), h->start_time_s, 2,
+	    1)) != 0 ||
+	    (r = http_put(b, "# HELP process_start_time_seconds Start time of "
+	    "the process since unix epoch in seconds.\n"
+	    "# TYPE process_start_time_seconds gauge\n"
+	    "process_start_time_seconds %s\n", start)) != 0)
+		return r;
+	pthread_mutex_lock(&h->mu);
+	memcpy(drops, h->drops, sizeof(drops));
+	pthread_mutex_unlock(&h->mu);
+	if ((r = http_put(b, "# HELP keyline_http_connections_dropped_total "
+	    "Status API connections refused at accept or closed by the "
+	    "limits.\n# TYPE keyline_http_connections_dropped_total "
+	    "counter\n")) != 0)
+		return r;
+	for (i = 0; i < DROP__COUNT; i++)
+		if ((r = http_put(b, "keyline_http_connections_dropped_total"
+		    "{reason=\"%s\"} %" PRIu64 "\n", http_drops[i].metric,
+		    drops[i])) != 0)
+			return r;
+	return 0;
 }
 
 static int
@@ -819,7 +978,8 @@ http_metrics(struct http_req *rq, struct http_reply *rp)
 	    "board, start to outcome.\n# TYPE keyline_board_duration_seconds "
 	    "histogram\n")) != 0 ||
 	    (r = http_put_hist(b, "keyline_board_duration_seconds", "",
-	    &m->board)) != 0)
+	    &m->board)) != 0 ||
+	    (r = http_put_process(rq->h, b)) != 0)
 		goto out;
 	r = 0;
  out:
@@ -829,18 +989,356 @@ http_metrics(struct http_req *rq, struct http_reply *rp)
 
 /* ---- start, stop ------------------------------------------------------- */
 
+/*
+ * libmicrohttpd's messages, at most HTTP_LOG_BURST per interval: under a
+ * flood it would write one per connection (a full server, a reset peer),
+ * and stderr is the console's or the batch operator's.  The rest are
+ * counted into the warden's summary line.
+ */
 static void
 http_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct http *h = cls;
 	char msg[512];
 	size_t n;
+	int show;
 
-	(void)cls;
+	pthread_mutex_lock(&h->mu);
+	show = h->mhd_lines < HTTP_LOG_BURST;
+	if (show)
+		h->mhd_lines++;
+	else
+		h->mhd_suppressed++;
+	pthread_mutex_unlock(&h->mu);
+	if (!show)
+		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
 	log_warn("http: %s", msg);
+}
+
+/* ---- connection limits -------------------------------------------------- */
+
+static int
+http_addr_same(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+	if (a->ss_family != b->sa_family)
+		return 0;
+	if (b->sa_family == AF_INET)
+		return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+		    &((const struct sockaddr_in *)b)->sin_addr,
+		    sizeof(struct in_addr)) == 0;
+	if (b->sa_family == AF_INET6)
+		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		    &((const struct sockaddr_in6 *)b)->sin6_addr,
+		    sizeof(struct in6_addr)) == 0;
+	return 0;
+}
+
+/* Live connections from addr; with mu held. */
+static int
+http_addr_count(struct http *h, const struct sockaddr *addr)
+{
+	struct http_conn *p;
+	int n = 0;
+
+	for (p = h->conns; p != NULL; p = p->next)
+		if (!p->dying && http_addr_same(&p->addr, addr))
+			n++;
+	return n;
+}
+
+/* Add d to naddr of every live connection sharing hc's address (hc
+ * included); with mu held. */
+static void
+http_addr_adjust(struct http *h, struct http_conn *hc, int d)
+{
+	struct http_conn *p;
+
+	for (p = h->conns; p != NULL; p = p->next)
+		if (!p->dying && http_addr_same(&p->addr,
+		    (const struct sockaddr *)&hc->addr))
+			p->naddr += d;
+}
+
+/*
+ * Close hc from outside MHD's loop; with mu held.  shutdown(2), not
+ * close(2): MHD sees the end of the stream on its next poll and closes
+ * and frees the connection itself, in its own thread.
+ */
+static void
+http_conn_kill(struct http *h, struct http_conn *hc, enum http_drop why)
+{
+	http_addr_adjust(h, hc, -1);
+	hc->dying = 1;
+	h->nlive--;
+	h->drops[why]++;
+	(void)shutdown(hc->fd, SHUT_RDWR);
+}
+
+static size_t
+http_addr_len(const struct sockaddr *addr)
+{
+	if (addr->sa_family == AF_INET)
+		return sizeof(struct sockaddr_in);
+	if (addr->sa_family == AF_INET6)
+		return sizeof(struct sockaddr_in6);
+	return 0;
+}
+
+/* MHD's accept policy: runs in its thread, before the connection exists. */
+static enum MHD_Result
+http_accept_cb(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct http *h = cls;
+	struct http_conn *p, *victim = NULL;
+	enum MHD_Result ok = MHD_YES;
+	int mine;
+
+	if (http_addr_len(addr) == 0 || addrlen < http_addr_len(addr))
+		return MHD_NO;
+	pthread_mutex_lock(&h->mu);
+	mine = http_addr_count(h, addr);
+	if (mine >= h->cfg->http_max_connections_per_ip) {
+		h->drops[DROP_PER_IP]++;
+		ok = MHD_NO;
+	} else if (h->nlive >= h->cfg->http_max_connections) {
+		/*
+		 * Full.  A client from a quieter address takes the place of
+		 * the oldest connection still waiting for its head from the
+		 * busiest address: a handful of hosts holding every slot with
+		 * half-sent requests cannot keep the MES or a watchdog out,
+		 * and a connection being answered is never cut.
+		 */
+		for (p = h->conns; p != NULL; p = p->next) {
+			if (p->dying || !p->waiting || p->naddr <= mine)
+				continue;
+			if (victim == NULL || p->naddr > victim->naddr ||
+			    (p->naddr == victim->naddr &&
+			    p->since_ms < victim->since_ms))
+				victim = p;
+		}
+		if (victim != NULL) {
+			http_conn_kill(h, victim, DROP_TAKEN_OVER);
+		} else {
+			h->drops[DROP_FULL]++;
+			ok = MHD_NO;
+		}
+	}
+	pthread_mutex_unlock(&h->mu);
+	return ok;
+}
+
+/* MHD's STARTED and CLOSED notifications for every connection. */
+static void
+http_conn_cb(void *cls, struct MHD_Connection *c, void **socket_context,
+    enum MHD_ConnectionNotificationCode code)
+{
+	struct http *h = cls;
+	struct http_conn *hc = *socket_context;
+	const union MHD_ConnectionInfo *fd, *ad;
+	size_t alen;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		fd = MHD_get_connection_info(c,
+		    MHD_CONNECTION_INFO_CONNECTION_FD);
+		ad = MHD_get_connection_info(c,
+		    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (fd == NULL)
+			return;
+		alen = ad != NULL && ad->client_addr != NULL ?
+		    http_addr_len(ad->client_addr) : 0;
+		if (alen == 0 || (hc = calloc(1, sizeof(*hc))) == NULL) {
+			/* Untracked connections would escape every limit:
+			 * end this one (the access handler refuses it). */
+			(void)shutdown(fd->connect_fd, SHUT_RDWR);
+			return;
+		}
+		hc->fd = fd->connect_fd;
+		memcpy(&hc->addr, ad->client_addr, alen);
+		hc->waiting = 1;
+		hc->since_ms = http_mono_ms();
+		pthread_mutex_lock(&h->mu);
+		hc->next = h->conns;
+		if (h->conns != NULL)
+			h->conns->prev = hc;
+		h->conns = hc;
+		h->nlive++;
+		http_addr_adjust(h, hc, 1);
+		pthread_mutex_unlock(&h->mu);
+		*socket_context = hc;
+		return;
+	}
+	if (code != MHD_CONNECTION_NOTIFY_CLOSED || hc == NULL)
+		return;
+	pthread_mutex_lock(&h->mu);
+	if (!hc->dying) {
+		http_addr_adjust(h, hc, -1);
+		h->nlive--;
+	}
+	if (hc->prev != NULL)
+		hc->prev->next = hc->next;
+	else
+		h->conns = hc->next;
+	if (hc->next != NULL)
+		hc->next->prev = hc->prev;
+	pthread_mutex_unlock(&h->mu);
+	*socket_context = NULL;
+	free(hc);
+}
+
+/*
+ * MHD's URI log callback: the request target exactly as sent, before MHD
+ * splits and decodes it.  Kept for http_target_parse; NULL is returned so
+ * the access handler still sees *con_cls == NULL on its first call.
+ */
+static void *
+http_uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct http_conn *hc = http_conn_of(c);
+	size_t n;
+
+	(void)cls;
+	if (hc == NULL || uri == NULL)
+		return NULL;
+	n = strnlen(uri, HTTP_TARGET_MAX + 1);
+	hc->target_over = n > HTTP_TARGET_MAX;
+	hc->target_len = hc->target_over ? 0 : n;
+	memcpy(hc->target, uri, hc->target_len);
+	hc->target[hc->target_len] = '\0';
+	return NULL;
+}
+
+/* An answer went out: a kept-alive connection waits for its next head. */
+static void
+http_done_cb(void *cls, struct MHD_Connection *c, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct http *h = cls;
+	struct http_conn *hc = http_conn_of(c);
+
+	(void)con_cls;
+	(void)toe;
+	if (hc == NULL)
+		return;
+	pthread_mutex_lock(&h->mu);
+	hc->waiting = 1;
+	hc->since_ms = http_mono_ms();
+	pthread_mutex_unlock(&h->mu);
+}
+
+/*
+ * The warden: closes connections past their header deadline, and once
+ * per HTTP_LOG_INTERVAL_MS logs one line saying what the limits did.
+ */
+static void *
+http_warden(void *arg)
+{
+	struct http *h = arg;
+	struct http_conn *p;
+	struct timespec ts;
+	char line[768];
+	size_t off;
+	uint64_t d[DROP__COUNT], supp;
+	int64_t now;
+	int i, any;
+
+	pthread_mutex_lock(&h->mu);
+	while (!h->stopping) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += HTTP_WARDEN_TICK_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		(void)pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+		if (h->stopping)
+			break;
+		now = http_mono_ms();
+		for (p = h->conns; p != NULL; p = p->next)
+			if (!p->dying && p->waiting &&
+			    now - p->since_ms > HTTP_HEADER_TIMEOUT_MS)
+				http_conn_kill(h, p, DROP_HEADER_TIMEOUT);
+		if (now - h->log_at_ms < HTTP_LOG_INTERVAL_MS)
+			continue;
+		any = 0;
+		for (i = 0; i < DROP__COUNT; i++) {
+			d[i] = h->drops[i] - h->drops_logged[i];
+			h->drops_logged[i] = h->drops[i];
+			any |= d[i] != 0;
+		}
+		supp = h->mhd_suppressed;
+		h->mhd_suppressed = 0;
+		h->mhd_lines = 0;
+		h->log_at_ms = now;
+		if (!any && supp == 0)
+			continue;
+		off = (size_t)snprintf(line, sizeof(line), "connections in "
+		    "the last %d s:", HTTP_LOG_INTERVAL_MS / 1000);
+		for (i = 0; i < DROP__COUNT && off < sizeof(line); i++)
+			if (d[i] != 0)
+				off += (size_t)snprintf(line + off,
+				    sizeof(line) - off, " %" PRIu64 " %s;",
+				    d[i], http_drops[i].log);
+		if (supp != 0 && off < sizeof(line))
+			(void)snprintf(line + off, sizeof(line) - off,
+			    " %" PRIu64 " libmicrohttpd messages not shown;",
+			    supp);
+		/* Not under the mutex: stderr may be a slow terminal. */
+		pthread_mutex_unlock(&h->mu);
+		log_warn("http: %s", line);
+		pthread_mutex_lock(&h->mu);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/*
+ * When this process started, in Unix seconds: /proc/self/stat's start
+ * time (field 22, clock ticks after boot) plus /proc/stat's btime; the
+ * server's own start when /proc cannot say.
+ */
+static double
+http_process_start(void)
+{
+	char line[1024], *p, *end;
+	unsigned long long ticks = 0, btime = 0;
+	long hz = sysconf(_SC_CLK_TCK);
+	FILE *f;
+	int i, ok = 0;
+
+	if ((f = fopen("/proc/self/stat", "r")) != NULL) {
+		/* The command name may hold spaces and ')': fields start
+		 * after the last ')'. */
+		if (fgets(line, sizeof(line), f) != NULL &&
+		    (p = strrchr(line, ')')) != NULL) {
+			p++;
+			/* Field 3 is the state letter; 22 is 19 further. */
+			for (i = 3; i < 22 && p != NULL; i++)
+				p = strchr(p + 1, ' ');
+			if (p != NULL) {
+				errno = 0;
+				ticks = strtoull(p + 1, &end, 10);
+				ok = errno == 0 && end != p + 1;
+			}
+		}
+		fclose(f);
+	}
+	if (ok && (f = fopen("/proc/stat", "r")) != NULL) {
+		ok = 0;
+		while (fgets(line, sizeof(line), f) != NULL) {
+			if (strncmp(line, "btime ", 6) != 0)
+				continue;
+			errno = 0;
+			btime = strtoull(line + 6, &end, 10);
+			ok = errno == 0 && end != line + 6;
+			break;
+		}
+		fclose(f);
+	}
+	if (!ok || hz <= 0)
+		return (double)http_now_ms() / 1000.0;
+	return (double)btime + (double)ticks / (double)hz;
 }
 
 /* The first line of token_file; never logged, wiped on every path. */
@@ -911,6 +1409,9 @@ http_free(struct http *h)
 {
 	if (h == NULL)
 		return;
+	/* MHD is stopped: every CLOSED was notified, the list is empty. */
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
 	OPENSSL_cleanse(h->token, sizeof(h->token));
 	if (h->tls_key != NULL) {
 		OPENSSL_cleanse(h->tls_key, h->tls_key_len);
@@ -929,8 +1430,9 @@ http_start(struct http **out, const struct http_opts *o, char *err,
 	struct sockaddr_in sin;
 	struct sockaddr_in6 sin6;
 	struct sockaddr *sa;
-	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD |
-	    MHD_USE_ERROR_LOG;
+	pthread_condattr_t ca;
+	/* epoll on Linux: no FD_SETSIZE ceiling under a flood. */
+	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
 	int r = KL_ERR_INTERNAL, tls;
 
 	if (out == NULL || o == NULL || o->engine == NULL || o->audit == NULL ||
@@ -946,6 +1448,14 @@ http_start(struct http **out, const struct http_opts *o, char *err,
 	h->engine = o->engine;
 	h->audit = o->audit;
 	h->cfg = cfg;
+	h->start_time_s = http_process_start();
+	h->log_at_ms = http_mono_ms();
+	pthread_mutex_init(&h->mu, NULL);
+	/* The warden's waits run on the monotonic clock, like its deadlines. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (cfg->http_token_file[0] == '\0') {
 		snprintf(err, errsz, "%s: [http] token_file: required",
 		    cfg->path);
@@ -988,19 +1498,28 @@ http_start(struct http **out, const struct http_opts *o, char *err,
 		goto out;
 	}
 
-	/* TLS options last: MHD ignores them unless MHD_USE_TLS is set, and
-	 * MHD_OPTION_END before them ends the list for plain HTTP. */
-	h->d = MHD_start_daemon(flags, (uint16_t)cfg->http_port, NULL, NULL,
-	    http_access, h,
-	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, (void *)NULL,
+	/*
+	 * http_accept_cb enforces max_connections and the per-address
+	 * limit; MHD's own limit is only a backstop with room for the
+	 * connections shut down but not yet closed.  TLS options last: MHD
+	 * ignores them unless MHD_USE_TLS is set, and MHD_OPTION_END before
+	 * them ends the list for plain HTTP.
+	 */
+	h->d = MHD_start_daemon(flags, (uint16_t)cfg->http_port,
+	    http_accept_cb, h, http_access, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, (void *)h,
 	    MHD_OPTION_SOCK_ADDR, sa,
+	    MHD_OPTION_NOTIFY_CONNECTION, http_conn_cb, (void *)h,
+	    MHD_OPTION_NOTIFY_COMPLETED, http_done_cb, (void *)h,
+	    MHD_OPTION_URI_LOG_CALLBACK, http_uri_cb, (void *)h,
 	    MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned int)cfg->http_max_connections,
+	    (unsigned int)cfg->http_max_connections * 2,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)HTTP_CONN_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
 	    tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
 	    (const char *)h->tls_cert,
 	    MHD_OPTION_HTTPS_MEM_KEY, (const char *)h->tls_key,
+	    MHD_OPTION_HTTPS_PRIORITIES, HTTP_TLS_PRIORITIES,
 	    MHD_OPTION_END);
 	if (h->d == NULL) {
 		snprintf(err, errsz, "http: cannot listen on %s port %d%s "
@@ -1009,6 +1528,15 @@ http_start(struct http **out, const struct http_opts *o, char *err,
 		r = KL_ERR_IO;
 		goto out;
 	}
+	if (pthread_create(&h->warden, NULL, http_warden, h) != 0) {
+		snprintf(err, errsz, "http: cannot start the connection "
+		    "warden thread");
+		MHD_stop_daemon(h->d);
+		h->d = NULL;
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	h->warden_started = 1;
 	log_info("http: serving on %s%s%s:%d%s", strchr(cfg->http_bind, ':') ?
 	    "[" : "", cfg->http_bind, strchr(cfg->http_bind, ':') ? "]" : "",
 	    cfg->http_port, tls ? " (TLS)" : "");
@@ -1025,6 +1553,13 @@ http_stop(struct http *h)
 {
 	if (h == NULL)
 		return;
+	if (h->warden_started) {
+		pthread_mutex_lock(&h->mu);
+		h->stopping = 1;
+		pthread_cond_signal(&h->cv);
+		pthread_mutex_unlock(&h->mu);
+		pthread_join(h->warden, NULL);
+	}
 	/* Waits for the polling thread: no handler runs after this. */
 	if (h->d != NULL)
 		MHD_stop_daemon(h->d);
