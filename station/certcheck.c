@@ -33,7 +33,14 @@
 
 struct certcheck_trust {
 	X509_STORE *store;		/* the fleet root(s) */
+	STACK_OF(X509) *roots;		/* the same, to recognise an anchor */
 	STACK_OF(X509) *untrusted;	/* intermediates; read-only after load */
+};
+
+/* What the verify callback needs: set as the context's app data. */
+struct certcheck_run {
+	const struct certcheck_trust *t;
+	int startup;		/* the target is a CA checked at start-up */
 };
 
 /* Read every certificate of a PEM file into *out (at least one). */
@@ -144,6 +151,8 @@ certcheck_trust_load(struct certcheck_trust **out, const char *root_pem,
 		    &t->untrusted)) != 0)
 			goto out;
 	}
+	t->roots = roots;
+	roots = NULL;
 	*out = t;
 	t = NULL;
 	r = 0;
@@ -159,6 +168,7 @@ certcheck_trust_free(struct certcheck_trust *t)
 	if (t == NULL)
 		return;
 	X509_STORE_free(t->store);
+	sk_X509_pop_free(t->roots, X509_free);
 	sk_X509_pop_free(t->untrusted, X509_free);
 	free(t);
 }
@@ -319,46 +329,294 @@ certcheck_validity(X509 *x, time_t now, char *why, size_t whysz)
 	return 0;
 }
 
+/* Whether x is one of the configured fleet roots. */
 static int
-certcheck_chain(const struct certcheck_trust *t, X509 *x, time_t now,
-    char *why, size_t whysz)
+certcheck_is_root(const struct certcheck_trust *t, X509 *x)
 {
+	int i;
+
+	for (i = 0; i < sk_X509_num(t->roots); i++)
+		if (X509_cmp(sk_X509_value(t->roots, i), x) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Strict checking (X509_V_FLAG_X509_STRICT) with one exception, the
+ * decision in docs/architecture.md: the trust anchor need not carry
+ * keyUsage.  RFC 5280 (6.1.1) takes a trust anchor's name and key as
+ * inputs and does not process its extensions, and roots made with a plain
+ * `openssl req -x509` have none; OpenSSL 3.0's strict mode refuses every
+ * chain under such a root ("CA cert does not include key usage
+ * extension").  An anchor that does carry keyUsage must still allow
+ * keyCertSign (checked while the chain is built), and intermediates get
+ * no exception.
+ *
+ * At start-up (run->startup) the target is a probe certificate shaped
+ * like a device's and named as issued by a configured CA certificate
+ * (certcheck_probe), so that every check above it is the one each board's
+ * certificate will meet.
+ */
+static int
+certcheck_verify_cb(int ok, X509_STORE_CTX *ctx)
+{
+	const struct certcheck_run *run;
+	STACK_OF(X509) *chain;
+	X509 *x;
+	int err, depth;
+
+	if (ok)
+		return ok;
+	run = X509_STORE_CTX_get_app_data(ctx);
+	err = X509_STORE_CTX_get_error(ctx);
+	depth = X509_STORE_CTX_get_error_depth(ctx);
+	if (run == NULL)
+		return ok;
+	/* Depth 0 at start-up is the probe (certcheck_probe): its
+	 * signature is not the CA's, and without a subject key identifier
+	 * on the CA it has no authority key identifier.  Errors above it
+	 * are the configuration's. */
+	if (run->startup && depth == 0 &&
+	    (err == X509_V_ERR_CERT_SIGNATURE_FAILURE ||
+	    err == X509_V_ERR_MISSING_AUTHORITY_KEY_IDENTIFIER))
+		return 1;
+	if (err != X509_V_ERR_CA_CERT_MISSING_KEY_USAGE &&
+	    err != X509_V_ERR_PATHLEN_WITHOUT_KU_KEY_CERT_SIGN)
+		return ok;
+	chain = X509_STORE_CTX_get0_chain(ctx);
+	if (chain == NULL || depth != sk_X509_num(chain) - 1 ||
+	    (x = sk_X509_value(chain, depth)) == NULL ||
+	    (X509_get_extension_flags(x) & EXFLAG_KUSAGE) != 0 ||
+	    !certcheck_is_root(run->t, x))
+		return ok;
+	return 1;
+}
+
+/*
+ * One X509_verify_cert of x under the fleet root, as every board's
+ * certificate is verified: same store, intermediates, purpose, flags and
+ * callback.  0, or KL_ERR_CERT_INVALID with OpenSSL's reason and depth.
+ */
+static int
+certcheck_run_verify(const struct certcheck_trust *t, X509 *x, time_t now,
+    int startup, int *err, int *depth)
+{
+	struct certcheck_run run = { .t = t, .startup = startup };
 	X509_STORE_CTX *ctx = NULL;
 	X509_VERIFY_PARAM *param;
-	int err, depth, r = KL_ERR_CERT_INVALID;
+	int r = KL_ERR_CERT_INVALID;
 
 	if ((ctx = X509_STORE_CTX_new()) == NULL) {
-		snprintf(why, whysz, "out of memory");
 		r = KL_ERR_NOMEM;
 		goto out;
 	}
 	if (!X509_STORE_CTX_init(ctx, t->store, x, t->untrusted) ||
-	    !X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT)) {
+	    !X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) ||
+	    !X509_STORE_CTX_set_app_data(ctx, &run)) {
 		log_openssl("certcheck");
-		snprintf(why, whysz, "cannot set up verification");
 		r = KL_ERR_CRYPTO;
 		goto out;
 	}
+	X509_STORE_CTX_set_verify_cb(ctx, certcheck_verify_cb);
 	param = X509_STORE_CTX_get0_param(ctx);
 	X509_VERIFY_PARAM_set_time(param, now);
 	X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
 	if (X509_verify_cert(ctx) != 1) {
-		err = X509_STORE_CTX_get_error(ctx);
-		depth = X509_STORE_CTX_get_error_depth(ctx);
+		*err = X509_STORE_CTX_get_error(ctx);
+		*depth = X509_STORE_CTX_get_error_depth(ctx);
 		ERR_clear_error();
-		if (depth > 0)
-			snprintf(why, whysz,
-			    "not issued by the fleet CA: %s (at depth %d)",
-			    X509_verify_cert_error_string(err), depth);
-		else
-			snprintf(why, whysz, "not issued by the fleet CA: %s",
-			    X509_verify_cert_error_string(err));
 		goto out;
 	}
 	r = 0;
 out:
 	X509_STORE_CTX_free(ctx);
 	return r;
+}
+
+static int
+certcheck_chain(const struct certcheck_trust *t, X509 *x, time_t now,
+    char *why, size_t whysz)
+{
+	int err = 0, depth = 0, r;
+
+	r = certcheck_run_verify(t, x, now, 0, &err, &depth);
+	if (r == KL_ERR_NOMEM)
+		snprintf(why, whysz, "out of memory");
+	else if (r == KL_ERR_CRYPTO)
+		snprintf(why, whysz, "cannot set up verification");
+	else if (r != 0 && depth > 0)
+		snprintf(why, whysz,
+		    "not issued by the fleet CA: %s (at depth %d)",
+		    X509_verify_cert_error_string(err), depth);
+	else if (r != 0)
+		snprintf(why, whysz, "not issued by the fleet CA: %s",
+		    X509_verify_cert_error_string(err));
+	return r;
+}
+
+/* The subject CN (or the whole subject) of x for a message. */
+static void
+certcheck_name(X509 *x, char *out, size_t outsz)
+{
+	const X509_NAME *name = X509_get_subject_name(x);
+	int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	const ASN1_STRING *d;
+
+	if (idx >= 0) {
+		d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+		certcheck_printable(ASN1_STRING_get0_data(d),
+		    (size_t)ASN1_STRING_length(d), out, outsz);
+		return;
+	}
+	if (X509_NAME_oneline(name, out, (int)outsz) == NULL)
+		snprintf(out, outsz, "(no subject)");
+}
+
+/*
+ * A probe for start-up: a certificate shaped like a device's (CA:FALSE,
+ * digitalSignature, clientAuth, valid around now) whose issuer name and
+ * authority key identifier are those of ca, signed by a throwaway key.
+ * Verified as a board's certificate is, it puts ca and everything above
+ * it through exactly the checks a real device certificate under ca will
+ * meet; only its own signature cannot pass, and the callback allows that
+ * at depth 0 alone.  NULL on failure (logged).
+ */
+static X509 *
+certcheck_probe(X509 *ca, time_t now)
+{
+	X509 *x = NULL;
+	X509_NAME *name = NULL;
+	EVP_PKEY *key = NULL;
+	X509V3_CTX v3;
+	X509_EXTENSION *e;
+	static const struct {
+		int nid;
+		const char *value;
+	} exts[] = {
+		{ NID_basic_constraints, "critical,CA:FALSE" },
+		{ NID_key_usage, "critical,digitalSignature" },
+		{ NID_ext_key_usage, "clientAuth" },
+		{ NID_subject_key_identifier, "hash" },
+		{ NID_authority_key_identifier, "keyid" },
+	};
+	size_t i;
+	int ok;
+
+	ok = (key = EVP_EC_gen("P-256")) != NULL &&
+	    (x = X509_new()) != NULL && (name = X509_NAME_new()) != NULL &&
+	    X509_set_version(x, 2) &&
+	    ASN1_INTEGER_set(X509_get_serialNumber(x), 1) &&
+	    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	    (const unsigned char *)"keyline start-up probe", -1, -1, 0) &&
+	    X509_set_subject_name(x, name) &&
+	    X509_set_issuer_name(x, X509_get_subject_name(ca)) &&
+	    X509_time_adj(X509_getm_notBefore(x), -3600, &now) != NULL &&
+	    X509_time_adj(X509_getm_notAfter(x), 3600, &now) != NULL &&
+	    X509_set_pubkey(x, key);
+	if (ok) {
+		X509V3_set_ctx(&v3, ca, x, NULL, NULL, 0);
+		for (i = 0; ok && i < sizeof(exts) / sizeof(exts[0]); i++) {
+			if ((e = X509V3_EXT_conf_nid(NULL, &v3, exts[i].nid,
+			    exts[i].value)) == NULL) {
+				/* No subject key identifier on the CA: no
+				 * authority key identifier to copy. */
+				if (exts[i].nid == NID_authority_key_identifier)
+					continue;
+				ok = 0;
+				break;
+			}
+			ok = X509_add_ext(x, e, -1);
+			X509_EXTENSION_free(e);
+		}
+	}
+	ok = ok && X509_sign(x, key, EVP_sha256()) > 0;
+	ERR_clear_error();
+	X509_NAME_free(name);
+	EVP_PKEY_free(key);
+	if (!ok) {
+		log_error("certcheck: cannot make the start-up probe");
+		X509_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/*
+ * A CA certificate of the configuration (a fleet root or an
+ * intermediate), checked for what every board's verification will demand
+ * of it once it sits above a device certificate: a probe "issued" by it
+ * is verified the way boards' certificates are (strict, at the same
+ * time, with the same anchor exception).  The commonest faults are named
+ * first in plain words.
+ */
+static int
+certcheck_ca(const struct certcheck_trust *t, X509 *x, const char *what,
+    time_t now, char *why, size_t whysz)
+{
+	uint32_t flags = X509_get_extension_flags(x);
+	X509 *probe = NULL;
+	char name[128];
+	int err = 0, depth = 0, r;
+
+	certcheck_name(x, name, sizeof(name));
+	if (flags & EXFLAG_INVALID) {
+		snprintf(why, whysz, "%s '%s' has malformed extensions", what,
+		    name);
+		return KL_ERR_CERT_INVALID;
+	}
+	if (!(flags & EXFLAG_CA)) {
+		snprintf(why, whysz, "%s '%s' is not a CA certificate "
+		    "(basicConstraints CA:TRUE missing)", what, name);
+		return KL_ERR_CERT_INVALID;
+	}
+	if ((flags & EXFLAG_KUSAGE) &&
+	    !(X509_get_key_usage(x) & KU_KEY_CERT_SIGN)) {
+		snprintf(why, whysz, "%s '%s': keyUsage lacks keyCertSign",
+		    what, name);
+		return KL_ERR_CERT_INVALID;
+	}
+	if ((probe = certcheck_probe(x, now)) == NULL) {
+		snprintf(why, whysz, "%s '%s': cannot set up verification",
+		    what, name);
+		return KL_ERR_CRYPTO;
+	}
+	r = certcheck_run_verify(t, probe, now, 1, &err, &depth);
+	X509_free(probe);
+	if (r == 0)
+		return 0;
+	if (r != KL_ERR_CERT_INVALID)
+		snprintf(why, whysz, "%s '%s': cannot set up verification",
+		    what, name);
+	else if (err == X509_V_ERR_INVALID_PURPOSE && depth == 1)
+		snprintf(why, whysz, "%s '%s' may not issue TLS client "
+		    "certificates (extendedKeyUsage or nsCertType)", what,
+		    name);
+	else
+		snprintf(why, whysz, "%s '%s' would fail every board's "
+		    "validation: %s (at depth %d)", what, name,
+		    X509_verify_cert_error_string(err), depth);
+	return r;
+}
+
+int
+certcheck_trust_check(const struct certcheck_trust *t, time_t now,
+    char *why, size_t whysz)
+{
+	int i, r;
+
+	if (t == NULL || why == NULL || whysz == 0)
+		return KL_ERR_INVALID;
+	if (now == 0)
+		now = time(NULL);
+	for (i = 0; i < sk_X509_num(t->roots); i++)
+		if ((r = certcheck_ca(t, sk_X509_value(t->roots, i),
+		    "fleet root", now, why, whysz)) != 0)
+			return r;
+	for (i = 0; i < sk_X509_num(t->untrusted); i++)
+		if ((r = certcheck_ca(t, sk_X509_value(t->untrusted, i),
+		    "intermediate", now, why, whysz)) != 0)
+			return r;
+	return 0;
 }
 
 int

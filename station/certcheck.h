@@ -5,7 +5,9 @@
  * Chain to the fleet root (through configured intermediates), the same
  * public key the board generated, subject CN = the device ID, keyUsage with
  * digitalSignature, extendedKeyUsage with clientAuth, not a CA, and inside
- * its validity period.
+ * its validity period.  The chain is verified strictly
+ * (X509_V_FLAG_X509_STRICT), except that the fleet root itself need not
+ * carry keyUsage.
  */
 #ifndef KL_CERTCHECK_H
 #define KL_CERTCHECK_H
@@ -24,6 +26,19 @@ struct certcheck_trust;
 int certcheck_trust_load(struct certcheck_trust **out, const char *root_pem,
     const char *intermediates_pem);
 void certcheck_trust_free(struct certcheck_trust *t);
+
+/*
+ * Start-up check of the loaded trust: every fleet root and every
+ * intermediate must pass what certcheck_verify() will demand of it above
+ * a board's certificate (a CA by basicConstraints, keyCertSign when
+ * keyUsage is present, allowed to issue TLS client certificates, inside
+ * its validity at now (0 = time(NULL)), and chaining to a fleet root under
+ * the same strict verification).  A fleet root need not carry keyUsage
+ * (docs/architecture.md, "Decisions").  0, or KL_ERR_CERT_INVALID with
+ * the certificate and the reason in why.
+ */
+int certcheck_trust_check(const struct certcheck_trust *t, time_t now,
+    char *why, size_t whysz);
 
 struct certcheck_expect {
 	const char *cn;		/* the device ID */

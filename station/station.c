@@ -276,7 +276,7 @@ station_open(struct station *st, const char *config_path, char *err,
     size_t errsz)
 {
 	struct config *cfg;
-	char pin[STATION_MAX_PIN];
+	char pin[STATION_MAX_PIN], why[512];
 	size_t i;
 	int r;
 
@@ -301,9 +301,19 @@ station_open(struct station *st, const char *config_path, char *err,
 		    cfg->path, cfg->fleet_root, kl_strerror(r));
 		goto fail;
 	}
-	if ((r = audit_open(&st->audit, cfg->audit_db)) != 0) {
-		snprintf(err, errsz, "%s: [station] audit_db: cannot open %s",
-		    cfg->path, cfg->audit_db);
+	if ((r = certcheck_trust_check(st->trust, 0, why, sizeof(why)))
+	    != 0) {
+		snprintf(err, errsz, "%s: [ca] fleet_root/intermediates: %s",
+		    cfg->path, why);
+		goto fail;
+	}
+	/* Opened, then written once: a log the station cannot write would
+	 * otherwise fail every board at its first record instead. */
+	if ((r = audit_open(&st->audit, cfg->audit_db)) != 0 ||
+	    (r = audit_probe_write(st->audit, cfg->station_id)) != 0) {
+		snprintf(err, errsz, "%s: [station] audit_db: cannot use %s: "
+		    "%s: %s", cfg->path, cfg->audit_db, kl_strerror(r),
+		    audit_last_error());
 		goto fail;
 	}
 	if ((r = station_module_env(cfg, err, errsz)) != 0)

@@ -419,6 +419,210 @@ test_trust_files(void **state)
 	unlink(path);
 }
 
+/* ---- start-up checks of the configured roots and intermediates ----------
+ *
+ * Each case builds a fleet root, perhaps an intermediate, and a good device
+ * certificate under them, then asks both questions: does start-up
+ * (certcheck_trust_check) refuse this configuration, and does per-board
+ * validation (certcheck_verify) refuse the device certificate?  The two
+ * answers must be the same, and the expected one.
+ */
+
+/* The extensions of one CA certificate of a case; NULL leaves one out. */
+struct ca_spec {
+	const char *bc;		/* basicConstraints */
+	const char *ku;		/* keyUsage */
+	const char *eku;	/* extendedKeyUsage */
+	long not_before, not_after;	/* seconds from now; 0/0 = usual */
+};
+
+#define CA_OK { "critical,CA:TRUE", "critical,keyCertSign,cRLSign", NULL, 0, 0 }
+
+struct anchor_case {
+	const char *name;
+	struct ca_spec root;
+	int with_inter;
+	struct ca_spec inter;
+	int inter_foreign;	/* the intermediate is signed by another root */
+	int refused;		/* what both must answer */
+	const char *words;	/* in the start-up reason, when refused */
+};
+
+static const struct anchor_case anchor_cases[] = {
+	{ "good root", CA_OK, 0, CA_OK, 0, 0, NULL },
+	{ "good root and intermediate", CA_OK, 1, CA_OK, 0, 0, NULL },
+	/* The decision: a trust anchor without keyUsage is accepted (as
+	 * `openssl req -x509` makes them), strict checking or not. */
+	{ "root without keyUsage", { "critical,CA:TRUE", NULL, NULL, 0, 0 },
+	    0, CA_OK, 0, 0, NULL },
+	{ "root without keyUsage, with intermediate",
+	    { "critical,CA:TRUE", NULL, NULL, 0, 0 }, 1, CA_OK, 0, 0, NULL },
+	{ "root without keyUsage, with pathlen",
+	    { "critical,CA:TRUE,pathlen:1", NULL, NULL, 0, 0 }, 1, CA_OK, 0, 0,
+	    NULL },
+	{ "root keyUsage without keyCertSign",
+	    { "critical,CA:TRUE", "critical,cRLSign", NULL, 0, 0 }, 0, CA_OK,
+	    0, 1, "keyCertSign" },
+	{ "root without basicConstraints",
+	    { NULL, NULL, NULL, 0, 0 }, 0, CA_OK, 0, 1, "CA" },
+	{ "root with basicConstraints not critical",
+	    { "CA:TRUE", "critical,keyCertSign", NULL, 0, 0 }, 0, CA_OK, 0, 1,
+	    "critical" },
+	{ "expired root", { "critical,CA:TRUE", "critical,keyCertSign", NULL,
+	    -86400L * 20, -86400L * 10 }, 0, CA_OK, 0, 1, "expired" },
+	{ "root not yet valid", { "critical,CA:TRUE", "critical,keyCertSign",
+	    NULL, 86400L, 86400L * 10 }, 0, CA_OK, 0, 1, "not yet valid" },
+	{ "root only for TLS servers", { "critical,CA:TRUE",
+	    "critical,keyCertSign", "serverAuth", 0, 0 }, 0, CA_OK, 0, 1,
+	    "TLS client" },
+	/* Intermediates get no exception. */
+	{ "intermediate without CA:TRUE", CA_OK, 1,
+	    { "critical,CA:FALSE", "critical,keyCertSign", NULL, 0, 0 }, 0, 1,
+	    "CA:TRUE" },
+	{ "intermediate without keyUsage", CA_OK, 1,
+	    { "critical,CA:TRUE", NULL, NULL, 0, 0 }, 0, 1, "key usage" },
+	{ "intermediate keyUsage without keyCertSign", CA_OK, 1,
+	    { "critical,CA:TRUE", "critical,digitalSignature", NULL, 0, 0 }, 0,
+	    1, "keyCertSign" },
+	{ "expired intermediate", CA_OK, 1, { "critical,CA:TRUE",
+	    "critical,keyCertSign", NULL, -86400L * 20, -86400L * 10 }, 0, 1,
+	    "expired" },
+	{ "intermediate under another root", CA_OK, 1, CA_OK, 1, 1,
+	    "local issuer" },
+	{ "intermediate only for TLS servers", CA_OK, 1, { "critical,CA:TRUE",
+	    "critical,keyCertSign", "serverAuth", 0, 0 }, 0, 1, "TLS client" },
+	{ "intermediate for TLS clients", CA_OK, 1, { "critical,CA:TRUE",
+	    "critical,keyCertSign", "clientAuth", 0, 0 }, 0, 0, NULL },
+};
+
+static X509 *
+make_ca(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
+    const struct ca_spec *c)
+{
+	X509 *x = X509_new();
+	X509_NAME *name = X509_NAME_new();
+	X509V3_CTX ctx;
+	long nb = c->not_before, na = c->not_after;
+	int ok = x != NULL && name != NULL;
+
+	if (nb == 0 && na == 0) {
+		nb = -3600;
+		na = 86400L * 3650;
+	}
+	ok = ok && X509_set_version(x, 2);
+	ok = ok && ASN1_INTEGER_set(X509_get_serialNumber(x), 5);
+	ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	    (const unsigned char *)cn, -1, -1, 0);
+	ok = ok && X509_set_subject_name(x, name);
+	ok = ok && X509_set_issuer_name(x, issuer != NULL ?
+	    X509_get_subject_name(issuer) : name);
+	ok = ok && X509_gmtime_adj(X509_getm_notBefore(x), nb);
+	ok = ok && X509_gmtime_adj(X509_getm_notAfter(x), na);
+	ok = ok && X509_set_pubkey(x, key);
+	if (ok) {
+		X509V3_set_ctx(&ctx, issuer != NULL ? issuer : x, x, NULL,
+		    NULL, 0);
+		ok = pki_add_ext(x, &ctx, NID_subject_key_identifier, "hash");
+		ok = ok && pki_add_ext(x, &ctx, NID_authority_key_identifier,
+		    "keyid:always");
+		if (c->bc != NULL)
+			ok = ok && pki_add_ext(x, &ctx, NID_basic_constraints,
+			    c->bc);
+		if (c->ku != NULL)
+			ok = ok && pki_add_ext(x, &ctx, NID_key_usage, c->ku);
+		if (c->eku != NULL)
+			ok = ok && pki_add_ext(x, &ctx, NID_ext_key_usage,
+			    c->eku);
+	}
+	ok = ok && X509_sign(x, issuer_key != NULL ? issuer_key : key,
+	    EVP_sha256()) > 0;
+	X509_NAME_free(name);
+	if (!ok) {
+		X509_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+static void
+run_anchor_case(struct pki *p, const struct anchor_case *c)
+{
+	X509 *root, *inter = NULL, *list[2] = { NULL, NULL };
+	struct certcheck_trust *t = NULL;
+	struct pki_opts o = good_leaf(p);
+	char why_start[512] = "", why_board[256] = "";
+	int r_start, r_board;
+
+	root = make_ca("case-root", p->root_key, NULL, NULL, &c->root);
+	assert_non_null(root);
+	list[0] = root;
+	assert_int_equal(pki_write_certs(p->root_pem, list), 0);
+	if (c->with_inter) {
+		inter = make_ca("case-intermediate", p->inter_key,
+		    c->inter_foreign ? p->other : root,
+		    c->inter_foreign ? p->other_key : p->root_key, &c->inter);
+		assert_non_null(inter);
+		list[0] = inter;
+		assert_int_equal(pki_write_certs(p->inter_pem, list), 0);
+	}
+	assert_int_equal(certcheck_trust_load(&t, p->root_pem,
+	    c->with_inter ? p->inter_pem : NULL), 0);
+	r_start = certcheck_trust_check(t, 0, why_start, sizeof(why_start));
+	o.issuer = c->with_inter ? inter : root;
+	o.issuer_key = c->with_inter ? p->inter_key : p->root_key;
+	r_board = check(p, t, &o, "imx8-SN0042", 0, why_board,
+	    sizeof(why_board));
+	print_message("%-45s start-up: %s%s%s | board: %s%s%s\n", c->name,
+	    r_start ? "refused (" : "accepted", why_start,
+	    r_start ? ")" : "", r_board ? "refused (" : "accepted",
+	    why_board, r_board ? ")" : "");
+	if ((r_start != 0) != (r_board != 0))
+		fail_msg("%s: start-up and per-board validation disagree",
+		    c->name);
+	if ((r_start != 0) != c->refused)
+		fail_msg("%s: %s, expected %s", c->name,
+		    r_start ? "refused" : "accepted",
+		    c->refused ? "refused" : "accepted");
+	if (r_start != 0) {
+		assert_int_equal(r_start, KL_ERR_CERT_INVALID);
+		assert_int_equal(r_board, KL_ERR_CERT_INVALID);
+		if (c->words != NULL && strstr(why_start, c->words) == NULL)
+			fail_msg("%s: reason \"%s\" lacks \"%s\"", c->name,
+			    why_start, c->words);
+		if (strstr(why_start, strstr(c->name, "intermediate")
+		    != NULL ? "intermediate 'case-intermediate'" :
+		    "fleet root 'case-root'") == NULL)
+			fail_msg("%s: reason \"%s\" does not name the "
+			    "certificate", c->name, why_start);
+	}
+	certcheck_trust_free(t);
+	X509_free(inter);
+	X509_free(root);
+}
+
+static void
+test_trust_check_agrees(void **state)
+{
+	struct pki *p = *state;
+	size_t i;
+
+	for (i = 0; i < sizeof(anchor_cases) / sizeof(anchor_cases[0]); i++)
+		run_anchor_case(p, &anchor_cases[i]);
+}
+
+/* The fixture's own root and intermediate pass. */
+static void
+test_trust_check_good(void **state)
+{
+	struct pki *p = *state;
+	char why[256] = "";
+
+	assert_int_equal(certcheck_trust_check(p->trust, 0, why, sizeof(why)),
+	    0);
+	assert_int_equal(certcheck_trust_check(NULL, 0, why, sizeof(why)),
+	    KL_ERR_INVALID);
+}
+
 int
 main(void)
 {
@@ -428,6 +632,8 @@ main(void)
 		cmocka_unit_test(test_leaf_fields),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_trust_files),
+		cmocka_unit_test(test_trust_check_good),
+		cmocka_unit_test(test_trust_check_agrees),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
