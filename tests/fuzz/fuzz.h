@@ -67,6 +67,20 @@ fuzz_rm_tree(const char *path)
 	(void)nftw(path, fuzz_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+static inline int
+fuzz_rm_below(const char *path, const struct stat *st, int flag,
+    struct FTW *ftw)
+{
+	return ftw->level == 0 ? 0 : fuzz_rm_one(path, st, flag, ftw);
+}
+
+/* Empty the directory at path, keeping it (an fd may point at it). */
+static inline void
+fuzz_rm_contents(const char *path)
+{
+	(void)nftw(path, fuzz_rm_below, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static inline void
 fuzz_tmpdir_cleanup(void)
 {
