@@ -1448,8 +1448,9 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 			    7) == 0 || memcmp(outcome->p, "already", 7) == 0))))
 				final = 1;
 		}
+		/* Not "done already": it repeats an earlier record, whose
+		 * station and time are the ones to show. */
 		if (audit_step_is(step, outcome, "done", "passed") ||
-		    audit_step_is(step, outcome, "done", "already") ||
 		    audit_step_is(step, outcome, "write", "ok") ||
 		    audit_step_is(step, outcome, "recover", "provisioned")) {
 			memset(&s->prov, 0, sizeof(s->prov));

@@ -249,7 +249,8 @@ struct audit_prov {
 struct audit_device_state {
 	/*
 	 * A certificate for the device reached a board: the newest "done
-	 * passed", "done already", "write ok" or "recover provisioned" row.
+	 * passed", "write ok" or "recover provisioned" row ("done already"
+	 * rows repeat an earlier one and do not count).
 	 * prov_passed: that row is a "done" one (the board passed its proof
 	 * of possession), not only a commit.
 	 */

@@ -35,6 +35,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/obj_mac.h>
 #include <openssl/param_build.h>
@@ -824,37 +825,108 @@ hsm_get_private_key(struct hsm *h, const uint8_t *id, size_t id_len,
 	return 0;
 }
 
-/* Sign SHA-256(data) with the token key and check the result against the
- * public key object, so a stale libp11 handle cannot hand out a
- * signature by another key. */
+/*
+ * Sign SHA-256(data) with the token key through the module itself, by the
+ * key's handle, and check the result against the public key object.  Not
+ * through libp11: it caches CKA_ID per handle, and hsm_move_id() changes
+ * a key's CKA_ID under it (a committed re-provisioning).
+ */
 static int
-sign_checked(EVP_PKEY *priv, EVP_PKEY *pub, const uint8_t *data, size_t len,
-    uint8_t **sig, size_t *sig_len)
+raw_sign(struct hsm *h, CK_OBJECT_HANDLE key, const uint8_t *data,
+    size_t len, uint8_t **sig, size_t *sig_len)
 {
+	CK_KEY_TYPE kt;
+	CK_ATTRIBUTE a = { CKA_KEY_TYPE, &kt, sizeof(kt) };
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	uint8_t md[32], raw[1024], *der = NULL;
+	CK_ULONG rawlen = sizeof(raw);
+	ECDSA_SIG *es = NULL;
+	BIGNUM *br = NULL, *bs = NULL;
+	const uint8_t *in;
+	CK_ULONG inlen;
+	CK_RV rv;
+	int n, r = KL_ERR_CRYPTO;
+
+	rv = h->fl->C_GetAttributeValue(h->sess, key, &a, 1);
+	if (rv != CKR_OK)
+		return ck_fail("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
+	if (kt == CKK_EC) {
+		/* CKM_ECDSA signs a digest we make. */
+		if (EVP_Digest(data, len, md, NULL, EVP_sha256(), NULL) != 1)
+			return crypto_fail("hsm: sha-256");
+		mech.mechanism = CKM_ECDSA;
+		in = md;
+		inlen = sizeof(md);
+	} else if (kt == CKK_RSA) {
+		mech.mechanism = CKM_SHA256_RSA_PKCS;
+		in = data;
+		inlen = (CK_ULONG)len;
+	} else {
+		log_error("hsm: unsupported key type 0x%lx", (unsigned long)kt);
+		return KL_ERR_UNSUPPORTED;
+	}
+	if ((rv = h->fl->C_SignInit(h->sess, &mech, key)) != CKR_OK)
+		return ck_fail("C_SignInit", rv);
+	rv = h->fl->C_Sign(h->sess, (CK_BYTE_PTR)in, inlen, raw, &rawlen);
+	if (rv != CKR_OK)
+		return ck_fail("C_Sign", rv);
+	if (kt == CKK_RSA) {
+		if ((der = OPENSSL_malloc(rawlen)) == NULL)
+			return KL_ERR_NOMEM;
+		memcpy(der, raw, rawlen);
+		*sig = der;
+		*sig_len = rawlen;
+		return 0;
+	}
+	/* PKCS#11 gives r || s; X.509 and TLS want the DER ECDSA-Sig-Value. */
+	if (rawlen == 0 || rawlen % 2 != 0 ||
+	    (br = BN_bin2bn(raw, (int)(rawlen / 2), NULL)) == NULL ||
+	    (bs = BN_bin2bn(raw + rawlen / 2, (int)(rawlen / 2), NULL)) ==
+	    NULL || (es = ECDSA_SIG_new()) == NULL ||
+	    ECDSA_SIG_set0(es, br, bs) != 1) {
+		r = crypto_fail("hsm: ECDSA signature");
+		goto out;
+	}
+	br = bs = NULL;
+	if ((n = i2d_ECDSA_SIG(es, &der)) <= 0) {
+		r = crypto_fail("hsm: i2d_ECDSA_SIG");
+		goto out;
+	}
+	*sig = der;
+	*sig_len = (size_t)n;
+	r = 0;
+out:
+	BN_free(br);
+	BN_free(bs);
+	ECDSA_SIG_free(es);
+	return r;
+}
+
+int
+hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
+    const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
+{
+	CK_OBJECT_HANDLE key;
+	EVP_PKEY *pub = NULL;
 	EVP_MD_CTX *md = NULL;
 	uint8_t *s = NULL;
 	size_t slen = 0;
-	int r = KL_ERR_CRYPTO;
+	int r;
 
-	md = EVP_MD_CTX_new();
-	if (md == NULL ||
-	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, priv) <= 0 ||
-	    EVP_DigestSign(md, NULL, &slen, data, len) <= 0) {
-		r = crypto_fail("hsm: sign init");
+	if (h == NULL || (data == NULL && len != 0) || sig == NULL ||
+	    sig_len == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	if (data == NULL)
+		data = (const uint8_t *)"";
+	if ((r = find_one(h, CKO_PRIVATE_KEY, id, id_len, &key)) != 0)
 		goto out;
-	}
-	s = OPENSSL_malloc(slen);
-	if (s == NULL) {
-		r = KL_ERR_NOMEM;
+	if ((r = pub_key(h, id, id_len, &pub)) != 0)
 		goto out;
-	}
-	if (EVP_DigestSign(md, s, &slen, data, len) <= 0) {
-		r = crypto_fail("hsm: sign");
+	if ((r = raw_sign(h, key, data, len, &s, &slen)) != 0)
 		goto out;
-	}
-	EVP_MD_CTX_free(md);
-	md = EVP_MD_CTX_new();
-	if (md == NULL ||
+	if ((md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pub) <= 0) {
 		r = crypto_fail("hsm: verify init");
 		goto out;
@@ -872,29 +944,6 @@ sign_checked(EVP_PKEY *priv, EVP_PKEY *pub, const uint8_t *data, size_t len,
 out:
 	OPENSSL_free(s);
 	EVP_MD_CTX_free(md);
-	return r;
-}
-
-int
-hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
-    const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
-{
-	EVP_PKEY *priv = NULL, *pub = NULL;
-	int r;
-
-	if (h == NULL || (data == NULL && len != 0) || sig == NULL ||
-	    sig_len == NULL)
-		return KL_ERR_INVALID;
-	if ((r = check_id(id, id_len)) != 0)
-		return r;
-	if ((r = hsm_get_private_key(h, id, id_len, &priv)) != 0)
-		goto out;
-	if ((r = pub_key(h, id, id_len, &pub)) != 0)
-		goto out;
-	r = sign_checked(priv, pub, data != NULL ? data : (const uint8_t *)"",
-	    len, sig, sig_len);
-out:
-	EVP_PKEY_free(priv);
 	EVP_PKEY_free(pub);
 	return r;
 }
@@ -1056,5 +1105,113 @@ hsm_key_attrs(struct hsm *h, const uint8_t *id, size_t id_len,
 	out->extractable = extr == CK_TRUE;
 	out->always_sensitive = asens == CK_TRUE;
 	out->never_extractable = nextr == CK_TRUE;
+	return 0;
+}
+
+static const CK_OBJECT_CLASS hsm_classes[] = {
+	CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_CERTIFICATE,
+};
+
+int
+hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
+    const uint8_t *to, size_t to_len, int *moved)
+{
+	CK_OBJECT_HANDLE objs[HSM_MAX_OBJS];
+	CK_ATTRIBUTE a = { CKA_ID, (void *)to, (CK_ULONG)to_len };
+	CK_ULONG n = 0, i;
+	size_t c;
+	CK_RV rv;
+	int r, count = 0;
+
+	if (h == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(from, from_len)) != 0 ||
+	    (r = check_id(to, to_len)) != 0)
+		return r;
+	/* Class by class, so that a power cut anywhere leaves a state
+	 * that running this again completes: while objects of a class
+	 * remain at from, those at to are the old ones. */
+	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++) {
+		if ((r = find_objs(h, hsm_classes[c], from, from_len, objs,
+		    &n)) != 0)
+			return r;
+		if (n == 0)
+			continue;
+		if ((r = destroy_id(h, hsm_classes[c], to, to_len)) != 0)
+			return r;
+		for (i = 0; i < n; i++) {
+			rv = h->fl->C_SetAttributeValue(h->sess, objs[i], &a,
+			    1);
+			if (rv != CKR_OK)
+				return ck_fail("C_SetAttributeValue(CKA_ID)",
+				    rv);
+			count++;
+		}
+	}
+	if (moved != NULL)
+		*moved = count;
+	return 0;
+}
+
+int
+hsm_destroy_id(struct hsm *h, const uint8_t *id, size_t id_len)
+{
+	size_t c;
+	int r;
+
+	if (h == NULL)
+		return KL_ERR_INVALID;
+	if ((r = check_id(id, id_len)) != 0)
+		return r;
+	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++)
+		if ((r = destroy_id(h, hsm_classes[c], id, id_len)) != 0)
+			return r;
+	return 0;
+}
+
+int
+hsm_destroy_suffix(struct hsm *h, const uint8_t *suffix, size_t suffix_len,
+    int *destroyed)
+{
+	CK_OBJECT_HANDLE objs[256];
+	CK_ULONG n = 0, i;
+	uint8_t id[HSM_MAX_ID + 1];
+	CK_ATTRIBUTE a;
+	size_t c;
+	CK_RV rv;
+	int count = 0;
+
+	if (h == NULL || suffix == NULL || suffix_len == 0)
+		return KL_ERR_INVALID;
+	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++) {
+		CK_ATTRIBUTE tmpl = { CKA_CLASS, (void *)&hsm_classes[c],
+			sizeof(hsm_classes[c]) };
+
+		rv = h->fl->C_FindObjectsInit(h->sess, &tmpl, 1);
+		if (rv != CKR_OK)
+			return ck_fail("C_FindObjectsInit", rv);
+		rv = h->fl->C_FindObjects(h->sess, objs,
+		    sizeof(objs) / sizeof(objs[0]), &n);
+		(void)h->fl->C_FindObjectsFinal(h->sess);
+		if (rv != CKR_OK)
+			return ck_fail("C_FindObjects", rv);
+		for (i = 0; i < n; i++) {
+			a.type = CKA_ID;
+			a.pValue = id;
+			a.ulValueLen = sizeof(id);
+			rv = h->fl->C_GetAttributeValue(h->sess, objs[i], &a, 1);
+			if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+			    a.ulValueLen <= suffix_len ||
+			    memcmp(id + a.ulValueLen - suffix_len, suffix,
+			    suffix_len) != 0)
+				continue;
+			rv = h->fl->C_DestroyObject(h->sess, objs[i]);
+			if (rv != CKR_OK)
+				return ck_fail("C_DestroyObject", rv);
+			count++;
+		}
+	}
+	if (destroyed != NULL)
+		*destroyed = count;
 	return 0;
 }

@@ -107,6 +107,27 @@ int hsm_delete_cert(struct hsm *h, const uint8_t *id, size_t id_len);
 int hsm_get_cert(struct hsm *h, const uint8_t *id, size_t id_len,
     uint8_t **der, size_t *der_len);
 
+/*
+ * Give every object at CKA_ID from (private key, public key, certificate)
+ * the CKA_ID to, destroying the objects of the same class already at to
+ * first; classes with nothing at from are left alone.  Running it again
+ * after a power cut part-way finishes the move (what a board-side commit
+ * relies on).  *moved (may be NULL) counts the objects moved.
+ */
+int hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
+    const uint8_t *to, size_t to_len, int *moved);
+
+/* Destroy every private key, public key and certificate with that id. */
+int hsm_destroy_id(struct hsm *h, const uint8_t *id, size_t id_len);
+
+/*
+ * Destroy every key and certificate object whose CKA_ID is longer than
+ * suffix and ends with it (staged objects left by an interrupted
+ * session).  *destroyed (may be NULL) counts them.
+ */
+int hsm_destroy_suffix(struct hsm *h, const uint8_t *suffix,
+    size_t suffix_len, int *destroyed);
+
 struct hsm_key_attrs {
 	int sensitive;
 	int extractable;

@@ -70,7 +70,8 @@ batch_event(void *arg, const struct engine_event *ev)
 	struct batch *bt = arg;
 	json_t *o;
 
-	if (ev->kind == EV_PASSED || ev->kind == EV_FAILED) {
+	if (ev->kind == EV_PASSED || ev->kind == EV_FAILED ||
+	    ev->kind == EV_ALREADY) {
 		bt->bytes += ev->bytes_tx + ev->bytes_rx;
 		bt->retries += ev->retries;
 	}
@@ -98,7 +99,8 @@ batch_event(void *arg, const struct engine_event *ev)
 		json_object_set_new(o, "message", json_string(ev->message));
 	if (ev->kind == EV_FAILED)
 		json_object_set_new(o, "error", json_string(kl_errname(ev->err)));
-	if (ev->kind == EV_PASSED || ev->kind == EV_FAILED) {
+	if (ev->kind == EV_PASSED || ev->kind == EV_FAILED ||
+	    ev->kind == EV_ALREADY) {
 		if (ev->cert_serial[0] != '\0')
 			json_object_set_new(o, "cert_serial",
 			    json_string(ev->cert_serial));
@@ -268,7 +270,7 @@ cmd_batch(int argc, char **argv)
 	}
 	elapsed = mono_s() - t0;
 	engine_counts(batch_engine, &counts);
-	n = counts.passed + counts.failed;
+	n = counts.passed + counts.failed + counts.already;
 	getrusage(RUSAGE_SELF, &ru);
 	cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
 	    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
@@ -279,11 +281,12 @@ cmd_batch(int argc, char **argv)
 		audit_rows = -1;
 		audit_hash[0] = '\0';
 	}
-	batch_print(json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:I, s:I, "
-	    "s:i, s:I, s:s?}",
+	batch_print(json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:I, "
+	    "s:I, s:i, s:I, s:s?}",
 	    "event", "summary",
 	    "boards", n,
 	    "passed", counts.passed,
+	    "already_provisioned", counts.already,
 	    "failed", counts.failed,
 	    "elapsed_s", elapsed,
 	    "boards_per_s", elapsed > 0 ? n / elapsed : 0.0,
@@ -295,7 +298,9 @@ cmd_batch(int argc, char **argv)
 	    "audit_rows", (json_int_t)audit_rows,
 	    "audit_head", audit_hash[0] != '\0' ? audit_hash : NULL));
 	/* A line stopped by the operator with nothing failed is a success,
-	 * even if no board came; one pass must have provisioned boards. */
+	 * even if no board came; one pass must have provisioned boards (or
+	 * found them already provisioned: re-running a batch after a crash
+	 * just works). */
 	exit_code = counts.failed == 0 && (n > 0 || line) ? 0 : 1;
 out:
 	/* The API reads the engine: stop it first. */

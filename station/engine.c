@@ -68,6 +68,8 @@ static const char *const kind_names[] = {
 	[EV_PASSED] = "passed",
 	[EV_FAILED] = "failed",
 	[EV_INFO] = "info",
+	[EV_ALREADY] = "already_provisioned",
+	[EV_IN_DOUBT] = "in_doubt",
 };
 
 const char *
@@ -85,7 +87,7 @@ engine_state_name(enum slot_state s)
 const char *
 engine_event_kind_name(enum engine_event_kind k)
 {
-	return (unsigned)k <= EV_INFO ? kind_names[k] : "unknown";
+	return (unsigned)k <= EV_IN_DOUBT ? kind_names[k] : "unknown";
 }
 
 struct engine_slot {
@@ -164,8 +166,14 @@ struct board {
 	int staged;			/* files staged on the board */
 	int reprovisioning;		/* it was provisioned before */
 	int keygen_sent;		/* its key at tls_key_id may be new */
-	int wrote;			/* certificate object or files may be
-					 * in place */
+	int commit_sent;		/* COMMIT went out: the new key, its
+					 * certificate and files may be in
+					 * place */
+	int64_t identify_row;		/* this attempt's identify row */
+	/* The board already holds credentials this plant recorded: */
+	int recovered;			/* ... from an attempt in doubt, which
+					 * this one finishes */
+	int already;			/* ... from an attempt that passed */
 	char why[512];			/* failure in words */
 	struct buf req, resp;
 };
@@ -294,8 +302,8 @@ board_emit(struct board *b, enum engine_event_kind kind, int err,
 }
 
 static int
-board_audit(struct board *b, const char *step, const char *outcome,
-    const char *error)
+board_audit_row(struct board *b, const char *step, const char *outcome,
+    const char *error, int64_t *row)
 {
 	const struct config *cfg = b->e->o.cfg;
 	struct audit_event ev = {
@@ -315,10 +323,17 @@ board_audit(struct board *b, const char *step, const char *outcome,
 	};
 	int r;
 
-	if ((r = audit_append(b->e->o.audit, &ev, NULL)) != 0)
+	if ((r = audit_append(b->e->o.audit, &ev, row)) != 0)
 		log_error("slot %d: cannot write the audit log: %s",
 		    ev.slot, kl_strerror(r));
 	return r;
+}
+
+static int
+board_audit(struct board *b, const char *step, const char *outcome,
+    const char *error)
+{
+	return board_audit_row(b, step, outcome, error, NULL);
 }
 
 /* Record a failure reason (first one wins) and return err. */
@@ -548,7 +563,8 @@ step_identify(struct board *b)
 		return board_fail(b, r, "no valid device ID for serial '%s': %s",
 		    b->serial, why);
 	}
-	if ((r = board_audit(b, "identify", "ok", NULL)) != 0)
+	if ((r = board_audit_row(b, "identify", "ok", NULL,
+	    &b->identify_row)) != 0)
 		return board_fail(b, r, "audit log write failed");
 	{
 		char msg[1400];
@@ -573,14 +589,202 @@ engine_reprovision_allowed(const struct engine *e, const char *id)
 	return 0;
 }
 
+/* What a board holds now, from INQUIRE; "" or NULL where it has none. */
+struct board_holding {
+	char key_fpr[65];
+	char cert_fpr[65];
+	int has_file;
+	uint8_t file_sha[32];	/* client.pem */
+	uint8_t *spki, *cert;	/* OPENSSL_free */
+	size_t spki_len, cert_len;
+};
+
+static void
+holding_free(struct board_holding *h)
+{
+	OPENSSL_free(h->spki);
+	OPENSSL_free(h->cert);
+	memset(h, 0, sizeof(*h));
+}
+
+static int make_client_pem_of(struct board *b, const uint8_t *cert,
+    size_t cert_len, struct buf *out);
+
+static int
+board_inquire(struct board *b, struct board_holding *h)
+{
+	struct engine *e = b->e;
+	const uint8_t *p;
+	uint8_t digest[32];
+	size_t n;
+	int r;
+
+	memset(h, 0, sizeof(*h));
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_bytes(&b->req, PT_CERT_ID, e->cert_id,
+	    e->cert_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_FILE_NAME, "client.pem")))
+		return r;
+	if ((r = board_call(b, PROTO_INQUIRE, e->o.cfg->timeout_ms)) != 0)
+		return r;
+	if (resp_bytes(b, PT_SPKI, 4096, &p, &n) == 0) {
+		if ((r = dup_bytes(p, n, &h->spki)) != 0 ||
+		    (r = sha256(p, n, digest)) != 0)
+			goto fail;
+		h->spki_len = n;
+		hex(digest, sizeof(digest), h->key_fpr);
+	}
+	if (resp_bytes(b, PT_CERT, PROTO_MAX_FILE, &p, &n) == 0) {
+		if ((r = dup_bytes(p, n, &h->cert)) != 0 ||
+		    (r = sha256(p, n, digest)) != 0)
+			goto fail;
+		h->cert_len = n;
+		hex(digest, sizeof(digest), h->cert_fpr);
+	}
+	if (resp_bytes(b, PT_SHA256, 32, &p, &n) == 0 && n == 32) {
+		memcpy(h->file_sha, p, 32);
+		h->has_file = 1;
+	}
+	return 0;
+fail:
+	holding_free(h);
+	return r;
+}
+
+/*
+ * Whether the board holds exactly the key and certificate of rec: the
+ * key at tls_key_id, the certificate object at cert_id, and client.pem as
+ * this station would write it for that certificate.  0 (*holds 0/1).
+ */
+static int
+board_holds(struct board *b, const struct board_holding *h,
+    const struct audit_prov *rec, int *holds, char *what, size_t whatsz)
+{
+	struct buf pem;
+	uint8_t sha[32];
+	int r;
+
+	*holds = 0;
+	if (rec->key_fpr[0] == '\0' || rec->cert_fpr[0] == '\0') {
+		snprintf(what, whatsz, "the record names no key or certificate");
+		return 0;
+	}
+	if (h->spki == NULL || strcmp(h->key_fpr, rec->key_fpr) != 0) {
+		snprintf(what, whatsz, h->spki == NULL ? "the board has no key "
+		    "at its TLS key id" : "the board's key is another one");
+		return 0;
+	}
+	if (h->cert == NULL || strcmp(h->cert_fpr, rec->cert_fpr) != 0) {
+		snprintf(what, whatsz, h->cert == NULL ? "the board's token "
+		    "holds no certificate" : "the board's certificate object is "
+		    "another one");
+		return 0;
+	}
+	buf_init(&pem, ENGINE_MAX_PEM);
+	r = make_client_pem_of(b, h->cert, h->cert_len, &pem);
+	if (r == 0)
+		r = sha256(pem.data, pem.len, sha);
+	buf_free(&pem);
+	if (r != 0)
+		return r;
+	if (!h->has_file || memcmp(sha, h->file_sha, 32) != 0) {
+		snprintf(what, whatsz, !h->has_file ? "the board has no "
+		    "client.pem" : "the board's client.pem is another one");
+		return 0;
+	}
+	snprintf(what, whatsz, "the board holds the recorded key and "
+	    "certificate");
+	*holds = 1;
+	return 0;
+}
+
+/* Take the board's own credentials as this attempt's (recovered or
+ * already provisioned); the steps that make new ones are skipped. */
+static int
+board_adopt(struct board *b, struct board_holding *h,
+    const struct audit_prov *rec)
+{
+	b->spki = h->spki;
+	b->spki_len = h->spki_len;
+	b->cert = h->cert;
+	b->cert_len = h->cert_len;
+	h->spki = h->cert = NULL;
+	/* board_holds() found these equal to the record's. */
+	memcpy(b->key_fpr, h->key_fpr, sizeof(b->key_fpr));
+	memcpy(b->cert_fpr, h->cert_fpr, sizeof(b->cert_fpr));
+	if (certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
+	    sizeof(b->cert_serial)) != 0)
+		snprintf(b->cert_serial, sizeof(b->cert_serial), "%.*s",
+		    (int)sizeof(b->cert_serial) - 1, rec->cert_serial);
+	return 0;
+}
+
+/*
+ * The newest attempt at this device ended in doubt (the station died, or
+ * COMMIT went out and nothing came back): ask the board what it holds and
+ * record what was found.  If it holds that attempt's key and certificate,
+ * this attempt finishes it (validate, verify, proof of possession) with no
+ * new certificate; otherwise that attempt never reached the board and
+ * this one carries on.
+ */
+static int
+board_resolve_doubt(struct board *b, const struct audit_device_state *st)
+{
+	struct board_holding h;
+	char what[128], msg[700];
+	int holds = 0, r;
+
+	if ((r = board_inquire(b, &h)) != 0)
+		return r;
+	if ((r = board_holds(b, &h, &st->doubt, &holds, what,
+	    sizeof(what))) != 0)
+		goto out;
+	if (holds) {
+		snprintf(msg, sizeof(msg), "recovered: provisioned; the "
+		    "attempt of %s slot %lld at %s (step %s) was in doubt and "
+		    "%s (certificate serial %s); finishing it", st->doubt.station,
+		    (long long)st->doubt.slot, st->doubt.time, st->doubt_step,
+		    what, st->doubt.cert_serial);
+		(void)board_adopt(b, &h, &st->doubt);
+		b->recovered = 1;
+		if ((r = board_audit(b, "recover", "provisioned", msg)) != 0) {
+			r = board_fail(b, r, "audit log write failed");
+			goto out;
+		}
+	} else {
+		snprintf(msg, sizeof(msg), "recovered: not provisioned; the "
+		    "attempt of %s slot %lld at %s (step %s) was in doubt and "
+		    "%s%s%s%s", st->doubt.station, (long long)st->doubt.slot,
+		    st->doubt.time, st->doubt_step, what,
+		    st->doubt.cert_serial[0] ? "; its certificate (serial " :
+		    "", st->doubt.cert_serial,
+		    st->doubt.cert_serial[0] ? ") never reached this board: "
+		    "revoke it" : "");
+		if ((r = board_audit(b, "recover", "not_provisioned",
+		    msg)) != 0) {
+			r = board_fail(b, r, "audit log write failed");
+			goto out;
+		}
+	}
+	board_emit(b, EV_INFO, 0, msg);
+	r = 0;
+out:
+	holding_free(&h);
+	return r;
+}
+
 static int
 step_dupcheck(struct board *b)
 {
 	struct engine *e = b->e;
-	char prev_serial[80] = "";
-	char msg[256];
-	int found = 0, i, r;
+	struct audit_device_state *st = NULL;
+	struct board_holding h;
+	const struct audit_prov *pv;
+	char msg[900], what[128], when[400];
+	int holds = 0, i, r;
 
+	memset(&h, 0, sizeof(h));
 	/* Claim the ID first, so two slots can't both pass the check. */
 	pthread_mutex_lock(&e->mu);
 	for (i = 0; i < e->nslots; i++) {
@@ -598,30 +802,87 @@ step_dupcheck(struct board *b)
 	b->reserved = 1;
 	pthread_mutex_unlock(&e->mu);
 
-	if ((r = audit_find_provisioned(e->o.audit, b->device_id, &found,
-	    prev_serial, sizeof(prev_serial))) != 0)
-		return board_fail(b, r, "cannot read the audit log");
-	if (!found) {
-		if ((r = board_audit(b, "dupcheck", "ok", NULL)) != 0)
-			return board_fail(b, r, "audit log write failed");
-		return 0;
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		return KL_ERR_NOMEM;
+	if ((r = audit_device_state(e->o.audit, b->device_id,
+	    b->identify_row > 0 ? b->identify_row : INT64_MAX, st)) != 0) {
+		r = board_fail(b, r, "cannot read the audit log");
+		goto out;
 	}
-	if (!engine_reprovision_allowed(e, b->device_id)) {
-		snprintf(msg, sizeof(msg),
-		    "already provisioned (certificate serial %s); "
-		    "re-provisioning was not requested", prev_serial);
-		(void)board_audit(b, "dupcheck", "refused", msg);
-		return board_fail(b, KL_ERR_DUPLICATE, "device ID %s %s",
-		    b->device_id, msg);
+	if (st->doubt_step[0] != '\0') {
+		if ((r = board_resolve_doubt(b, st)) != 0)
+			goto out;
+		if (b->recovered)
+			goto ok;
 	}
-	snprintf(msg, sizeof(msg),
-	    "re-provisioning on request; previous certificate serial %s",
-	    prev_serial);
-	if ((r = board_audit(b, "reprovision", "info", msg)) != 0)
-		return board_fail(b, r, "audit log write failed");
-	b->reprovisioning = 1;
-	board_emit(b, EV_INFO, 0, msg);
-	return 0;
+	if (!st->provisioned)
+		goto ok;
+	pv = &st->prov;
+	snprintf(when, sizeof(when), "by station %s, slot %lld, at %s, "
+	    "certificate serial %s", pv->station, (long long)pv->slot,
+	    pv->time, pv->cert_serial[0] ? pv->cert_serial : "unknown");
+	if (engine_reprovision_allowed(e, b->device_id)) {
+		snprintf(msg, sizeof(msg), "re-provisioning on request; "
+		    "previous certificate serial %s (provisioned %s)",
+		    pv->cert_serial, when);
+		if ((r = board_audit(b, "reprovision", "info", msg)) != 0) {
+			r = board_fail(b, r, "audit log write failed");
+			goto out;
+		}
+		b->reprovisioning = 1;
+		board_emit(b, EV_INFO, 0, msg);
+		goto ok;
+	}
+	/* Provisioned before: the same board, untouched, is no failure. */
+	if ((r = board_inquire(b, &h)) != 0)
+		goto out;
+	if ((r = board_holds(b, &h, pv, &holds, what, sizeof(what))) != 0)
+		goto out;
+	if (holds && !st->prov_passed) {
+		/* Committed but never proven (the station stopped, or the
+		 * proof failed and the clean-up could not reach the board):
+		 * finish it now rather than refuse the board its own ID. */
+		snprintf(msg, sizeof(msg), "recovered: provisioned; committed "
+		    "%s but never passed; %s; finishing it", when, what);
+		(void)board_adopt(b, &h, pv);
+		b->recovered = 1;
+		if ((r = board_audit(b, "recover", "provisioned", msg)) != 0) {
+			r = board_fail(b, r, "audit log write failed");
+			goto out;
+		}
+		board_emit(b, EV_INFO, 0, msg);
+		goto ok;
+	}
+	if (holds) {
+		(void)board_adopt(b, &h, pv);
+		b->already = 1;
+		snprintf(msg, sizeof(msg), "already provisioned %s; %s",
+		    when, what);
+		if ((r = board_audit(b, "dupcheck", "already", msg)) != 0) {
+			r = board_fail(b, r, "audit log write failed");
+			goto out;
+		}
+		board_emit(b, EV_INFO, 0, msg);
+		goto ok_noaudit;
+	}
+	snprintf(msg, sizeof(msg), "already provisioned %s, and this board "
+	    "does not hold that key and certificate (%s); re-provisioning "
+	    "was not requested", when, what);
+	(void)board_audit(b, "dupcheck", "refused", msg);
+	r = board_fail(b, KL_ERR_DUPLICATE, "device ID %s %s", b->device_id,
+	    msg);
+	goto out;
+ok:
+	if ((r = board_audit(b, "dupcheck", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
+ok_noaudit:
+	r = 0;
+out:
+	holding_free(&h);
+	free(st);
+	return r;
 }
 
 /* The SPKI the board reports must be the key type we asked for. */
@@ -925,10 +1186,11 @@ step_validate(struct board *b)
 
 /* client.pem: the leaf in PEM, then any configured intermediates. */
 static int
-make_client_pem(struct board *b, struct buf *out)
+make_client_pem_of(struct board *b, const uint8_t *cert, size_t cert_len,
+    struct buf *out)
 {
-	const unsigned char *q = b->cert;
-	X509 *x = d2i_X509(NULL, &q, (long)b->cert_len);
+	const unsigned char *q = cert;
+	X509 *x = d2i_X509(NULL, &q, (long)cert_len);
 	BIO *mem = NULL;
 	char *p;
 	long n;
@@ -981,31 +1243,50 @@ put_file(struct board *b, struct board_file *f)
 	return 0;
 }
 
+/* The three import files, in commit order: client.pem last, since
+ * aktualizr treats it as the sign that the device credentials are there.
+ * pem holds client.pem's bytes (the caller frees it). */
 static int
-step_write_and_verify(struct board *b)
+board_files(struct board *b, struct buf *pem, struct board_file files[3])
 {
-	struct engine *e = b->e;
-	const struct ota_files *ota = e->o.ota;
-	struct buf pem;
-	struct board_file files[3];
-	const uint8_t *p;
-	uint8_t cert_sha[32];
-	uint32_t size;
-	size_t i, n;
+	const struct ota_files *ota = b->e->o.ota;
+	size_t i;
 	int r;
 
-	buf_init(&pem, ENGINE_MAX_PEM);
-	if ((r = make_client_pem(b, &pem)) != 0)
-		goto out;
-	/* client.pem last: aktualizr treats it as the sign that the device
-	 * credentials are there. */
+	if ((r = make_client_pem_of(b, b->cert, b->cert_len, pem)) != 0)
+		return r;
 	files[0] = (struct board_file){ "root.crt", ota->root_crt,
 		ota->root_crt_len, { 0 } };
 	files[1] = (struct board_file){ "gateway.url",
 		(const uint8_t *)ota->gateway_url, strlen(ota->gateway_url),
 		{ 0 } };
-	files[2] = (struct board_file){ "client.pem", pem.data, pem.len,
+	files[2] = (struct board_file){ "client.pem", pem->data, pem->len,
 		{ 0 } };
+	for (i = 0; i < 3; i++)
+		if ((r = sha256(files[i].data, files[i].len, files[i].sha)) != 0)
+			return r;
+	return 0;
+}
+
+/*
+ * Stage the files and the certificate object, record the intent, commit.
+ * The board keeps its old key, certificate and files until COMMIT, which
+ * swaps them all in one board-side commit (docs/protocol.md).
+ */
+static int
+step_write(struct board *b)
+{
+	struct engine *e = b->e;
+	struct buf pem;
+	struct board_file files[3];
+	const uint8_t *p;
+	uint8_t cert_sha[32];
+	size_t i, n;
+	int r;
+
+	buf_init(&pem, ENGINE_MAX_PEM);
+	if ((r = board_files(b, &pem, files)) != 0)
+		goto out;
 	for (i = 0; i < 3; i++)
 		if ((r = put_file(b, &files[i])) != 0)
 			goto out;
@@ -1018,7 +1299,6 @@ step_write_and_verify(struct board *b)
 	    (r = proto_put_str(&b->req, PT_KEY_LABEL, e->o.cfg->key_label)) ||
 	    (r = proto_put_bytes(&b->req, PT_CERT, b->cert, b->cert_len)))
 		goto out;
-	b->wrote = 1;
 	if ((r = board_call(b, PROTO_PUT_CERT, e->o.cfg->timeout_ms)) != 0)
 		goto out;
 	if (resp_bytes(b, PT_SHA256, 32, &p, &n) != 0 || n != 32 ||
@@ -1027,15 +1307,50 @@ step_write_and_verify(struct board *b)
 		    "certificate read back from the board's HSM differs");
 		goto out;
 	}
+	/*
+	 * The intent is on record before COMMIT leaves: if the station dies
+	 * now, the next station to see this board knows to ask it what it
+	 * holds instead of guessing.
+	 */
+	if ((r = board_audit(b, "commit", "requested", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed; COMMIT was not "
+		    "sent");
+		goto out;
+	}
+	b->commit_sent = 1;
 	if ((r = board_call(b, PROTO_COMMIT, e->o.cfg->timeout_ms)) != 0)
 		goto out;
 	b->staged = 0;
+	b->keygen_sent = 0;
 	if ((r = board_audit(b, "write", "ok", NULL)) != 0) {
 		r = board_fail(b, r, "audit log write failed");
 		goto out;
 	}
+	r = 0;
+out:
+	buf_free(&pem);
+	return r;
+}
 
-	board_set_step(b, STEP_VERIFY);
+/* Read every file back and compare it with what was written. */
+static int
+step_verify(struct board *b)
+{
+	struct engine *e = b->e;
+	struct buf pem;
+	struct board_file files[3];
+	const uint8_t *p;
+	uint32_t size;
+	size_t i, n;
+	int r;
+
+	/* A recovered board's credentials are this plant's from here on:
+	 * if they fail a check, they are taken back like fresh ones. */
+	if (b->recovered)
+		b->commit_sent = 1;
+	buf_init(&pem, ENGINE_MAX_PEM);
+	if ((r = board_files(b, &pem, files)) != 0)
+		goto out;
 	for (i = 0; i < 3; i++) {
 		if ((r = proto_put_str(&b->req, PT_FILE_NAME, files[i].name)))
 			goto out;
@@ -1169,10 +1484,17 @@ board_clear(struct board *b)
 	const struct config *cfg = e->o.cfg;
 	char remote[PROTO_MAX_STR + 64], note[PROTO_MAX_STR + 160];
 	const char *what = "ABORT";
-	int clear = b->wrote || (b->reprovisioning && b->keygen_sent);
+	int clear = b->commit_sent;
 	size_t i, len;
 	int r = 0;
 
+	/*
+	 * Before COMMIT the board still holds whatever it had.  Staged files
+	 * (and with them a staged certificate and keys) are thrown away by
+	 * ABORT; a key that is only staged is harmless (aktualizr never sees
+	 * its pending id) and goes at the board's next HELLO or start, so a
+	 * board busy generating it is not waited for.
+	 */
 	if (!b->staged && !clear)
 		return;
 	remote[0] = '\0';
@@ -1188,7 +1510,7 @@ board_clear(struct board *b)
 	link_set_attempts(b->link, 1);
 	if (cfg->resends < ENGINE_CLEAR_RESENDS)
 		link_set_resends(b->link, ENGINE_CLEAR_RESENDS);
-	if (b->staged) {
+	if (b->staged && !clear) {
 		buf_reset(&b->req);
 		r = link_call(b->link, PROTO_ABORT, NULL, &b->resp,
 		    cfg->timeout_ms, remote, sizeof(remote));
@@ -1238,7 +1560,8 @@ board_finish(struct board *b, int r)
 	char msg[600];
 
 	if (r == 0) {
-		if (board_audit(b, "done", "passed", NULL) != 0) {
+		if (board_audit(b, "done", b->already ? "already" : "passed",
+		    NULL) != 0) {
 			r = board_fail(b, KL_ERR_DB,
 			    "audit log write failed at the final record");
 		}
@@ -1260,9 +1583,9 @@ board_finish(struct board *b, int r)
 	    b->cert_serial);
 	snprintf(b->slot->key_fpr, sizeof(b->slot->key_fpr), "%s", b->key_fpr);
 	histogram_observe(&e->metrics.board, (double)(v->finished_ms - b->t0));
-	if (r == 0)
+	if (r == 0 && !b->already)
 		e->metrics.passed_total++;
-	else
+	else if (r != 0)
 		e->metrics.failed_total++;
 	if (b->link != NULL) {
 		const struct link_stats *st = link_stats(b->link);
@@ -1272,7 +1595,9 @@ board_finish(struct board *b, int r)
 	}
 	snprintf(v->error, sizeof(v->error), "%.*s",
 	    (int)sizeof(v->error) - 1, r == 0 ? "" : b->why);
-	if (r == 0) {
+	if (r == 0 && b->already) {
+		e->counts.already++;
+	} else if (r == 0) {
 		e->counts.passed++;
 	} else {
 		e->counts.failed++;
@@ -1281,26 +1606,34 @@ board_finish(struct board *b, int r)
 	}
 	e->counts.in_flight--;
 	pthread_mutex_unlock(&e->mu);
-	board_emit(b, r == 0 ? EV_PASSED : EV_FAILED, r,
-	    r == 0 ? "provisioned" : b->why);
+	board_emit(b, r != 0 ? EV_FAILED : b->already ? EV_ALREADY : EV_PASSED,
+	    r, r != 0 ? b->why : b->already ? "already provisioned" :
+	    b->recovered ? "provisioned (recovered from an interrupted run)" :
+	    "provisioned");
 }
 
 typedef int (*step_fn)(struct board *);
+
+/* Which boards run a step: every one, a board that needs new
+ * credentials, or not one that was already provisioned. */
+enum step_for { FOR_ALL, FOR_NEW, FOR_NOT_ALREADY };
 
 static const struct {
 	enum engine_step step;
 	step_fn fn;
 	int cancellable;	/* nothing on the board yet */
+	enum step_for runs_for;
 } board_steps[] = {
-	{ STEP_CONNECT, step_connect, 1 },
-	{ STEP_IDENTIFY, step_identify, 1 },
-	{ STEP_DUPCHECK, step_dupcheck, 1 },
-	{ STEP_KEYGEN, step_keygen, 1 },
-	{ STEP_CSR, step_csr, 1 },
-	{ STEP_CA, step_ca, 1 },
-	{ STEP_VALIDATE, step_validate, 1 },
-	{ STEP_WRITE, step_write_and_verify, 0 },
-	{ STEP_POP, step_pop, 0 },
+	{ STEP_CONNECT, step_connect, 1, FOR_ALL },
+	{ STEP_IDENTIFY, step_identify, 1, FOR_ALL },
+	{ STEP_DUPCHECK, step_dupcheck, 1, FOR_ALL },
+	{ STEP_KEYGEN, step_keygen, 1, FOR_NEW },
+	{ STEP_CSR, step_csr, 1, FOR_NEW },
+	{ STEP_CA, step_ca, 1, FOR_NEW },
+	{ STEP_VALIDATE, step_validate, 1, FOR_ALL },
+	{ STEP_WRITE, step_write, 0, FOR_NEW },
+	{ STEP_VERIFY, step_verify, 0, FOR_NOT_ALREADY },
+	{ STEP_POP, step_pop, 0, FOR_ALL },
 };
 
 /* One board, start to end, in slot s.  The caller has marked the slot
@@ -1323,6 +1656,10 @@ board_run_steps(struct board *b)
 	int r = 0;
 
 	for (i = 0; i < sizeof(board_steps) / sizeof(board_steps[0]); i++) {
+		if ((board_steps[i].runs_for == FOR_NEW &&
+		    (b->recovered || b->already)) ||
+		    (board_steps[i].runs_for == FOR_NOT_ALREADY && b->already))
+			continue;
 		if (board_steps[i].cancellable && (r = board_cancelled(b)))
 			break;
 		if (!board_steps[i].cancellable && b->link != NULL)
@@ -1659,9 +1996,55 @@ out:
 	return r;
 }
 
+/* An event that belongs to no board (slot 0). */
+static void
+engine_note(struct engine *e, enum engine_event_kind kind,
+    const char *serial, const char *device_id, const char *msg)
+{
+	struct engine_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.time_ms = now_ms();
+	ev.kind = kind;
+	ev.step = STEP_CONNECT;
+	ev.serial = serial;
+	ev.device_id = device_id;
+	ev.message = msg;
+	ev.cert_serial = ev.cert_fpr = ev.key_fpr = "";
+	pthread_mutex_lock(&e->emit_mu);
+	pthread_mutex_lock(&e->mu);
+	ev.seq = ++e->event_seq;
+	ring_put(e, &ev);
+	pthread_mutex_unlock(&e->mu);
+	if (e->o.on_event != NULL)
+		e->o.on_event(e->o.arg, &ev);
+	pthread_mutex_unlock(&e->emit_mu);
+}
+
+static int
+engine_doubt_note(void *arg, const char *device_id,
+    const struct audit_device_state *st)
+{
+	struct engine *e = arg;
+	char msg[1200], serial[AUDIT_REC_TEXT];
+
+	snprintf(msg, sizeof(msg), "in doubt since %s: %s slot %lld stopped "
+	    "at %s (certificate serial %s); resolved when the board is seen",
+	    st->doubt.time, st->doubt.station, (long long)st->doubt.slot,
+	    st->doubt_step, st->doubt.cert_serial[0] ?
+	    st->doubt.cert_serial : "none");
+	snprintf(serial, sizeof(serial), "%s", st->doubt.board_serial);
+	(void)board_text(serial);
+	(void)board_text(msg);
+	log_warn("device %s %s", device_id, msg);
+	engine_note(e, EV_IN_DOUBT, serial, device_id, msg);
+	return 0;
+}
+
 int
 engine_new(struct engine **out, const struct engine_opts *o)
 {
+	int64_t more = 0;
 	const struct config *cfg = o->cfg;
 	struct engine *e;
 	int i, r = KL_ERR_INTERNAL;
@@ -1707,6 +2090,20 @@ engine_new(struct engine **out, const struct engine_opts *o)
 		    sizeof(e->slots[i].view.device), "%.*s",
 		    (int)sizeof(e->slots[i].view.device) - 1,
 		    cfg->slots[i].device);
+	}
+	/* What an earlier run left in doubt, said before any board starts. */
+	if ((r = audit_in_doubt(e->o.audit, engine_doubt_note, e,
+	    &more)) != 0) {
+		log_error("cannot read the audit log for attempts in doubt: %s",
+		    kl_strerror(r));
+		goto fail;
+	}
+	if (more > 0) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "and %lld more devices in doubt",
+		    (long long)more);
+		engine_note(e, EV_IN_DOUBT, "", "", msg);
 	}
 	*out = e;
 	return 0;

@@ -58,6 +58,11 @@ enum engine_event_kind {
 	EV_PASSED,	/* the board is provisioned */
 	EV_FAILED,	/* the board failed; message says why */
 	EV_INFO,	/* something worth telling (re-provisioning, retries) */
+	EV_ALREADY,	/* the board already holds the key and certificate
+			 * recorded for its device ID: nothing to do, and
+			 * no failure */
+	EV_IN_DOUBT,	/* at start-up (slot 0): the audit log shows this
+			 * device's last attempt in doubt */
 };
 
 const char *engine_event_kind_name(enum engine_event_kind k);
@@ -156,6 +161,7 @@ int engine_slots(struct engine *e, struct engine_slot_view *v, int max);
 struct engine_counts {
 	int passed;
 	int failed;
+	int already;		/* boards that were already provisioned */
 	int in_flight;
 };
 

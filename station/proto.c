@@ -162,6 +162,7 @@ static const struct proto_name proto_names[] = {
 	{ PROTO_UPTANE_KEYGEN, "UPTANE_KEYGEN" },
 	{ PROTO_REMOVE, "REMOVE" },
 	{ PROTO_DEL_CERT, "DEL_CERT" },
+	{ PROTO_INQUIRE, "INQUIRE" },
 };
 
 const char *

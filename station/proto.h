@@ -56,6 +56,12 @@ enum proto_type {
 	PROTO_DEL_CERT = 0x0c,	/* req: KEY_ID  destroys the certificate
 				 * objects with that id; none is no error.
 				 * resp: - */
+	PROTO_INQUIRE = 0x0d,	/* req: KEY_ID, CERT_ID, FILE_NAME
+				 * what the board holds now, changing
+				 * nothing.  resp: SPKI of the key at KEY_ID,
+				 * CERT (DER) at CERT_ID, SHA256 of the file
+				 * in place; each absent when the board has
+				 * none */
 };
 
 enum proto_tag {
@@ -82,6 +88,7 @@ enum proto_tag {
 	PT_SHA256 = 43,		/* 32 bytes */
 	PT_FILE_SIZE = 44,	/* u32 */
 	PT_CERT = 50,		/* bytes */
+	PT_CERT_ID = 51,	/* bytes, 1..16 (CKA_ID of a certificate) */
 	PT_CHALLENGE = 60,	/* bytes */
 	PT_SIGNATURE = 61,	/* bytes */
 	PT_ERR_CODE = 70,	/* u32: a negative KL_ERR_* as two's complement */

@@ -121,10 +121,12 @@ rm -f "$pinf"
 # The audit chain holds, and breaks when a row is altered by hand.
 "$KL" audit verify --db "$T/audit.db" >"$T/verify.out" || fail "audit verify failed"
 rows=$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events")
-# identify, dupcheck, keygen, csr, ca requested, issued, validate, write,
-# verify, pop, done
-[ "$rows" -eq 88 ] || fail "$rows audit rows for 8 boards, expected 11 each"
-for step in identify dupcheck keygen csr issued validate write verify pop done; do
+# identify, dupcheck, keygen, csr, ca requested, issued, validate, commit
+# requested, write, verify, pop, done
+[ "$rows" -eq 96 ] || fail "$rows audit rows for 8 boards, expected 12 each"
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events e WHERE step='commit' AND outcome='requested' AND id < (SELECT min(id) FROM events w WHERE w.step='write' AND w.outcome='ok' AND w.device_id=e.device_id)")" = 8 ] ||
+	fail "the commit intent is not recorded before each write ok"
+for step in identify dupcheck keygen csr issued validate commit write verify pop done; do
 	[ "$(sqlite3 "$T/audit.db" "SELECT count(DISTINCT device_id) FROM events WHERE step='$step'")" = 8 ] ||
 		fail "audit step $step is not recorded for every board"
 done

@@ -351,7 +351,8 @@ test_type_name(void **state)
 	assert_string_equal(proto_type_name(0), "UNKNOWN");
 	assert_string_equal(proto_type_name(PROTO_REMOVE), "REMOVE");
 	assert_string_equal(proto_type_name(PROTO_DEL_CERT), "DEL_CERT");
-	assert_string_equal(proto_type_name(0x0d), "UNKNOWN");
+	assert_string_equal(proto_type_name(PROTO_INQUIRE), "INQUIRE");
+	assert_string_equal(proto_type_name(0x0e), "UNKNOWN");
 	assert_string_equal(proto_type_name(0xff), "UNKNOWN");
 }
 
