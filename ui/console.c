@@ -595,6 +595,17 @@ con_draw_events(struct con *c, int y0, int rows, int64_t now)
 			con_put(y, 0, COLS, attr, " %s #%-2d %-10s passed  %s",
 			    t, ev->slot, ev->serial, ev->device_id);
 			break;
+		case EV_ALREADY:
+			con_put(y, 0, COLS, con_pair_attr(PAIR_PASSED),
+			    " %s #%-2d %-10s already provisioned  %s", t,
+			    ev->slot, ev->serial, ev->device_id);
+			break;
+		case EV_IN_DOUBT:
+			con_put(y, 0, COLS, con_pair_attr(PAIR_WARN),
+			    " %s IN DOUBT %s (board %s): %s", t,
+			    ev->device_id[0] ? ev->device_id : "-",
+			    ev->serial[0] ? ev->serial : "-", ev->message);
+			break;
 		case EV_STEP:
 			con_put(y, 0, COLS, A_DIM, " %s #%-2d %-10s step %s",
 			    t, ev->slot, ev->serial[0] ? ev->serial : "-",
