@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -198,6 +199,48 @@ static const struct {
 };
 
 /*
+ * Why the file at path cannot be written, in words ("the directory /x is
+ * not writable: Permission denied"), or "" when nothing is found: the
+ * file itself, or its directory, where SQLite makes the -wal and -shm
+ * files (and the file, when it is missing).
+ */
+static int
+audit_access_hint(const char *path, char *hint, size_t hintsz)
+{
+	char dir[PATH_MAX];
+	const char *slash;
+	size_t n;
+	int e;
+
+	hint[0] = '\0';
+	if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof(dir))
+		return 0;
+	if (access(path, F_OK) == 0 && access(path, W_OK) != 0) {
+		e = errno;
+		snprintf(hint, hintsz, "the file is not writable: %s",
+		    strerror(e));
+		return e;
+	}
+	if ((slash = strrchr(path, '/')) == NULL) {
+		snprintf(dir, sizeof(dir), ".");
+	} else {
+		n = (size_t)(slash - path);
+		if (n == 0)
+			n = 1;
+		memcpy(dir, path, n);
+		dir[n] = '\0';
+	}
+	if (access(dir, W_OK) != 0) {
+		e = errno;
+		snprintf(hint, hintsz, e == ENOENT ? "the directory %.160s "
+		    "does not exist" : "the directory %.160s is not writable: "
+		    "%s", dir, strerror(e));
+		return e;
+	}
+	return 0;
+}
+
+/*
  * Map an SQLite result code into the project's error space, with words
  * that name the file, the extended code and the errno behind it: a file
  * system that went read-only or full, or a disk that returned EIO, must
@@ -208,8 +251,8 @@ static int
 audit_dberr_path(sqlite3 *db, const char *path, const char *what, int rc)
 {
 	const char *name = NULL, *verb = NULL, *file;
-	char code[48], sys[160];
-	int prim = rc & 0xff, err = 0, r;
+	char code[48], sys[256], hint[240];
+	int prim = rc & 0xff, err = 0, hint_err = 0, r;
 	size_t i;
 
 	file = path != NULL ? path : db != NULL ?
@@ -235,11 +278,22 @@ audit_dberr_path(sqlite3 *db, const char *path, const char *what, int rc)
 	if (err != 0)
 		snprintf(sys, sizeof(sys), ", errno %d: %s", err,
 		    strerror(err));
+	/* SQLite's errno after a failed open is often that of its read-only
+	 * retry (ENOENT); ask the file system what stops a write. */
+	hint[0] = '\0';
+	if (prim == SQLITE_CANTOPEN || prim == SQLITE_READONLY ||
+	    prim == SQLITE_PERM)
+		hint_err = audit_access_hint(file, hint, sizeof(hint));
+	if (hint[0] != '\0') {
+		snprintf(sys, sizeof(sys), "; %s", hint);
+		err = hint_err;	/* decides CANTOPEN's code below */
+	}
+	/* A write that failed for want of space, whatever SQLite calls it. */
+	if (prim == SQLITE_IOERR && err == ENOSPC)
+		prim = SQLITE_FULL;
 	switch (prim) {
 	case SQLITE_IOERR:
 		r = rc == SQLITE_IOERR_NOMEM ? KL_ERR_NOMEM : KL_ERR_IO;
-		if (err == ENOSPC)
-			r = KL_ERR_DISK_FULL;
 		snprintf(audit_errtext, sizeof(audit_errtext), "%s: I/O error %s "
 		    "%s (%s%s)", what, verb != NULL ? verb : "on", file, code,
 		    sys);
@@ -247,7 +301,8 @@ audit_dberr_path(sqlite3 *db, const char *path, const char *what, int rc)
 	case SQLITE_FULL:
 		r = KL_ERR_DISK_FULL;
 		snprintf(audit_errtext, sizeof(audit_errtext), "%s: disk full "
-		    "writing %s (%s%s)", what, file, code, sys);
+		    "writing %s: no space left on its file system (%s%s)", what,
+		    file, code, sys);
 		break;
 	case SQLITE_READONLY:
 	case SQLITE_PERM:
