@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The HTTP status API against a running station in line mode that
 # provisions virtual boards: every endpoint, the auth failures, the error
-# statuses, bounded connections, TLS, and an events cursor followed in
+# statuses (a NUL in path or query, HTTP/1.1 without Host), bounded
+# connections, keyline_build_info and process_start_time_seconds, TLS
+# (1.2 and 1.3 only), and an events cursor followed in
 # small pages while boards are provisioned that sees every audit row
 # exactly once.
 . "$(dirname "$0")/lib.sh"
@@ -182,6 +184,21 @@ grep -qx "keyline_step_duration_seconds_bucket{step=\"keygen\",le=\"0.1\"} 0" "$
 	fail "metrics: keygen bucket le=0.1 should be empty"
 grep -q '^keyline_board_duration_seconds_sum ' "$T/body" || fail "metrics: board histogram"
 grep -q '^# TYPE keyline_step_duration_seconds histogram$' "$T/body" || fail "metrics: TYPE"
+grep -Eq '^keyline_build_info\{version="[0-9]+\.[0-9]+\.[0-9]+",openssl="[^"]+",libmicrohttpd="[^"]+"\} 1$' "$T/body" ||
+	fail "metrics: keyline_build_info"
+start=$(sed -n 's/^process_start_time_seconds //p' "$T/body")
+[ -n "$start" ] || fail "metrics: process_start_time_seconds"
+# The station started at most a few minutes ago, and not in the future.
+now=$(date +%s)
+[ "${start%.*}" -le "$now" ] && [ "${start%.*}" -ge $((now - 600)) ] ||
+	fail "process_start_time_seconds $start is not the station's start (now $now)"
+ps_start=$(( $(date +%s) - $(ps -o etimes= -p "$KPID") ))
+[ $(( ${start%.*} - ps_start )) -le 2 ] && [ $(( ps_start - ${start%.*} )) -le 2 ] ||
+	fail "process_start_time_seconds $start differs from ps ($ps_start)"
+if command -v promtool >/dev/null; then
+	promtool check metrics <"$T/body" >"$T/promtool.log" 2>&1 ||
+		fail "promtool check metrics: $(head -n 5 "$T/promtool.log")"
+fi
 
 [ "$(curl -s -o /dev/null -w '%{http_code}' -I -H "$AUTH" "$U/api/v1/status")" = 200 ] ||
 	fail "HEAD status"
@@ -226,6 +243,22 @@ curl -s -D - -o /dev/null -X POST "$U/api/v1/status" | grep -qi '^Allow: GET, HE
 expect_error 413 -H "$AUTH" -X GET --data-binary 'some body' "$U/api/v1/status"
 expect_error 413 -H "$AUTH" -X GET -H 'Transfer-Encoding: chunked' --data-binary x "$U/api/v1/status"
 expect_error 414 -H "$AUTH" "$U/api/v1/devices/$(printf 'a%.0s' {1..300})"
+# A NUL, however spelled, ends no path early: %00 anywhere in path or
+# query is 400 (libmicrohttpd alone served status%00.json as status).
+expect_error 400 -H "$AUTH" "$U/api/v1/status%00.json"
+expect_error 400 -H "$AUTH" "$U/api/v1/status%00"
+expect_error 400 -H "$AUTH" "$U/healthz%00"
+expect_error 400 -H "$AUTH" "$U/api/v1/events?since=1%00"
+expect_error 400 -H "$AUTH" "$U/api/v1/events?since%00=1"
+expect_error 400 -H "$AUTH" "$U/api/v1/slots/1%0a"
+expect_error 400 -H "$AUTH" "$U/api/v1/status%zz"
+expect_error 400 -H "$AUTH" "$U/api/v1/events?since=1&since=2"
+# Escapes that decode to a real path still work.
+[ "$(req -H "$AUTH" "$U/api/v1/slot%73/1")" = 200 ] || fail "%73 in a path"
+# HTTP/1.1 without Host is 400 (RFC 9112); HTTP/1.0 needs none.
+expect_error 400 -H "$AUTH" -H 'Host:' "$U/api/v1/status"
+expect_error 400 -H 'Host:' "$U/healthz"
+[ "$(req --http1.0 -H 'Host:' "$U/healthz")" = 200 ] || fail "HTTP/1.0 without Host"
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events")" = "$rows_before" ] ||
 	fail "requests changed the audit log"
 [ "$(req -H "$AUTH" "$U/api/v1/status")" = 200 ] &&
@@ -270,5 +303,33 @@ done
 expect_error 401 --cacert "$T/tls.crt" "https://127.0.0.1:$PORT2/api/v1/status"
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:$PORT2/healthz" || true)
 [ "$code" != 200 ] || fail "plain HTTP served on the TLS port"
+# TLS 1.2 and 1.3 only.  The client is told to allow the old versions
+# (SECLEVEL=0 and no system MinProtocol), so a refusal is the server's.
+for v in 1.2 1.3; do
+	[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$T/tls.crt" \
+	    --tlsv$v --tls-max $v "https://127.0.0.1:$PORT2/healthz")" = 200 ] ||
+		fail "TLS $v refused"
+done
+for v in tls1 tls1_1; do
+	if OPENSSL_CONF=/dev/null timeout 10 openssl s_client -$v -cipher 'DEFAULT@SECLEVEL=0' \
+	    -connect "127.0.0.1:$PORT2" </dev/null >"$T/s_client.log" 2>&1 &&
+	    grep -q '^ *Protocol *: TLSv1' "$T/s_client.log" &&
+	    ! grep -q 'Cipher is (NONE)' "$T/s_client.log"; then
+		fail "$v accepted: $(grep -E 'Protocol|Cipher' "$T/s_client.log" | head -n 3)"
+	fi
+done
+# The client can speak TLS 1.1 at all (else the check above proves
+# nothing): against openssl s_server it gets through.
+PORT3=$(free_port) || fail "no free port"
+OPENSSL_CONF=/dev/null openssl s_server -accept "$PORT3" -cert "$T/tls.crt" -key "$T/tls.key" \
+    -cipher 'DEFAULT@SECLEVEL=0' -tls1_1 -naccept 1 >"$T/s_server.log" 2>&1 &
+SPID=$!
+sleep 0.5
+OPENSSL_CONF=/dev/null timeout 10 openssl s_client -tls1_1 -cipher 'DEFAULT@SECLEVEL=0' \
+    -connect "127.0.0.1:$PORT3" </dev/null >"$T/s_client.log" 2>&1 || true
+kill "$SPID" 2>/dev/null || true
+wait "$SPID" 2>/dev/null || true
+grep -q 'Protocol *: TLSv1.1' "$T/s_client.log" ||
+	fail "openssl here cannot speak TLS 1.1 even to s_server: $(tail -n 3 "$T/s_client.log")"
 stop_station
 echo "PASS http-api"
