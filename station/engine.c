@@ -169,6 +169,9 @@ struct board {
 	int commit_sent;		/* COMMIT went out: the new key, its
 					 * certificate and files may be in
 					 * place */
+	int committed;			/* ... and they are: COMMIT was
+					 * answered, or a recovered board
+					 * holds them */
 	int64_t identify_row;		/* this attempt's identify row */
 	/* The board already holds credentials this plant recorded: */
 	int recovered;			/* ... from an attempt in doubt, which
@@ -1322,6 +1325,7 @@ step_write(struct board *b)
 		goto out;
 	b->staged = 0;
 	b->keygen_sent = 0;
+	b->committed = 1;
 	if ((r = board_audit(b, "write", "ok", NULL)) != 0) {
 		r = board_fail(b, r, "audit log write failed");
 		goto out;
@@ -1347,7 +1351,7 @@ step_verify(struct board *b)
 	/* A recovered board's credentials are this plant's from here on:
 	 * if they fail a check, they are taken back like fresh ones. */
 	if (b->recovered)
-		b->commit_sent = 1;
+		b->commit_sent = b->committed = 1;
 	buf_init(&pem, ENGINE_MAX_PEM);
 	if ((r = board_files(b, &pem, files)) != 0)
 		goto out;
@@ -1484,7 +1488,7 @@ board_clear(struct board *b)
 	const struct config *cfg = e->o.cfg;
 	char remote[PROTO_MAX_STR + 64], note[PROTO_MAX_STR + 160];
 	const char *what = "ABORT";
-	int clear = b->commit_sent;
+	int clear = b->committed;
 	size_t i, len;
 	int r = 0;
 
@@ -1495,6 +1499,18 @@ board_clear(struct board *b)
 	 * its pending id) and goes at the board's next HELLO or start, so a
 	 * board busy generating it is not waited for.
 	 */
+	if (b->commit_sent && !b->committed) {
+		/* Clearing now could take away a set the board did commit,
+		 * or leave it half-cleared: record the doubt instead, and
+		 * let the station that sees the board next ask it. */
+		len = strlen(b->why);
+		if (len + 2 < sizeof(b->why))
+			snprintf(b->why + len, sizeof(b->why) - len, "; COMMIT "
+			    "got no answer: the board holds either its old "
+			    "credentials or the new ones, and the station "
+			    "finds out which when it sees the board again");
+		return;
+	}
 	if (!b->staged && !clear)
 		return;
 	remote[0] = '\0';

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Re-provisioning is atomic on the board.  The station is killed (SIGKILL)
+# at every step boundary of a --reprovision run, one board per boundary;
+# then, separately, each board's agent is killed at a boundary or dies at
+# each point inside its COMMIT.  After each crash every board holds one
+# consistent set, its old one or its new one (TLS key 02, certificate 01,
+# client.pem and the RSA Uptane key 03 all of one generation), and running
+# the same command again just works: boards that had committed are
+# recovered without a second certificate, the others are provisioned.
+. "$(dirname "$0")/lib.sh"
+
+STEPS=(KEYGEN UPTANE_KEYGEN CSR PUT_FILE PUT_CERT COMMIT FILE_HASH SIGN)
+n=${#STEPS[@]}
+line_setup "$T" "$n"
+sed -i 's|^cert_id = 01$|cert_id = 01\nuptane_key = yes|' "$T/station.conf"
+# A dead agent should cost a second, not twenty.
+conf_set "$T/station.conf" link timeout_ms 1000
+conf_set "$T/station.conf" link attempts 2
+conf_set "$T/station.conf" link keygen_timeout_ms 3000
+# A board that dies must stay down until the test powers it on.
+sed -i 's|^power_off_ms = 300$|power_off_ms = 300\npower_retry = no|' "$T/station.conf"
+line_start "$T"
+"$KL" batch --config "$T/station.conf" >"$T/first.jsonl" || fail "first run"
+
+ids=()
+for ((i = 1; i <= n; i++)); do
+	b=$(board_dir $i)
+	ids+=("$(sed -n 's/^model *= *//p' "$b/board.conf")-$(basename "$b")")
+done
+reprov_args() {
+	local id
+	for id in "${ids[@]}"; do printf -- '--reprovision\n%s\n' "$id"; done
+}
+mapfile -t RA < <(reprov_args)
+
+# One line per board: the SHA-256 of the certificate at 01, or why the
+# board holds no consistent set.
+board_set() {
+	local b=$1 d=$T/chk
+	rm -rf "$d" && mkdir -p "$d"
+	board_p11 "$b" --read-object --type cert --id 01 -o "$d/cert.der" \
+	    >/dev/null 2>&1 || { echo "no certificate at 01"; return; }
+	board_p11 "$b" --read-object --type pubkey --id 02 -o "$d/key.der" \
+	    >/dev/null 2>&1 || { echo "no public key at 02"; return; }
+	board_p11 "$b" --read-object --type pubkey --id 03 -o "$d/up.der" \
+	    >/dev/null 2>&1 || { echo "no public key at 03"; return; }
+	openssl x509 -inform DER -in "$d/cert.der" -noout -pubkey >"$d/certpub.pem"
+	openssl pkey -pubin -inform DER -in "$d/key.der" -out "$d/keypub.pem"
+	cmp -s "$d/certpub.pem" "$d/keypub.pem" ||
+	    { echo "key 02 is not the certificate's"; return; }
+	openssl x509 -in "$b/rootfs/var/sota/import/client.pem" -outform DER \
+	    -out "$d/pem.der" 2>/dev/null ||
+	    { echo "no client.pem"; return; }
+	cmp -s "$d/pem.der" "$d/cert.der" ||
+	    { echo "client.pem is not the certificate at 01"; return; }
+	for f in root.crt gateway.url; do
+		[ -s "$b/rootfs/var/sota/import/$f" ] || { echo "no $f"; return; }
+	done
+	echo "$(sha256sum <"$d/cert.der" | cut -c1-64) $(sha256sum <"$d/up.der" | cut -c1-64)"
+}
+declare -A OLD
+for ((i = 1; i <= n; i++)); do
+	OLD[$i]=$(board_set "$(board_dir $i)")
+	[ "${#OLD[$i]}" = 129 ] || fail "board $i after the first run: ${OLD[$i]}"
+done
+
+# The board holds its old set or a whole new one (certificate and Uptane
+# key both new); prints old or new.
+check_board() {
+	local i=$1 what=$2 now
+	now=$(board_set "$(board_dir $i)")
+	[ "${#now}" = 129 ] || fail "$what: board $i holds no consistent set: $now"
+	if [ "$now" = "${OLD[$i]}" ]; then
+		echo old
+	elif [ "${now%% *}" != "${OLD[$i]%% *}" ] &&
+	    [ "${now##* }" != "${OLD[$i]##* }" ]; then
+		echo new
+	else
+		fail "$what: board $i mixes generations: $now vs ${OLD[$i]}"
+	fi
+}
+
+# Each board gets its fault; the agents start again with it.
+set_faults() {
+	local i
+	line_stop "$T"
+	for ((i = 1; i <= n; i++)); do
+		b=$(board_dir $i)
+		rm -f "$b"/.fault-* "$b/.paused"
+		sed -i "s/^fault = .*/fault = $1${STEPS[$((i - 1))]}/" "$b/board.conf"
+	done
+	line_start "$T"
+}
+clear_faults() {
+	local i
+	for ((i = 1; i <= n; i++)); do
+		sed -i 's/^fault = .*/fault = none/' "$(board_dir $i)/board.conf"
+	done
+}
+wait_paused() {
+	local i k all
+	for ((k = 0; k < 600; k++)); do
+		all=1
+		for ((i = 1; i <= n; i++)); do
+			[ -e "$(board_dir $i)/.paused" ] || all=0
+		done
+		[ $all = 1 ] && return 0
+		sleep 0.05
+	done
+	fail "not every board reached its boundary"
+}
+issued() {
+	sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='issued'"
+}
+
+# --- 1. The station dies at each boundary.
+set_faults pause-before:
+"$KL" batch --config "$T/station.conf" "${RA[@]}" >"$T/kill.jsonl" 2>"$T/kill.err" &
+st=$!
+wait_paused
+kill -KILL "$st"
+wait "$st" 2>/dev/null || true
+for ((i = 1; i <= n; i++)); do rm -f "$(board_dir $i)/.paused"; done
+sleep 1	# the agents finish the request the station sent before it died
+declare -A AFTER
+for ((i = 1; i <= n; i++)); do
+	AFTER[$i]=$(check_board $i "station killed before ${STEPS[$((i - 1))]}")
+	echo "station killed before ${STEPS[$((i - 1))]}: board $i holds its ${AFTER[$i]} set"
+done
+# Before COMMIT the old set stays; from COMMIT on the new one is in place.
+for ((i = 1; i <= n; i++)); do
+	case ${STEPS[$((i - 1))]} in
+	COMMIT | FILE_HASH | SIGN) want=new ;;
+	*) want=old ;;
+	esac
+	[ "${AFTER[$i]}" = $want ] ||
+	    fail "station killed before ${STEPS[$((i - 1))]}: board $i holds its ${AFTER[$i]} set, expected $want"
+done
+
+# The station lists what is in doubt at start-up, then resolves it.
+before=$(issued)
+"$KL" batch --config "$T/station.conf" "${RA[@]}" >"$T/rerun1.jsonl" ||
+	fail "re-running the same command after the station died: exit $?"
+doubt=$(grep -c '"event":"in_doubt"' "$T/rerun1.jsonl" || true)
+# In doubt: every board whose CA request was on record (CSR answered).
+[ "$doubt" = 5 ] || fail "$doubt devices listed in doubt at start-up, expected 5"
+for ((i = 1; i <= n; i++)); do
+	[ "$(check_board $i "after the re-run")" = new ] ||
+	    fail "board $i does not hold a new set after the re-run"
+done
+rec=$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='recover' AND outcome='provisioned'")
+[ "$rec" = 3 ] || fail "$rec boards recovered as provisioned, expected 3 (COMMIT, FILE_HASH, SIGN)"
+notp=$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='recover' AND outcome='not_provisioned' AND error LIKE '%revoke it%'")
+[ "$notp" = 2 ] || fail "$notp boards found not provisioned with a certificate to revoke, expected 2"
+# No second certificate for a board that had committed: 5 new ones for
+# the 5 that had not (KEYGEN, UPTANE_KEYGEN, CSR, PUT_FILE, PUT_CERT).
+[ $(($(issued) - before)) = 5 ] ||
+	fail "$(($(issued) - before)) certificates issued in the re-run, expected 5"
+for ((i = 1; i <= n; i++)); do
+	b=$(board_dir $i)
+	board_p11 "$b" --list-objects 2>/dev/null | grep -qi "ff4b4c50" &&
+	    fail "board $i keeps staged objects"
+	ls -A "$b/rootfs/var/sota/import" | grep -q keyline &&
+	    fail "board $i keeps a journal or temp file"
+done
+for ((i = 1; i <= n; i++)); do OLD[$i]=$(board_set "$(board_dir $i)"); done
+
+# --- 2. The agent (the board's power) dies at each boundary.
+set_faults pause-before:
+"$KL" batch --config "$T/station.conf" "${RA[@]}" >"$T/akill.jsonl" 2>&1 &
+st=$!
+wait_paused
+for ((i = 1; i <= n; i++)); do
+	pkill -KILL -f -- "--config $(board_dir $i)/board.conf" || fail "no agent for board $i"
+done
+wait "$st" && fail "the station passed boards whose agents died"
+clear_faults
+kill -HUP "$(cat "$T/jig.bgpid")"	# power the boards on again
+sleep 2
+for ((i = 1; i <= n; i++)); do
+	case ${STEPS[$((i - 1))]} in
+	FILE_HASH | SIGN) want=new ;;	# it died after its COMMIT
+	*) want=old ;;
+	esac
+	got=$(check_board $i "agent killed before ${STEPS[$((i - 1))]}")
+	[ "$got" = $want ] ||
+	    fail "agent killed before ${STEPS[$((i - 1))]}: board $i holds its $got set, expected $want"
+done
+"$KL" batch --config "$T/station.conf" "${RA[@]}" >"$T/rerun2.jsonl" ||
+	fail "re-running the same command after the boards died: exit $?"
+for ((i = 1; i <= n; i++)); do
+	[ "$(check_board $i "after the re-run")" != old ] ||
+	    fail "board $i was not re-provisioned by the re-run"
+done
+
+# --- 3. The board's power fails inside COMMIT, at each of its points.
+STEPS=(1 2 3 4)
+n=4
+set_faults die-in-commit:
+for ((i = 1; i <= n; i++)); do OLD[$i]=$(board_set "$(board_dir $i)"); done
+before=$(issued)
+"$KL" batch --config "$T/station.conf" "${RA[@]:0:8}" >"$T/dkill.jsonl" 2>&1 &&
+	fail "the station passed boards that died in COMMIT"
+grep '"event":"failed"' "$T/dkill.jsonl" | grep -q "finds out which when it sees the board again" ||
+	fail "a COMMIT without an answer is not reported as in doubt"
+grep -q '"step":"clear"' "$T/dkill.jsonl" && fail "a board in doubt was cleared"
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='clear' AND id > (SELECT max(id) FROM events WHERE step='commit' AND outcome='requested') - 100")" = 0 ] ||
+	fail "a board whose COMMIT got no answer was cleared"
+kill -HUP "$(cat "$T/jig.bgpid")"
+sleep 2
+for ((i = 1; i <= n; i++)); do
+	grep -q "finished an interrupted commit" "$T/jig.log" ||
+	    fail "no agent finished its interrupted commit"
+	[ "$(check_board $i "power lost at commit point $i")" = new ] ||
+	    fail "power lost at commit point $i: the decided commit was not finished"
+done
+mid=$(issued)
+"$KL" batch --config "$T/station.conf" "${RA[@]:0:8}" >"$T/rerun3.jsonl" ||
+	fail "re-running after the power cuts: exit $?"
+[ "$(issued)" = "$mid" ] || fail "committed boards got a second certificate"
+[ "$(grep -c '"event":"passed"' "$T/rerun3.jsonl")" = 4 ] ||
+	fail "recovered boards did not pass"
+"$KL" audit verify --db "$T/audit.db" >/dev/null || fail "audit chain"
+echo "PASS reprovision-kill"
