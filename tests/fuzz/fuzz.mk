@@ -20,7 +20,8 @@ FUZZ_SHORT_SECONDS ?= 3
 # Targets run this many at a time (default: one per CPU).
 FUZZ_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
-FUZZ_TARGETS = frame proto link ini config ota cfssl audit agent boardconf
+FUZZ_TARGETS = frame proto link ini config ota cfssl audit agent boardconf \
+	http
 
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer
@@ -46,6 +47,8 @@ FZ_agent_SRC = $(COMMON_SRC) $(HSM_SRC)
 FZ_agent_CFLAGS = -Wno-unused-function -Wno-string-plus-int
 FZ_boardconf_SRC = $(COMMON_SRC) $(HSM_SRC)
 FZ_boardconf_CFLAGS = $(FZ_agent_CFLAGS)
+# The status API's request-target parser, without libmicrohttpd.
+FZ_http_SRC = $(BASE_SRC) ui/http_parse.c
 
 fuzz_obj = $(patsubst %.c,$(FUZZ_OUT)/obj/%.o,$(1))
 FUZZ_BINS = $(addprefix $(FUZZ_OUT)/fuzz_,$(FUZZ_TARGETS))
