@@ -48,6 +48,7 @@ UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 
 # Runs under umockdev-wrapper (tests/run-unit): fake USB devices in sysfs.
 UNIT_TESTS += test_usbjig
+UNIT_TESTS += test_audit_state
 
 REL = build
 SAN = build/san
@@ -114,6 +115,7 @@ T_test_config = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
 T_test_devid = $(BASE_SRC) station/devid.c
 T_test_certcheck = $(BASE_SRC) station/certcheck.c
 T_test_audit = $(BASE_SRC) $(DB_SRC)
+T_test_audit_state = $(BASE_SRC) $(DB_SRC)
 T_test_hsm = $(BASE_SRC) $(HSM_SRC)
 T_test_ca_local = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 	station/ca_local.c
