@@ -948,15 +948,25 @@ out:
 	return r;
 }
 
+/*
+ * The request is signed through the module by the key's handle (see
+ * raw_sign), not through libp11, whose cached ids go stale once a key has
+ * been moved by hsm_move_id().
+ */
 int
 hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
     const char *cn, uint8_t **der, size_t *der_len)
 {
-	EVP_PKEY *priv = NULL, *pub = NULL;
+	CK_OBJECT_HANDLE key;
+	EVP_PKEY *pub = NULL;
 	X509_REQ *req = NULL;
 	X509_NAME *name = NULL;
-	unsigned char *out = NULL;
-	int n, r;
+	X509_ALGOR *alg = NULL;
+	ASN1_BIT_STRING *bits = NULL;
+	unsigned char *out = NULL, *tbs = NULL;
+	uint8_t *sig = NULL;
+	size_t sig_len = 0;
+	int n, ec, r;
 
 	if (h == NULL || cn == NULL || cn[0] == '\0' || der == NULL ||
 	    der_len == NULL)
@@ -965,25 +975,44 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
 		return r;
 	if ((r = pub_key(h, id, id_len, &pub)) != 0)
 		goto out;
-	if ((r = hsm_get_private_key(h, id, id_len, &priv)) != 0)
+	if ((r = find_one(h, CKO_PRIVATE_KEY, id, id_len, &key)) != 0)
 		goto out;
+	ec = EVP_PKEY_is_a(pub, "EC");
 	r = KL_ERR_CRYPTO;
 	req = X509_REQ_new();
 	name = X509_NAME_new();
-	if (req == NULL || name == NULL ||
+	alg = X509_ALGOR_new();
+	if (req == NULL || name == NULL || alg == NULL ||
 	    !X509_REQ_set_version(req, 0) ||
 	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
 	    (const unsigned char *)cn, -1, -1, 0) ||
 	    !X509_REQ_set_subject_name(req, name) ||
-	    !X509_REQ_set_pubkey(req, pub)) {
+	    !X509_REQ_set_pubkey(req, pub) ||
+	    !X509_ALGOR_set0(alg, OBJ_nid2obj(ec ? NID_ecdsa_with_SHA256 :
+	    NID_sha256WithRSAEncryption), ec ? V_ASN1_UNDEF : V_ASN1_NULL,
+	    NULL) ||
+	    !X509_REQ_set1_signature_algo(req, alg)) {
 		r = crypto_fail("hsm: CSR");
 		goto out;
 	}
-	if (X509_REQ_sign(req, priv, EVP_sha256()) <= 0) {
-		r = crypto_fail("hsm: X509_REQ_sign");
+	if ((n = i2d_re_X509_REQ_tbs(req, &tbs)) <= 0) {
+		r = crypto_fail("hsm: CSR encoding");
 		goto out;
 	}
-	/* Proof that the token key behind libp11 is the one in the SPKI. */
+	if ((r = raw_sign(h, key, tbs, (size_t)n, &sig, &sig_len)) != 0)
+		goto out;
+	r = KL_ERR_CRYPTO;
+	if ((bits = ASN1_BIT_STRING_new()) == NULL ||
+	    !ASN1_BIT_STRING_set(bits, sig, (int)sig_len)) {
+		r = crypto_fail("hsm: CSR signature");
+		goto out;
+	}
+	/* A signature is whole bytes: no unused bits. */
+	bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+	bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+	X509_REQ_set0_signature(req, bits);
+	bits = NULL;
+	/* Proof that the token key is the one in the SPKI. */
 	if (X509_REQ_verify(req, pub) != 1) {
 		ERR_clear_error();
 		log_error("hsm: CSR signature does not match the public key");
@@ -999,9 +1028,12 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
 	*der_len = (size_t)n;
 	r = 0;
 out:
+	ASN1_BIT_STRING_free(bits);
+	OPENSSL_free(sig);
+	OPENSSL_free(tbs);
+	X509_ALGOR_free(alg);
 	X509_NAME_free(name);
 	X509_REQ_free(req);
-	EVP_PKEY_free(priv);
 	EVP_PKEY_free(pub);
 	return r;
 }

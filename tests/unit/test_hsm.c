@@ -405,6 +405,106 @@ test_certs(void **state)
 	OPENSSL_free(c2);
 }
 
+/* Objects of a type ("privkey", "pubkey") whose CKA_ID is exactly idhex,
+ * read from pkcs11-tool's listing (it does not filter by --id). */
+static int
+count_exact(const char *type, const char *idhex)
+{
+	char cmd[512], line[256], want[64];
+	FILE *p;
+	int n = 0;
+
+	snprintf(cmd, sizeof(cmd), "pkcs11-tool --module " MODULE
+	    " --login --pin " PIN " --list-objects --type %s 2>/dev/null",
+	    type);
+	snprintf(want, sizeof(want), "ID:%s", idhex);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	while (fgets(line, sizeof(line), p) != NULL) {
+		char *q = line, *w = line;
+
+		for (; *q != '\0'; q++)	/* drop blanks and the newline */
+			if (*q != ' ' && *q != '\t' && *q != '\n')
+				*w++ = *q;
+		*w = '\0';
+		if (strcmp(line, want) == 0)
+			n++;
+	}
+	pclose(p);
+	return n;
+}
+
+/* A committed re-provisioning: the staged pair takes the live id, the
+ * old pair goes, a second run changes nothing, and the moved key signs. */
+static void
+test_move_id(void **state)
+{
+	static const uint8_t live[] = { 0x05 }, pend[] = { 0x05, 0xff, 'K',
+	    'L', 'P' }, other[] = { 0x07, 0xff, 'K', 'L', 'P' },
+	    suffix[] = { 0xff, 'K', 'L', 'P' };
+	uint8_t *old = NULL, *nw = NULL, *now = NULL;
+	size_t olen = 0, nlen = 0, nowlen = 0;
+	EVP_PKEY *pk;
+	int moved = -1, gone = -1;
+
+	(void)state;
+	need_hsm();
+	assert_int_equal(hsm_generate_key(H, HSM_KEY_EC_P256, live, 1, "tls",
+	    &old, &olen), 0);
+	assert_int_equal(hsm_generate_key(H, HSM_KEY_EC_P256, pend,
+	    sizeof(pend), "tls", &nw, &nlen), 0);
+	/* Staging left the live pair alone. */
+	assert_int_equal(hsm_get_spki(H, live, 1, &now, &nowlen), 0);
+	assert_int_equal(nowlen, olen);
+	assert_memory_equal(now, old, olen);
+	OPENSSL_free(now);
+	now = NULL;
+
+	assert_int_equal(hsm_move_id(H, pend, sizeof(pend), live, 1, &moved),
+	    0);
+	assert_int_equal(moved, 2);	/* private and public */
+	assert_int_equal(count_exact("privkey", "05"), 1);
+	assert_int_equal(count_exact("pubkey", "05"), 1);
+	assert_int_equal(count_exact("privkey", "05ff4b4c50"), 0);
+	assert_int_equal(hsm_get_spki(H, live, 1, &now, &nowlen), 0);
+	assert_int_equal(nowlen, nlen);
+	assert_memory_equal(now, nw, nlen);
+	OPENSSL_free(now);
+	now = NULL;
+	assert_int_equal(hsm_get_spki(H, pend, sizeof(pend), &now, &nowlen),
+	    KL_ERR_NOT_FOUND);
+	/* Again (a power cut after the move): nothing to do, nothing lost. */
+	assert_int_equal(hsm_move_id(H, pend, sizeof(pend), live, 1, &moved),
+	    0);
+	assert_int_equal(moved, 0);
+	assert_int_equal(count_exact("privkey", "05"), 1);
+	pk = parse_spki(nw, nlen);
+	check_sign(live, pk);
+	check_csr(live, pk, "moved-key");
+	EVP_PKEY_free(pk);
+
+	/* Staged objects left by an interrupted session are found by their
+	 * suffix; live ones are not touched. */
+	OPENSSL_free(now);
+	now = NULL;
+	assert_int_equal(hsm_generate_key(H, HSM_KEY_EC_P256, other,
+	    sizeof(other), "tls", &now, &nowlen), 0);
+	OPENSSL_free(now);
+	now = NULL;
+	assert_int_equal(hsm_destroy_suffix(H, suffix, sizeof(suffix), &gone),
+	    0);
+	assert_int_equal(gone, 2);
+	assert_int_equal(hsm_get_spki(H, other, sizeof(other), &now, &nowlen),
+	    KL_ERR_NOT_FOUND);
+	assert_int_equal(count_exact("privkey", "05"), 1);
+	assert_int_equal(hsm_destroy_id(H, live, 1), 0);
+	assert_int_equal(count_exact("privkey", "05"), 0);
+	assert_int_equal(hsm_move_id(H, pend, 0, live, 1, NULL),
+	    KL_ERR_INVALID);
+	OPENSSL_free(old);
+	OPENSSL_free(nw);
+}
+
 static void
 test_missing(void **state)
 {
@@ -530,6 +630,7 @@ main(void)
 		cmocka_unit_test(test_rsa_key),
 		cmocka_unit_test(test_certs),
 		cmocka_unit_test(test_missing),
+		cmocka_unit_test(test_move_id),
 		cmocka_unit_test(test_second_open),
 		cmocka_unit_test(test_not_extractable),
 	};
