@@ -304,6 +304,9 @@ board_emit(struct board *b, enum engine_event_kind kind, int err,
 	pthread_mutex_unlock(&e->emit_mu);
 }
 
+static int board_fail(struct board *b, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static int
 board_audit_row(struct board *b, const char *step, const char *outcome,
     const char *error, int64_t *row)
@@ -326,9 +329,14 @@ board_audit_row(struct board *b, const char *step, const char *outcome,
 	};
 	int r;
 
-	if ((r = audit_append(b->e->o.audit, &ev, row)) != 0)
+	if ((r = audit_append(b->e->o.audit, &ev, row)) != 0) {
 		log_error("slot %d: cannot write the audit log: %s",
 		    ev.slot, kl_strerror(r));
+		/* The first failure names the cause (an I/O error, a full
+		 * disk, with the path); the caller's words follow it. */
+		(void)board_fail(b, r, "audit log write failed (%s)",
+		    audit_last_error());
+	}
 	return r;
 }
 
