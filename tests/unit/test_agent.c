@@ -27,6 +27,8 @@
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "station/buf.h"
 #include "station/err.h"
@@ -412,6 +414,33 @@ sign_req(const void *id, size_t id_len, size_t ch_len)
 	assert_int_equal(proto_put_bytes(&req, PT_CHALLENGE, ch, ch_len), 0);
 }
 
+/* Put the key made at id in place: a key commits only with a
+ * certificate (any will do for the agent; the fleet root's here). */
+static void
+commit_key(const void *id, size_t id_len)
+{
+	char path[700];
+	unsigned char *der = NULL;
+	FILE *f;
+	X509 *x;
+	int n;
+
+	snprintf(path, sizeof(path), "%s/ca/fleet-root.pem", dir);
+	assert_non_null(f = fopen(path, "r"));
+	assert_non_null(x = PEM_read_X509(f, NULL, NULL, NULL));
+	fclose(f);
+	assert_true((n = i2d_X509(x, &der)) > 0);
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, id, id_len), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "test-agent"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_CERT, der, (size_t)n), 0);
+	assert_int_equal(call(PROTO_PUT_CERT, CALL_MS), 0);
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_COMMIT, CALL_MS), 0);
+	OPENSSL_free(der);
+	X509_free(x);
+}
+
 static void
 test_sign_refused(void **state)
 {
@@ -423,6 +452,11 @@ test_sign_refused(void **state)
 	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x7a", 1), 0);
 	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "test-agent"), 0);
 	assert_int_equal(call(PROTO_KEYGEN, KEYGEN_MS), 0);
+	/* Staged keys do not sign: the proof of possession is for the key
+	 * in place. */
+	sign_req("\x7a", 1, 32);
+	REFUSED(PROTO_SIGN, KEYGEN_MS, "signing failed");
+	commit_key("\x7c", 1);
 
 	sign_req("\x7a", 1, PROTO_MAX_CHALLENGE + 1);
 	REFUSED(PROTO_SIGN, KEYGEN_MS, "challenge longer than 64 bytes",
@@ -663,6 +697,70 @@ test_still_alive_tree_unchanged(void **state)
 	assert_int_not_equal(tu_sh("grep -q 'exited' '%s/jig.log'", dir), 0);
 }
 
+static void
+inquire_req(const void *key_id, size_t klen, const void *cert_id,
+    size_t clen, const char *name)
+{
+	buf_reset(&req);
+	if (key_id != NULL)
+		assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, key_id, klen),
+		    0);
+	if (cert_id != NULL)
+		assert_int_equal(proto_put_bytes(&req, PT_CERT_ID, cert_id,
+		    clen), 0);
+	if (name != NULL)
+		assert_int_equal(proto_put_str(&req, PT_FILE_NAME, name), 0);
+}
+
+/* INQUIRE tells what is in place and nothing staged: a new key waits
+ * under its pending id until COMMIT, which refuses a key without its
+ * certificate.  Hostile INQUIREs are refused with words. */
+static void
+test_inquire_and_staged_key(void **state)
+{
+	const uint8_t *p;
+	size_t n;
+
+	(void)state;
+	assert_alive();
+	inquire_req("\x02", 1, "\x01", 1, "client.pem");
+	assert_int_equal(call(PROTO_INQUIRE, CALL_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SPKI, 4096,
+	    &p, &n), KL_ERR_NOT_FOUND);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_CERT, 65536,
+	    &p, &n), KL_ERR_NOT_FOUND);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SHA256, 32,
+	    &p, &n), KL_ERR_NOT_FOUND);
+
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_KEY_TYPE, "ec-p256"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x02", 1), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "tls"), 0);
+	assert_int_equal(call(PROTO_KEYGEN, KEYGEN_MS), 0);
+	/* Staged, not in place. */
+	inquire_req("\x02", 1, "\x01", 1, "client.pem");
+	assert_int_equal(call(PROTO_INQUIRE, CALL_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SPKI, 4096,
+	    &p, &n), KL_ERR_NOT_FOUND);
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "new key without its certificate",
+	    "(invalid)");
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_ABORT, CALL_MS), 0);
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "nothing staged");
+
+	inquire_req("\x02", 1, NULL, 0, "client.pem");
+	REFUSED(PROTO_INQUIRE, CALL_MS, "certificate id missing", "(invalid)");
+	inquire_req("\x02", 1, "01234567890123456", 17, "client.pem");
+	REFUSED(PROTO_INQUIRE, CALL_MS, "certificate id", "(invalid)");
+	inquire_req("\x02", 1, "\x01", 1, "../../etc/passwd");
+	REFUSED(PROTO_INQUIRE, CALL_MS, "not a plain name", "(path)");
+	inquire_req(NULL, 0, "\x01", 1, "client.pem");
+	REFUSED(PROTO_INQUIRE, CALL_MS, "key id missing", "(invalid)");
+	assert_alive();
+}
+
 int
 main(void)
 {
@@ -678,6 +776,7 @@ main(void)
 		cmocka_unit_test(test_hello_version),
 		cmocka_unit_test(test_put_file_positive),
 		cmocka_unit_test(test_remove_and_del_cert),
+		cmocka_unit_test(test_inquire_and_staged_key),
 		cmocka_unit_test(test_still_alive_tree_unchanged),
 	};
 
