@@ -136,7 +136,8 @@ APID=
 cat "$T/slow.out"
 echo "good client: $ok of $n answered 200, mean $((sum / n)) ms, max $max ms"
 [ "$bad" = 0 ] || fail "$bad of $n requests of the good client were not answered during the attack"
-[ "$ok" -ge 20 ] || fail "only $ok requests made"
+# At least one request a second over the attack window.
+[ "$ok" -ge 10 ] || fail "only $ok requests made"
 connects=$(sed -n 's/.*connects=\([0-9]*\).*/\1/p' "$T/slow.out")
 [ "${connects:-0}" -ge "$ATTACKERS" ] || fail "the attack did not run: $(cat "$T/slow.out")"
 
