@@ -1607,9 +1607,11 @@ board_finish(struct board *b, int r)
 	    b->cert_serial);
 	snprintf(b->slot->key_fpr, sizeof(b->slot->key_fpr), "%s", b->key_fpr);
 	histogram_observe(&e->metrics.board, (double)(v->finished_ms - b->t0));
-	if (r == 0 && !b->already)
+	if (r == 0 && b->already)
+		e->metrics.already_total++;
+	else if (r == 0)
 		e->metrics.passed_total++;
-	else if (r != 0)
+	else
 		e->metrics.failed_total++;
 	if (b->link != NULL) {
 		const struct link_stats *st = link_stats(b->link);

@@ -288,6 +288,7 @@ struct engine_metrics {
 	struct engine_histogram board;		/* whole board, start to end */
 	uint64_t passed_total;
 	uint64_t failed_total;
+	uint64_t already_total;		/* EV_ALREADY boards */
 	uint64_t retries_total;			/* link re-sends */
 	uint64_t wire_bytes_total;
 };

@@ -576,7 +576,7 @@ http_status(struct http_req *rq, struct http_reply *rp)
 		head[0] = '\0';
 	}
 	rp->json = json_pack("{s:I, s:{s:o, s:o, s:o}, "
-	    "s:{s:s, s:I, s:I, s:f}, s:{s:i, s:i, s:i}, s:{s:o, s:o, s:i}, "
+	    "s:{s:s, s:I, s:I, s:f}, s:{s:i, s:i, s:i, s:i}, s:{s:o, s:o, s:i}, "
 	    "s:i, s:{s:I, s:s?}}",
 	    "time_ms", (json_int_t)http_now_ms(),
 	    "station",
@@ -590,6 +590,7 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	    "boards_per_hour", s.boards_per_hour,
 	    "counts",
 	    "passed", s.counts.passed,
+	    "already_provisioned", s.counts.already,
 	    "failed", s.counts.failed,
 	    "in_flight", s.counts.in_flight,
 	    "ca",
@@ -944,6 +945,10 @@ http_metrics(struct http_req *rq, struct http_reply *rp)
 	    "Boards provisioned.", "counter", m->passed_total)) != 0 ||
 	    (r = http_put_counter(b, "keyline_boards_failed_total",
 	    "Boards that failed.", "counter", m->failed_total)) != 0 ||
+	    (r = http_put_counter(b,
+	    "keyline_boards_already_provisioned_total",
+	    "Boards that already held their recorded credentials.", "counter",
+	    m->already_total)) != 0 ||
 	    (r = http_put_counter(b, "keyline_link_retries_total",
 	    "Link frames sent again.", "counter", m->retries_total)) != 0 ||
 	    (r = http_put_counter(b, "keyline_wire_bytes_total",
