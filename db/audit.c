@@ -1141,7 +1141,8 @@ audit_find_provisioned(struct audit *a, const char *device_id, int *found,
 	if ((r = audit_prepare_device(a,
 	    "SELECT cert_serial FROM events WHERE device_id = ?1"
 	    " AND ((step = 'done' AND outcome = 'passed')"
-	    " OR (step = 'write' AND outcome = 'ok'))"
+	    " OR (step = 'write' AND outcome = 'ok')"
+	    " OR (step = 'recover' AND outcome = 'provisioned'))"
 	    " ORDER BY id DESC LIMIT 1", "prepare find", device_id, &st)) != 0)
 		goto out;
 	rc = sqlite3_step(st);
@@ -1435,6 +1436,7 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 	char *station_copy = NULL;
 	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol, in_att = 0;
 	int ca_req = 0, commit_req = 0, write_ok = 0, clear_ok = 0, final = 0;
+	int failed = 0;
 	const struct audit_val *step, *outcome;
 
 	if (a == NULL || device_id == NULL || out == NULL || before_id <= 0)
@@ -1480,6 +1482,7 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 			att_slot = v[C_SLOT];
 			in_att = 1;
 			ca_req = commit_req = write_ok = clear_ok = final = 0;
+			failed = 0;
 			memset(&s->doubt, 0, sizeof(s->doubt));
 			if ((r = audit_prov_copy(&s->doubt, v)) != 0)
 				goto out;
@@ -1502,6 +1505,9 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 			    (outcome->n == 7 && (memcmp(outcome->p, "refused",
 			    7) == 0 || memcmp(outcome->p, "already", 7) == 0))))
 				final = 1;
+			if (!outcome->null && outcome->n == 6 &&
+			    memcmp(outcome->p, "failed", 6) == 0)
+				failed = 1;
 		}
 		/* Not "done already": it repeats an earlier record, whose
 		 * station and time are the ones to show. */
@@ -1521,15 +1527,19 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 	}
 	/*
 	 * In doubt: the station asked the CA and never recorded how the
-	 * attempt ended (it died), or it sent COMMIT, the attempt failed
+	 * attempt ended (it died); or it sent COMMIT, the attempt failed
 	 * without knowing whether the board committed, and clearing the
-	 * board did not succeed either.
+	 * board did not succeed either; or the board committed, failed a
+	 * later check and could not be cleared, so it may still hold
+	 * credentials that never passed.
 	 */
 	if (in_att && ca_req && !final)
 		snprintf(s->doubt_step, sizeof(s->doubt_step), "%s",
 		    write_ok ? "verify" : commit_req ? "commit" : "ca");
-	else if (in_att && commit_req && final && !write_ok && !clear_ok)
+	else if (in_att && commit_req && failed && !write_ok && !clear_ok)
 		snprintf(s->doubt_step, sizeof(s->doubt_step), "commit");
+	else if (in_att && write_ok && failed && !clear_ok)
+		snprintf(s->doubt_step, sizeof(s->doubt_step), "clear");
 	if (s->doubt_step[0] == '\0')
 		memset(&s->doubt, 0, sizeof(s->doubt));
 	memcpy(out, s, sizeof(*out));

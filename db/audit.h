@@ -87,8 +87,9 @@ int audit_append(struct audit *a, const struct audit_event *ev, int64_t *id);
 
 /*
  * Whether a certificate for device_id has reached a board: a row with step
- * "done" and outcome "passed", or with step "write" and outcome "ok" (files
- * committed on the board, even if a later step failed).  *found = 0/1; when
+ * "done" and outcome "passed", with step "write" and outcome "ok" (files
+ * committed on the board, even if a later step failed), or "recover"
+ * "provisioned" (a board found holding an in-doubt attempt's credentials).  *found = 0/1; when
  * found and cert_serial is not NULL, the serial of the newest such row is
  * copied there.
  */
@@ -261,7 +262,8 @@ struct audit_device_state {
 	 * The newest attempt ended in doubt: "ca" (the CA was asked and the
 	 * attempt has no outcome: the station died), "commit" (COMMIT was
 	 * sent and nothing says whether the board committed), "verify"
-	 * (committed, never verified).  "" when it did not.  doubt holds
+	 * (committed, never verified), "clear" (committed, failed a later
+	 * check, and could not be cleared).  "" when it did not.  doubt holds
 	 * that attempt's newest station, slot, time, key and certificate.
 	 */
 	char doubt_step[16];

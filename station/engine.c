@@ -832,37 +832,48 @@ step_dupcheck(struct board *b)
 	snprintf(when, sizeof(when), "by station %s, slot %lld, at %s, "
 	    "certificate serial %s", pv->station, (long long)pv->slot,
 	    pv->time, pv->cert_serial[0] ? pv->cert_serial : "unknown");
+	/* Committed but never proven (the station stopped, or the proof
+	 * failed and the clean-up could not reach the board): if the board
+	 * holds that set, finish it rather than issue another certificate,
+	 * re-provisioning asked for or not. */
+	if (!st->prov_passed) {
+		if ((r = board_inquire(b, &h)) != 0)
+			goto out;
+		if ((r = board_holds(b, &h, pv, &holds, what,
+		    sizeof(what))) != 0)
+			goto out;
+		if (holds) {
+			snprintf(msg, sizeof(msg), "recovered: provisioned; "
+			    "committed %s but never passed; %s; finishing it",
+			    when, what);
+			(void)board_adopt(b, &h, pv);
+			b->recovered = 1;
+			if ((r = board_audit(b, "recover", "provisioned",
+			    msg)) != 0)
+				goto out;
+			board_emit(b, EV_INFO, 0, msg);
+			goto ok;
+		}
+		holding_free(&h);
+	}
 	if (engine_reprovision_allowed(e, b->device_id)) {
 		snprintf(msg, sizeof(msg), "re-provisioning on request; "
 		    "previous certificate serial %s (provisioned %s)",
 		    pv->cert_serial, when);
-		if ((r = board_audit(b, "reprovision", "info", msg)) != 0) {
-			r = board_fail(b, r, "audit log write failed");
+		if ((r = board_audit(b, "reprovision", "info", msg)) != 0)
 			goto out;
-		}
 		b->reprovisioning = 1;
 		board_emit(b, EV_INFO, 0, msg);
 		goto ok;
 	}
-	/* Provisioned before: the same board, untouched, is no failure. */
-	if ((r = board_inquire(b, &h)) != 0)
-		goto out;
-	if ((r = board_holds(b, &h, pv, &holds, what, sizeof(what))) != 0)
-		goto out;
-	if (holds && !st->prov_passed) {
-		/* Committed but never proven (the station stopped, or the
-		 * proof failed and the clean-up could not reach the board):
-		 * finish it now rather than refuse the board its own ID. */
-		snprintf(msg, sizeof(msg), "recovered: provisioned; committed "
-		    "%s but never passed; %s; finishing it", when, what);
-		(void)board_adopt(b, &h, pv);
-		b->recovered = 1;
-		if ((r = board_audit(b, "recover", "provisioned", msg)) != 0) {
-			r = board_fail(b, r, "audit log write failed");
+	/* Provisioned and passed before: the same board, untouched, is no
+	 * failure. */
+	if (st->prov_passed) {
+		if ((r = board_inquire(b, &h)) != 0)
 			goto out;
-		}
-		board_emit(b, EV_INFO, 0, msg);
-		goto ok;
+		if ((r = board_holds(b, &h, pv, &holds, what,
+		    sizeof(what))) != 0)
+			goto out;
 	}
 	if (holds) {
 		(void)board_adopt(b, &h, pv);

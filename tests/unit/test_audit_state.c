@@ -212,6 +212,19 @@ test_doubt_commit(void **state)
 	assert_int_equal(audit_device_state(f->a, "D2", INT64_MAX, &s), 0);
 	assert_string_equal(s.doubt_step, "");
 
+	/* Committed, failed a later check, not cleared: in doubt at
+	 * "clear"; cleared, it is not. */
+	attempt(f->a, "st-1", 1, "D4", 1, "write");
+	row(f->a, "st-1", 1, "D4", "clear", "failed", 1, 1);
+	row(f->a, "st-1", 1, "D4", "pop", "failed", 1, 1);
+	assert_int_equal(audit_device_state(f->a, "D4", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "clear");
+	attempt(f->a, "st-1", 1, "D5", 1, "write");
+	row(f->a, "st-1", 1, "D5", "clear", "ok", 1, 1);
+	row(f->a, "st-1", 1, "D5", "pop", "failed", 1, 1);
+	assert_int_equal(audit_device_state(f->a, "D5", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "");
+
 	/* Committed (write ok), never verified: in doubt at "verify", and
 	 * provisioned (not passed). */
 	attempt(f->a, "st-1", 1, "D3", 1, "write");
