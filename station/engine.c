@@ -164,8 +164,6 @@ struct board {
 	char cert_serial[80];
 	char cert_fpr[65];
 	int staged;			/* files staged on the board */
-	int reprovisioning;		/* it was provisioned before */
-	int keygen_sent;		/* its key at tls_key_id may be new */
 	int commit_sent;		/* COMMIT went out: the new key, its
 					 * certificate and files may be in
 					 * place */
@@ -862,7 +860,6 @@ step_dupcheck(struct board *b)
 		    pv->cert_serial, when);
 		if ((r = board_audit(b, "reprovision", "info", msg)) != 0)
 			goto out;
-		b->reprovisioning = 1;
 		board_emit(b, EV_INFO, 0, msg);
 		goto ok;
 	}
@@ -959,7 +956,6 @@ step_keygen(struct board *b)
 	    e->tls_id_len)) ||
 	    (r = proto_put_str(&b->req, PT_KEY_LABEL, cfg->key_label)))
 		return r;
-	b->keygen_sent = 1;
 	if ((r = board_call(b, PROTO_KEYGEN, cfg->keygen_timeout_ms)) != 0)
 		return r;
 	if (resp_bytes(b, PT_SPKI, 4096, &p, &n) != 0)
@@ -1343,7 +1339,6 @@ step_write(struct board *b)
 	if ((r = board_call(b, PROTO_COMMIT, e->o.cfg->timeout_ms)) != 0)
 		goto out;
 	b->staged = 0;
-	b->keygen_sent = 0;
 	b->committed = 1;
 	if ((r = board_audit(b, "write", "ok", NULL)) != 0) {
 		r = board_fail(b, r, "audit log write failed");
@@ -1755,16 +1750,12 @@ slot_provision(struct engine_slot *s)
 	board_init(&b, s, t0);
 	while ((r = board_run_steps(&b)) != 0 && tries++ == 0 &&
 	    board_power_retry(&b, r)) {
-		/* A fresh start on the same board after its power cycle.  What
-		 * the first try did to it still needs taking back if the
-		 * second fails early (board_clear); its step history starts
-		 * again. */
-		int rep = b.reprovisioning, kg = b.keygen_sent;
-
+		/* A fresh start on the same board after its power cycle.  The
+		 * first try got no further than CSR (board_power_retry), so
+		 * all it left is a staged key, which the agent threw away
+		 * when it started again; the step history starts again. */
 		board_cleanup(&b);
 		board_init(&b, s, t0);
-		b.reprovisioning = rep;
-		b.keygen_sent = kg;
 		pthread_mutex_lock(&s->e->mu);
 		s->nsteps = 0;
 		pthread_mutex_unlock(&s->e->mu);
