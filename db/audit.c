@@ -1394,14 +1394,6 @@ audit_step_is(const struct audit_val *step, const struct audit_val *outcome,
 	    memcmp(outcome->p, o, outcome->n) == 0;
 }
 
-static int
-audit_val_eq(const struct audit_val *a, const struct audit_val *b)
-{
-	if (a->null || b->null)
-		return a->null && b->null;
-	return a->n == b->n && memcmp(a->p, b->p, a->n) == 0;
-}
-
 /* Copy what a row says of a device's credentials into p; a NULL column
  * keeps the value an earlier row of the same attempt gave. */
 static int
@@ -1426,25 +1418,101 @@ audit_prov_copy(struct audit_prov *p, const struct audit_val v[AUDIT_NCOLS])
 	return 0;
 }
 
+/* One attempt at a device, from its identify row on: the rows of the same
+ * station and slot that follow it. */
+struct audit_att {
+	int used;
+	int null_station;
+	char station[AUDIT_REC_TEXT];
+	int64_t slot;
+	int64_t identify_id;
+	int ca_req, commit_req, write_ok, clear_ok, passed, failed, final;
+	int recov_prov, recov_notprov;
+	struct audit_prov rec;
+};
+
+/* Attempts of one device that can be open at once (one per station and
+ * slot); more evicts the oldest, which is then judged as it stands. */
+#define AUDIT_ATT_MAX 16
+
+/* What an attempt that ended (or stopped) as it stands says. */
+static const char *
+audit_att_doubt(const struct audit_att *t)
+{
+	/* A board found holding an earlier attempt's credentials took them
+	 * as committed. */
+	int reached = t->ca_req || t->recov_prov;
+	int committed = t->write_ok || t->recov_prov;
+
+	if (reached && !t->final)
+		return committed ? "verify" : t->commit_req ? "commit" : "ca";
+	if (t->commit_req && t->failed && !committed && !t->clear_ok)
+		return "commit";
+	if (committed && t->failed && !t->clear_ok)
+		return "clear";
+	return NULL;
+}
+
+struct audit_judge {
+	const struct audit_att *doubt;	/* newest attempt in doubt */
+	struct audit_att doubt_copy;
+	const char *doubt_step;
+	int64_t newest_pass;	/* identify id of the newest passed attempt */
+	int64_t newest_notprov;	/* ... of the newest "recover not_provisioned" */
+};
+
+static void
+audit_att_close(struct audit_judge *j, struct audit_att *t)
+{
+	const char *d;
+
+	if (!t->used)
+		return;
+	if (t->passed && t->identify_id > j->newest_pass)
+		j->newest_pass = t->identify_id;
+	if (t->recov_notprov && t->identify_id > j->newest_notprov)
+		j->newest_notprov = t->identify_id;
+	d = audit_att_doubt(t);
+	if (d != NULL && (j->doubt == NULL ||
+	    t->identify_id > j->doubt_copy.identify_id)) {
+		j->doubt_copy = *t;
+		j->doubt = &j->doubt_copy;
+		j->doubt_step = d;
+	}
+	t->used = 0;
+}
+
+static int
+audit_att_same(const struct audit_att *t, const struct audit_val v[AUDIT_NCOLS])
+{
+	const struct audit_val *st = &v[C_STATION];
+
+	if (!t->used || t->slot != v[C_SLOT].i || t->null_station != st->null)
+		return 0;
+	return st->null || (strlen(t->station) == st->n &&
+	    memcmp(t->station, st->p, st->n) == 0);
+}
+
 int
 audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
     struct audit_device_state *out)
 {
 	struct audit_device_state *s = NULL;
-	struct audit_val v[AUDIT_NCOLS], att_station, att_slot;
+	struct audit_att *att = NULL, *t;
+	struct audit_judge *j = NULL;
+	struct audit_val v[AUDIT_NCOLS];
 	sqlite3_stmt *st = NULL;
-	char *station_copy = NULL;
-	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol, in_att = 0;
-	int ca_req = 0, commit_req = 0, write_ok = 0, clear_ok = 0, final = 0;
-	int failed = 0;
+	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol, i, oldest;
 	const struct audit_val *step, *outcome;
 
 	if (a == NULL || device_id == NULL || out == NULL || before_id <= 0)
 		return KL_ERR_INVALID;
-	if ((s = calloc(1, sizeof(*s))) == NULL)
-		return KL_ERR_NOMEM;
-	memset(&att_station, 0, sizeof(att_station));
-	memset(&att_slot, 0, sizeof(att_slot));
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (att = calloc(AUDIT_ATT_MAX, sizeof(*att))) == NULL ||
+	    (j = calloc(1, sizeof(*j))) == NULL) {
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
 	if ((r = audit_lock(a)) != 0)
 		goto out;
 	locked = 1;
@@ -1456,58 +1524,71 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 		r = audit_dberr(a->db, "bind", rc);
 		goto out;
 	}
-	/* One statement, one snapshot.  An attempt is an identify row and
-	 * the later rows of the same station and slot (other slots may
-	 * refuse the same ID meanwhile). */
+	/*
+	 * One statement, one snapshot.  Attempts are told apart by station
+	 * and slot, so a board refused in another slot (or on another
+	 * station sharing the log) while this one was being provisioned
+	 * neither ends nor hides it.
+	 */
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
 			goto out;
 		step = &v[C_STEP];
 		outcome = &v[C_OUTCOME];
+		t = NULL;
+		for (i = 0; i < AUDIT_ATT_MAX; i++)
+			if (audit_att_same(&att[i], v))
+				t = &att[i];
 		if (audit_step_is(step, outcome, "identify", "ok")) {
-			free(station_copy);
-			station_copy = NULL;
-			if (!v[C_STATION].null &&
-			    (station_copy = malloc(v[C_STATION].n + 1)) == NULL) {
-				r = KL_ERR_NOMEM;
-				goto out;
+			if (t == NULL) {
+				oldest = 0;
+				for (i = 0; i < AUDIT_ATT_MAX; i++) {
+					if (!att[i].used) {
+						oldest = i;
+						break;
+					}
+					if (att[i].identify_id <
+					    att[oldest].identify_id)
+						oldest = i;
+				}
+				t = &att[oldest];
 			}
-			if (station_copy != NULL) {
-				memcpy(station_copy, v[C_STATION].p,
-				    v[C_STATION].n);
-				station_copy[v[C_STATION].n] = '\0';
-			}
-			att_station = v[C_STATION];
-			att_station.p = station_copy;
-			att_slot = v[C_SLOT];
-			in_att = 1;
-			ca_req = commit_req = write_ok = clear_ok = final = 0;
-			failed = 0;
-			memset(&s->doubt, 0, sizeof(s->doubt));
-			if ((r = audit_prov_copy(&s->doubt, v)) != 0)
+			audit_att_close(j, t);
+			memset(t, 0, sizeof(*t));
+			t->used = 1;
+			t->slot = v[C_SLOT].i;
+			t->identify_id = v[C_ID].i;
+			t->null_station = v[C_STATION].null;
+			if ((r = audit_rec_copy(t->station, sizeof(t->station),
+			    &v[C_STATION], 1)) != 0 ||
+			    (r = audit_prov_copy(&t->rec, v)) != 0)
 				goto out;
-		} else if (in_att && audit_val_eq(&v[C_STATION], &att_station) &&
-		    v[C_SLOT].i == att_slot.i) {
-			if ((r = audit_prov_copy(&s->doubt, v)) != 0)
+		} else if (t != NULL) {
+			if ((r = audit_prov_copy(&t->rec, v)) != 0)
 				goto out;
 			if (audit_step_is(step, outcome, "ca", "requested"))
-				ca_req = 1;
+				t->ca_req = 1;
 			else if (audit_step_is(step, outcome, "commit",
 			    "requested"))
-				commit_req = 1;
+				t->commit_req = 1;
 			else if (audit_step_is(step, outcome, "write", "ok"))
-				write_ok = 1;
+				t->write_ok = 1;
 			else if (audit_step_is(step, outcome, "clear", "ok"))
-				clear_ok = 1;
-			if (!outcome->null && outcome->n > 0 &&
-			    ((outcome->n == 6 && (memcmp(outcome->p, "passed",
-			    6) == 0 || memcmp(outcome->p, "failed", 6) == 0)) ||
-			    (outcome->n == 7 && (memcmp(outcome->p, "refused",
-			    7) == 0 || memcmp(outcome->p, "already", 7) == 0))))
-				final = 1;
-			if (!outcome->null && outcome->n == 6 &&
-			    memcmp(outcome->p, "failed", 6) == 0)
-				failed = 1;
+				t->clear_ok = 1;
+			else if (audit_step_is(step, outcome, "recover",
+			    "provisioned"))
+				t->recov_prov = 1;
+			else if (audit_step_is(step, outcome, "recover",
+			    "not_provisioned"))
+				t->recov_notprov = 1;
+			if (audit_step_is(step, outcome, "done", "passed") ||
+			    audit_step_is(step, outcome, "done", "already"))
+				t->passed = t->final = 1;
+			else if (!outcome->null && ((outcome->n == 6 &&
+			    memcmp(outcome->p, "failed", 6) == 0) ||
+			    (outcome->n == 7 && memcmp(outcome->p, "refused",
+			    7) == 0)))
+				t->final = t->failed = 1;
 		}
 		/* Not "done already": it repeats an earlier record, whose
 		 * station and time are the ones to show. */
@@ -1525,30 +1606,30 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 		r = audit_dberr(a->db, "device state", rc);
 		goto out;
 	}
+	for (i = 0; i < AUDIT_ATT_MAX; i++)
+		audit_att_close(j, &att[i]);
 	/*
-	 * In doubt: the station asked the CA and never recorded how the
-	 * attempt ended (it died); or it sent COMMIT, the attempt failed
-	 * without knowing whether the board committed, and clearing the
-	 * board did not succeed either; or the board committed, failed a
-	 * later check and could not be cleared, so it may still hold
-	 * credentials that never passed.
+	 * The newest attempt in doubt stands until a later attempt passed,
+	 * or, for a doubt at "ca" (its certificate was never committed
+	 * anywhere), a later board was asked and found not holding it.  A
+	 * later attempt that failed (a clone that could not prove the key
+	 * it claimed) settles nothing.
 	 */
-	if (in_att && ca_req && !final)
+	if (j->doubt != NULL && j->doubt->identify_id > j->newest_pass &&
+	    !(strcmp(j->doubt_step, "ca") == 0 &&
+	    j->newest_notprov > j->doubt->identify_id)) {
 		snprintf(s->doubt_step, sizeof(s->doubt_step), "%s",
-		    write_ok ? "verify" : commit_req ? "commit" : "ca");
-	else if (in_att && commit_req && failed && !write_ok && !clear_ok)
-		snprintf(s->doubt_step, sizeof(s->doubt_step), "commit");
-	else if (in_att && write_ok && failed && !clear_ok)
-		snprintf(s->doubt_step, sizeof(s->doubt_step), "clear");
-	if (s->doubt_step[0] == '\0')
-		memset(&s->doubt, 0, sizeof(s->doubt));
+		    j->doubt_step);
+		s->doubt = j->doubt->rec;
+	}
 	memcpy(out, s, sizeof(*out));
 	r = 0;
  out:
 	sqlite3_finalize(st);
 	if (locked)
 		audit_unlock(a);
-	free(station_copy);
+	free(j);
+	free(att);
 	free(s);
 	return r;
 }
@@ -1560,31 +1641,34 @@ audit_in_doubt(struct audit *a, audit_doubt_fn fn, void *arg, int64_t *more)
 	char (*ids)[AUDIT_REC_ID] = NULL;
 	sqlite3_stmt *st = NULL;
 	int64_t extra = 0;
-	int r = KL_ERR_INTERNAL, rc, locked = 0, n = 0, i;
+	size_t n = 0, cap = 0, i;
+	int r = KL_ERR_INTERNAL, rc, locked = 0, listed = 0;
 	const char *id;
+	void *grown;
 
 	if (a == NULL || fn == NULL)
 		return KL_ERR_INVALID;
-	if ((ids = calloc(AUDIT_DOUBT_MAX, sizeof(*ids))) == NULL ||
-	    (s = calloc(1, sizeof(*s))) == NULL) {
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		r = KL_ERR_NOMEM;
 		goto out;
 	}
 	if ((r = audit_lock(a)) != 0)
 		goto out;
 	locked = 1;
-	/* Candidates: devices whose newest identify row is followed by a CA
-	 * request from the same station and slot.  audit_device_state
-	 * decides. */
+	/*
+	 * Candidates, one pass over the log: devices with a CA request (or a
+	 * recovered board) newer than their newest pass.  Passed devices,
+	 * nearly all of them, drop out here; audit_device_state() decides
+	 * for the rest, and the cap applies to what it finds in doubt.
+	 */
 	rc = sqlite3_prepare_v2(a->db,
-	    "WITH last AS (SELECT device_id, station, slot, max(id) AS sid"
-	    "  FROM events WHERE step = 'identify' AND device_id IS NOT NULL"
-	    "  GROUP BY device_id)"
-	    " SELECT l.device_id FROM last l WHERE EXISTS (SELECT 1 FROM events e"
-	    "  WHERE e.device_id = l.device_id AND e.id > l.sid"
-	    "  AND e.slot = l.slot AND e.station IS l.station"
-	    "  AND e.step = 'ca' AND e.outcome = 'requested')"
-	    " ORDER BY l.sid", -1, &st, NULL);
+	    "SELECT device_id, max(CASE WHEN (step = 'ca' AND"
+	    "  outcome = 'requested') OR (step = 'recover' AND"
+	    "  outcome = 'provisioned') THEN id END) AS req"
+	    " FROM events WHERE device_id IS NOT NULL GROUP BY device_id"
+	    " HAVING req > coalesce(max(CASE WHEN step = 'done' AND"
+	    "  outcome IN ('passed', 'already') THEN id END), 0)"
+	    " ORDER BY req", -1, &st, NULL);
 	if (rc != SQLITE_OK) {
 		r = audit_dberr(a->db, "prepare in doubt", rc);
 		goto out;
@@ -1594,10 +1678,15 @@ audit_in_doubt(struct audit *a, audit_doubt_fn fn, void *arg, int64_t *more)
 		if (id == NULL ||
 		    (size_t)sqlite3_column_bytes(st, 0) >= AUDIT_REC_ID)
 			continue;
-		if (n < AUDIT_DOUBT_MAX)
-			snprintf(ids[n++], AUDIT_REC_ID, "%s", id);
-		else
-			extra++;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			if ((grown = realloc(ids, cap * sizeof(*ids))) == NULL) {
+				r = KL_ERR_NOMEM;
+				goto out;
+			}
+			ids = grown;
+		}
+		snprintf(ids[n++], AUDIT_REC_ID, "%s", id);
 	}
 	if (rc != SQLITE_DONE) {
 		r = audit_dberr(a->db, "in doubt", rc);
@@ -1612,6 +1701,11 @@ audit_in_doubt(struct audit *a, audit_doubt_fn fn, void *arg, int64_t *more)
 			goto out;
 		if (s->doubt_step[0] == '\0')
 			continue;
+		if (listed == AUDIT_DOUBT_MAX) {
+			extra++;
+			continue;
+		}
+		listed++;
 		if ((r = fn(arg, ids[i], s)) != 0)
 			goto out;
 	}

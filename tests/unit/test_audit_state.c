@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "db/audit.h"
 #include "station/err.h"
@@ -336,6 +337,114 @@ test_in_doubt_stop(void **state)
 	assert_int_equal(audit_in_doubt(f->a, stop_at_first, NULL, NULL), 42);
 }
 
+/* A board refused in another slot while this attempt ran (a clone with
+ * the same serial) neither ends nor hides it. */
+static void
+test_clone_in_other_slot(void **state)
+{
+	struct fx *f = *state;
+	struct audit_device_state s;
+
+	attempt(f->a, "st-1", 1, "D1", 1, "validate");
+	row(f->a, "st-1", 2, "D1", "identify", "ok", 0, 0);
+	row(f->a, "st-1", 2, "D1", "dupcheck", "refused", 0, 0);
+	row(f->a, "st-1", 2, "D1", "dupcheck", "failed", 0, 0);
+	row(f->a, "st-1", 1, "D1", "commit", "requested", 1, 1);
+	assert_int_equal(audit_device_state(f->a, "D1", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "commit");
+	assert_int_equal(s.doubt.slot, 1);
+	assert_string_equal(s.doubt.cert_fpr, "C1");
+}
+
+/* A later board that claimed the set but failed its proof (and was
+ * cleared) settles nothing; one found not holding it settles a doubt at
+ * "ca" (that certificate was never committed anywhere) but not one at
+ * "commit"; a later pass settles any. */
+static void
+test_what_settles_a_doubt(void **state)
+{
+	struct fx *f = *state;
+	struct audit_device_state s;
+
+	attempt(f->a, "st-1", 1, "D1", 1, "commit");
+	row(f->a, "st-1", 1, "D1", "identify", "ok", 0, 0);
+	row(f->a, "st-1", 1, "D1", "recover", "provisioned", 1, 1);
+	row(f->a, "st-1", 1, "D1", "clear", "ok", 1, 1);
+	row(f->a, "st-1", 1, "D1", "pop", "failed", 1, 1);
+	assert_int_equal(audit_device_state(f->a, "D1", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "commit");
+	row(f->a, "st-1", 1, "D1", "identify", "ok", 0, 0);
+	row(f->a, "st-1", 1, "D1", "recover", "not_provisioned", 0, 0);
+	row(f->a, "st-1", 1, "D1", "dupcheck", "refused", 0, 0);
+	assert_int_equal(audit_device_state(f->a, "D1", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "commit");
+
+	attempt(f->a, "st-1", 1, "D2", 1, "validate");
+	row(f->a, "st-1", 1, "D2", "identify", "ok", 0, 0);
+	row(f->a, "st-1", 1, "D2", "recover", "not_provisioned", 0, 0);
+	row(f->a, "st-1", 1, "D2", "keygen", "failed", 0, 0);
+	assert_int_equal(audit_device_state(f->a, "D2", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "");
+
+	attempt(f->a, "st-2", 3, "D1", 2, "done");
+	assert_int_equal(audit_device_state(f->a, "D1", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "");
+	assert_string_equal(s.prov.cert_fpr, "C2");
+
+	/* A recovered board whose station then died is in doubt again. */
+	row(f->a, "st-1", 1, "D3", "identify", "ok", 0, 0);
+	row(f->a, "st-1", 1, "D3", "recover", "provisioned", 1, 1);
+	assert_int_equal(audit_device_state(f->a, "D3", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "verify");
+}
+
+static int
+count_listed(void *arg, const char *device_id,
+    const struct audit_device_state *s)
+{
+	(void)device_id;
+	(void)s;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* Thousands of passed devices do not crowd a real doubt out of the list,
+ * and "more" counts only doubts. */
+static void
+test_in_doubt_many_passed(void **state)
+{
+	struct fx *f = *state;
+	sqlite3 *db = NULL;
+	char *err = NULL;
+	int64_t more = -1;
+	int n = 0;
+
+	/* Rows straight into the table: the chain is not what is tested.
+	 * The one device in doubt comes last, after 1500 that passed. */
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	    "BEGIN;"
+	    "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k"
+	    "  WHERE i < 1500)"
+	    " INSERT INTO events (time, station, slot, device_id, step,"
+	    "  outcome, prev_hash, row_hash)"
+	    " SELECT 't', 'st-1', 1, 'P' || i, s.step, s.outcome, 'x', 'x'"
+	    " FROM k, (SELECT 1 AS o, 'identify' AS step, 'ok' AS outcome"
+	    "  UNION ALL SELECT 2, 'ca', 'requested'"
+	    "  UNION ALL SELECT 3, 'done', 'passed') s ORDER BY i, s.o;"
+	    "INSERT INTO events (time, station, slot, device_id, step, outcome,"
+	    " prev_hash, row_hash) VALUES"
+	    " ('t', 'st-1', 4, 'D9', 'identify', 'ok', 'x', 'x'),"
+	    " ('t', 'st-1', 4, 'D9', 'ca', 'requested', 'x', 'x'),"
+	    " ('t', 'st-1', 4, 'D9', 'commit', 'requested', 'x', 'x');"
+	    "COMMIT;", NULL, NULL, &err), SQLITE_OK);
+	sqlite3_free(err);
+	sqlite3_close(db);
+	assert_int_equal(audit_in_doubt(f->a, count_listed, &n, &more), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(more, 0);
+}
+
 int
 main(void)
 {
@@ -354,6 +463,12 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_in_doubt_stop, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_clone_in_other_slot, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_what_settles_a_doubt,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_in_doubt_many_passed,
+		    setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
