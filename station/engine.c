@@ -616,9 +616,6 @@ holding_free(struct board_holding *h)
 	memset(h, 0, sizeof(*h));
 }
 
-static int make_client_pem_of(struct board *b, const uint8_t *cert,
-    size_t cert_len, struct buf *out);
-
 static int
 board_inquire(struct board *b, struct board_holding *h)
 {
@@ -663,17 +660,18 @@ fail:
 
 /*
  * Whether the board holds exactly the key and certificate of rec: the
- * key at tls_key_id, the certificate object at cert_id, and client.pem as
- * this station would write it for that certificate.  0 (*holds 0/1).
+ * key at tls_key_id and the certificate object at cert_id, which one
+ * board-side commit puts in place together with the files; and a
+ * client.pem.  Its bytes are not compared with what this station would
+ * write today: an intermediate added to the configuration since must not
+ * make a provisioned board a stranger.  (A recovered board's files are
+ * read back in the verify step.)  0 (*holds 0/1).
  */
 static int
 board_holds(struct board *b, const struct board_holding *h,
     const struct audit_prov *rec, int *holds, char *what, size_t whatsz)
 {
-	struct buf pem;
-	uint8_t sha[32];
-	int r;
-
+	(void)b;
 	*holds = 0;
 	if (rec->key_fpr[0] == '\0' || rec->cert_fpr[0] == '\0') {
 		snprintf(what, whatsz, "the record names no key or certificate");
@@ -690,16 +688,8 @@ board_holds(struct board *b, const struct board_holding *h,
 		    "another one");
 		return 0;
 	}
-	buf_init(&pem, ENGINE_MAX_PEM);
-	r = make_client_pem_of(b, h->cert, h->cert_len, &pem);
-	if (r == 0)
-		r = sha256(pem.data, pem.len, sha);
-	buf_free(&pem);
-	if (r != 0)
-		return r;
-	if (!h->has_file || memcmp(sha, h->file_sha, 32) != 0) {
-		snprintf(what, whatsz, !h->has_file ? "the board has no "
-		    "client.pem" : "the board's client.pem is another one");
+	if (!h->has_file) {
+		snprintf(what, whatsz, "the board has no client.pem");
 		return 0;
 	}
 	snprintf(what, whatsz, "the board holds the recorded key and "
@@ -729,52 +719,106 @@ board_adopt(struct board *b, struct board_holding *h,
 	return 0;
 }
 
+/* Seconds since an audit row's time ("2026-11-29T17:27:51.426Z"), or -1
+ * when it does not parse. */
+static int64_t
+audit_time_age_s(const char *t)
+{
+	struct tm tm;
+	const char *end;
+	time_t when;
+
+	memset(&tm, 0, sizeof(tm));
+	if ((end = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
+		return -1;
+	if ((when = timegm(&tm)) == (time_t)-1)
+		return -1;
+	return (int64_t)(now_ms() / 1000) - (int64_t)when;
+}
+
+/*
+ * How long another station's attempt, silent since its newest row, is
+ * taken as still running there: the longest a healthy attempt can go
+ * without writing a row (a CA wait, a slow secure element), and a minute.
+ */
+static int64_t
+engine_foreign_lease_s(const struct config *cfg)
+{
+	return (int64_t)cfg->ca_wait_deadline_s +
+	    (int64_t)cfg->attempts * cfg->keygen_timeout_ms / 1000 + 60;
+}
+
 /*
  * The newest attempt at this device ended in doubt (the station died, or
  * COMMIT went out and nothing came back): ask the board what it holds and
  * record what was found.  If it holds that attempt's key and certificate,
  * this attempt finishes it (validate, verify, proof of possession) with no
- * new certificate; otherwise that attempt never reached the board and
- * this one carries on.
+ * new certificate.  If it does not: a doubt at "ca" means that
+ * certificate was never committed on any board, and this one carries on;
+ * later doubts mean it may be on another board, so this one is refused
+ * unless re-provisioning was asked for.
  */
 static int
 board_resolve_doubt(struct board *b, const struct audit_device_state *st)
 {
+	const struct config *cfg = b->e->o.cfg;
+	const struct audit_prov *d = &st->doubt;
 	struct board_holding h;
-	char what[128], msg[700];
+	char what[128], msg[900], attempt[500];
+	int64_t age;
 	int holds = 0, r;
 
+	memset(&h, 0, sizeof(h));
+	snprintf(attempt, sizeof(attempt), "the attempt of station %s, slot "
+	    "%lld, at %s (stopped at %s, certificate serial %s)", d->station,
+	    (long long)d->slot, d->time, st->doubt_step,
+	    d->cert_serial[0] ? d->cert_serial : "none");
+	/* Another station sharing this log may still be at it: a station
+	 * only knows its own boards in flight. */
+	if (strcmp(d->station, cfg->station_id) != 0 &&
+	    (age = audit_time_age_s(d->time)) >= 0 &&
+	    age < engine_foreign_lease_s(cfg)) {
+		snprintf(msg, sizeof(msg), "%s may still be running there "
+		    "(its newest record is %lld s old)", attempt,
+		    (long long)age);
+		(void)board_audit(b, "dupcheck", "refused", msg);
+		return board_fail(b, KL_ERR_DUPLICATE, "device ID %s: %s",
+		    b->device_id, msg);
+	}
 	if ((r = board_inquire(b, &h)) != 0)
 		return r;
-	if ((r = board_holds(b, &h, &st->doubt, &holds, what,
-	    sizeof(what))) != 0)
+	if ((r = board_holds(b, &h, d, &holds, what, sizeof(what))) != 0)
 		goto out;
 	if (holds) {
-		snprintf(msg, sizeof(msg), "recovered: provisioned; the "
-		    "attempt of %s slot %lld at %s (step %s) was in doubt and "
-		    "%s (certificate serial %s); finishing it", st->doubt.station,
-		    (long long)st->doubt.slot, st->doubt.time, st->doubt_step,
-		    what, st->doubt.cert_serial);
-		(void)board_adopt(b, &h, &st->doubt);
+		snprintf(msg, sizeof(msg), "recovered: provisioned; %s was in "
+		    "doubt and %s; finishing it", attempt, what);
+		(void)board_adopt(b, &h, d);
 		b->recovered = 1;
-		if ((r = board_audit(b, "recover", "provisioned", msg)) != 0) {
-			r = board_fail(b, r, "audit log write failed");
+		if ((r = board_audit(b, "recover", "provisioned", msg)) != 0)
 			goto out;
-		}
-	} else {
-		snprintf(msg, sizeof(msg), "recovered: not provisioned; the "
-		    "attempt of %s slot %lld at %s (step %s) was in doubt and "
-		    "%s%s%s%s", st->doubt.station, (long long)st->doubt.slot,
-		    st->doubt.time, st->doubt_step, what,
-		    st->doubt.cert_serial[0] ? "; its certificate (serial " :
-		    "", st->doubt.cert_serial,
-		    st->doubt.cert_serial[0] ? ") never reached this board: "
+	} else if (strcmp(st->doubt_step, "ca") == 0) {
+		snprintf(msg, sizeof(msg), "recovered: not provisioned; %s was "
+		    "in doubt and %s%s", attempt, what, d->cert_serial[0] ?
+		    "; that certificate was never committed on any board: "
 		    "revoke it" : "");
 		if ((r = board_audit(b, "recover", "not_provisioned",
-		    msg)) != 0) {
-			r = board_fail(b, r, "audit log write failed");
+		    msg)) != 0)
 			goto out;
-		}
+	} else if (engine_reprovision_allowed(b->e, b->device_id)) {
+		snprintf(msg, sizeof(msg), "recovered: not provisioned; %s was "
+		    "in doubt and %s; that certificate may be on another "
+		    "board; re-provisioning on request", attempt, what);
+		if ((r = board_audit(b, "recover", "not_provisioned",
+		    msg)) != 0)
+			goto out;
+	} else {
+		snprintf(msg, sizeof(msg), "%s may have committed its "
+		    "certificate on a board, and this board does not hold it "
+		    "(%s); re-provisioning was not requested", attempt, what);
+		(void)board_audit(b, "dupcheck", "refused", msg);
+		r = board_fail(b, KL_ERR_DUPLICATE, "device ID %s: %s",
+		    b->device_id, msg);
+		goto out;
 	}
 	board_emit(b, EV_INFO, 0, msg);
 	r = 0;
