@@ -26,6 +26,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <libp11.h>
@@ -1205,13 +1206,13 @@ int
 hsm_destroy_suffix(struct hsm *h, const uint8_t *suffix, size_t suffix_len,
     int *destroyed)
 {
-	CK_OBJECT_HANDLE objs[256];
-	CK_ULONG n = 0, i;
+	CK_OBJECT_HANDLE batch[64], *hit = NULL, *grown;
+	CK_ULONG n, i;
+	size_t nhit = 0, cap = 0, c, k;
 	uint8_t id[HSM_MAX_ID + 1];
 	CK_ATTRIBUTE a;
-	size_t c;
 	CK_RV rv;
-	int count = 0;
+	int count = 0, r = 0;
 
 	if (h == NULL || suffix == NULL || suffix_len == 0)
 		return KL_ERR_INVALID;
@@ -1219,31 +1220,60 @@ hsm_destroy_suffix(struct hsm *h, const uint8_t *suffix, size_t suffix_len,
 		CK_ATTRIBUTE tmpl = { CKA_CLASS, (void *)&hsm_classes[c],
 			sizeof(hsm_classes[c]) };
 
+		/* Collect first, destroy after the search: a search's
+		 * results are undefined once objects go under it. */
+		nhit = 0;
 		rv = h->fl->C_FindObjectsInit(h->sess, &tmpl, 1);
-		if (rv != CKR_OK)
-			return ck_fail("C_FindObjectsInit", rv);
-		rv = h->fl->C_FindObjects(h->sess, objs,
-		    sizeof(objs) / sizeof(objs[0]), &n);
+		if (rv != CKR_OK) {
+			r = ck_fail("C_FindObjectsInit", rv);
+			goto out;
+		}
+		do {
+			n = 0;
+			rv = h->fl->C_FindObjects(h->sess, batch,
+			    sizeof(batch) / sizeof(batch[0]), &n);
+			for (i = 0; rv == CKR_OK && i < n; i++) {
+				a.type = CKA_ID;
+				a.pValue = id;
+				a.ulValueLen = sizeof(id);
+				if (h->fl->C_GetAttributeValue(h->sess, batch[i],
+				    &a, 1) != CKR_OK ||
+				    a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+				    a.ulValueLen <= suffix_len ||
+				    memcmp(id + a.ulValueLen - suffix_len, suffix,
+				    suffix_len) != 0)
+					continue;
+				if (nhit == cap) {
+					cap = cap ? 2 * cap : 16;
+					grown = realloc(hit, cap * sizeof(*hit));
+					if (grown == NULL) {
+						(void)h->fl->C_FindObjectsFinal(
+						    h->sess);
+						r = KL_ERR_NOMEM;
+						goto out;
+					}
+					hit = grown;
+				}
+				hit[nhit++] = batch[i];
+			}
+		} while (rv == CKR_OK && n == sizeof(batch) / sizeof(batch[0]));
 		(void)h->fl->C_FindObjectsFinal(h->sess);
-		if (rv != CKR_OK)
-			return ck_fail("C_FindObjects", rv);
-		for (i = 0; i < n; i++) {
-			a.type = CKA_ID;
-			a.pValue = id;
-			a.ulValueLen = sizeof(id);
-			rv = h->fl->C_GetAttributeValue(h->sess, objs[i], &a, 1);
-			if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
-			    a.ulValueLen <= suffix_len ||
-			    memcmp(id + a.ulValueLen - suffix_len, suffix,
-			    suffix_len) != 0)
-				continue;
-			rv = h->fl->C_DestroyObject(h->sess, objs[i]);
-			if (rv != CKR_OK)
-				return ck_fail("C_DestroyObject", rv);
+		if (rv != CKR_OK) {
+			r = ck_fail("C_FindObjects", rv);
+			goto out;
+		}
+		for (k = 0; k < nhit; k++) {
+			rv = h->fl->C_DestroyObject(h->sess, hit[k]);
+			if (rv != CKR_OK) {
+				r = ck_fail("C_DestroyObject", rv);
+				goto out;
+			}
 			count++;
 		}
 	}
+out:
+	free(hit);
 	if (destroyed != NULL)
 		*destroyed = count;
-	return 0;
+	return r;
 }

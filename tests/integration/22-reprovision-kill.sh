@@ -225,4 +225,18 @@ done
 [ $(($(issued) - before)) = 6 ] ||
 	fail "$(($(issued) - before)) certificates issued in the re-run, expected 6"
 "$KL" audit verify --db "$T/audit.db" >/dev/null || fail "audit chain"
+
+# A journal the agent did not write whole (cut short, no newline) stops
+# the agent with a message instead of being half carried out.
+line_stop "$T"
+printf 'keyline-commit 1\nid 02\nfile client.p' \
+    >"$(board_dir 1)/rootfs/var/sota/import/.keyline-commit"
+line_start "$T"
+for ((k = 0; k < 100; k++)); do
+	grep -q "keyline-commit cannot be read or does not parse" "$T/jig.log" && break
+	sleep 0.1
+done
+[ $k -lt 100 ] || fail "an agent started on a damaged journal"
+[ "$(check_board 1 "a damaged journal")" = new ] ||
+	fail "a damaged journal changed the board"
 echo "PASS reprovision-kill"

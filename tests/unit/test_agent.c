@@ -758,6 +758,12 @@ test_inquire_and_staged_key(void **state)
 	REFUSED(PROTO_INQUIRE, CALL_MS, "not a plain name", "(path)");
 	inquire_req(NULL, 0, "\x01", 1, "client.pem");
 	REFUSED(PROTO_INQUIRE, CALL_MS, "key id missing", "(invalid)");
+	/* The staging suffix is the agent's own: a station cannot name a
+	 * staged object (and so destroy or move it by hand). */
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x01\xffKLP", 5),
+	    0);
+	REFUSED(PROTO_DEL_CERT, CALL_MS, "staging suffix", "(invalid)");
 	assert_alive();
 }
 
