@@ -325,7 +325,7 @@ con_draw_header(struct con *c, int64_t now)
 	const struct config *cfg = c->st.cfg;
 	const struct engine_status *s = &c->status;
 	const char *ca_state = s->ca_state != NULL ? s->ca_state : "?";
-	char up[32], line[16], ca[64], yield[16], rate[32];
+	char up[32], line[16], ca[64], yield[16], rate[32], already[32];
 	int done = s->counts.passed + s->counts.failed, cax;
 	attr_t bar = has_colors() ? COLOR_PAIR(PAIR_BAR) : A_REVERSE;
 
@@ -357,11 +357,17 @@ con_draw_header(struct con *c, int64_t now)
 		snprintf(yield, sizeof(yield), "-");
 	snprintf(rate, sizeof(rate), s->boards_per_hour < 1000 ? "%.1f" :
 	    "%.0f", s->boards_per_hour);
+	/* Boards that already held their credentials: neither made nor
+	 * failed here, so outside the yield. */
+	already[0] = '\0';
+	if (s->counts.already > 0)
+		snprintf(already, sizeof(already), "  already %d",
+		    s->counts.already);
 	con_put(1, 0, COLS, A_BOLD, " line %s", line);
 	con_put(1, 6 + (int)strlen(line), COLS, 0,
-	    "  passed %d  failed %d  yield %s  in flight %d  %s boards/h",
-	    s->counts.passed, s->counts.failed, yield, s->counts.in_flight,
-	    rate);
+	    "  passed %d  failed %d%s  yield %s  in flight %d  %s boards/h",
+	    s->counts.passed, s->counts.failed, already, yield,
+	    s->counts.in_flight, rate);
 }
 
 /*
@@ -1323,8 +1329,9 @@ cmd_console(int argc, char **argv)
 	con_restore_stderr(c);
 	engine_counts(c->e, &counts);
 	printf("keyline console: line stopped: %d passed, %d failed, "
-	    "%d in flight%s%s\n", counts.passed, counts.failed,
-	    counts.in_flight, c->log_path[0] ? "; log: " : "", c->log_path);
+	    "%d already provisioned, %d in flight%s%s\n", counts.passed,
+	    counts.failed, counts.already, counts.in_flight,
+	    c->log_path[0] ? "; log: " : "", c->log_path);
 	rc = 0;
 out:
 	con_signals_default();
