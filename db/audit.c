@@ -1610,14 +1610,15 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 		audit_att_close(j, &att[i]);
 	/*
 	 * The newest attempt in doubt stands until a later attempt passed,
-	 * or, for a doubt at "ca" (its certificate was never committed
-	 * anywhere), a later board was asked and found not holding it.  A
-	 * later attempt that failed (a clone that could not prove the key
-	 * it claimed) settles nothing.
+	 * or a later one recorded "recover not_provisioned": the station
+	 * writes that only when the set is on no board (the doubt was at
+	 * "ca", or the same board came back to the same slot without it).
+	 * A later attempt that failed (a clone that could not prove the key
+	 * it claimed) or went on by re-provisioning ("recover elsewhere")
+	 * settles nothing by itself.
 	 */
 	if (j->doubt != NULL && j->doubt->identify_id > j->newest_pass &&
-	    !(strcmp(j->doubt_step, "ca") == 0 &&
-	    j->newest_notprov > j->doubt->identify_id)) {
+	    j->newest_notprov < j->doubt->identify_id) {
 		snprintf(s->doubt_step, sizeof(s->doubt_step), "%s",
 		    j->doubt_step);
 		s->doubt = j->doubt->rec;

@@ -756,7 +756,8 @@ engine_foreign_lease_s(const struct config *cfg)
  * new certificate.  If it does not: a doubt at "ca" means that
  * certificate was never committed on any board, and this one carries on;
  * later doubts mean it may be on another board, so this one is refused
- * unless re-provisioning was asked for.
+ * unless it is the same board back in the same slot of this station, or
+ * re-provisioning was asked for.
  */
 static int
 board_resolve_doubt(struct board *b, const struct audit_device_state *st)
@@ -804,12 +805,24 @@ board_resolve_doubt(struct board *b, const struct audit_device_state *st)
 		if ((r = board_audit(b, "recover", "not_provisioned",
 		    msg)) != 0)
 			goto out;
-	} else if (engine_reprovision_allowed(b->e, b->device_id)) {
+	} else if (strcmp(d->station, cfg->station_id) == 0 &&
+	    d->slot == b->slot->cs->number &&
+	    strcmp(d->board_serial, b->serial) == 0) {
+		/* The same board back in the same slot of this station
+		 * (a power cut, a crash, a cable): a commit it had decided
+		 * its agent finished at start, so it did not take. */
 		snprintf(msg, sizeof(msg), "recovered: not provisioned; %s was "
-		    "in doubt and %s; that certificate may be on another "
-		    "board; re-provisioning on request", attempt, what);
+		    "in doubt and %s, back in the same slot; its COMMIT did "
+		    "not take%s", attempt, what, d->cert_serial[0] ?
+		    "; that certificate is on no board: revoke it" : "");
 		if ((r = board_audit(b, "recover", "not_provisioned",
 		    msg)) != 0)
+			goto out;
+	} else if (engine_reprovision_allowed(b->e, b->device_id)) {
+		snprintf(msg, sizeof(msg), "recovered: elsewhere; %s was in "
+		    "doubt and %s; that certificate may be on another board; "
+		    "re-provisioning on request", attempt, what);
+		if ((r = board_audit(b, "recover", "elsewhere", msg)) != 0)
 			goto out;
 	} else {
 		snprintf(msg, sizeof(msg), "%s may have committed its "

@@ -1329,7 +1329,7 @@ cmd_console(int argc, char **argv)
 	con_restore_stderr(c);
 	engine_counts(c->e, &counts);
 	printf("keyline console: line stopped: %d passed, %d failed, "
-	    "%d already provisioned, %d in flight%s%s\n", counts.passed,
+	    "%d already, %d in flight%s%s\n", counts.passed,
 	    counts.failed, counts.already, counts.in_flight,
 	    c->log_path[0] ? "; log: " : "", c->log_path);
 	rc = 0;

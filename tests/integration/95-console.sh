@@ -138,7 +138,7 @@ tm send-keys -t c q
 wait_screen c 'quit\? .*\(y/n\)' 3
 tm send-keys -t c y
 wait_screen c 'console exit 0' 30
-on_screen c 'line stopped: 3 passed, 4 failed, 0 already provisioned, 0 in flight'
+on_screen c 'line stopped: 3 passed, 4 failed, 0 already, 0 in flight'
 [ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE slot=2 AND outcome='failed' AND (error LIKE '%stopped by the operator%' OR error LIKE '%cancelled%')")" -ge 1 ] ||
 	{ sqlite3 "$T/audit.db" "SELECT * FROM events WHERE outcome != 'ok'" >&2
 	  fail "the board in flight at quit was not audited as rolled back"; }

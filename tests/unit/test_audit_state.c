@@ -357,9 +357,9 @@ test_clone_in_other_slot(void **state)
 }
 
 /* A later board that claimed the set but failed its proof (and was
- * cleared) settles nothing; one found not holding it settles a doubt at
- * "ca" (that certificate was never committed anywhere) but not one at
- * "commit"; a later pass settles any. */
+ * cleared) settles nothing, nor does one re-provisioned past it
+ * ("elsewhere") that then failed; one recorded "not_provisioned" (the
+ * set is on no board) or a later pass settles it. */
 static void
 test_what_settles_a_doubt(void **state)
 {
@@ -373,11 +373,18 @@ test_what_settles_a_doubt(void **state)
 	row(f->a, "st-1", 1, "D1", "pop", "failed", 1, 1);
 	assert_int_equal(audit_device_state(f->a, "D1", INT64_MAX, &s), 0);
 	assert_string_equal(s.doubt_step, "commit");
-	row(f->a, "st-1", 1, "D1", "identify", "ok", 0, 0);
-	row(f->a, "st-1", 1, "D1", "recover", "not_provisioned", 0, 0);
-	row(f->a, "st-1", 1, "D1", "dupcheck", "refused", 0, 0);
+	row(f->a, "st-1", 2, "D1", "identify", "ok", 0, 0);
+	row(f->a, "st-1", 2, "D1", "recover", "elsewhere", 0, 0);
+	row(f->a, "st-1", 2, "D1", "keygen", "failed", 0, 0);
 	assert_int_equal(audit_device_state(f->a, "D1", INT64_MAX, &s), 0);
 	assert_string_equal(s.doubt_step, "commit");
+	/* The same board back in the same slot without the set: settled. */
+	row(f->a, "st-1", 1, "D1", "identify", "ok", 0, 0);
+	row(f->a, "st-1", 1, "D1", "recover", "not_provisioned", 0, 0);
+	row(f->a, "st-1", 1, "D1", "keygen", "failed", 0, 0);
+	assert_int_equal(audit_device_state(f->a, "D1", INT64_MAX, &s), 0);
+	assert_string_equal(s.doubt_step, "");
+	attempt(f->a, "st-1", 1, "D1", 1, "commit");	/* in doubt again */
 
 	attempt(f->a, "st-1", 1, "D2", 1, "validate");
 	row(f->a, "st-1", 1, "D2", "identify", "ok", 0, 0);
