@@ -1163,7 +1163,11 @@ hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
 		return r;
 	/* Class by class, so that a power cut anywhere leaves a state
 	 * that running this again completes: while objects of a class
-	 * remain at from, those at to are the old ones. */
+	 * remain at from, those at to are the old ones.  That holds for
+	 * one object per class at from, which staging guarantees (it
+	 * destroys what is at the pending id first); with more, a cut
+	 * between two of them would let the second run destroy the first
+	 * one moved. */
 	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++) {
 		if ((r = find_objs(h, hsm_classes[c], from, from_len, objs,
 		    &n)) != 0)
