@@ -9,6 +9,9 @@
 . "$(dirname "$0")/lib.sh"
 
 line_setup "$T" 2
+# A board that died on COMMIT should cost two seconds, not twenty.
+conf_set "$T/station.conf" link timeout_ms 1000
+conf_set "$T/station.conf" link attempts 2
 b=$(board_dir 1)
 sed -i 's/^fault = .*/fault = pause-before:PUT_FILE/' "$b/board.conf"
 line_start "$T"
