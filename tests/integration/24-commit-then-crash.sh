@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# A new board commits its credentials, and the station dies before it
+# records "write ok".  Run again with no flags, the station lists the
+# device in doubt, asks the board, finds the committed set and finishes
+# it: the board passes with its one certificate, no second one is issued,
+# and no --reprovision is needed.
+. "$(dirname "$0")/lib.sh"
+
+line_setup "$T" 1
+b=$(board_dir 1)
+sed -i 's/^fault = .*/fault = pause-before:FILE_HASH/' "$b/board.conf"
+line_start "$T"
+"$KL" batch --config "$T/station.conf" >"$T/one.jsonl" 2>&1 &
+st=$!
+for ((i = 0; i < 600; i++)); do
+	[ -e "$b/.paused" ] && break
+	sleep 0.05
+done
+[ -e "$b/.paused" ] || fail "the board never reached FILE_HASH"
+# COMMIT was answered and "write ok" may or may not be in the log; kill
+# before the read-back either way.
+kill -KILL "$st"
+wait "$st" 2>/dev/null || true
+rm -f "$b/.paused"
+[ -s "$b/rootfs/var/sota/import/client.pem" ] || fail "the board did not commit"
+first=$(openssl x509 -in "$b/rootfs/var/sota/import/client.pem" -noout -fingerprint -sha256)
+
+"$KL" batch --config "$T/station.conf" >"$T/two.jsonl" ||
+	fail "the same command after the crash: exit $?"
+grep -q '"event":"in_doubt"' "$T/two.jsonl" || fail "the device was not listed in doubt"
+grep -q '"event":"passed"' "$T/two.jsonl" || fail "the board did not pass"
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='issued'")" = 1 ] ||
+	fail "a second certificate was issued"
+[ "$(sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='recover' AND outcome='provisioned'")" = 1 ] ||
+	fail "the recovery is not audited"
+[ "$(openssl x509 -in "$b/rootfs/var/sota/import/client.pem" -noout -fingerprint -sha256)" = "$first" ] ||
+	fail "the board's certificate changed"
+openssl verify -CAfile "$T/ca/fleet-root.pem" "$b/rootfs/var/sota/import/client.pem" >/dev/null ||
+	fail "the board's certificate does not verify"
+# Once more: now it is simply already provisioned.
+"$KL" batch --config "$T/station.conf" >"$T/three.jsonl" || fail "third run: exit $?"
+grep -q '"event":"already_provisioned"' "$T/three.jsonl" || fail "not already provisioned"
+grep -q '"event":"in_doubt"' "$T/three.jsonl" && fail "still listed in doubt after it passed"
+"$KL" audit verify --db "$T/audit.db" >/dev/null || fail "audit chain"
+echo "PASS commit-then-crash"
