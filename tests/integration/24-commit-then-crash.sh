@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A new board commits its credentials, and the station dies before it
-# records "write ok".  Run again with no flags, the station lists the
-# device in doubt, asks the board, finds the committed set and finishes
-# it: the board passes with its one certificate, no second one is issued,
+# records "write ok".  The console lists the device in doubt at start-up.
+# Run again with no flags, the station lists the device in doubt, asks
+# the board, finds the committed set and finishes it: the board passes with its one certificate, no second one is issued,
 # and no --reprovision is needed.
 . "$(dirname "$0")/lib.sh"
 
@@ -24,6 +24,26 @@ wait "$st" 2>/dev/null || true
 rm -f "$b/.paused"
 [ -s "$b/rootfs/var/sota/import/client.pem" ] || fail "the board did not commit"
 first=$(openssl x509 -in "$b/rootfs/var/sota/import/client.pem" -noout -fingerprint -sha256)
+
+# The operator's console lists it at start-up, before any board starts.
+sock=kl$$
+tm() { tmux -L "$sock" "$@"; }
+trap 'tm kill-server 2>/dev/null; line_cleanup "$T"; rm -rf "$T"' EXIT
+id="$(sed -n 's/^model *= *//p' "$b/board.conf")-$(basename "$b")"
+tm new-session -d -x 120 -y 30 -s c \
+    "'$KL' console --config '$T/station.conf'; echo \"console exit \$?\"; sleep 600"
+for ((i = 0; i < 100; i++)); do
+	tm capture-pane -p -t c | grep -q "IN DOUBT $id (board $(basename "$b"))" && break
+	sleep 0.2
+done
+[ $i -lt 100 ] || { tm capture-pane -p -t c >&2; fail "the console does not list the device in doubt"; }
+tm capture-pane -p -t c | grep -q 'line PAUSED' || fail "the console started a board"
+tm send-keys -t c q
+for ((i = 0; i < 100; i++)); do
+	tm capture-pane -p -t c | grep -q 'console exit 0' && break
+	sleep 0.2
+done
+[ $i -lt 100 ] || fail "the console did not quit"
 
 "$KL" batch --config "$T/station.conf" >"$T/two.jsonl" ||
 	fail "the same command after the crash: exit $?"
