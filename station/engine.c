@@ -719,6 +719,17 @@ board_adopt(struct board *b, struct board_holding *h,
 	return 0;
 }
 
+/* The board holds rec's set: this attempt finishes it (the steps that
+ * make new credentials are skipped), recorded with msg. */
+static int
+board_recovered(struct board *b, struct board_holding *h,
+    const struct audit_prov *rec, const char *msg)
+{
+	(void)board_adopt(b, h, rec);
+	b->recovered = 1;
+	return board_audit(b, "recover", "provisioned", msg);
+}
+
 /* Seconds since an audit row's time ("2026-11-29T17:27:51.426Z"), or -1
  * when it does not parse. */
 static int64_t
@@ -793,9 +804,7 @@ board_resolve_doubt(struct board *b, const struct audit_device_state *st)
 	if (holds) {
 		snprintf(msg, sizeof(msg), "recovered: provisioned; %s was in "
 		    "doubt and %s; finishing it", attempt, what);
-		(void)board_adopt(b, &h, d);
-		b->recovered = 1;
-		if ((r = board_audit(b, "recover", "provisioned", msg)) != 0)
+		if ((r = board_recovered(b, &h, d, msg)) != 0)
 			goto out;
 	} else if (strcmp(st->doubt_step, "ca") == 0) {
 		snprintf(msg, sizeof(msg), "recovered: not provisioned; %s was "
@@ -901,10 +910,7 @@ step_dupcheck(struct board *b)
 			snprintf(msg, sizeof(msg), "recovered: provisioned; "
 			    "committed %s but never passed; %s; finishing it",
 			    when, what);
-			(void)board_adopt(b, &h, pv);
-			b->recovered = 1;
-			if ((r = board_audit(b, "recover", "provisioned",
-			    msg)) != 0)
+			if ((r = board_recovered(b, &h, pv, msg)) != 0)
 				goto out;
 			board_emit(b, EV_INFO, 0, msg);
 			goto ok;
