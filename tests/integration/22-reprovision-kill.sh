@@ -86,14 +86,23 @@ check_board() {
 # Board i gets fault FAULTS[i] (none when unset); the agents start again.
 declare -A FAULTS
 set_faults() {
-	local i b
+	local i b k ready
 	line_stop "$T"
 	for ((i = 1; i <= N; i++)); do
 		b=$(board_dir $i)
-		rm -f "$b"/.fault-* "$b/.paused"
+		rm -f "$b"/.fault-* "$b/.paused" "$b/.answered"
 		sed -i "s/^fault = .*/fault = ${FAULTS[$i]:-none}/" "$b/board.conf"
 	done
+	ready=$(grep -c "ready on" "$T/jig.log" || true)
 	line_start "$T"
+	# Every agent has finished its start-up recovery (the jig's "ready"
+	# only says they were started).
+	for ((k = 0; k < 600; k++)); do
+		[ "$(grep -c "ready on" "$T/jig.log" || true)" -ge $((ready + N)) ] &&
+		    return 0
+		sleep 0.05
+	done
+	fail "the agents did not come up"
 }
 wait_paused() {
 	local i k all
@@ -121,7 +130,16 @@ wait_paused
 kill -KILL "$st"
 wait "$st" 2>/dev/null || true
 for ((i = 1; i <= n; i++)); do rm -f "$(board_dir $i)/.paused"; done
-sleep 1	# the agents finish the request the station sent before it died
+# The agents finish the request the station sent before it died.
+for ((k = 0; k < 600; k++)); do
+	all=1
+	for ((i = 1; i <= n; i++)); do
+		[ -e "$(board_dir $i)/.answered" ] || all=0
+	done
+	[ $all = 1 ] && break
+	sleep 0.05
+done
+[ $all = 1 ] || fail "the agents did not finish the requests they were sent"
 declare -A AFTER
 for ((i = 1; i <= n; i++)); do
 	AFTER[$i]=$(check_board $i "station killed before ${STEPS[$((i - 1))]}")
