@@ -35,6 +35,7 @@ STATION_SRC = station/config.c station/devid.c station/certcheck.c \
 	station/engine.c station/station.c station/batch.c \
 	station/cmd_audit.c ui/console.c ui/http.c ui/http_parse.c
 # Real USB jigs (docs/usb-jig.md).
+STATION_SRC += station/checkpoint.c
 STATION_SRC += station/usbjig.c station/vjig.c station/cmd_jig.c
 KEYLINE_MAIN = station/main.c
 AGENT_SRC = fixtures/agent/agent.c
@@ -50,6 +51,7 @@ UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 UNIT_TESTS += test_usbjig
 UNIT_TESTS += test_audit_state
 
+UNIT_TESTS += test_audit_checkpoint
 REL = build
 SAN = build/san
 
@@ -61,7 +63,7 @@ BINS = keyline keyline-agent keyline-jig
 all: $(addprefix $(REL)/bin/,$(BINS))
 
 # Helpers the integration tests run (not part of the product).
-TEST_TOOLS = ttystall
+TEST_TOOLS = ttystall rechain
 
 san: $(addprefix $(SAN)/bin/,$(BINS)) $(addprefix $(SAN)/tests/,$(UNIT_TESTS)) \
 	$(addprefix $(SAN)/tools/,$(TEST_TOOLS))
@@ -116,6 +118,7 @@ T_test_devid = $(BASE_SRC) station/devid.c
 T_test_certcheck = $(BASE_SRC) station/certcheck.c
 T_test_audit = $(BASE_SRC) $(DB_SRC)
 T_test_audit_state = $(BASE_SRC) $(DB_SRC)
+T_test_audit_checkpoint = $(BASE_SRC) $(DB_SRC)
 T_test_hsm = $(BASE_SRC) $(HSM_SRC)
 T_test_ca_local = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
 	station/ca_local.c
@@ -136,6 +139,12 @@ UMOCKDEV_CFLAGS := $(shell pkg-config --cflags umockdev-1.0 2>/dev/null)
 UMOCKDEV_LIBS := $(shell pkg-config --libs umockdev-1.0 2>/dev/null)
 $(SAN)/tests/test_usbjig: CFLAGS_SAN += $(UMOCKDEV_CFLAGS)
 $(SAN)/tests/test_usbjig: LDLIBS += $(UMOCKDEV_LIBS)
+
+# rechain rewrites a log the way an attacker with the file would
+# (15-audit-checkpoint), hashing rows with the audit module's own code.
+$(SAN)/tools/rechain: tests/tools/rechain.c $(call san_obj,$(BASE_SRC) $(DB_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(call san_obj,$$(T_$$*))

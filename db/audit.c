@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
@@ -51,6 +52,12 @@ struct audit {
 	int head_known;
 	int64_t head_id;
 	char head[AUDIT_HASH_HEX + 1];
+	/* Signed checkpoints (audit_checkpoint_setup); set before the handle
+	 * is shared, read-only after. */
+	audit_sign_fn ckpt_sign;
+	void *ckpt_arg;
+	int64_t ckpt_every;
+	char ckpt_station[128];
 };
 
 enum audit_coltype { AUDIT_COL_INT, AUDIT_COL_TEXT };
@@ -128,6 +135,17 @@ static const char *const audit_migrations[] = {
 	"CREATE TABLE station_start ("
 	" station TEXT PRIMARY KEY NOT NULL,"
 	" time TEXT NOT NULL);",
+	/* 2 -> 3: signed checkpoints of the chain head (audit_checkpoint).
+	 * Outside the chain: a checkpoint vouches for the rows, not the
+	 * other way round. */
+	"CREATE TABLE checkpoints ("
+	" id INTEGER PRIMARY KEY,"
+	" time TEXT NOT NULL,"
+	" station TEXT NOT NULL,"
+	" reason TEXT NOT NULL,"
+	" row_id INTEGER NOT NULL,"
+	" row_hash TEXT NOT NULL,"
+	" signature BLOB NOT NULL);",
 };
 
 /* The oldest schema whose events table readers take as it is: every
@@ -1053,6 +1071,14 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 	if (r != 0)
 		audit_rollback(a->db);
 	audit_unlock(a);
+	/* Every checkpoint_every rows, a signed checkpoint of the new head,
+	 * whoever the caller.  The row stands either way: a missing
+	 * checkpoint weakens the evidence, it does not undo the step. */
+	if (r == 0 && a->ckpt_sign != NULL && a->ckpt_every > 0 &&
+	    (last + 1) % a->ckpt_every == 0 &&
+	    audit_checkpoint(a, "rows", NULL) != 0)
+		log_error("audit: checkpoint after row %" PRId64 " failed: %s",
+		    last + 1, audit_last_error());
 	return r;
 }
 
@@ -2040,4 +2066,392 @@ audit_export(struct audit *a, FILE *out, enum audit_format fmt)
 	sqlite3_finalize(st);
 	audit_unlock(a);
 	return r;
+}
+
+/* ---- signed checkpoints (docs/audit.md, "Checkpoints") */
+
+/* First netstring of every checkpoint message: a future encoding gets a
+ * new tag, as the row hash does. */
+#define AUDIT_CKPT_TAG "keyline-checkpoint-v1"
+/* A DER ECDSA P-256 signature is ~72 bytes, RSA-4096 512. */
+#define AUDIT_CKPT_SIG_MAX 1024
+#define AUDIT_CKPT_REASON_MAX 15
+
+int
+audit_checkpoint_setup(struct audit *a, const char *station,
+    int64_t checkpoint_every, audit_sign_fn fn, void *arg)
+{
+	if (a == NULL || station == NULL || fn == NULL ||
+	    checkpoint_every < 0 ||
+	    strlen(station) >= sizeof(a->ckpt_station))
+		return KL_ERR_INVALID;
+	snprintf(a->ckpt_station, sizeof(a->ckpt_station), "%s", station);
+	a->ckpt_every = checkpoint_every;
+	a->ckpt_arg = arg;
+	a->ckpt_sign = fn;
+	return 0;
+}
+
+/* One netstring into buf at *o (size bufsz).  0 or KL_ERR_TOO_BIG. */
+static int
+audit_ckpt_ns(uint8_t *buf, size_t bufsz, size_t *o, const char *s)
+{
+	size_t n = strlen(s);
+	int k;
+
+	k = snprintf((char *)buf + *o, bufsz - *o, "%zu:", n);
+	if (k < 0 || (size_t)k >= bufsz - *o || n + 1 > bufsz - *o - (size_t)k)
+		return KL_ERR_TOO_BIG;
+	*o += (size_t)k;
+	memcpy(buf + *o, s, n);
+	*o += n;
+	buf[(*o)++] = ',';
+	return 0;
+}
+
+int
+audit_checkpoint_message(const char *station, const char *time,
+    const char *reason, int64_t row_id, const char *row_hash, uint8_t **msg,
+    size_t *len)
+{
+	const char *parts[6];
+	char num[32];
+	uint8_t *buf = NULL;
+	size_t bufsz = 64, o = 0, i;
+	int r = KL_ERR_INTERNAL;
+
+	if (station == NULL || time == NULL || reason == NULL ||
+	    row_hash == NULL || msg == NULL || len == NULL || row_id < 0)
+		return KL_ERR_INVALID;
+	snprintf(num, sizeof(num), "%" PRId64, row_id);
+	parts[0] = AUDIT_CKPT_TAG;
+	parts[1] = station;
+	parts[2] = time;
+	parts[3] = reason;
+	parts[4] = num;
+	parts[5] = row_hash;
+	for (i = 0; i < 6; i++) {
+		if (strlen(parts[i]) > AUDIT_FIELD_MAX)
+			return KL_ERR_TOO_BIG;
+		bufsz += strlen(parts[i]) + 24;
+	}
+	if ((buf = malloc(bufsz)) == NULL)
+		return KL_ERR_NOMEM;
+	for (i = 0; i < 6; i++)
+		if ((r = audit_ckpt_ns(buf, bufsz, &o, parts[i])) != 0)
+			goto out;
+	*msg = buf;
+	*len = o;
+	buf = NULL;
+	r = 0;
+ out:
+	free(buf);
+	return r;
+}
+
+int
+audit_checkpoint(struct audit *a, const char *reason, int64_t *id)
+{
+	int r = KL_ERR_INTERNAL, rc;
+	sqlite3_stmt *st = NULL;
+	char now[AUDIT_TIME_LEN + 1], head[AUDIT_HASH_HEX + 1];
+	uint8_t *msg = NULL, *sig = NULL;
+	size_t msg_len = 0, sig_len = 0;
+	int64_t last = 0;
+
+	if (a == NULL || reason == NULL || a->ckpt_sign == NULL ||
+	    strlen(reason) > AUDIT_CKPT_REASON_MAX)
+		return KL_ERR_INVALID;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	rc = sqlite3_prepare_v2(a->db, "INSERT INTO checkpoints (time, station,"
+	    " reason, row_id, row_hash, signature) VALUES (?1, ?2, ?3, ?4, ?5,"
+	    " ?6)", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare checkpoint", rc);
+		goto out;
+	}
+	/* The write lock first, as an append takes it: the head signed is
+	 * the head, and no row can slip in between read and insert. */
+	if ((r = audit_exec(a->db, "BEGIN IMMEDIATE", "begin checkpoint")) != 0)
+		goto out;
+	if ((r = audit_read_head(a->db, &last, head)) != 0)
+		goto out;
+	if ((r = audit_now(now)) != 0)
+		goto out;
+	if ((r = audit_checkpoint_message(a->ckpt_station, now, reason, last,
+	    head, &msg, &msg_len)) != 0)
+		goto out;
+	if ((r = a->ckpt_sign(a->ckpt_arg, msg, msg_len, &sig, &sig_len)) != 0) {
+		audit_errf("checkpoint of row %" PRId64 ": signing failed: %s",
+		    last, kl_strerror(r));
+		log_error("audit: %s", audit_errtext);
+		goto out;
+	}
+	if (sig == NULL || sig_len == 0 || sig_len > AUDIT_CKPT_SIG_MAX) {
+		r = KL_ERR_CRYPTO;
+		goto out;
+	}
+	if ((rc = sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC)) ==
+	    SQLITE_OK &&
+	    (rc = sqlite3_bind_text(st, 2, a->ckpt_station, -1,
+	    SQLITE_STATIC)) == SQLITE_OK &&
+	    (rc = sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC)) ==
+	    SQLITE_OK &&
+	    (rc = sqlite3_bind_int64(st, 4, last)) == SQLITE_OK &&
+	    (rc = sqlite3_bind_text(st, 5, head, -1, SQLITE_STATIC)) ==
+	    SQLITE_OK)
+		rc = sqlite3_bind_blob(st, 6, sig, (int)sig_len, SQLITE_STATIC);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "bind", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_step(st)) != SQLITE_DONE) {
+		r = audit_dberr(a->db, "insert checkpoint", rc);
+		goto out;
+	}
+	if (id != NULL)
+		*id = sqlite3_last_insert_rowid(a->db);
+	if ((r = audit_exec(a->db, "COMMIT", "commit checkpoint")) != 0)
+		goto out;
+	log_info("audit: checkpoint (%s) signed at row %" PRId64, reason, last);
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (r != 0)
+		audit_rollback(a->db);
+	audit_unlock(a);
+	free(msg);
+	free(sig);
+	return r;
+}
+
+/* Whether the file has a checkpoints table (schema 3, or a newer one). */
+static int
+audit_ckpt_table(sqlite3 *db, int *present)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, r;
+
+	rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE"
+	    " type = 'table' AND name = 'checkpoints'", -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*present = sqlite3_column_int(st, 0) > 0;
+		r = 0;
+	} else
+		r = audit_dberr(db, "look for checkpoints", rc);
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* Text column c of st, or NULL when it is not text of 1..max bytes. */
+static const char *
+audit_ckpt_text(sqlite3_stmt *st, int c, size_t max)
+{
+	const char *p;
+
+	if (sqlite3_column_type(st, c) != SQLITE_TEXT)
+		return NULL;
+	p = (const char *)sqlite3_column_text(st, c);
+	if (p == NULL || (size_t)sqlite3_column_bytes(st, c) > max ||
+	    strlen(p) != (size_t)sqlite3_column_bytes(st, c))
+		return NULL;
+	return p;
+}
+
+/* The row_hash of events row id into hash; *found 0 when there is none. */
+static int
+audit_ckpt_row(sqlite3_stmt *ev, int64_t id, int *found,
+    char hash[AUDIT_HASH_HEX + 1])
+{
+	const char *h;
+	int rc;
+
+	sqlite3_reset(ev);
+	if (sqlite3_bind_int64(ev, 1, id) != SQLITE_OK)
+		return KL_ERR_DB;
+	rc = sqlite3_step(ev);
+	if (rc == SQLITE_DONE) {
+		*found = 0;
+		return 0;
+	}
+	if (rc != SQLITE_ROW)
+		return rc;
+	*found = 1;
+	h = audit_ckpt_text(ev, 0, AUDIT_HASH_HEX);
+	snprintf(hash, AUDIT_HASH_HEX + 1, "%s", h != NULL ? h : "");
+	return 0;
+}
+
+int
+audit_verify_checkpoints(struct audit *a, EVP_PKEY *pub,
+    struct audit_ckpt_report *rep)
+{
+	struct audit_ckpt_report rp;
+	sqlite3_stmt *st = NULL, *ev = NULL;
+	EVP_MD_CTX *md = NULL;
+	const char *time, *station, *reason, *hash;
+	const unsigned char *sig;
+	char now_hash[AUDIT_HASH_HEX + 1];
+	uint8_t *msg = NULL;
+	size_t msg_len = 0;
+	int64_t cid, row;
+	int r = KL_ERR_INTERNAL, rc, found, sig_len;
+
+	if (a == NULL || pub == NULL || rep == NULL)
+		return KL_ERR_INVALID;
+	memset(&rp, 0, sizeof(rp));
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	/* One read transaction: the checkpoints and the rows they name come
+	 * from the same snapshot. */
+	if ((r = audit_exec(a->db, "BEGIN", "begin verify checkpoints")) != 0)
+		goto out;
+	if ((r = audit_ckpt_table(a->db, &rp.table)) != 0)
+		goto out;
+	if (!rp.table)
+		goto done;
+	if ((rc = sqlite3_prepare_v2(a->db, "SELECT id, time, station, reason,"
+	    " row_id, row_hash, signature FROM checkpoints ORDER BY id", -1, &st,
+	    NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_prepare_v2(a->db, "SELECT row_hash FROM events WHERE"
+	    " id = ?1", -1, &ev, NULL)) != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare verify checkpoints", rc);
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		cid = sqlite3_column_int64(st, 0);
+		rp.bad_id = cid;
+		time = audit_ckpt_text(st, 1, 31);
+		station = audit_ckpt_text(st, 2, sizeof(rp.newest_station) - 1);
+		reason = audit_ckpt_text(st, 3, AUDIT_CKPT_REASON_MAX);
+		hash = audit_ckpt_text(st, 5, AUDIT_HASH_HEX);
+		row = sqlite3_column_int64(st, 4);
+		sig = sqlite3_column_blob(st, 6);
+		sig_len = sqlite3_column_bytes(st, 6);
+		if (sqlite3_column_type(st, 0) != SQLITE_INTEGER ||
+		    sqlite3_column_type(st, 4) != SQLITE_INTEGER || row < 0 ||
+		    time == NULL || station == NULL || reason == NULL ||
+		    hash == NULL || strlen(hash) != AUDIT_HASH_HEX ||
+		    sqlite3_column_type(st, 6) != SQLITE_BLOB || sig == NULL ||
+		    sig_len <= 0 || sig_len > AUDIT_CKPT_SIG_MAX) {
+			audit_why(rp.why, sizeof(rp.why), "malformed checkpoint "
+			    "record");
+			goto bad;
+		}
+		free(msg);
+		msg = NULL;
+		if ((r = audit_checkpoint_message(station, time, reason, row,
+		    hash, &msg, &msg_len)) != 0)
+			goto out;
+		EVP_MD_CTX_free(md);
+		if ((md = EVP_MD_CTX_new()) == NULL) {
+			r = KL_ERR_NOMEM;
+			goto out;
+		}
+		if (EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pub) != 1) {
+			log_openssl("audit: checkpoint verify");
+			r = KL_ERR_CRYPTO;
+			goto out;
+		}
+		if (EVP_DigestVerify(md, sig, (size_t)sig_len, msg, msg_len)
+		    != 1) {
+			ERR_clear_error();
+			audit_why(rp.why, sizeof(rp.why), "signature does not "
+			    "verify with the checkpoint certificate (row %"
+			    PRId64 ", %s, %s)", row, reason, time);
+			goto bad;
+		}
+		/* Signed: now the row it vouches for must be unchanged. */
+		if (row == 0) {
+			if (memcmp(hash, audit_zero_hash, AUDIT_HASH_HEX) != 0) {
+				audit_why(rp.why, sizeof(rp.why), "signed an "
+				    "empty log with a non-zero head");
+				goto bad;
+			}
+		} else {
+			if ((rc = audit_ckpt_row(ev, row, &found, now_hash)) !=
+			    0) {
+				r = audit_dberr(a->db, "verify checkpoints",
+				    rc);
+				goto out;
+			}
+			if (!found) {
+				audit_why(rp.why, sizeof(rp.why), "row %" PRId64
+				    " it signed (%s, %s) is gone: rows were "
+				    "removed", row, reason, time);
+				goto bad;
+			}
+			if (strcmp(now_hash, hash) != 0) {
+				audit_why(rp.why, sizeof(rp.why), "row %" PRId64
+				    " no longer has the hash signed at %s (%s): "
+				    "the log was rewritten", row, time, reason);
+				goto bad;
+			}
+		}
+		rp.count++;
+		rp.newest_id = cid;
+		rp.newest_row = row;
+		snprintf(rp.newest_hash, sizeof(rp.newest_hash), "%s", hash);
+		snprintf(rp.newest_time, sizeof(rp.newest_time), "%s", time);
+		snprintf(rp.newest_reason, sizeof(rp.newest_reason), "%s",
+		    reason);
+		snprintf(rp.newest_station, sizeof(rp.newest_station), "%s",
+		    station);
+	}
+	if (rc != SQLITE_DONE) {
+		r = audit_dberr(a->db, "verify checkpoints", rc);
+		goto out;
+	}
+ done:
+	rp.bad_id = 0;
+	memcpy(rep, &rp, sizeof(rp));
+	r = 0;
+	goto out;
+ bad:
+	memcpy(rep, &rp, sizeof(rp));
+	r = KL_ERR_AUDIT_CHAIN;
+ out:
+	sqlite3_finalize(st);
+	sqlite3_finalize(ev);
+	audit_rollback(a->db);
+	audit_unlock(a);
+	EVP_MD_CTX_free(md);
+	free(msg);
+	return r;
+}
+
+int
+audit_row_hash_of(const struct audit_row *row, char *out)
+{
+	struct audit_val v[AUDIT_NCOLS];
+	const char *text[AUDIT_NCOLS] = { NULL };
+	int c;
+
+	if (row == NULL || out == NULL)
+		return KL_ERR_INVALID;
+	text[C_TIME] = row->time;
+	text[C_STATION] = row->station;
+	text[C_OPERATOR] = row->operator_name;
+	text[C_BOARD_SERIAL] = row->board_serial;
+	text[C_DEVICE_ID] = row->device_id;
+	text[C_STEP] = row->step;
+	text[C_OUTCOME] = row->outcome;
+	text[C_KEY_FPR] = row->key_fpr;
+	text[C_CERT_SERIAL] = row->cert_serial;
+	text[C_CERT_FPR] = row->cert_fpr;
+	text[C_CA] = row->ca;
+	text[C_ERROR] = row->error;
+	text[C_PREV_HASH] = row->prev_hash;
+	for (c = 0; c < AUDIT_NCOLS; c++) {
+		if (c == C_ID || c == C_SLOT || c == C_ROW_HASH) {
+			memset(&v[c], 0, sizeof(v[c]));
+			v[c].sqlint = 1;
+			v[c].i = c == C_ID ? row->id : row->slot;
+			continue;
+		}
+		if (audit_text_val(&v[c], text[c]) != 0)
+			return KL_ERR_TOO_BIG;
+	}
+	return audit_row_hash(v, out);
 }

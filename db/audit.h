@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <openssl/types.h>
+
 struct audit;
 
 /*
@@ -299,5 +301,80 @@ enum audit_format { AUDIT_FMT_CSV, AUDIT_FMT_JSON };
 
 /* Every row, oldest first, hashes included.  0, KL_ERR_DB, KL_ERR_IO. */
 int audit_export(struct audit *a, FILE *out, enum audit_format fmt);
+
+/* ---- signed checkpoints of the chain head (docs/audit.md, "Checkpoints") */
+
+/*
+ * Signs msg (the bytes audit_checkpoint_message() encodes) with the
+ * station's checkpoint key: 0 and *sig (caller frees with free()), or a
+ * KL_ERR_*.  Called with the audit handle's lock held: it must not call
+ * back into the handle.
+ */
+typedef int (*audit_sign_fn)(void *arg, const uint8_t *msg, size_t len,
+    uint8_t **sig, size_t *sig_len);
+
+/*
+ * Turn checkpoints on for this handle: every checkpoint_every rows (0 =
+ * only when audit_checkpoint() is called) audit_append() signs the new
+ * head through fn after its commit, whoever called it.  station is
+ * copied.  Call before the handle is shared between threads.  0 or
+ * KL_ERR_INVALID.
+ */
+int audit_checkpoint_setup(struct audit *a, const char *station,
+    int64_t checkpoint_every, audit_sign_fn fn, void *arg);
+
+/*
+ * Sign the current head (newest row id and row_hash, 0 and 64 "0" for an
+ * empty log) with the station id, the time and reason ("start", "stop",
+ * "rows") and store it in the checkpoints table, in one write
+ * transaction, so the head cannot move in between.  *id (may be NULL)
+ * gets the checkpoint's id.  0, KL_ERR_INVALID (no signer set up), the
+ * signer's error, or a file error above.
+ */
+int audit_checkpoint(struct audit *a, const char *reason, int64_t *id);
+
+/*
+ * The bytes a checkpoint signature covers: netstrings of the tag
+ * "keyline-checkpoint-v1", station, time, reason, row id (decimal) and
+ * row hash.  0 and *msg (caller frees with free()), KL_ERR_NOMEM,
+ * KL_ERR_TOO_BIG.
+ */
+int audit_checkpoint_message(const char *station, const char *time,
+    const char *reason, int64_t row_id, const char *row_hash, uint8_t **msg,
+    size_t *len);
+
+/* What audit_verify_checkpoints() found. */
+struct audit_ckpt_report {
+	int table;		/* the file has a checkpoints table */
+	int64_t count;		/* checkpoints verified */
+	/* The newest verified checkpoint (count > 0): its id, row and time. */
+	int64_t newest_id;
+	int64_t newest_row;
+	char newest_hash[AUDIT_HASH_HEX + 1];
+	char newest_time[32];
+	char newest_reason[16];
+	char newest_station[128];
+	/* On KL_ERR_AUDIT_CHAIN: the checkpoint that failed and why. */
+	int64_t bad_id;
+	char why[256];
+};
+
+/*
+ * Check every checkpoint, oldest first: its signature verifies under pub
+ * (the checkpoint certificate's key) and the row it names still holds the
+ * hash it signed.  Run it after audit_verify_head() in the same process:
+ * the chain ties every earlier row to a checkpointed one.  0 (also with
+ * no checkpoints: rep->count 0, rep->table says whether the table is
+ * there), KL_ERR_AUDIT_CHAIN with rep->bad_id and rep->why, KL_ERR_*.
+ */
+int audit_verify_checkpoints(struct audit *a, EVP_PKEY *pub,
+    struct audit_ckpt_report *rep);
+
+/*
+ * row_hash of one row as read back (the encoding in docs/audit.md),
+ * for tools that check or rebuild a log outside the station.  0 or
+ * KL_ERR_*; out needs AUDIT_HASH_HEX + 1 bytes.
+ */
+int audit_row_hash_of(const struct audit_row *row, char *out);
 
 #endif

@@ -17,6 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
 #include "db/audit.h"
 #include "station/err.h"
 
@@ -47,7 +52,9 @@ static int cmd_audit_export(int argc, char **argv);
 
 static const struct cmd_audit_verb cmd_audit_verbs[] = {
 	{ .name = "verify", .run = cmd_audit_verify,
-	  .usage = "keyline audit verify --db FILE [--anchor HEAD-HASH]" },
+	  .usage = "keyline audit verify --db FILE [--anchor HEAD-HASH]\n"
+	      "      [--checkpoint-cert FILE [--root FILE] "
+	      "[--require-checkpoints]]" },
 	{ .name = "export", .run = cmd_audit_export,
 	  .usage = "keyline audit export --db FILE --format csv|json "
 	      "[--out FILE]" },
@@ -92,6 +99,61 @@ cmd_audit_open(const char *path, struct audit **out)
 	return r;
 }
 
+/*
+ * The checkpoint certificate's key, after checking the certificate chains
+ * to root (PEM, may hold several) when root is given.  NULL with the
+ * reason on stderr.
+ */
+static EVP_PKEY *
+cmd_audit_ckpt_key(const char *cert_path, const char *root)
+{
+	X509_STORE *store = NULL;
+	X509_STORE_CTX *xs = NULL;
+	EVP_PKEY *k = NULL;
+	X509 *x = NULL;
+	FILE *fp;
+
+	if ((fp = fopen(cert_path, "r")) == NULL) {
+		fprintf(stderr, "keyline audit: --checkpoint-cert: cannot open "
+		    "%s: %s\n", cert_path, strerror(errno));
+		return NULL;
+	}
+	x = PEM_read_X509(fp, NULL, NULL, NULL);
+	fclose(fp);
+	if (x == NULL) {
+		fprintf(stderr, "keyline audit: --checkpoint-cert: %s is not a "
+		    "PEM certificate\n", cert_path);
+		goto out;
+	}
+	if (root != NULL) {
+		if ((store = X509_STORE_new()) == NULL ||
+		    X509_STORE_load_file(store, root) != 1) {
+			fprintf(stderr, "keyline audit: --root: cannot load %s\n",
+			    root);
+			goto out;
+		}
+		if ((xs = X509_STORE_CTX_new()) == NULL ||
+		    X509_STORE_CTX_init(xs, store, x, NULL) != 1)
+			goto out;
+		if (X509_verify_cert(xs) != 1) {
+			fprintf(stderr, "audit checkpoint certificate %s does not "
+			    "chain to %s: %s\n", cert_path, root,
+			    X509_verify_cert_error_string(
+			    X509_STORE_CTX_get_error(xs)));
+			goto out;
+		}
+	}
+	if ((k = X509_get_pubkey(x)) == NULL)
+		fprintf(stderr, "keyline audit: --checkpoint-cert: no usable "
+		    "key in %s\n", cert_path);
+ out:
+	ERR_clear_error();
+	X509_STORE_CTX_free(xs);
+	X509_STORE_free(store);
+	X509_free(x);
+	return k;
+}
+
 /* getopt_long over the verb's own arguments (argv[0] is the verb). */
 static void
 cmd_audit_getopt_reset(void)
@@ -107,23 +169,38 @@ cmd_audit_verify(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, 'd' },
 		{ "anchor", required_argument, NULL, 'a' },
+		{ "checkpoint-cert", required_argument, NULL, 'c' },
+		{ "root", required_argument, NULL, 'r' },
+		{ "require-checkpoints", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct audit *a = NULL;
-	const char *db = NULL, *anchor = NULL;
+	struct audit_ckpt_report rep;
+	EVP_PKEY *ckpt_key = NULL;
+	const char *db = NULL, *anchor = NULL, *ckpt_cert = NULL, *root = NULL;
+	int require_ckpt = 0;
 	char why[256] = "", head[AUDIT_HASH_HEX + 1];
 	int64_t rows = 0, bad = 0, anchor_id = 0;
 	int c, r, ret = CMD_AUDIT_USAGE;
 
 	cmd_audit_getopt_reset();
-	while ((c = getopt_long(argc, argv, "+d:a:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+d:a:c:r:Rh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
 			db = optarg;
 			break;
 		case 'a':
 			anchor = optarg;
+			break;
+		case 'c':
+			ckpt_cert = optarg;
+			break;
+		case 'r':
+			root = optarg;
+			break;
+		case 'R':
+			require_ckpt = 1;
 			break;
 		case 'h':
 			cmd_audit_usage(stdout);
@@ -133,10 +210,16 @@ cmd_audit_verify(int argc, char **argv)
 			return CMD_AUDIT_USAGE;
 		}
 	}
-	if (db == NULL || optind != argc) {
+	/* --root and --require-checkpoints are about checkpoints: without
+	 * the certificate they would silently check nothing. */
+	if (db == NULL || optind != argc ||
+	    ((root != NULL || require_ckpt) && ckpt_cert == NULL)) {
 		cmd_audit_usage(stderr);
 		return CMD_AUDIT_USAGE;
 	}
+	if (ckpt_cert != NULL &&
+	    (ckpt_key = cmd_audit_ckpt_key(ckpt_cert, root)) == NULL)
+		goto out;
 	if (cmd_audit_open(db, &a) != 0)
 		goto out;
 	r = audit_verify_head(a, &rows, &bad, why, sizeof(why), head,
@@ -176,11 +259,53 @@ cmd_audit_verify(int argc, char **argv)
 			goto out;
 		}
 	}
+	/* The chain ties every row to the ones after it; a checkpoint ties
+	 * a row to a signature only the station token can make. */
+	memset(&rep, 0, sizeof(rep));
+	if (ckpt_key != NULL) {
+		r = audit_verify_checkpoints(a, ckpt_key, &rep);
+		if (r == KL_ERR_AUDIT_CHAIN) {
+			fprintf(stderr, "audit checkpoint %" PRId64 " fails: %s\n",
+			    rep.bad_id, rep.why);
+			ret = CMD_AUDIT_FAIL;
+			goto out;
+		}
+		if (r != 0) {
+			fprintf(stderr, "keyline audit: cannot verify checkpoints "
+			    "in %s: %s\n", db, kl_strerror(r));
+			goto out;
+		}
+		if (rep.count == 0) {
+			fprintf(stderr, "WARNING: NO CHECKPOINTS in %s%s: nothing "
+			    "signed vouches for any row, and the whole log may "
+			    "have been rewritten\n", db, rep.table ? "" :
+			    " (no checkpoints table)");
+			if (require_ckpt) {
+				fprintf(stderr, "audit checkpoints required "
+				    "(--require-checkpoints)\n");
+				ret = CMD_AUDIT_FAIL;
+				goto out;
+			}
+		}
+	}
 	printf("audit chain ok: %" PRId64 " rows, head %s\n", rows, head);
 	if (anchor != NULL)
 		printf("anchor found at row %" PRId64 "\n", anchor_id);
+	if (ckpt_key != NULL && rep.count == 0)
+		printf("no checkpoints\n");
+	else if (ckpt_key != NULL) {
+		printf("checkpoints ok: %" PRId64 " signed, newest %" PRId64
+		    " (%s, %s, station %s) at row %" PRId64 "\n", rep.count,
+		    rep.newest_id, rep.newest_reason, rep.newest_time,
+		    rep.newest_station, rep.newest_row);
+		if (rep.newest_row < rows)
+			printf("rows %" PRId64 "..%" PRId64 " are after the "
+			    "newest checkpoint: only the chain vouches for "
+			    "them\n", rep.newest_row + 1, rows);
+	}
 	ret = fflush(stdout) == 0 ? CMD_AUDIT_OK : CMD_AUDIT_FAIL;
  out:
+	EVP_PKEY_free(ckpt_key);
 	audit_close(a);
 	return ret;
 }

@@ -124,13 +124,19 @@ static const struct config_key config_keys[] = {
 	{ "jig", "power_off_ms", CT_INT, CF(jig_power_off_ms), 100, 60000 },
 	{ "jig", "control", CT_PATH, CF(jig_control), 0, 0 },
 	{ "jig", "power_retry", CT_BOOL, CF(jig_power_retry), 0, 0 },
+
+	{ "audit", "checkpoint_key_id", CT_HEXID, CF(audit_checkpoint_key_id),
+	    0, 0 },
+	{ "audit", "checkpoint_cert", CT_PATH, CF(audit_checkpoint_cert), 0, 0 },
+	{ "audit", "checkpoint_every", CT_INT, CF(audit_checkpoint_every), 1,
+	    1000000 },
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
 /* Sections with names; [slots] is handled apart. */
 static const char *const config_sections[] = {
-	"station", "keys", "link", "ca", "ota", "http", "jig",
+	"station", "keys", "link", "ca", "ota", "http", "jig", "audit",
 };
 
 static const char *const config_key_types[] = {
@@ -671,6 +677,7 @@ config_defaults(struct config *c)
 	c->jig_power = CONFIG_POWER_NONE;
 	c->jig_power_off_ms = 2000;
 	c->jig_power_retry = 1;
+	c->audit_checkpoint_every = 100;
 }
 
 /*

@@ -147,6 +147,12 @@ struct config {
 						 * step is power-cycled and
 						 * tried once more */
 
+	/* [audit] signed checkpoints of the chain head (docs/audit.md) */
+	char audit_checkpoint_key_id[33];	/* checkpoint_key_id, hex: a key in
+						 * the station token; "" = off */
+	char audit_checkpoint_cert[PATH_MAX];	/* checkpoint_cert: its certificate */
+	int audit_checkpoint_every;		/* checkpoint_every, default 100 */
+
 	/* [slots]  N = device, or N = usb:PORT-PATH */
 	struct config_slot slots[CONFIG_MAX_SLOTS];
 	int nslots;

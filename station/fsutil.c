@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "station/buf.h"
 #include "station/err.h"
 #include "station/log.h"
 
@@ -70,6 +71,8 @@ fsutil_read_capped(const char *path, size_t max, uint8_t **out, size_t *len,
 out:
 	if (fd >= 0)
 		close(fd);
+	/* Over the cap or a read error: what was read may be a secret. */
+	buf_wipe(data, n);
 	free(data);
 	return r;
 }

@@ -10,6 +10,7 @@
 #include "station/cmd_audit.h"
 #include "station/cmd_jig.h"
 #include "station/log.h"
+#include "station/secret.h"
 #include "station/version.h"
 #include "ui/console.h"
 
@@ -60,6 +61,12 @@ main(int argc, char **argv)
 {
 	size_t i;
 
+	/* Before anything reads a PIN, a token or a MAC key: a core file or
+	 * a same-user ptrace would otherwise hold them (secret.h). */
+	if (secret_no_dumps() != 0) {
+		fprintf(stderr, "keyline: cannot turn core dumps off\n");
+		return 2;
+	}
 	log_init("keyline", LOG_LVL_INFO);
 	if (argc < 2) {
 		cmd_help(0, NULL);

@@ -13,6 +13,7 @@
 #include "station/buf.h"
 #include "station/ca.h"
 #include "station/certcheck.h"
+#include "station/checkpoint.h"
 #include "station/config.h"
 #include "station/engine.h"
 #include "station/err.h"
@@ -260,6 +261,49 @@ station_ca_cmp(struct station *st, const char *pin, char *err, size_t errsz)
 	return r;
 }
 
+/*
+ * [audit] checkpoint_key_id: the helper that signs checkpoints with a key
+ * in the station token, forked before the CA backend opens that token
+ * (checkpoint.h), then the "start" checkpoint.  Off (0, nothing done)
+ * without checkpoint_key_id.
+ */
+static int
+station_checkpoint_open(struct station *st, const char *pin, char *err,
+    size_t errsz)
+{
+	const struct config *cfg = st->cfg;
+	char why[512] = "";
+	int r;
+
+	if (cfg->audit_checkpoint_key_id[0] == '\0') {
+		log_info("audit: no [audit] checkpoint_key_id: the log's head "
+		    "is not signed (docs/audit.md, \"Checkpoints\")");
+		return 0;
+	}
+	if (cfg->audit_checkpoint_cert[0] == '\0' || pin[0] == '\0') {
+		snprintf(err, errsz, "%s: [audit] checkpoint_key_id needs "
+		    "checkpoint_cert and the station token's PIN ([ca] pin_file "
+		    "or pin_env)", cfg->path);
+		return KL_ERR_CONFIG;
+	}
+	if ((r = checkpoint_signer_new(&st->ckpt, cfg->ca_module,
+	    cfg->ca_token_label, pin, cfg->audit_checkpoint_key_id,
+	    cfg->audit_checkpoint_cert, why, sizeof(why))) != 0) {
+		snprintf(err, errsz, "%s: [audit] checkpoint_key_id: %s",
+		    cfg->path, why);
+		return r;
+	}
+	if ((r = audit_checkpoint_setup(st->audit, cfg->station_id,
+	    cfg->audit_checkpoint_every, checkpoint_sign, st->ckpt)) != 0 ||
+	    (r = audit_checkpoint(st->audit, "start", NULL)) != 0) {
+		snprintf(err, errsz, "%s: [audit]: cannot sign the start "
+		    "checkpoint: %s: %s", cfg->path, kl_strerror(r),
+		    audit_last_error());
+		return r;
+	}
+	return 0;
+}
+
 /* [ca] backend -> constructor; config.c accepts exactly these names. */
 static const struct {
 	const char *name;
@@ -320,6 +364,8 @@ station_open(struct station *st, const char *config_path, char *err,
 		goto fail;
 	if ((r = station_read_pin(cfg, pin, sizeof(pin), err, errsz)) != 0)
 		goto fail;
+	if ((r = station_checkpoint_open(st, pin, err, errsz)) != 0)
+		goto fail;
 	for (i = 0; i < sizeof(station_ca_backends) /
 	    sizeof(station_ca_backends[0]); i++)
 		if (strcmp(station_ca_backends[i].name, cfg->ca_backend) == 0)
@@ -350,10 +396,16 @@ fail:
 void
 station_close(struct station *st)
 {
+	/* The head as the station leaves it: rows cut after this are
+	 * caught by the next verify. */
+	if (st->ckpt != NULL && st->audit != NULL &&
+	    audit_checkpoint(st->audit, "stop", NULL) != 0)
+		log_error("audit: stop checkpoint: %s", audit_last_error());
 	usbjig_close(st->jig);
 	vjig_close(st->vjig);
 	ca_free(st->ca);
 	audit_close(st->audit);
+	checkpoint_signer_free(st->ckpt);
 	certcheck_trust_free(st->trust);
 	ota_files_free(&st->ota);
 	free(st->cfg);

@@ -21,6 +21,7 @@ struct engine;
 struct engine_opts;
 struct usbjig;
 struct vjig;
+struct checkpoint_signer;
 
 struct station {
 	struct config *cfg;		/* owned */
@@ -30,6 +31,8 @@ struct station {
 	struct ota_files ota;		/* owned */
 	struct usbjig *jig;		/* owned; NULL without USB slots */
 	struct vjig *vjig;		/* owned; power = virtual-jig */
+	struct checkpoint_signer *ckpt;	/* owned; NULL without [audit]
+					 * checkpoint_key_id */
 };
 
 /* 0, or a KL_ERR_* with the reason in err (names file/line/key for config

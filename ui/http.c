@@ -58,6 +58,7 @@
 #include "station/err.h"
 #include "station/fsutil.h"
 #include "station/log.h"
+#include "station/secret.h"
 #include "station/version.h"
 #include "ui/http_parse.h"
 
@@ -154,8 +155,9 @@ struct http {
 	uint64_t mhd_suppressed;
 	int64_t log_at_ms;		/* start of the log interval */
 	/* Zero-padded to the maximum so the comparison always covers the
-	 * same bytes whatever length is presented. */
-	unsigned char token[HTTP_TOKEN_MAX];
+	 * same bytes whatever length is presented; on pages a core dump
+	 * leaves out (secret_alloc). */
+	unsigned char *token;
 	size_t token_len;
 	uint8_t *tls_cert, *tls_key;
 	size_t tls_cert_len, tls_key_len;
@@ -354,7 +356,7 @@ http_authorized(struct http *h, struct MHD_Connection *c)
 	 * bounded by a public maximum, can show in the timing. */
 	memset(given, 0, sizeof(given));
 	memcpy(given, v, n);
-	ok = CRYPTO_memcmp(given, h->token, sizeof(given)) == 0 &&
+	ok = CRYPTO_memcmp(given, h->token, HTTP_TOKEN_MAX) == 0 &&
 	    n == h->token_len;
 	OPENSSL_cleanse(given, sizeof(given));
 	return ok;
@@ -1379,7 +1381,11 @@ http_load_token(struct http *h, const char *path, char *err, size_t errsz)
 	if (stat(path, &sb) == 0 && (sb.st_mode & 077) != 0)
 		log_warn("http: %s is readable by group or others; chmod 600",
 		    path);
-	memset(h->token, 0, sizeof(h->token));
+	if ((h->token = secret_alloc(HTTP_TOKEN_MAX)) == NULL) {
+		snprintf(err, errsz, "%s: %s", path, kl_strerror(KL_ERR_NOMEM));
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
 	memcpy(h->token, data, n);
 	h->token_len = n;
 	r = 0;
@@ -1417,7 +1423,7 @@ http_free(struct http *h)
 	/* MHD is stopped: every CLOSED was notified, the list is empty. */
 	pthread_cond_destroy(&h->cv);
 	pthread_mutex_destroy(&h->mu);
-	OPENSSL_cleanse(h->token, sizeof(h->token));
+	secret_free(h->token, HTTP_TOKEN_MAX);
 	if (h->tls_key != NULL) {
 		OPENSSL_cleanse(h->tls_key, h->tls_key_len);
 		free(h->tls_key);
