@@ -25,6 +25,7 @@ LDLIBS = $(PKG_LIBS) -ldl -pthread
 
 # Objects shared by the station and the board agent.
 COMMON_SRC = station/err.c station/log.c station/buf.c station/fsutil.c \
+	station/secret.c \
 	station/frame.c \
 	station/proto.c station/serial.c station/ini.c
 HSM_SRC = hsm/hsm.c
@@ -50,6 +51,8 @@ UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 # Runs under umockdev-wrapper (tests/run-unit): fake USB devices in sysfs.
 UNIT_TESTS += test_usbjig
 UNIT_TESTS += test_audit_state
+UNIT_TESTS += test_audit_csv
+UNIT_TESTS += test_secret
 
 UNIT_TESTS += test_audit_checkpoint
 REL = build
@@ -107,7 +110,8 @@ $(SAN)/bin/keyline-jig: $(call san_obj,$(COMMON_SRC) $(JIG_SRC))
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 # --- unit tests (CMocka): each names exactly the objects it needs
-BASE_SRC = station/err.c station/log.c station/buf.c station/fsutil.c
+BASE_SRC = station/err.c station/log.c station/buf.c station/fsutil.c \
+	station/secret.c
 T_test_buf = $(BASE_SRC)
 T_test_frame = $(BASE_SRC) station/frame.c
 T_test_proto = $(BASE_SRC) station/proto.c
@@ -118,6 +122,8 @@ T_test_devid = $(BASE_SRC) station/devid.c
 T_test_certcheck = $(BASE_SRC) station/certcheck.c
 T_test_audit = $(BASE_SRC) $(DB_SRC)
 T_test_audit_state = $(BASE_SRC) $(DB_SRC)
+T_test_audit_csv = $(BASE_SRC) $(DB_SRC)
+T_test_secret = $(LIB_SRC)
 T_test_audit_checkpoint = $(BASE_SRC) $(DB_SRC)
 T_test_hsm = $(BASE_SRC) $(HSM_SRC)
 T_test_ca_local = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \

@@ -1867,21 +1867,34 @@ audit_verify(struct audit *a, int64_t *rows, int64_t *bad_id, char *why,
  * RFC 4180: quote when the field holds a comma, quote, CR or LF.  NULL is
  * an empty field and "" a quoted empty one, so a reader that cares can
  * still tell them apart.
+ *
+ * Text starting with =, +, -, @, TAB or CR is a formula to a spreadsheet
+ * (a board chooses its serial): it gets a leading ' (OWASP, CSV
+ * injection), which a spreadsheet shows as text.  Text starting with '
+ * gets one too, so a reader recovers the stored bytes by dropping one
+ * leading ' from any text field that has one.  Integers are never
+ * prefixed: a number is not a formula.
  */
 static int
 audit_csv_field(FILE *out, const struct audit_val *v)
 {
+	static const char formula[] = "=+-@\t\r'";
 	size_t i;
-	int quote = v->n == 0;
+	int quote = v->n == 0, tick;
 
 	if (v->null)
 		return 0;
+	tick = !v->sqlint && v->n > 0 &&
+	    memchr(formula, v->p[0], sizeof(formula) - 1) != NULL;
 	for (i = 0; i < v->n && !quote; i++)
 		quote = v->p[i] == ',' || v->p[i] == '"' || v->p[i] == '\r' ||
 		    v->p[i] == '\n';
-	if (!quote)
+	if (!quote) {
+		if (tick && fputc('\'', out) == EOF)
+			return KL_ERR_IO;
 		return fwrite(v->p, 1, v->n, out) == v->n ? 0 : KL_ERR_IO;
-	if (fputc('"', out) == EOF)
+	}
+	if (fputc('"', out) == EOF || (tick && fputc('\'', out) == EOF))
 		return KL_ERR_IO;
 	for (i = 0; i < v->n; i++) {
 		if (v->p[i] == '"' && fputc('"', out) == EOF)
@@ -1928,7 +1941,7 @@ audit_utf8_seq(const unsigned char *s, size_t n)
 /*
  * A JSON string for text that may not be UTF-8 (board serials come off a
  * wire).  Ill-formed bytes become U+FFFD: the JSON stays parseable, and the
- * exact bytes remain in the database and the CSV export.
+ * exact bytes remain in the database and the CSV export (less its ').
  */
 static json_t *
 audit_json_text(const struct audit_val *v)

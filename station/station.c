@@ -19,6 +19,7 @@
 #include "station/err.h"
 #include "station/fsutil.h"
 #include "station/log.h"
+#include "station/secret.h"
 #include "station/usbjig.h"
 #include "station/vjig.h"
 
@@ -49,6 +50,10 @@ station_read_pin(const struct config *cfg, char *pin, size_t pinsz,
 			return KL_ERR_CONFIG;
 		}
 		if (strlen(v) >= pinsz) {
+			/* Refused, but still a secret: out of the
+			 * environment like an accepted one. */
+			buf_wipe(v, strlen(v));
+			unsetenv(cfg->ca_pin_env);
 			snprintf(err, errsz, "%s: [ca] pin_env: PIN too long",
 			    cfg->path);
 			return KL_ERR_CONFIG;
@@ -106,7 +111,8 @@ station_module_env(const struct config *cfg, char *err, size_t errsz)
 /*
  * A secret from a file ([ca] auth_key_file, cmp_secret_file): raw bytes,
  * or hex digits; one trailing newline is not part of it.  0 and *out
- * (caller wipes, then frees with free()) or KL_ERR_CONFIG naming the key.
+ * (on secret pages: caller frees with station_free_secret(*out,
+ * *out_len)) or KL_ERR_CONFIG naming the key.
  * The secret itself never reaches a message.
  */
 static int
@@ -114,7 +120,7 @@ station_read_secret(const struct config *cfg, const char *key,
     const char *path, int hex, uint8_t **out, size_t *out_len, char *err,
     size_t errsz)
 {
-	uint8_t *data = NULL;
+	uint8_t *data = NULL, *sec;
 	char why[256];
 	size_t len = 0, i, n;
 	struct stat sb;
@@ -157,9 +163,15 @@ station_read_secret(const struct config *cfg, const char *key,
 		r = KL_ERR_CONFIG;
 		goto out;
 	}
-	*out = data;
+	if ((sec = secret_alloc(n)) == NULL) {
+		snprintf(err, errsz, "%s: [ca] %s: %s", cfg->path, key,
+		    kl_strerror(KL_ERR_NOMEM));
+		r = KL_ERR_NOMEM;
+		goto out;
+	}
+	memcpy(sec, data, n);
+	*out = sec;
 	*out_len = n;
-	data = NULL;
 	r = 0;
 out:
 	if (data != NULL) {
@@ -172,11 +184,7 @@ out:
 static void
 station_free_secret(uint8_t *p, size_t len)
 {
-	if (p == NULL)
-		return;
-	/* The whole buffer: hex input was longer than the bytes. */
-	buf_wipe(p, len * 2 + 2);
-	free(p);
+	secret_free(p, len);
 }
 
 static int
@@ -320,14 +328,18 @@ station_open(struct station *st, const char *config_path, char *err,
     size_t errsz)
 {
 	struct config *cfg;
-	char pin[STATION_MAX_PIN], why[512];
+	char *pin, why[512];
 	size_t i;
 	int r;
 
 	memset(st, 0, sizeof(*st));
-	pin[0] = '\0';
-	if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
+	/* On pages a core dump leaves out (secret.h), wiped on every path. */
+	if ((pin = secret_alloc(STATION_MAX_PIN)) == NULL)
 		return KL_ERR_NOMEM;
+	if ((cfg = calloc(1, sizeof(*cfg))) == NULL) {
+		secret_free(pin, STATION_MAX_PIN);
+		return KL_ERR_NOMEM;
+	}
 	st->cfg = cfg;
 	if ((r = config_load(config_path, cfg, err, errsz)) != 0)
 		goto fail;
@@ -362,7 +374,7 @@ station_open(struct station *st, const char *config_path, char *err,
 	}
 	if ((r = station_module_env(cfg, err, errsz)) != 0)
 		goto fail;
-	if ((r = station_read_pin(cfg, pin, sizeof(pin), err, errsz)) != 0)
+	if ((r = station_read_pin(cfg, pin, STATION_MAX_PIN, err, errsz)) != 0)
 		goto fail;
 	if ((r = station_checkpoint_open(st, pin, err, errsz)) != 0)
 		goto fail;
@@ -378,7 +390,8 @@ station_open(struct station *st, const char *config_path, char *err,
 	}
 	err[0] = '\0';
 	r = station_ca_backends[i].open(st, pin, err, errsz);
-	buf_wipe(pin, sizeof(pin));
+	secret_free(pin, STATION_MAX_PIN);
+	pin = NULL;
 	if (r != 0) {
 		if (err[0] == '\0')
 			snprintf(err, errsz, "%s: [ca]: cannot open the fleet "
@@ -388,7 +401,7 @@ station_open(struct station *st, const char *config_path, char *err,
 	}
 	return 0;
 fail:
-	buf_wipe(pin, sizeof(pin));
+	secret_free(pin, STATION_MAX_PIN);
 	station_close(st);
 	return r;
 }
