@@ -75,6 +75,43 @@ ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
 }
 
 int
+ca_csr_asks_nothing_more(const X509_REQ *csr, int no_extensions, char *err,
+    size_t errsz)
+{
+	const X509_NAME *name = X509_REQ_get_subject_name(csr);
+	STACK_OF(X509_EXTENSION) *exts;
+	const ASN1_OBJECT *o;
+	char type[64];
+	int i, n, ncn = 0;
+
+	n = X509_NAME_entry_count(name);
+	for (i = 0; i < n; i++) {
+		o = X509_NAME_ENTRY_get_object(X509_NAME_get_entry(name, i));
+		if (OBJ_obj2nid(o) == NID_commonName && ncn++ == 0)
+			continue;
+		if (OBJ_obj2txt(type, (int)sizeof(type), o, 0) <= 0)
+			snprintf(type, sizeof(type), "?");
+		snprintf(err, errsz, "the CSR's subject has %s%s, more than "
+		    "the CN the station asks for: not sent to the CA", type,
+		    OBJ_obj2nid(o) == NID_commonName ? " twice" : "");
+		return KL_ERR_INVALID;
+	}
+	if (!no_extensions)
+		return 0;
+	exts = X509_REQ_get_extensions((X509_REQ *)csr);
+	n = exts != NULL ? sk_X509_EXTENSION_num(exts) : 0;
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	ERR_clear_error();
+	if (n > 0) {
+		snprintf(err, errsz, "the CSR requests %d extension%s (such as "
+		    "a subjectAltName) the station does not ask for: not sent "
+		    "to the CA", n, n == 1 ? "" : "s");
+		return KL_ERR_INVALID;
+	}
+	return 0;
+}
+
+int
 ca_token_key(const char *what, const char *module, const char *token_label,
     const char *pin, const char *key_id_hex, struct hsm **hsm, EVP_PKEY **key)
 {

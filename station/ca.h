@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include <openssl/types.h>
+#include <openssl/x509.h>
 
 struct hsm;
 
@@ -65,7 +66,9 @@ int ca_local_new(struct ca **out, const struct ca_local_params *p);
 /*
  * CFSSL: POST /api/v1/cfssl/authsign, the request signed with
  * HMAC-SHA256 under the shared key.  The station asks for subject
- * CN=<device ID> whatever the CSR says; the profile decides the rest.
+ * CN=<device ID> whatever the CSR says and "hosts": [] (no subjectAltName);
+ * a CSR whose subject has more than a CN is not sent (KL_ERR_INVALID:
+ * CFSSL would copy it); the profile decides the rest.
  * Errors: connection refused/reset, timeouts and HTTP 5xx are
  * KL_ERR_UNAVAILABLE / KL_ERR_TIMEOUT (the engine waits); HTTP 4xx, a
  * CFSSL "success": false and a server certificate that is not the pinned
@@ -102,13 +105,15 @@ int ca_cfssl_parse(const char *resp, size_t len, uint8_t **cert_der,
 
 /*
  * CMP (RFC 9483 Lightweight CMP Profile): a p10cr carrying the board's
- * CSR, whose signature is the proof of possession.  Protection by a
- * shared secret (MAC, secret + ref) or by the station's certificate and
- * key (client_cert + a key from the station token or, for development,
- * a PEM file); exactly one of the two.  The returned certificate is
- * checked with certcheck (fleet_root, the CSR's key, CN = device ID)
- * before the station confirms it (certConf); one that fails is rejected
- * in the certConf, and issue() returns KL_ERR_CERT_INVALID with its serial,
+ * CSR, whose signature is the proof of possession; a CSR asking for more
+ * than a CN (other subject entries, requested extensions) is not sent
+ * (KL_ERR_INVALID).  Protection by a shared secret (MAC, secret + ref)
+ * or by the station's certificate and key (client_cert + a key from the
+ * station token or, for development, a PEM file); exactly one of the
+ * two.  The returned certificate is checked with certcheck (fleet_root,
+ * the CSR's key, CN = device ID, the device profile) before the station
+ * confirms it (certConf); one that fails is rejected in the certConf,
+ * and issue() returns KL_ERR_CERT_INVALID with its serial,
  * fingerprint and why in err.  Errors: no answer, a refused connection,
  * timeouts, HTTP 5xx are KL_ERR_UNAVAILABLE / KL_ERR_TIMEOUT; a rejection,
  * an error message, or a response whose protection does not verify is
@@ -159,6 +164,18 @@ int ca_cmp_new(struct ca **out, const struct ca_cmp_params *p);
 int ca_token_key(const char *what, const char *module,
     const char *token_label, const char *pin, const char *key_id_hex,
     struct hsm **hsm, EVP_PKEY **key);
+
+/*
+ * For remote backends, before a CSR leaves the station: 0 when its
+ * subject is a single CN and nothing else, and (no_extensions) it
+ * requests no extension; else KL_ERR_INVALID with words in err.  A board's
+ * own CSR (hsm_csr) is exactly that; a CSR asking for more (O=..., a
+ * subjectAltName) would have the CA sign what a remote CA may copy into
+ * the certificate (CFSSL fills subject fields its request leaves empty
+ * from the CSR; a CMP p10cr carries the CSR unchanged).
+ */
+int ca_csr_asks_nothing_more(const X509_REQ *csr, int no_extensions,
+    char *err, size_t errsz);
 
 int ca_issue(struct ca *ca, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz);

@@ -2,8 +2,10 @@
  * ca_cfssl.c: the "cfssl" CA backend (see ca.h): a CFSSL server's
  * authsign API, for lines that keep the fleet CA off the station.
  *
- * The request is {"certificate_request": <CSR PEM>, "profile", "label",
- * "subject": {"CN": <device ID>}}; the body sent is {"token":
+ * The request is {"certificate_request": <CSR PEM>, "hosts": [],
+ * "profile", "label", "subject": {"CN": <device ID>}}: the station asks
+ * for the fleet's device profile and nothing the board's CSR asks for
+ * beyond its key; the body sent is {"token":
  * base64(HMAC-SHA256(key, request)), "request": base64(request)}.  HTTP goes
  * through OpenSSL's client (OSSL_HTTP_transfer: non-blocking connect, one
  * timeout for the whole exchange, a cap on the response); over HTTPS the
@@ -35,7 +37,6 @@
 #include "station/buf.h"
 #include "station/err.h"
 #include "station/log.h"
-#include "station/secret.h"
 
 #define CFSSL_API_PATH "/api/v1/cfssl/authsign"
 #define CFSSL_MAX_KEY 256
@@ -46,7 +47,7 @@ struct ca_cfssl {
 	char host[256];
 	char port[8];
 	char path[CFSSL_MAX_URL];
-	uint8_t *key;		/* secret_alloc(CFSSL_MAX_KEY): no dumps */
+	uint8_t key[CFSSL_MAX_KEY];
 	size_t key_len;
 	char *profile;		/* NULL = server default */
 	char *label;
@@ -61,7 +62,7 @@ ca_cfssl_free(void *arg)
 
 	if (c == NULL)
 		return;
-	secret_free(c->key, CFSSL_MAX_KEY);
+	buf_wipe(c->key, sizeof(c->key));
 	free(c->profile);
 	free(c->label);
 	ca_tls_free(c->tls);
@@ -157,6 +158,9 @@ cfssl_body(const struct ca_cfssl *c, const struct ca_request *req,
 		snprintf(err, errsz, "CSR is not a DER PKCS#10 request");
 		goto out;
 	}
+	/* Extensions the CSR requests are not copied: "hosts" is empty. */
+	if (ca_csr_asks_nothing_more(csr, 0, err, errsz) != 0)
+		goto out;
 	if ((mem = BIO_new(BIO_s_mem())) == NULL ||
 	    PEM_write_bio_X509_REQ(mem, csr) != 1 ||
 	    (pem_len = BIO_get_mem_data(mem, &pem)) <= 0) {
@@ -164,8 +168,10 @@ cfssl_body(const struct ca_cfssl *c, const struct ca_request *req,
 		snprintf(err, errsz, "cannot encode the CSR");
 		goto out;
 	}
-	inner = json_pack("{s:s%, s:{s:s}}", "certificate_request", pem,
-	    (size_t)pem_len, "subject", "CN", req->device_id);
+	/* "hosts": [] (empty, not absent): CFSSL then puts no
+	 * subjectAltName in, where it would otherwise copy the CSR's. */
+	inner = json_pack("{s:s%, s:[], s:{s:s}}", "certificate_request", pem,
+	    (size_t)pem_len, "hosts", "subject", "CN", req->device_id);
 	if (inner == NULL ||
 	    (c->profile != NULL && json_object_set_new(inner, "profile",
 	    json_string(c->profile)) != 0) ||
@@ -366,10 +372,6 @@ ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p)
 	    snprintf(c->path, sizeof(c->path), "%s%s", path,
 	    CFSSL_API_PATH) >= (int)sizeof(c->path)) {
 		log_error("cfssl: url '%s' too long", p->url);
-		goto out;
-	}
-	if ((c->key = secret_alloc(CFSSL_MAX_KEY)) == NULL) {
-		r = KL_ERR_NOMEM;
 		goto out;
 	}
 	memcpy(c->key, p->auth_key, p->auth_key_len);

@@ -4,7 +4,9 @@
  *
  * One enrollment is a p10cr carrying the board's CSR as the board signed
  * it (the CSR signature is the proof of possession; the station never
- * holds the board's key), then a certConf.  Messages are protected either
+ * holds the board's key), then a certConf.  A CSR that asks for more than
+ * a CN (other subject entries, requested extensions such as a
+ * subjectAltName) is not sent.  Messages are protected either
  * by a shared secret (PBM MAC: reference + secret) or by the station's
  * own certificate and key, the key possibly in the station token; the
  * server's responses must carry the same MAC or a signature by the pinned
@@ -42,7 +44,6 @@
 #include "station/certcheck.h"
 #include "station/err.h"
 #include "station/log.h"
-#include "station/secret.h"
 
 #define CMP_MAX_SECRET 256
 #define CMP_MAX_URL 1024
@@ -54,7 +55,7 @@ struct ca_cmp {
 	int timeout_s;
 	struct certcheck_trust *trust;
 	/* MAC protection */
-	uint8_t *secret;	/* secret_alloc(CMP_MAX_SECRET): no dumps */
+	uint8_t secret[CMP_MAX_SECRET];
 	size_t secret_len;
 	char *ref;
 	/* signature protection */
@@ -86,7 +87,7 @@ ca_cmp_free(void *arg)
 
 	if (c == NULL)
 		return;
-	secret_free(c->secret, CMP_MAX_SECRET);
+	buf_wipe(c->secret, sizeof(c->secret));
 	free(c->ref);
 	EVP_PKEY_free(c->key);	/* before its token session */
 	hsm_close(c->hsm);
@@ -331,6 +332,14 @@ ca_cmp_issue(void *arg, const struct ca_request *req, uint8_t **cert_der,
 		r = KL_ERR_INVALID;
 		goto out;
 	}
+	/* A p10cr carries the CSR as the board signed it (its signature is
+	 * the proof of possession), so the station cannot name the subject
+	 * in it as it does for CFSSL: it sends only a CSR that asks for
+	 * nothing but a CN, and the certConf check refuses a certificate
+	 * with anything else. */
+	if ((r = ca_csr_asks_nothing_more(csr, 1, err, errsz)) != 0)
+		goto out;
+	r = KL_ERR_CA;
 	call.spki = spki;
 	call.spki_len = (size_t)n;
 	if ((ctx = OSSL_CMP_CTX_new(NULL, NULL)) == NULL ||
@@ -530,10 +539,6 @@ ca_cmp_new(struct ca **out, const struct ca_cmp_params *p)
 		goto out;
 	}
 	if (mac) {
-		if ((c->secret = secret_alloc(CMP_MAX_SECRET)) == NULL) {
-			r = KL_ERR_NOMEM;
-			goto out;
-		}
 		memcpy(c->secret, p->secret, p->secret_len);
 		c->secret_len = p->secret_len;
 		if ((c->ref = strdup(p->ref)) == NULL) {

@@ -33,11 +33,14 @@
 #include <openssl/x509v3.h>
 
 #include "hsm/hsm.h"
+#include "station/certcheck.h"
 #include "station/err.h"
 #include "station/log.h"
 
 #define CA_LOCAL_MAX_CSR (16 * 1024)
-#define CA_LOCAL_MAX_DAYS 36500
+/* Longer would fail every board's validation (certcheck.h: the default
+ * profile's lifetime limit). */
+#define CA_LOCAL_MAX_DAYS CERTCHECK_DEFAULT_MAX_DAYS
 #define CA_LOCAL_SERIAL_BYTES 16
 /* Clocks on a factory line are not perfectly in step with the server's. */
 #define CA_LOCAL_BACKDATE_SECS 60
@@ -346,6 +349,19 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 		snprintf(err, errsz, "cannot build the certificate");
 		goto out;
 	}
+	/* Inside the issuer's validity, as validation demands
+	 * (certcheck.h): the backdating stops at the issuer's notBefore (a
+	 * CA made a minute ago), the lifetime at its notAfter. */
+	if ((ASN1_TIME_compare(X509_get0_notBefore(x),
+	    X509_get0_notBefore(c->issuer)) < 0 &&
+	    !X509_set1_notBefore(x, X509_get0_notBefore(c->issuer))) ||
+	    (ASN1_TIME_compare(X509_get0_notAfter(x),
+	    X509_get0_notAfter(c->issuer)) > 0 &&
+	    !X509_set1_notAfter(x, X509_get0_notAfter(c->issuer)))) {
+		log_openssl("ca: validity");
+		snprintf(err, errsz, "cannot build the certificate");
+		goto out;
+	}
 	X509V3_set_ctx(&v3, c->issuer, x, NULL, NULL, 0);
 	if (!ca_local_add_ext(x, &v3, NID_basic_constraints,
 	    "critical,CA:FALSE") ||
@@ -405,8 +421,8 @@ ca_local_new(struct ca **out, const struct ca_local_params *p)
 		return KL_ERR_CONFIG;
 	}
 	if (p->validity_days == 0 || p->validity_days > CA_LOCAL_MAX_DAYS) {
-		log_error("ca: validity_days must be 1..%d",
-		    CA_LOCAL_MAX_DAYS);
+		log_error("ca: validity_days must be 1..%d (validation "
+		    "refuses longer lifetimes)", CA_LOCAL_MAX_DAYS);
 		return KL_ERR_CONFIG;
 	}
 	if ((c = calloc(1, sizeof(*c))) == NULL ||

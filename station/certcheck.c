@@ -4,7 +4,9 @@
  *
  * A CA backend is trusted to sign, not to be right: a misconfigured or
  * remote CA could return a certificate for another key, another name, or a
- * CA certificate.  Nothing reaches a board before it passes here.  The
+ * CA certificate, or copy what a hostile board put in its CSR (an
+ * organisation, a subjectAltName naming a server).  Nothing reaches a
+ * board before it passes here, and only the fleet's device profile passes.  The
  * chain is verified with the TLS-client purpose, which is how the OTA
  * server will judge the certificate.
  */
@@ -31,10 +33,34 @@
 #define CERTCHECK_MAX_PEM (1024 * 1024)
 #define CERTCHECK_MAX_CERTS 64
 
+/* [ca] subject_extra: at most this many fixed subject entries. */
+#define CERTCHECK_MAX_EXTRA 8
+#define CERTCHECK_MAX_VALUE 64
+
+/*
+ * A CA may backdate notBefore against clock skew (the local CA by 60 s,
+ * CFSSL by 5 min); the lifetime limit allows this much on top of the
+ * configured days.
+ */
+#define CERTCHECK_BACKDATE_SLACK (60 * 60)
+
+struct certcheck_entry {
+	int nid;
+	char value[CERTCHECK_MAX_VALUE + 1];
+};
+
+/* The fleet's device profile (certcheck_trust_set_profile). */
+struct certcheck_prof {
+	struct certcheck_entry extra[CERTCHECK_MAX_EXTRA];
+	int nextra;
+	unsigned max_days;
+};
+
 struct certcheck_trust {
 	X509_STORE *store;		/* the fleet root(s) */
 	STACK_OF(X509) *roots;		/* the same, to recognise an anchor */
 	STACK_OF(X509) *untrusted;	/* intermediates; read-only after load */
+	struct certcheck_prof prof;	/* read-only after start-up */
 };
 
 /* What the verify callback needs: set as the context's app data. */
@@ -153,6 +179,7 @@ certcheck_trust_load(struct certcheck_trust **out, const char *root_pem,
 	}
 	t->roots = roots;
 	roots = NULL;
+	t->prof.max_days = CERTCHECK_DEFAULT_MAX_DAYS;
 	*out = t;
 	t = NULL;
 	r = 0;
@@ -171,6 +198,84 @@ certcheck_trust_free(struct certcheck_trust *t)
 	sk_X509_pop_free(t->roots, X509_free);
 	sk_X509_pop_free(t->untrusted, X509_free);
 	free(t);
+}
+
+int
+certcheck_trust_set_profile(struct certcheck_trust *t,
+    const struct certcheck_profile *p, char *why, size_t whysz)
+{
+	struct certcheck_prof prof;
+	const char *s, *eq, *end;
+	size_t tlen, vlen;
+	char type[32];
+	int nid;
+
+	if (t == NULL || p == NULL) {
+		snprintf(why, whysz, "internal: no trust or profile");
+		return KL_ERR_INVALID;
+	}
+	memset(&prof, 0, sizeof(prof));
+	prof.max_days = p->max_validity_days != 0 ? p->max_validity_days :
+	    CERTCHECK_DEFAULT_MAX_DAYS;
+	if (prof.max_days > CERTCHECK_MAX_DAYS) {
+		snprintf(why, whysz, "max_validity_days: at most %d",
+		    CERTCHECK_MAX_DAYS);
+		return KL_ERR_CONFIG;
+	}
+	s = p->subject_extra != NULL ? p->subject_extra : "";
+	while (*s == ' ')
+		s++;
+	while (*s != '\0') {
+		if ((end = strchr(s, ',')) == NULL)
+			end = s + strlen(s);
+		if ((eq = memchr(s, '=', (size_t)(end - s))) == NULL) {
+			snprintf(why, whysz, "subject_extra: '%.*s' is not "
+			    "TYPE=value", (int)(end - s), s);
+			return KL_ERR_CONFIG;
+		}
+		tlen = (size_t)(eq - s);
+		while (tlen > 0 && s[tlen - 1] == ' ')
+			tlen--;
+		vlen = (size_t)(end - eq - 1);
+		while (vlen > 0 && eq[vlen] == ' ')
+			vlen--;
+		if (tlen == 0 || tlen >= sizeof(type)) {
+			snprintf(why, whysz, "subject_extra: bad attribute "
+			    "type in '%.*s'", (int)(end - s), s);
+			return KL_ERR_CONFIG;
+		}
+		memcpy(type, s, tlen);
+		type[tlen] = '\0';
+		nid = OBJ_txt2nid(type);
+		if (nid == NID_undef || nid == NID_commonName ||
+		    OBJ_nid2sn(nid) == NULL) {
+			snprintf(why, whysz, "subject_extra: '%s' is not an "
+			    "attribute type the profile can add (C, ST, L, O, "
+			    "OU, ...; CN is the device ID)", type);
+			return KL_ERR_CONFIG;
+		}
+		eq++;
+		while (vlen > 0 && *eq == ' ') {
+			eq++;
+			vlen--;
+		}
+		if (vlen == 0 || vlen > CERTCHECK_MAX_VALUE ||
+		    prof.nextra == CERTCHECK_MAX_EXTRA) {
+			snprintf(why, whysz, "subject_extra: at most %d "
+			    "entries of 1..%d characters", CERTCHECK_MAX_EXTRA,
+			    CERTCHECK_MAX_VALUE);
+			return KL_ERR_CONFIG;
+		}
+		prof.extra[prof.nextra].nid = nid;
+		memcpy(prof.extra[prof.nextra].value, eq, vlen);
+		prof.extra[prof.nextra].value[vlen] = '\0';
+		prof.nextra++;
+		s = *end == ',' ? end + 1 : end;
+		while (*s == ' ')
+			s++;
+	}
+	t->prof = prof;
+	return 0;
 }
 
 /* Parse exactly len bytes of DER: no trailing data, no oversized input. */
@@ -246,6 +351,94 @@ out:
 	return r;
 }
 
+
+/* "O=Fleet Admins" of one subject entry, printable, for a message. */
+static void
+certcheck_entry_text(const X509_NAME_ENTRY *ne, char *out, size_t outsz)
+{
+	const ASN1_STRING *d = X509_NAME_ENTRY_get_data(ne);
+	const ASN1_OBJECT *o = X509_NAME_ENTRY_get_object(ne);
+	int nid = OBJ_obj2nid(o);
+	char val[80], type[64];
+
+	if (nid != NID_undef && OBJ_nid2sn(nid) != NULL)
+		snprintf(type, sizeof(type), "%s", OBJ_nid2sn(nid));
+	else if (OBJ_obj2txt(type, (int)sizeof(type), o, 1) <= 0)
+		snprintf(type, sizeof(type), "?");
+	certcheck_printable(ASN1_STRING_get0_data(d),
+	    (size_t)ASN1_STRING_length(d), val, sizeof(val));
+	snprintf(out, outsz, "%s=%s", type, val);
+}
+
+/* Whether entry ne is exactly (nid, value). */
+static int
+certcheck_entry_is(const X509_NAME_ENTRY *ne, const struct certcheck_entry *e)
+{
+	unsigned char *utf8 = NULL;
+	int len, same;
+
+	if (OBJ_obj2nid(X509_NAME_ENTRY_get_object(ne)) != e->nid)
+		return 0;
+	len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(ne));
+	if (len < 0) {
+		ERR_clear_error();
+		return 0;
+	}
+	same = (size_t)len == strlen(e->value) &&
+	    memcmp(utf8, e->value, (size_t)len) == 0;
+	OPENSSL_free(utf8);
+	return same;
+}
+
+/*
+ * The subject is exactly CN = device ID and the profile's fixed entries
+ * (in any order: CAs order names their own way), each once, one per RDN.
+ * Whatever else a CSR asked for (O=Fleet Admins, OU=ops) is refused.
+ */
+static int
+certcheck_subject(X509 *x, const struct certcheck_prof *prof,
+    const char *want, char *why, size_t whysz)
+{
+	const X509_NAME *name = X509_get_subject_name(x);
+	const X509_NAME_ENTRY *ne;
+	int seen[CERTCHECK_MAX_EXTRA] = { 0 };
+	char shown[160];
+	int i, j, n, r;
+
+	if ((r = certcheck_cn(x, want, why, whysz)) != 0)
+		return r;
+	n = X509_NAME_entry_count(name);
+	for (i = 0; i < n; i++) {
+		ne = X509_NAME_get_entry(name, i);
+		if (X509_NAME_ENTRY_set(ne) != i) {
+			snprintf(why, whysz, "subject has a multi-valued RDN");
+			return KL_ERR_CERT_INVALID;
+		}
+		if (OBJ_obj2nid(X509_NAME_ENTRY_get_object(ne)) ==
+		    NID_commonName)
+			continue;
+		for (j = 0; j < prof->nextra; j++)
+			if (!seen[j] && certcheck_entry_is(ne, &prof->extra[j]))
+				break;
+		if (j == prof->nextra) {
+			certcheck_entry_text(ne, shown, sizeof(shown));
+			snprintf(why, whysz, "subject has '%s', which the fleet "
+			    "profile does not name", shown);
+			return KL_ERR_CERT_INVALID;
+		}
+		seen[j] = 1;
+	}
+	for (j = 0; j < prof->nextra; j++) {
+		if (!seen[j]) {
+			snprintf(why, whysz, "subject lacks '%s=%s' of the "
+			    "fleet profile", OBJ_nid2sn(prof->extra[j].nid),
+			    prof->extra[j].value);
+			return KL_ERR_CERT_INVALID;
+		}
+	}
+	return 0;
+}
+
 static int
 certcheck_spki(X509 *x, const struct certcheck_expect *want, char *why,
     size_t whysz)
@@ -270,34 +463,137 @@ out:
 	return r;
 }
 
+/* "keyUsage" etc. for a message: the short name, or the OID. */
+static void
+certcheck_oid(const ASN1_OBJECT *o, char *out, size_t outsz)
+{
+	int nid = OBJ_obj2nid(o);
+
+	if (nid != NID_undef && OBJ_nid2ln(nid) != NULL)
+		snprintf(out, outsz, "%s", OBJ_nid2ln(nid));
+	else if (OBJ_obj2txt(out, (int)outsz, o, 1) <= 0)
+		snprintf(out, outsz, "?");
+}
+
+/*
+ * The extensions of the fleet's device profile: basicConstraints absent or
+ * CA:FALSE, keyUsage critical and exactly digitalSignature,
+ * extendedKeyUsage exactly clientAuth, no subjectAltName, and no critical
+ * extension beyond these (an OTA server that does not know one must
+ * refuse the certificate; one it does know means something the station
+ * did not ask for).  Non-critical extensions such as the key identifiers,
+ * CRL distribution points or authority information access are left to
+ * the CA.
+ */
 static int
 certcheck_extensions(X509 *x, char *why, size_t whysz)
 {
 	uint32_t flags = X509_get_extension_flags(x);
+	EXTENDED_KEY_USAGE *eku = NULL;
+	const X509_EXTENSION *e;
+	char oid[80];
+	int i, n, nid, crit = 0, r = KL_ERR_CERT_INVALID;
 
 	if (flags & EXFLAG_INVALID) {
 		snprintf(why, whysz, "certificate has malformed extensions");
-		return KL_ERR_CERT_INVALID;
+		goto out;
 	}
 	if (flags & EXFLAG_CA) {
 		snprintf(why, whysz,
 		    "certificate is a CA (basicConstraints CA:TRUE)");
-		return KL_ERR_CERT_INVALID;
+		goto out;
 	}
 	if (!(flags & EXFLAG_KUSAGE)) {
 		snprintf(why, whysz, "keyUsage extension missing");
-		return KL_ERR_CERT_INVALID;
+		goto out;
 	}
 	if (!(X509_get_key_usage(x) & KU_DIGITAL_SIGNATURE)) {
 		snprintf(why, whysz, "keyUsage lacks digitalSignature");
-		return KL_ERR_CERT_INVALID;
+		goto out;
+	}
+	if (X509_get_key_usage(x) != KU_DIGITAL_SIGNATURE) {
+		snprintf(why, whysz, "keyUsage allows more than "
+		    "digitalSignature (bits 0x%x)",
+		    (unsigned)X509_get_key_usage(x));
+		goto out;
+	}
+	if ((i = X509_get_ext_by_NID(x, NID_key_usage, -1)) < 0 ||
+	    !X509_EXTENSION_get_critical(X509_get_ext(x, i))) {
+		snprintf(why, whysz, "keyUsage is not critical");
+		goto out;
 	}
 	if (!(flags & EXFLAG_XKUSAGE)) {
 		snprintf(why, whysz, "extendedKeyUsage extension missing");
-		return KL_ERR_CERT_INVALID;
+		goto out;
 	}
 	if (!(X509_get_extended_key_usage(x) & XKU_SSL_CLIENT)) {
 		snprintf(why, whysz, "extendedKeyUsage lacks clientAuth");
+		goto out;
+	}
+	/* The flags show only the purposes OpenSSL knows: count the OIDs. */
+	if ((eku = X509_get_ext_d2i(x, NID_ext_key_usage, &crit, NULL)) ==
+	    NULL) {
+		ERR_clear_error();
+		snprintf(why, whysz, "extendedKeyUsage cannot be read");
+		goto out;
+	}
+	for (i = 0; i < sk_ASN1_OBJECT_num(eku); i++) {
+		if (OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i)) ==
+		    NID_client_auth)
+			continue;
+		certcheck_oid(sk_ASN1_OBJECT_value(eku, i), oid, sizeof(oid));
+		snprintf(why, whysz, "extendedKeyUsage allows more than "
+		    "clientAuth (%s)", oid);
+		goto out;
+	}
+	if (X509_get_ext_by_NID(x, NID_subject_alt_name, -1) >= 0) {
+		snprintf(why, whysz, "certificate has a subjectAltName (the "
+		    "fleet profile has none)");
+		goto out;
+	}
+	n = X509_get_ext_count(x);
+	for (i = 0; i < n; i++) {
+		e = X509_get_ext(x, i);
+		if (!X509_EXTENSION_get_critical(e))
+			continue;
+		nid = OBJ_obj2nid(X509_EXTENSION_get_object(
+		    (X509_EXTENSION *)e));
+		if (nid == NID_basic_constraints || nid == NID_key_usage ||
+		    nid == NID_ext_key_usage)
+			continue;
+		certcheck_oid(X509_EXTENSION_get_object((X509_EXTENSION *)e),
+		    oid, sizeof(oid));
+		snprintf(why, whysz, "unexpected critical extension %s", oid);
+		goto out;
+	}
+	r = 0;
+out:
+	EXTENDED_KEY_USAGE_free(eku);
+	return r;
+}
+
+/* Lifetime (notAfter - notBefore) within the profile's maximum. */
+static int
+certcheck_lifetime(X509 *x, unsigned max_days, char *why, size_t whysz)
+{
+	int days = 0, secs = 0;
+	long long total, limit;
+
+	if (!ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(x),
+	    X509_get0_notAfter(x))) {
+		ERR_clear_error();
+		snprintf(why, whysz, "validity period cannot be read");
+		return KL_ERR_CERT_INVALID;
+	}
+	total = (long long)days * 86400 + secs;
+	limit = (long long)max_days * 86400 + CERTCHECK_BACKDATE_SLACK;
+	if (total < 0) {
+		snprintf(why, whysz, "notAfter is before notBefore");
+		return KL_ERR_CERT_INVALID;
+	}
+	if (total > limit) {
+		snprintf(why, whysz, "lifetime of %lld days is longer than "
+		    "the maximum of %u days", total / 86400, max_days);
 		return KL_ERR_CERT_INVALID;
 	}
 	return 0;
@@ -399,7 +695,7 @@ certcheck_verify_cb(int ok, X509_STORE_CTX *ctx)
  */
 static int
 certcheck_run_verify(const struct certcheck_trust *t, X509 *x, time_t now,
-    int startup, int *err, int *depth)
+    int startup, int *err, int *depth, X509 **issuer)
 {
 	struct certcheck_run run = { .t = t, .startup = startup };
 	X509_STORE_CTX *ctx = NULL;
@@ -427,6 +723,18 @@ certcheck_run_verify(const struct certcheck_trust *t, X509 *x, time_t now,
 		ERR_clear_error();
 		goto out;
 	}
+	/* The certificate that signed x, as the verified chain has it. */
+	if (issuer != NULL) {
+		STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+
+		if (chain == NULL || sk_X509_num(chain) < 2 ||
+		    (*issuer = sk_X509_value(chain, 1)) == NULL ||
+		    !X509_up_ref(*issuer)) {
+			*issuer = NULL;
+			r = KL_ERR_INTERNAL;
+			goto out;
+		}
+	}
 	r = 0;
 out:
 	X509_STORE_CTX_free(ctx);
@@ -435,14 +743,14 @@ out:
 
 static int
 certcheck_chain(const struct certcheck_trust *t, X509 *x, time_t now,
-    char *why, size_t whysz)
+    X509 **issuer, char *why, size_t whysz)
 {
 	int err = 0, depth = 0, r;
 
-	r = certcheck_run_verify(t, x, now, 0, &err, &depth);
+	r = certcheck_run_verify(t, x, now, 0, &err, &depth, issuer);
 	if (r == KL_ERR_NOMEM)
 		snprintf(why, whysz, "out of memory");
-	else if (r == KL_ERR_CRYPTO)
+	else if (r == KL_ERR_CRYPTO || r == KL_ERR_INTERNAL)
 		snprintf(why, whysz, "cannot set up verification");
 	else if (r != 0 && depth > 0)
 		snprintf(why, whysz,
@@ -542,6 +850,32 @@ certcheck_probe(X509 *ca, time_t now)
 }
 
 /*
+ * The certificate lies inside its issuer's validity: a CA that signs
+ * beyond its own lifetime makes a device that stops working at a date
+ * nobody chose.
+ */
+static int
+certcheck_within_issuer(X509 *x, X509 *issuer, char *why, size_t whysz)
+{
+	char name[128];
+
+	certcheck_name(issuer, name, sizeof(name));
+	if (ASN1_TIME_compare(X509_get0_notAfter(x),
+	    X509_get0_notAfter(issuer)) > 0) {
+		snprintf(why, whysz, "certificate outlives its issuer '%s' "
+		    "(notAfter after the issuer's)", name);
+		return KL_ERR_CERT_INVALID;
+	}
+	if (ASN1_TIME_compare(X509_get0_notBefore(x),
+	    X509_get0_notBefore(issuer)) < 0) {
+		snprintf(why, whysz, "certificate starts before its issuer "
+		    "'%s' (notBefore before the issuer's)", name);
+		return KL_ERR_CERT_INVALID;
+	}
+	return 0;
+}
+
+/*
  * A CA certificate of the configuration (a fleet root or an
  * intermediate), checked for what every board's verification will demand
  * of it once it sits above a device certificate: a probe "issued" by it
@@ -580,7 +914,7 @@ certcheck_ca(const struct certcheck_trust *t, X509 *x, const char *what,
 		    what, name);
 		return KL_ERR_CRYPTO;
 	}
-	r = certcheck_run_verify(t, probe, now, 1, &err, &depth);
+	r = certcheck_run_verify(t, probe, now, 1, &err, &depth, NULL);
 	X509_free(probe);
 	if (r == 0)
 		return 0;
@@ -625,7 +959,7 @@ certcheck_verify(const struct certcheck_trust *t, const uint8_t *der,
     size_t whysz)
 {
 	time_t now;
-	X509 *x = NULL;
+	X509 *x = NULL, *issuer = NULL;
 	int r = KL_ERR_INTERNAL;
 
 	if (t == NULL || want == NULL || want->cn == NULL ||
@@ -644,13 +978,16 @@ certcheck_verify(const struct certcheck_trust *t, const uint8_t *der,
 	 * leaf, but only as "unsupported certificate purpose" and the like;
 	 * an operator needs the specific reason. */
 	if ((r = certcheck_validity(x, now, why, whysz)) != 0 ||
+	    (r = certcheck_lifetime(x, t->prof.max_days, why, whysz)) != 0 ||
 	    (r = certcheck_extensions(x, why, whysz)) != 0 ||
 	    (r = certcheck_spki(x, want, why, whysz)) != 0 ||
-	    (r = certcheck_cn(x, want->cn, why, whysz)) != 0 ||
-	    (r = certcheck_chain(t, x, now, why, whysz)) != 0)
+	    (r = certcheck_subject(x, &t->prof, want->cn, why, whysz)) != 0 ||
+	    (r = certcheck_chain(t, x, now, &issuer, why, whysz)) != 0 ||
+	    (r = certcheck_within_issuer(x, issuer, why, whysz)) != 0)
 		goto out;
 	r = 0;
 out:
+	X509_free(issuer);
 	X509_free(x);
 	return r;
 }

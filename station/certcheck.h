@@ -2,12 +2,16 @@
  * certcheck.h: what the station checks in every certificate a CA returns
  * before any of it reaches a board.
  *
- * Chain to the fleet root (through configured intermediates), the same
- * public key the board generated, subject CN = the device ID, keyUsage with
- * digitalSignature, extendedKeyUsage with clientAuth, not a CA, and inside
- * its validity period.  The chain is verified strictly
- * (X509_V_FLAG_X509_STRICT), except that the fleet root itself need not
- * carry keyUsage.
+ * Only the fleet's device profile passes: chain to the fleet root (through
+ * configured intermediates), the same public key the board generated, a
+ * subject of exactly CN = the device ID (plus the profile's fixed entries,
+ * [ca] subject_extra), keyUsage critical and exactly digitalSignature,
+ * extendedKeyUsage exactly clientAuth, basicConstraints absent or CA:FALSE,
+ * no subjectAltName, no other critical extension, a lifetime of at most
+ * the profile's maximum ([ca] max_validity_days), inside its issuer's
+ * validity and inside its own at the time of the check.  The chain is
+ * verified strictly (X509_V_FLAG_X509_STRICT), except that the fleet root
+ * itself need not carry keyUsage.
  */
 #ifndef KL_CERTCHECK_H
 #define KL_CERTCHECK_H
@@ -26,6 +30,31 @@ struct certcheck_trust;
 int certcheck_trust_load(struct certcheck_trust **out, const char *root_pem,
     const char *intermediates_pem);
 void certcheck_trust_free(struct certcheck_trust *t);
+
+/* Lifetime limit when none is configured, and the largest allowed. */
+#define CERTCHECK_DEFAULT_MAX_DAYS 3650
+#define CERTCHECK_MAX_DAYS 36500
+
+/*
+ * The fleet's device profile beyond CN = device ID.  A freshly loaded
+ * trust has the default: no extra subject entries, lifetime at most
+ * CERTCHECK_DEFAULT_MAX_DAYS days (plus an hour for a CA's backdating).
+ */
+struct certcheck_profile {
+	/* "O=Example Fleet,OU=devices": fixed subject entries every device
+	 * certificate carries, each exactly once; NULL or "" for none.
+	 * TYPE is a short or long attribute name other than CN; values
+	 * cannot contain ','. */
+	const char *subject_extra;
+	unsigned max_validity_days;	/* 0 = CERTCHECK_DEFAULT_MAX_DAYS */
+};
+
+/*
+ * Set t's profile, at start-up before t is shared.  0, or KL_ERR_CONFIG
+ * with the key and the reason in why (t unchanged).
+ */
+int certcheck_trust_set_profile(struct certcheck_trust *t,
+    const struct certcheck_profile *p, char *why, size_t whysz);
 
 /*
  * Start-up check of the loaded trust: every fleet root and every

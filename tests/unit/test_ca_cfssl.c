@@ -535,6 +535,108 @@ test_truncated_and_flipped(void **state)
 	BIO_free(mem);
 }
 
+/*
+ * A hostile board's CSR: its own key, but (org) a subject with O=Fleet
+ * Admins, OU=ops and a requested subjectAltName naming the OTA gateway.
+ * DER, OPENSSL_free().
+ */
+static uint8_t *
+hostile_csr(EVP_PKEY *key, const char *cn, size_t *len, int org)
+{
+	X509_REQ *req = X509_REQ_new();
+	X509_NAME *name = X509_NAME_new();
+	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+	X509_EXTENSION *san;
+	unsigned char *der = NULL;
+	int n = -1, ok = req != NULL && name != NULL && exts != NULL;
+
+	ok = ok && (!org || X509_NAME_add_entry_by_txt(name, "O",
+	    MBSTRING_ASC, (const unsigned char *)"Fleet Admins", -1, -1, 0));
+	ok = ok && (!org || X509_NAME_add_entry_by_txt(name, "OU",
+	    MBSTRING_ASC, (const unsigned char *)"ops", -1, -1, 0));
+	ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	    (const unsigned char *)cn, -1, -1, 0);
+	ok = ok && X509_REQ_set_subject_name(req, name);
+	ok = ok && (san = X509V3_EXT_conf_nid(NULL, NULL,
+	    NID_subject_alt_name, "DNS:gateway.ota.example.com")) != NULL &&
+	    sk_X509_EXTENSION_push(exts, san);
+	ok = ok && X509_REQ_add_extensions(req, exts);
+	ok = ok && X509_REQ_set_pubkey(req, key);
+	ok = ok && X509_REQ_sign(req, key, EVP_sha256()) > 0;
+	if (ok)
+		n = i2d_X509_REQ(req, &der);
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_REQ_free(req);
+	X509_NAME_free(name);
+	if (n <= 0)
+		return NULL;
+	*len = (size_t)n;
+	return der;
+}
+
+/*
+ * A hostile board against the real CFSSL server: what its CSR asks for
+ * beyond its key never reaches a board.  CFSSL fills the subject fields
+ * its request leaves empty from the CSR (O=Fleet Admins, OU=ops would be
+ * signed), so a CSR with more than a CN is not sent; CFSSL would copy
+ * the CSR's subjectAltName too, unless the request names its hosts: the
+ * station sends "hosts": [], and the certificate has none.  Should a CA
+ * add them anyway, validation refuses the certificate (test_certcheck).
+ */
+static void
+test_hostile_csr(void **state)
+{
+	struct fx *f = *state;
+	struct certcheck_expect want = { .cn = "dev-0666" };
+	struct ca_request rq = { .device_id = "dev-0666" };
+	const unsigned char *p;
+	char url[128], err[256] = "", why[256] = "";
+	uint8_t *der = NULL, *spki;
+	size_t len = 0, slen;
+	X509 *x;
+	X509_REQ *req;
+	X509_NAME *cn_only;
+	struct ca *ca;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", f->port);
+	assert_non_null(ca = mk(url, f->key, sizeof(f->key), NULL, "device",
+	    5000));
+
+	/* O=Fleet Admins, OU=ops and DNS:gateway.ota.example.com. */
+	rq.csr_der = hostile_csr(f->board, "dev-0666", &rq.csr_len, 1);
+	assert_non_null(rq.csr_der);
+	assert_int_equal(ca_issue(ca, &rq, &der, &len, err, sizeof(err)),
+	    KL_ERR_INVALID);
+	assert_null(der);
+	assert_non_null(strstr(err, "not sent to the CA"));
+	OPENSSL_free((void *)rq.csr_der);
+
+	/* CN only, but the subjectAltName requested: not in the
+	 * certificate, which passes. */
+	rq.csr_der = hostile_csr(f->board, "dev-0666", &rq.csr_len, 0);
+	assert_non_null(rq.csr_der);
+	p = rq.csr_der;
+	assert_non_null(req = d2i_X509_REQ(NULL, &p, (long)rq.csr_len));
+	cn_only = X509_REQ_get_subject_name(req);
+	assert_int_equal(X509_NAME_entry_count(cn_only), 1);
+	X509_REQ_free(req);
+	assert_int_equal(ca_issue(ca, &rq, &der, &len, err, sizeof(err)), 0);
+	p = der;
+	assert_non_null(x = d2i_X509(NULL, &p, (long)len));
+	assert_int_equal(X509_get_ext_by_NID(x, NID_subject_alt_name, -1), -1);
+	assert_int_equal(X509_NAME_entry_count(X509_get_subject_name(x)), 1);
+	spki = pki_spki(f->board, &slen);
+	want.spki = spki;
+	want.spki_len = slen;
+	assert_int_equal(certcheck_verify(f->trust, der, len, &want, why,
+	    sizeof(why)), 0);
+	OPENSSL_free(spki);
+	X509_free(x);
+	OPENSSL_free(der);
+	OPENSSL_free((void *)rq.csr_der);
+	ca_free(ca);
+}
+
 int
 main(void)
 {
@@ -547,6 +649,7 @@ main(void)
 		cmocka_unit_test(test_silent_times_out),
 		cmocka_unit_test(test_server_errors),
 		cmocka_unit_test(test_truncated_and_flipped),
+		cmocka_unit_test(test_hostile_csr),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

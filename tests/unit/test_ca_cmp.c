@@ -762,6 +762,121 @@ test_bad_params(void **state)
 	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG);
 }
 
+/*
+ * A hostile board's CSR: its own key, but a subject with O=Fleet Admins,
+ * OU=ops and a requested subjectAltName naming the OTA gateway.  DER,
+ * OPENSSL_free().
+ */
+static uint8_t *
+hostile_csr(EVP_PKEY *key, const char *cn, size_t *len)
+{
+	X509_REQ *req = X509_REQ_new();
+	X509_NAME *name = X509_NAME_new();
+	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+	X509_EXTENSION *san;
+	unsigned char *der = NULL;
+	int n = -1, ok = req != NULL && name != NULL && exts != NULL;
+
+	ok = ok && X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+	    (const unsigned char *)"Fleet Admins", -1, -1, 0);
+	ok = ok && X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_ASC,
+	    (const unsigned char *)"ops", -1, -1, 0);
+	ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	    (const unsigned char *)cn, -1, -1, 0);
+	ok = ok && X509_REQ_set_subject_name(req, name);
+	ok = ok && (san = X509V3_EXT_conf_nid(NULL, NULL,
+	    NID_subject_alt_name, "DNS:gateway.ota.example.com")) != NULL &&
+	    sk_X509_EXTENSION_push(exts, san);
+	ok = ok && X509_REQ_add_extensions(req, exts);
+	ok = ok && X509_REQ_set_pubkey(req, key);
+	ok = ok && X509_REQ_sign(req, key, EVP_sha256()) > 0;
+	if (ok)
+		n = i2d_X509_REQ(req, &der);
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_REQ_free(req);
+	X509_NAME_free(name);
+	if (n <= 0)
+		return NULL;
+	*len = (size_t)n;
+	return der;
+}
+
+/*
+ * A hostile board against the real `openssl cmp` server.  Its CSR never
+ * leaves the station: a p10cr would carry O=Fleet Admins, OU=ops and the
+ * subjectAltName to the CA unchanged.  And a CA that puts them in anyway
+ * (the mock answers with such a certificate, for the board's own key,
+ * under the fleet root) gets it rejected in the certConf.
+ */
+static void
+test_hostile_board(void **state)
+{
+	struct fx *f = *state;
+	int port = tu_free_port();
+	char hostile[300], err[256] = "";
+	struct pki_opts o = {
+		.cn = DEVID, .key = f->board, .issuer = f->root,
+		.issuer_key = f->root_key, .ku = "critical,digitalSignature",
+		.eku = "critical,clientAuth", .not_before = -60, .serial = 4243,
+	};
+	struct ca_request rq = { .device_id = DEVID };
+	X509 *x = pki_make_cert(&o), *l[2] = { NULL, NULL };
+	X509_NAME *name = X509_NAME_new();
+	X509_EXTENSION *san;
+	X509V3_CTX v3;
+	struct ca *ca;
+	uint8_t *der = NULL;
+	size_t len = 0;
+	pid_t pid;
+
+	/* The certificate such a CA makes: everything the CSR asked for. */
+	assert_non_null(x);
+	assert_non_null(name);
+	assert_true(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+	    (const unsigned char *)"Fleet Admins", -1, -1, 0));
+	assert_true(X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_ASC,
+	    (const unsigned char *)"ops", -1, -1, 0));
+	assert_true(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	    (const unsigned char *)DEVID, -1, -1, 0));
+	assert_true(X509_set_subject_name(x, name));
+	X509V3_set_ctx(&v3, f->root, x, NULL, NULL, 0);
+	assert_non_null(san = X509V3_EXT_conf_nid(NULL, &v3,
+	    NID_subject_alt_name, "DNS:gateway.ota.example.com"));
+	assert_true(X509_add_ext(x, san, -1));
+	X509_EXTENSION_free(san);
+	assert_true(X509_sign(x, f->root_key, EVP_sha256()) > 0);
+	snprintf(hostile, sizeof(hostile), "%s/hostile.pem", f->dir);
+	l[0] = x;
+	assert_int_equal(pki_write_certs(hostile, l), 0);
+	X509_NAME_free(name);
+	X509_free(x);
+
+	pid = mock_srv(f, port, hostile, 0, NULL);
+	assert_true(pid > 0);
+	assert_non_null(ca = mk_mac(f, port, SECRET));
+
+	/* The board's CSR asks for more than a CN: not sent. */
+	rq.csr_der = hostile_csr(f->board, DEVID, &rq.csr_len);
+	assert_non_null(rq.csr_der);
+	assert_int_equal(ca_issue(ca, &rq, &der, &len, err, sizeof(err)),
+	    KL_ERR_INVALID);
+	assert_null(der);
+	assert_non_null(strstr(err, "not sent to the CA"));
+	OPENSSL_free((void *)rq.csr_der);
+
+	/* A plain CSR, but the CA adds O, OU and the subjectAltName. */
+	assert_int_equal(issue(f, ca, &der, &len, err, sizeof(err)),
+	    KL_ERR_CERT_INVALID);
+	assert_null(der);
+	assert_non_null(strstr(err, "certConf"));
+	assert_non_null(strstr(err, "serial 1093"));	/* 4243 */
+	assert_true(strstr(err, "subject has 'O") != NULL ||
+	    strstr(err, "subjectAltName") != NULL);
+	ca_free(ca);
+	tu_stop(pid);
+	unlink(hostile);
+}
+
 int
 main(void)
 {
@@ -779,6 +894,7 @@ main(void)
 		    teardown_token),
 		cmocka_unit_test(test_https_pinned),
 		cmocka_unit_test(test_bad_params),
+		cmocka_unit_test(test_hostile_board),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

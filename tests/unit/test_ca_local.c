@@ -385,6 +385,9 @@ test_config_errors(void **state)
 	p.issuer_cert = f->issuer_pem;
 	p.validity_days = 0;
 	assert_int_equal(ca_local_new(&ca, &p), KL_ERR_CONFIG);
+	/* Longer than validation accepts: every board would fail. */
+	p.validity_days = 3651;
+	assert_int_equal(ca_local_new(&ca, &p), KL_ERR_CONFIG);
 	p.validity_days = 10;
 	p.dev_key_pem = NULL;
 	assert_int_equal(ca_local_new(&ca, &p), KL_ERR_CONFIG);

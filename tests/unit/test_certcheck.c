@@ -229,8 +229,13 @@ test_chain(void **state)
 		o = good_leaf(p);
 		o.issuer = inter2;
 		o.issuer_key = p->stray_key;
+		/* A leaf for 30 days under a CA for 10 is refused today... */
 		assert_int_equal(check(p, t, &o, "imx8-SN0042", 0, why,
-		    sizeof(why)), 0);
+		    sizeof(why)), KL_ERR_CERT_INVALID);
+		assert_string_equal(why, "certificate outlives its issuer "
+		    "'short-lived' (notAfter after the issuer's)");
+		/* ...and, the chain being checked first, named for the
+		 * expired CA once that has run out. */
 		assert_int_equal(check(p, t, &o, "imx8-SN0042",
 		    time(NULL) + 86400L * 20, why, sizeof(why)),
 		    KL_ERR_CERT_INVALID);
@@ -623,6 +628,276 @@ test_trust_check_good(void **state)
 	    KL_ERR_INVALID);
 }
 
+/*
+ * Issue o, then change it the way a CA that copies a CSR or adds its own
+ * ideas would: more subject entries (after the CN; "O=..."), one
+ * extension added or replaced (nid with value) or removed (value NULL);
+ * re-signed by the issuer.  Check it against t; the code, why filled.
+ */
+static int
+check_changed(struct pki *p, const struct certcheck_trust *t,
+    const struct pki_opts *o, const char *const *subj, int nid,
+    const char *value, char *why, size_t whysz)
+{
+	struct certcheck_expect want = {
+		.cn = o->cn, .spki = p->spki, .spki_len = p->spki_len,
+	};
+	X509 *x = pki_make_cert(o);
+	X509_NAME *name;
+	X509_EXTENSION *e;
+	X509V3_CTX v3;
+	uint8_t *der;
+	size_t len;
+	char type[16];
+	const char *eq;
+	int i, rc;
+
+	assert_non_null(x);
+	for (; subj != NULL && *subj != NULL; subj++) {
+		assert_non_null(eq = strchr(*subj, '='));
+		snprintf(type, sizeof(type), "%.*s", (int)(eq - *subj), *subj);
+		name = X509_get_subject_name(x);
+		assert_true(X509_NAME_add_entry_by_txt(name, type,
+		    MBSTRING_ASC, (const unsigned char *)eq + 1, -1, -1, 0));
+	}
+	if (nid != NID_undef) {
+		while ((i = X509_get_ext_by_NID(x, nid, -1)) >= 0)
+			X509_EXTENSION_free(X509_delete_ext(x, i));
+		if (value != NULL) {
+			X509V3_set_ctx(&v3, o->issuer, x, NULL, NULL, 0);
+			assert_non_null(e = X509V3_EXT_conf_nid(NULL, &v3, nid,
+			    value));
+			assert_true(X509_add_ext(x, e, -1));
+			X509_EXTENSION_free(e);
+		}
+	}
+	assert_true(X509_sign(x, o->issuer_key, EVP_sha256()) > 0);
+	der = pki_der(x, &len);
+	assert_non_null(der);
+	why[0] = '\0';
+	rc = certcheck_verify(t, der, len, &want, why, whysz);
+	OPENSSL_free(der);
+	X509_free(x);
+	return rc;
+}
+
+/* What a hostile board asked a copying CA for, and what a CA may add on
+ * its own: each refused, with its reason. */
+static void
+test_profile_refused(void **state)
+{
+	struct pki *p = *state;
+	struct pki_opts o = good_leaf(p);
+	static const char *const org[] = { "O=Fleet Admins", NULL };
+	static const char *const ou[] = { "OU=ops", NULL };
+	static const char *const both[] = { "O=Fleet Admins", "OU=ops", NULL };
+	char why[256];
+
+	/* The profile as it is: passes, with or without basicConstraints,
+	 * with a non-critical extension the profile does not name. */
+	assert_int_equal(check_changed(p, p->trust, &o, NULL, NID_undef, NULL,
+	    why, sizeof(why)), 0);
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_basic_constraints, NULL, why, sizeof(why)), 0);
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_basic_constraints, "CA:FALSE", why, sizeof(why)), 0);
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_crl_distribution_points, "URI:http://crl.example.com/f.crl",
+	    why, sizeof(why)), 0);
+
+	assert_int_equal(check_changed(p, p->trust, &o, org, NID_undef, NULL,
+	    why, sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "subject has 'O=Fleet Admins', which the "
+	    "fleet profile does not name");
+	assert_int_equal(check_changed(p, p->trust, &o, ou, NID_undef, NULL,
+	    why, sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "subject has 'OU=ops', which the fleet "
+	    "profile does not name");
+	assert_int_equal(check_changed(p, p->trust, &o, both,
+	    NID_subject_alt_name, "DNS:gateway.ota.example.com", why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_subject_alt_name, "DNS:gateway.ota.example.com", why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "certificate has a subjectAltName (the fleet "
+	    "profile has none)");
+
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_ext_key_usage, "critical,clientAuth,serverAuth", why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "extendedKeyUsage allows more than "
+	    "clientAuth (TLS Web Server Authentication)");
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_ext_key_usage, "clientAuth,1.3.6.1.4.1.99999.1", why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "extendedKeyUsage allows more than "
+	    "clientAuth (1.3.6.1.4.1.99999.1)");
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_ext_key_usage, "clientAuth,anyExtendedKeyUsage", why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	/* Non-critical clientAuth alone is the profile (CFSSL, Go). */
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_ext_key_usage, "clientAuth", why, sizeof(why)), 0);
+
+	assert_int_equal(check_changed(p, p->trust, &o, NULL, NID_key_usage,
+	    "critical,digitalSignature,keyEncipherment", why, sizeof(why)),
+	    KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "keyUsage allows more than digitalSignature "
+	    "(bits 0xa0)");
+	assert_int_equal(check_changed(p, p->trust, &o, NULL, NID_key_usage,
+	    "critical,digitalSignature,keyCertSign", why, sizeof(why)),
+	    KL_ERR_CERT_INVALID);
+	assert_int_equal(check_changed(p, p->trust, &o, NULL, NID_key_usage,
+	    "critical,nonRepudiation", why, sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "keyUsage lacks digitalSignature");
+	assert_int_equal(check_changed(p, p->trust, &o, NULL, NID_key_usage,
+	    "digitalSignature", why, sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "keyUsage is not critical");
+
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_basic_constraints, "CA:TRUE", why, sizeof(why)),
+	    KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "certificate is a CA (basicConstraints "
+	    "CA:TRUE)");
+
+	assert_int_equal(check_changed(p, p->trust, &o, NULL,
+	    NID_subject_key_identifier, "critical,hash", why, sizeof(why)),
+	    KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "unexpected critical extension X509v3 "
+	    "Subject Key Identifier");
+}
+
+/* A trust like the fixture's, with its own profile (the anchor cases
+ * rewrite the fixture's files: write them again first). */
+static struct certcheck_trust *
+profile_trust(struct pki *p, const struct certcheck_profile *prof)
+{
+	struct certcheck_trust *t = NULL;
+	X509 *list[2] = { NULL, NULL };
+	char why[256] = "";
+
+	list[0] = p->root;
+	assert_int_equal(pki_write_certs(p->root_pem, list), 0);
+	list[0] = p->inter;
+	assert_int_equal(pki_write_certs(p->inter_pem, list), 0);
+	assert_int_equal(certcheck_trust_load(&t, p->root_pem, p->inter_pem),
+	    0);
+	assert_int_equal(certcheck_trust_set_profile(t, prof, why,
+	    sizeof(why)), 0);
+	return t;
+}
+
+/* Lifetime against the maximum, and inside the issuer's validity. */
+static void
+test_profile_lifetime(void **state)
+{
+	struct pki *p = *state;
+	struct pki_opts o = good_leaf(p);
+	struct certcheck_profile prof = { .max_validity_days = 20 };
+	struct certcheck_trust *t = NULL;
+	char why[256];
+
+	/* Default maximum: 3650 days (and an hour of backdating). */
+	o.not_before = -3000;
+	o.not_after = 86400L * 3650 - 3600;
+	o.issuer = p->root;
+	o.issuer_key = p->root_key;
+	assert_int_equal(check(p, p->trust, &o, o.cn, 0, why, sizeof(why)),
+	    0);
+	o.not_after = 86400L * 3651;
+	assert_int_equal(check(p, p->trust, &o, o.cn, 0, why, sizeof(why)),
+	    KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "lifetime of 3651 days is longer than the "
+	    "maximum of 3650 days");
+
+	/* A configured maximum. */
+	t = profile_trust(p, &prof);
+	o = good_leaf(p);	/* 30 days */
+	assert_int_equal(check(p, t, &o, o.cn, 0, why, sizeof(why)),
+	    KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "lifetime of 30 days is longer than the "
+	    "maximum of 20 days");
+	o.not_after = 86400L * 20;
+	assert_int_equal(check(p, t, &o, o.cn, 0, why, sizeof(why)), 0);
+	certcheck_trust_free(t);
+
+	/* Beyond the issuer: after its notAfter, before its notBefore. */
+	o = good_leaf(p);
+	o.not_after = 86400L * 3650 + 600;
+	assert_int_equal(check(p, p->trust, &o, o.cn, 0, why, sizeof(why)),
+	    KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "certificate outlives its issuer "
+	    "'cm-intermediate' (notAfter after the issuer's)");
+	o = good_leaf(p);
+	o.not_before = -7200;
+	assert_int_equal(check(p, p->trust, &o, o.cn, 0, why, sizeof(why)),
+	    KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "certificate starts before its issuer "
+	    "'cm-intermediate' (notBefore before the issuer's)");
+}
+
+/* [ca] subject_extra: fixed entries every certificate carries. */
+static void
+test_profile_subject_extra(void **state)
+{
+	struct pki *p = *state;
+	struct pki_opts o = good_leaf(p);
+	struct certcheck_profile prof = {
+		.subject_extra = "O=Example Fleet, OU = devices",
+	};
+	static const char *const fleet[] = { "O=Example Fleet", "OU=devices",
+	    NULL };
+	static const char *const o_only[] = { "O=Example Fleet", NULL };
+	static const char *const plus[] = { "O=Example Fleet", "OU=devices",
+	    "OU=ops", NULL };
+	static const char *const wrong[] = { "O=Fleet Admins", "OU=devices",
+	    NULL };
+	static const char *const bad[] = { "CN=x", "Q=y", "O=", "O",
+	    "O=a,,", "1.2.3.4.5=z", NULL };
+	struct certcheck_trust *t = NULL;
+	const char *const *b;
+	char why[256];
+
+	t = profile_trust(p, &prof);
+	assert_int_equal(check_changed(p, t, &o, fleet, NID_undef, NULL, why,
+	    sizeof(why)), 0);
+	assert_int_equal(check_changed(p, t, &o, NULL, NID_undef, NULL, why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "subject lacks 'O=Example Fleet' of the "
+	    "fleet profile");
+	assert_int_equal(check_changed(p, t, &o, o_only, NID_undef, NULL, why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "subject lacks 'OU=devices' of the fleet "
+	    "profile");
+	assert_int_equal(check_changed(p, t, &o, plus, NID_undef, NULL, why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "subject has 'OU=ops', which the fleet "
+	    "profile does not name");
+	assert_int_equal(check_changed(p, t, &o, wrong, NID_undef, NULL, why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_string_equal(why, "subject has 'O=Fleet Admins', which the "
+	    "fleet profile does not name");
+
+	/* Broken values are refused and leave the profile as it was. */
+	for (b = bad; *b != NULL; b++) {
+		struct certcheck_profile bp = { .subject_extra = *b };
+
+		assert_int_equal(certcheck_trust_set_profile(t, &bp, why,
+		    sizeof(why)), KL_ERR_CONFIG);
+		assert_non_null(strstr(why, "subject_extra"));
+	}
+	{
+		struct certcheck_profile bp = { .max_validity_days = 36501 };
+
+		assert_int_equal(certcheck_trust_set_profile(t, &bp, why,
+		    sizeof(why)), KL_ERR_CONFIG);
+	}
+	assert_int_equal(check_changed(p, t, &o, fleet, NID_undef, NULL, why,
+	    sizeof(why)), 0);
+	certcheck_trust_free(t);
+}
+
 int
 main(void)
 {
@@ -634,6 +909,9 @@ main(void)
 		cmocka_unit_test(test_trust_files),
 		cmocka_unit_test(test_trust_check_good),
 		cmocka_unit_test(test_trust_check_agrees),
+		cmocka_unit_test(test_profile_refused),
+		cmocka_unit_test(test_profile_lifetime),
+		cmocka_unit_test(test_profile_subject_extra),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
