@@ -37,6 +37,7 @@
 #include "station/buf.h"
 #include "station/err.h"
 #include "station/log.h"
+#include "station/secret.h"
 
 #define CFSSL_API_PATH "/api/v1/cfssl/authsign"
 #define CFSSL_MAX_KEY 256
@@ -47,7 +48,7 @@ struct ca_cfssl {
 	char host[256];
 	char port[8];
 	char path[CFSSL_MAX_URL];
-	uint8_t key[CFSSL_MAX_KEY];
+	uint8_t *key;		/* secret_alloc(CFSSL_MAX_KEY): no dumps */
 	size_t key_len;
 	char *profile;		/* NULL = server default */
 	char *label;
@@ -62,7 +63,7 @@ ca_cfssl_free(void *arg)
 
 	if (c == NULL)
 		return;
-	buf_wipe(c->key, sizeof(c->key));
+	secret_free(c->key, CFSSL_MAX_KEY);
 	free(c->profile);
 	free(c->label);
 	ca_tls_free(c->tls);
@@ -372,6 +373,10 @@ ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p)
 	    snprintf(c->path, sizeof(c->path), "%s%s", path,
 	    CFSSL_API_PATH) >= (int)sizeof(c->path)) {
 		log_error("cfssl: url '%s' too long", p->url);
+		goto out;
+	}
+	if ((c->key = secret_alloc(CFSSL_MAX_KEY)) == NULL) {
+		r = KL_ERR_NOMEM;
 		goto out;
 	}
 	memcpy(c->key, p->auth_key, p->auth_key_len);

@@ -44,6 +44,7 @@
 #include "station/certcheck.h"
 #include "station/err.h"
 #include "station/log.h"
+#include "station/secret.h"
 
 #define CMP_MAX_SECRET 256
 #define CMP_MAX_URL 1024
@@ -55,7 +56,7 @@ struct ca_cmp {
 	int timeout_s;
 	struct certcheck_trust *trust;
 	/* MAC protection */
-	uint8_t secret[CMP_MAX_SECRET];
+	uint8_t *secret;	/* secret_alloc(CMP_MAX_SECRET): no dumps */
 	size_t secret_len;
 	char *ref;
 	/* signature protection */
@@ -87,7 +88,7 @@ ca_cmp_free(void *arg)
 
 	if (c == NULL)
 		return;
-	buf_wipe(c->secret, sizeof(c->secret));
+	secret_free(c->secret, CMP_MAX_SECRET);
 	free(c->ref);
 	EVP_PKEY_free(c->key);	/* before its token session */
 	hsm_close(c->hsm);
@@ -539,6 +540,10 @@ ca_cmp_new(struct ca **out, const struct ca_cmp_params *p)
 		goto out;
 	}
 	if (mac) {
+		if ((c->secret = secret_alloc(CMP_MAX_SECRET)) == NULL) {
+			r = KL_ERR_NOMEM;
+			goto out;
+		}
 		memcpy(c->secret, p->secret, p->secret_len);
 		c->secret_len = p->secret_len;
 		if ((c->ref = strdup(p->ref)) == NULL) {
