@@ -1496,7 +1496,13 @@ step_pop(struct board *b)
 		    "the board's signature");
 		goto out;
 	}
-	if (EVP_DigestVerify(md, sig, n, challenge, sizeof(challenge)) != 1) {
+	/* The agent signs its context "keyline-pop-v1" (NUL included),
+	 * then the challenge; never the station's bytes alone
+	 * (docs/protocol.md, "What the agent trusts"). */
+	if (EVP_DigestVerifyUpdate(md, "keyline-pop-v1",
+	    sizeof("keyline-pop-v1")) != 1 ||
+	    EVP_DigestVerifyUpdate(md, challenge, sizeof(challenge)) != 1 ||
+	    EVP_DigestVerifyFinal(md, sig, n) != 1) {
 		r = board_fail(b, KL_ERR_POP,
 		    "board's signature over the challenge does not verify "
 		    "with the certificate's key");

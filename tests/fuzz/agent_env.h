@@ -1,7 +1,8 @@
 /*
  * agent_env.h: a keyline-agent for the agent targets, built from
  * fixtures/agent/agent.c itself (its main left out with KEYLINE_FUZZ):
- * a SoftHSM token initialised in a temp directory, board.conf beside it,
+ * a SoftHSM token initialised in a temp directory, board.conf beside it
+ * (keyline's allow lists, re-provisioning off, as on a production board),
  * an import directory, and a link transport that does not write to a
  * tty but checks every answer the agent sends (one whole frame, a
  * response, TLV fields that validate).
@@ -137,7 +138,10 @@ fz_agent_env(void)
 	snprintf(fz_conf_path, sizeof(fz_conf_path), "%s/board.conf", dir);
 	snprintf(text, sizeof(text), "serial = FZ0001\nmodel = fuzz-board\n"
 	    "module = " FZ_MODULE "\ntoken_label = " FZ_LABEL "\n"
-	    "user_pin = " FZ_PIN "\nimport_dir = %s\n", fz_import);
+	    "user_pin = " FZ_PIN "\nimport_dir = %s\n"
+	    "allow_key_ids = 01,02,03\nallow_labels = keyline,uptane\n"
+	    "allow_files = client.pem,root.crt,gateway.url\n"
+	    "allow_reprovision = no\n", fz_import);
 	fuzz_write_file(fz_conf_path, text, strlen(text));
 }
 

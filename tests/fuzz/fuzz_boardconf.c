@@ -4,7 +4,9 @@
  * the static function), the input written to a file first.
  *
  * Checks: an accepted file has every required key, terminated strings,
- * absolute paths and pad times in range.
+ * absolute paths and pad times in range; its allow lists hold at most
+ * AGENT_MAX_ALLOW ids of 1..16 bytes, plain file names and labels without
+ * blanks.
  */
 #include "tests/fuzz/agent_env.h"
 
@@ -42,5 +44,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    "relative path left: '%s' '%s'", c.module, c.import_dir);
 	FUZZ_CHECK(c.keygen_ms >= 0 && c.keygen_ms <= AGENT_MAX_PAD_MS &&
 	    c.sign_ms >= 0 && c.sign_ms <= AGENT_MAX_PAD_MS, "pad times");
+	FUZZ_CHECK(c.allow_ids.n <= AGENT_MAX_ALLOW &&
+	    c.allow_labels.n <= AGENT_MAX_ALLOW &&
+	    c.allow_files.n <= AGENT_MAX_ALLOW, "allow list counts");
+	for (i = 0; i < c.allow_ids.n; i++)
+		FUZZ_CHECK(c.allow_ids.len[i] >= 1 &&
+		    c.allow_ids.len[i] <= PROTO_MAX_KEY_ID, "allowed id length");
+	for (i = 0; i < c.allow_files.n; i++)
+		FUZZ_CHECK(agent_plain_name(c.allow_files.name[i]),
+		    "allowed file '%s'", c.allow_files.name[i]);
+	for (i = 0; i < c.allow_labels.n; i++)
+		FUZZ_CHECK(c.allow_labels.name[i][0] != '\0' &&
+		    strpbrk(c.allow_labels.name[i], " \t") == NULL,
+		    "allowed label '%s'", c.allow_labels.name[i]);
+	FUZZ_CHECK(c.allow_reprovision == 0 || c.allow_reprovision == 1,
+	    "allow_reprovision");
 	return 0;
 }

@@ -13,6 +13,11 @@
  * import directory) is listed with find(1) before the first hostile
  * request and must be the same, name for name, size for size, mtime for
  * mtime, at the end.
+ *
+ * Board 1 is a virtual board as keyline-jig writes it (allow_reprovision =
+ * yes), with a few test ids and labels added to its allow lists; board 2
+ * keeps the production defaults the jig writes but has re-provisioning
+ * off, so the "never destroys what it did not make" rule shows there.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -45,8 +50,10 @@ static char top[4096];
 static char serial[64];
 static char board[512];		/* DIR/boards/<serial> */
 static char import[600];	/* its rootfs/var/sota/import */
+static char serial2[64], board2[512], import2[600];	/* board 2 */
 static int etc_x_existed;	/* /etc/x before we started (we may be root) */
-static struct link *lk;
+static struct link *lk;		/* the board being talked to: lk1 or lk2 */
+static struct link *lk1, *lk2;
 static struct buf req, resp;
 static char msg[1024];
 
@@ -81,7 +88,7 @@ assert_alive(void)
 	assert_int_equal(v, 1);
 	assert_int_equal(proto_get_str(resp.data, resp.len, PT_SERIAL, got,
 	    sizeof(got)), 0);
-	assert_string_equal(got, serial);
+	assert_string_equal(got, lk == lk2 ? serial2 : serial);
 }
 
 /* r is an error answer to type whose words contain each of want[]. */
@@ -207,10 +214,18 @@ setup_failed(const char *why)
 	return -1;
 }
 
+/* Talk to board 1 or board 2 from now on. */
+static void
+use_board(int n)
+{
+	lk = n == 2 ? lk2 : lk1;
+}
+
 static int
 setup(void **state)
 {
 	struct link_params lp = { .baud = 0 };
+	const char *bin = getenv("KEYLINE_BIN");
 	char path[512];
 	FILE *f;
 	int ok;
@@ -222,23 +237,54 @@ setup(void **state)
 	etc_x_existed = exists("/etc/x");
 	buf_init(&req, FRAME_MAX_PAYLOAD);
 	buf_init(&resp, FRAME_MAX_PAYLOAD);
-	if (tu_line_start(top, dir, 1) != 0)
-		return setup_failed("the virtual jig did not start");
+	/* Two boards, their board.conf changed before the agents start. */
+	if (tu_sh("cd '%s' && KEYLINE_BIN='%s' bash -c '. scripts/line.sh "
+	    "&& line_setup %s 2' >%s/setup.log 2>&1", top,
+	    bin != NULL ? bin : "build/san/bin", dir, dir) != 0)
+		return setup_failed("the virtual boards were not made");
 	snprintf(path, sizeof(path), "%s/boards.list", dir);
 	if ((f = fopen(path, "r")) == NULL)
 		return setup_failed("no boards.list");
-	ok = fscanf(f, "%63s", serial) == 1;
+	ok = fscanf(f, "%63s %63s", serial, serial2) == 2;
 	fclose(f);
 	if (!ok)
-		return setup_failed("empty boards.list");
+		return setup_failed("boards.list lacks two boards");
 	snprintf(board, sizeof(board), "%s/boards/%s", dir, serial);
 	snprintf(import, sizeof(import), "%s/rootfs/var/sota/import", board);
+	snprintf(board2, sizeof(board2), "%s/boards/%s", dir, serial2);
+	snprintf(import2, sizeof(import2), "%s/rootfs/var/sota/import",
+	    board2);
+	/* keyline-jig init writes the allow lists keyline's station needs
+	 * and lets a virtual board be provisioned again. */
+	if (tu_sh("grep -qx 'allow_key_ids = 01,02,03' '%s/board.conf' && "
+	    "grep -qx 'allow_labels = keyline,uptane' '%s/board.conf' && "
+	    "grep -qx 'allow_files = client.pem,root.crt,gateway.url' "
+	    "'%s/board.conf' && grep -qx 'allow_reprovision = yes' "
+	    "'%s/board.conf'", board, board, board, board) != 0)
+		return setup_failed("keyline-jig init wrote no allow_* keys");
+	if (tu_sh("sed -i 's/^allow_key_ids = .*/allow_key_ids = "
+	    "01,02,03,7a,7c,7e/; s/^allow_labels = .*/allow_labels = "
+	    "keyline,uptane,test-agent,tls/' '%s/board.conf' && "
+	    "sed -i 's/^allow_reprovision = .*/allow_reprovision = no/' "
+	    "'%s/board.conf'", board, board2) != 0)
+		return setup_failed("cannot edit board.conf");
+	if (tu_sh("cd '%s' && KEYLINE_BIN='%s' bash -c '. scripts/line.sh "
+	    "&& line_start %s' >>%s/setup.log 2>&1", top,
+	    bin != NULL ? bin : "build/san/bin", dir, dir) != 0)
+		return setup_failed("the virtual jig did not start");
 
+	snprintf(path, sizeof(path), "%s/slots/2", dir);
+	if (link_open(&lk2, &serial_link_ops, path, &lp) != 0)
+		return setup_failed("cannot open slot 2");
 	snprintf(path, sizeof(path), "%s/slots/1", dir);
-	if (link_open(&lk, &serial_link_ops, path, &lp) != 0)
+	if (link_open(&lk1, &serial_link_ops, path, &lp) != 0)
 		return setup_failed("cannot open slot 1");
-	/* The agent may still be opening its token: the first HELLO gets
-	 * link_call's retries. */
+	/* The agents may still be opening their tokens: the first HELLO
+	 * gets link_call's retries. */
+	use_board(2);
+	if (hello(PROTO_VERSION_MIN, PROTO_VERSION_MAX) != 0)
+		return setup_failed("agent 2 does not answer HELLO");
+	use_board(1);
 	if (hello(PROTO_VERSION_MIN, PROTO_VERSION_MAX) != 0)
 		return setup_failed("the agent does not answer HELLO");
 	if (snapshot("tree.before") != 0)
@@ -250,8 +296,9 @@ static int
 teardown(void **state)
 {
 	(void)state;
-	link_close(lk);
-	lk = NULL;
+	link_close(lk1);
+	link_close(lk2);
+	lk = lk1 = lk2 = NULL;
 	buf_free(&req);
 	buf_free(&resp);
 	/* Also called by setup_failed(); cmocka may call it again. */
@@ -295,8 +342,20 @@ test_put_file_bad_names(void **state)
 	assert_int_equal(import_count(NULL), 0);
 	assert_no_escape();
 
-	/* 64 characters is a plain name: staged, then discarded. */
+	/* 64 characters is a plain name, refused only because the board
+	 * does not list it; so is pkey.pem (the key stays in the token). */
 	put_file_req(long_name, 64, 0644, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "not in this board's allow_files",
+	    "(path)");
+	put_file_req("pkey.pem", 8, 0600, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "file name 'pkey.pem' refused",
+	    "not in this board's allow_files", "(path)");
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "nothing staged");
+	assert_int_equal(import_count(NULL), 0);
+	assert_false(exists("%s/pkey.pem", import));
+	/* A listed name is staged, then discarded. */
+	put_file_req("gateway.url", 11, 0644, data, strlen(data));
 	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
 	buf_reset(&req);
 	assert_int_equal(call(PROTO_ABORT, CALL_MS), 0);
@@ -314,7 +373,7 @@ test_put_file_too_big(void **state)
 	memset(data, 'A', n);
 	assert_alive();
 	/* Fits a frame easily: the agent's own limit must refuse it. */
-	put_file_req("big.bin", 7, 0644, data, n);
+	put_file_req("client.pem", 10, 0644, data, n);
 	assert_true(req.len < FRAME_MAX_PAYLOAD);
 	REFUSED(PROTO_PUT_FILE, CALL_MS, "larger than 32768 bytes",
 	    "(too_big)");
@@ -342,23 +401,27 @@ test_file_hash_outside(void **state)
 		assert_null(strstr(msg, "bytes"));
 	}
 	/* A symlink planted in the import dir is not followed to the PIN. */
-	snprintf(link_path, sizeof(link_path), "%s/pin.lnk", import);
+	snprintf(link_path, sizeof(link_path), "%s/gateway.url", import);
 	snprintf(target, sizeof(target), "%s/board.conf", board);
 	assert_int_equal(symlink(target, link_path), 0);
-	name_req("pin.lnk");
+	name_req("gateway.url");
 	r = call(PROTO_FILE_HASH, CALL_MS);
 	assert_int_equal(unlink(link_path), 0);
 	REFUSED_R(r, PROTO_FILE_HASH, "(path)");
 	/* Nor is a FIFO read (it would block the agent for good). */
-	snprintf(link_path, sizeof(link_path), "%s/fifo.crt", import);
+	snprintf(link_path, sizeof(link_path), "%s/root.crt", import);
 	assert_int_equal(mkfifo(link_path, 0644), 0);
-	name_req("fifo.crt");
+	name_req("root.crt");
 	r = call(PROTO_FILE_HASH, CALL_MS);
 	assert_int_equal(unlink(link_path), 0);
 	REFUSED_R(r, PROTO_FILE_HASH, "not a regular file", "(path)");
 	/* A file that is not there is "not found", not a path refusal. */
-	name_req("absent.crt");
+	name_req("client.pem");
 	REFUSED(PROTO_FILE_HASH, CALL_MS, "(not_found)");
+	/* A plain name the board does not list is not even looked at. */
+	name_req("absent.crt");
+	REFUSED(PROTO_FILE_HASH, CALL_MS, "not in this board's allow_files",
+	    "(path)");
 	assert_alive();
 }
 
@@ -432,7 +495,7 @@ commit_key(const void *id, size_t id_len)
 	assert_true((n = i2d_X509(x, &der)) > 0);
 	buf_reset(&req);
 	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, id, id_len), 0);
-	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "test-agent"), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "keyline"), 0);
 	assert_int_equal(proto_put_bytes(&req, PT_CERT, der, (size_t)n), 0);
 	assert_int_equal(call(PROTO_PUT_CERT, CALL_MS), 0);
 	buf_reset(&req);
@@ -462,7 +525,8 @@ test_sign_refused(void **state)
 	REFUSED(PROTO_SIGN, KEYGEN_MS, "challenge longer than 64 bytes",
 	    "(too_big)");
 	sign_req("\x7b\x7b", 2, 32);
-	REFUSED(PROTO_SIGN, KEYGEN_MS, "signing failed");
+	REFUSED(PROTO_SIGN, KEYGEN_MS, "key id 7b7b refused",
+	    "not in this board's allow_key_ids");
 	sign_req("\x7a", 1, 0);
 	REFUSED(PROTO_SIGN, KEYGEN_MS, "challenge missing", "(invalid)");
 
@@ -767,6 +831,315 @@ test_inquire_and_staged_key(void **state)
 	assert_alive();
 }
 
+/* pkcs11-tool on a board's token, beside its running agent. */
+static int
+p11(const char *b, const char *ser, const char *fmt, ...)
+{
+	char args[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	return tu_sh("SOFTHSM2_CONF='%s/softhsm2.conf' pkcs11-tool --module "
+	    "/usr/lib/softhsm/libsofthsm2.so --token-label board-%s --login "
+	    "--pin 1234 %s >>'%s/p11.log' 2>&1", b, ser, args, dir);
+}
+
+static void
+keygen_req(uint8_t type_msg, const void *id, size_t id_len,
+    const char *label)
+{
+	buf_reset(&req);
+	if (type_msg == PROTO_KEYGEN)
+		assert_int_equal(proto_put_str(&req, PT_KEY_TYPE, "ec-p256"),
+		    0);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, id, id_len), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, label), 0);
+}
+
+/* PUT_CERT of a real certificate (the fleet root's) at id. */
+static void
+cert_req(const void *id, size_t id_len)
+{
+	char path[700];
+	unsigned char *der = NULL;
+	FILE *f;
+	X509 *x;
+	int n;
+
+	snprintf(path, sizeof(path), "%s/ca/fleet-root.pem", dir);
+	assert_non_null(f = fopen(path, "r"));
+	assert_non_null(x = PEM_read_X509(f, NULL, NULL, NULL));
+	fclose(f);
+	assert_true((n = i2d_X509(x, &der)) > 0);
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, id, id_len), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "keyline"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_CERT, der, (size_t)n), 0);
+	OPENSSL_free(der);
+	X509_free(x);
+}
+
+/*
+ * A key the station has no business with (CKA_ID 42, made by someone
+ * else) survives a KEYGEN + PUT_CERT + COMMIT at its id: the id is not in
+ * allow_key_ids, so nothing is staged there, on a board that does allow
+ * re-provisioning.  Labels are listed too.
+ */
+static void
+test_unlisted_id_keeps_key(void **state)
+{
+	char before[600], after[600];
+
+	(void)state;
+	use_board(1);
+	assert_alive();
+	snprintf(before, sizeof(before), "%s/unrelated.before.der", dir);
+	snprintf(after, sizeof(after), "%s/unrelated.after.der", dir);
+	assert_int_equal(p11(board, serial, "--keypairgen --key-type "
+	    "EC:prime256v1 --id 42 --label unrelated"), 0);
+	assert_int_equal(p11(board, serial, "--read-object --type pubkey "
+	    "--id 42 --output-file '%s'", before), 0);
+
+	/* What destroyed it before: answers checked below. */
+	keygen_req(PROTO_KEYGEN, "\x42", 1, "keyline");
+	(void)call(PROTO_KEYGEN, KEYGEN_MS);
+	cert_req("\x42", 1);
+	(void)call(PROTO_PUT_CERT, CALL_MS);
+	buf_reset(&req);
+	(void)call(PROTO_COMMIT, CALL_MS);
+	assert_int_equal(p11(board, serial, "--read-object --type pubkey "
+	    "--id 42 --output-file '%s'", after), 0);
+	if (tu_sh("cmp -s '%s' '%s'", before, after) != 0)
+		fail_msg("the key at CKA_ID 42 was replaced");
+	assert_int_equal(tu_sh("SOFTHSM2_CONF='%s/softhsm2.conf' pkcs11-tool "
+	    "--module /usr/lib/softhsm/libsofthsm2.so --token-label board-%s "
+	    "--login --pin 1234 --list-objects --type privkey 2>/dev/null | "
+	    "grep -q 'label: *unrelated'", board, serial), 0);
+
+	keygen_req(PROTO_KEYGEN, "\x42", 1, "keyline");
+	REFUSED(PROTO_KEYGEN, KEYGEN_MS, "key id 42 refused",
+	    "not in this board's allow_key_ids", "(invalid)");
+	keygen_req(PROTO_UPTANE_KEYGEN, "\x42", 1, "uptane");
+	REFUSED(PROTO_UPTANE_KEYGEN, KEYGEN_MS, "key id 42 refused");
+	cert_req("\x42", 1);
+	REFUSED(PROTO_PUT_CERT, CALL_MS, "key id 42 refused");
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x42", 1), 0);
+	REFUSED(PROTO_DEL_CERT, CALL_MS, "key id 42 refused");
+	sign_req("\x42", 1, 32);
+	REFUSED(PROTO_SIGN, KEYGEN_MS, "key id 42 refused");
+	inquire_req("\x02", 1, "\x42", 1, "client.pem");
+	REFUSED(PROTO_INQUIRE, CALL_MS, "certificate id 42 refused");
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "nothing staged");
+	/* A listed id with a label the board does not list. */
+	keygen_req(PROTO_KEYGEN, "\x02", 1, "evil");
+	REFUSED(PROTO_KEYGEN, KEYGEN_MS, "key label 'evil' refused",
+	    "not in this board's allow_labels", "(invalid)");
+	assert_alive();
+}
+
+/*
+ * SIGN signs SHA-256 over "keyline-pop-v1\0" and the challenge: the
+ * signature does not verify over the station's bytes alone.
+ */
+static void
+test_sign_domain_separated(void **state)
+{
+	static const uint8_t context[] = "keyline-pop-v1";
+	uint8_t ch[32], msg2[sizeof(context) + sizeof(ch)], sig[1024];
+	uint8_t spki[4096];
+	const uint8_t *p, *q;
+	size_t n, sig_len, spki_len;
+	EVP_MD_CTX *md;
+	EVP_PKEY *pk;
+
+	(void)state;
+	use_board(1);
+	assert_alive();
+	keygen_req(PROTO_KEYGEN, "\x7a", 1, "test-agent");
+	assert_int_equal(call(PROTO_KEYGEN, KEYGEN_MS), 0);
+	commit_key("\x7c", 1);
+	inquire_req("\x7a", 1, "\x7c", 1, "client.pem");
+	assert_int_equal(call(PROTO_INQUIRE, CALL_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SPKI,
+	    sizeof(spki), &p, &n), 0);
+	memcpy(spki, p, n);
+	spki_len = n;
+	sign_req("\x7a", 1, sizeof(ch));
+	memset(ch, 0xc5, sizeof(ch));	/* what sign_req sends */
+	assert_int_equal(call(PROTO_SIGN, KEYGEN_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SIGNATURE,
+	    sizeof(sig), &p, &n), 0);
+	memcpy(sig, p, n);
+	sig_len = n;
+
+	q = spki;
+	assert_non_null(pk = d2i_PUBKEY(NULL, &q, (long)spki_len));
+	assert_non_null(md = EVP_MD_CTX_new());
+	assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    pk), 1);
+	if (EVP_DigestVerify(md, sig, sig_len, ch, sizeof(ch)) == 1)
+		fail_msg("SIGN signed the station's raw challenge");
+	EVP_MD_CTX_free(md);
+	memcpy(msg2, context, sizeof(context));
+	memcpy(msg2 + sizeof(context), ch, sizeof(ch));
+	assert_non_null(md = EVP_MD_CTX_new());
+	assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    pk), 1);
+	assert_int_equal(EVP_DigestVerify(md, sig, sig_len, msg2,
+	    sizeof(msg2)), 1);
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(pk);
+	assert_alive();
+}
+
+/*
+ * Nothing is written to an import directory, or below a parent, that
+ * someone else can write, nor through a symlink.
+ */
+static void
+test_import_dir_unsafe(void **state)
+{
+	static const char data[] = "keyline unsafe dir test\n";
+	char parent[700], real[700];
+	struct stat st;
+
+	(void)state;
+	use_board(1);
+	assert_alive();
+	assert_int_equal(chmod(import, 0777), 0);
+	put_file_req("client.pem", 10, 0644, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "import directory unsafe",
+	    "is writable by group or others", "(path)");
+	name_req("client.pem");
+	REFUSED(PROTO_REMOVE, CALL_MS, "import directory unsafe");
+	assert_int_equal(chmod(import, 0775), 0);
+	put_file_req("client.pem", 10, 0644, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "writable by group or others");
+	assert_int_equal(chmod(import, 0755), 0);
+	assert_int_equal(import_count(NULL), 0);
+
+	/* A parent that others may write. */
+	snprintf(parent, sizeof(parent), "%s/rootfs/var", board);
+	assert_int_equal(stat(parent, &st), 0);
+	assert_int_equal(chmod(parent, 0777), 0);
+	put_file_req("client.pem", 10, 0644, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "import directory unsafe",
+	    "rootfs/var is writable by group or others");
+	assert_int_equal(chmod(parent, st.st_mode & 07777), 0);
+	assert_int_equal(import_count(NULL), 0);
+
+	/* Positive twin: the same request once the modes are right. */
+	put_file_req("client.pem", 10, 0644, data, strlen(data));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_ABORT, CALL_MS), 0);
+	assert_int_equal(import_count(NULL), 0);
+
+	/* Board 2: its import directory swapped for a symlink. */
+	use_board(2);
+	assert_alive();
+	snprintf(real, sizeof(real), "%s.real", import2);
+	assert_int_equal(rename(import2, real), 0);
+	assert_int_equal(symlink(real, import2), 0);
+	put_file_req("client.pem", 10, 0644, data, strlen(data));
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "import directory unsafe",
+	    "is a symlink");
+	assert_int_equal(unlink(import2), 0);
+	assert_int_equal(rename(real, import2), 0);
+	put_file_req("client.pem", 10, 0644, data, strlen(data));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_ABORT, CALL_MS), 0);
+	assert_alive();
+	use_board(1);
+}
+
+/*
+ * Board 2 has re-provisioning off: a session may replace or remove what
+ * it committed itself, and nothing that was there before it.
+ */
+static void
+test_reprovision_off(void **state)
+{
+	static const char data[] = "keyline reprovision test\n";
+	uint8_t spki[4096];
+	const uint8_t *p;
+	size_t n, spki_len;
+
+	(void)state;
+	use_board(2);
+	assert_alive();
+	/* A first provisioning: nothing was there, so it commits. */
+	keygen_req(PROTO_KEYGEN, "\x02", 1, "keyline");
+	assert_int_equal(call(PROTO_KEYGEN, KEYGEN_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SPKI,
+	    sizeof(spki), &p, &n), 0);
+	memcpy(spki, p, n);
+	spki_len = n;
+	put_file_req("client.pem", 10, 0644, data, strlen(data));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	commit_key("\x01", 1);
+	/* What this session made it may take back (a failed proof of
+	 * possession clears the board). */
+	put_file_req("root.crt", 8, 0644, data, strlen(data));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_COMMIT, CALL_MS), 0);
+	name_req("root.crt");
+	assert_int_equal(call(PROTO_REMOVE, CALL_MS), 0);
+
+	/* A new session: the provisioned set is not its own. */
+	assert_alive();
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x01", 1), 0);
+	REFUSED(PROTO_DEL_CERT, CALL_MS,
+	    "refusing to delete the certificate at CKA_ID 01",
+	    "re-provisioning is off on this board", "(exists)");
+	name_req("client.pem");
+	REFUSED(PROTO_REMOVE, CALL_MS, "refusing to remove client.pem",
+	    "(exists)");
+	keygen_req(PROTO_KEYGEN, "\x02", 1, "keyline");
+	assert_int_equal(call(PROTO_KEYGEN, KEYGEN_MS), 0);
+	cert_req("\x01", 1);
+	assert_int_equal(call(PROTO_PUT_CERT, CALL_MS), 0);
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS,
+	    "refusing to replace the key at CKA_ID 02", "(exists)");
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_ABORT, CALL_MS), 0);
+	put_file_req("client.pem", 10, 0644, "x", 1);
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	buf_reset(&req);
+	REFUSED(PROTO_COMMIT, CALL_MS, "refusing to replace client.pem");
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_ABORT, CALL_MS), 0);
+
+	/* All still there, the key the first session made. */
+	inquire_req("\x02", 1, "\x01", 1, "client.pem");
+	assert_int_equal(call(PROTO_INQUIRE, CALL_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SPKI,
+	    sizeof(spki), &p, &n), 0);
+	assert_int_equal(n, spki_len);
+	assert_memory_equal(p, spki, n);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_CERT,
+	    65536, &p, &n), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SHA256, 32,
+	    &p, &n), 0);
+	assert_true(exists("%s/client.pem", import2));
+
+	/* A file that was not there may be added. */
+	put_file_req("gateway.url", 11, 0644, data, strlen(data));
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	buf_reset(&req);
+	assert_int_equal(call(PROTO_COMMIT, CALL_MS), 0);
+	assert_alive();
+	use_board(1);
+}
+
 int
 main(void)
 {
@@ -783,6 +1156,10 @@ main(void)
 		cmocka_unit_test(test_put_file_positive),
 		cmocka_unit_test(test_remove_and_del_cert),
 		cmocka_unit_test(test_inquire_and_staged_key),
+		cmocka_unit_test(test_unlisted_id_keeps_key),
+		cmocka_unit_test(test_sign_domain_separated),
+		cmocka_unit_test(test_import_dir_unsafe),
+		cmocka_unit_test(test_reprovision_off),
 		cmocka_unit_test(test_still_alive_tree_unchanged),
 	};
 
