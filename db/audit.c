@@ -1748,6 +1748,63 @@ audit_in_doubt(struct audit *a, audit_doubt_fn fn, void *arg, int64_t *more)
 	return r;
 }
 
+int
+audit_key_owner(struct audit *a, const char *key_fpr, const char *device_id,
+    int *found, char *other_id, size_t other_idsz, struct audit_prov *rec)
+{
+	struct audit_val v[AUDIT_NCOLS];
+	sqlite3_stmt *st = NULL;
+	int r = KL_ERR_INTERNAL, rc, badcol, locked = 0;
+
+	if (a == NULL || key_fpr == NULL || device_id == NULL ||
+	    found == NULL || other_id == NULL || other_idsz == 0 ||
+	    rec == NULL)
+		return KL_ERR_INVALID;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	locked = 1;
+	/* A CA request or an issued certificate for this key, under any
+	 * other device ID. */
+	if ((rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
+	    " FROM events WHERE key_fpr = ?1 AND device_id IS NOT NULL"
+	    " AND device_id != ?2 AND ((step = 'ca' AND outcome = 'requested')"
+	    " OR step = 'issued') ORDER BY id DESC LIMIT 1", -1, &st,
+	    NULL)) != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare key owner", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_bind_text(st, 1, key_fpr, -1, SQLITE_STATIC)) !=
+	    SQLITE_OK ||
+	    (rc = sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC)) !=
+	    SQLITE_OK) {
+		r = audit_dberr(a->db, "bind", rc);
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		*found = 0;
+		r = 0;
+		goto out;
+	}
+	if (rc != SQLITE_ROW) {
+		r = audit_dberr(a->db, "key owner", rc);
+		goto out;
+	}
+	if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
+		goto out;
+	memset(rec, 0, sizeof(*rec));
+	if ((r = audit_prov_copy(rec, v)) != 0 ||
+	    (r = audit_rec_copy(other_id, other_idsz, &v[C_DEVICE_ID], 1)) != 0)
+		goto out;
+	*found = 1;
+	r = 0;
+ out:
+	sqlite3_finalize(st);
+	if (locked)
+		audit_unlock(a);
+	return r;
+}
+
 /* ---- verify */
 
 static void

@@ -297,6 +297,17 @@ typedef int (*audit_doubt_fn)(void *arg, const char *device_id,
 int audit_in_doubt(struct audit *a, audit_doubt_fn fn, void *arg,
     int64_t *more);
 
+/*
+ * Whether key_fpr (hex SHA-256 of an SPKI) was already sent to a CA or
+ * certified for a device other than device_id: a key belongs to one
+ * device.  0 with *found 0/1; when found, the other device ID (cut to
+ * other_idsz) and that row's station, time and serial in *rec.
+ * KL_ERR_INVALID, KL_ERR_TOO_BIG, KL_ERR_DB.
+ */
+int audit_key_owner(struct audit *a, const char *key_fpr,
+    const char *device_id, int *found, char *other_id, size_t other_idsz,
+    struct audit_prov *rec);
+
 enum audit_format { AUDIT_FMT_CSV, AUDIT_FMT_JSON };
 
 /* Every row, oldest first, hashes included.  0, KL_ERR_DB, KL_ERR_IO. */

@@ -124,6 +124,9 @@ static const struct config_key config_keys[] = {
 	{ "jig", "power_off_ms", CT_INT, CF(jig_power_off_ms), 100, 60000 },
 	{ "jig", "control", CT_PATH, CF(jig_control), 0, 0 },
 	{ "jig", "power_retry", CT_BOOL, CF(jig_power_retry), 0, 0 },
+	{ "jig", "hold_boards", CT_INT, CF(jig_hold_boards), 0, 64 },
+	{ "jig", "hold_window_s", CT_INT, CF(jig_hold_window_s), 1, 86400 },
+	{ "jig", "hold_failures", CT_INT, CF(jig_hold_failures), 0, 1000 },
 
 	{ "audit", "checkpoint_key_id", CT_HEXID, CF(audit_checkpoint_key_id),
 	    0, 0 },
@@ -677,6 +680,9 @@ config_defaults(struct config *c)
 	c->jig_power = CONFIG_POWER_NONE;
 	c->jig_power_off_ms = 2000;
 	c->jig_power_retry = 1;
+	c->jig_hold_boards = 20;
+	c->jig_hold_window_s = 60;
+	c->jig_hold_failures = 5;
 	c->audit_checkpoint_every = 100;
 }
 

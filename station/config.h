@@ -146,6 +146,13 @@ struct config {
 						 * answering before the CA
 						 * step is power-cycled and
 						 * tried once more */
+	/* Line mode: a slot is held for the operator (docs/architecture.md,
+	 * "Held slots") when more than hold_boards boards start in it
+	 * within hold_window_s, or hold_failures boards in a row fail.
+	 * 0 switches a rule off. */
+	int jig_hold_boards;			/* hold_boards, 0..64, default 20 */
+	int jig_hold_window_s;			/* hold_window_s, default 60 */
+	int jig_hold_failures;			/* hold_failures, default 5 */
 
 	/* [audit] signed checkpoints of the chain head (docs/audit.md) */
 	char audit_checkpoint_key_id[33];	/* checkpoint_key_id, hex: a key in

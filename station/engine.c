@@ -39,6 +39,7 @@
 #include "station/proto.h"
 
 #define ENGINE_CHALLENGE_LEN 32
+#define ENGINE_HOLD_RING 64	/* the largest [jig] hold_boards */
 #define ENGINE_MAX_PEM (16 * 1024)
 
 static const char *const step_names[STEP__COUNT] = {
@@ -107,11 +108,18 @@ struct engine_slot {
 	 * reads it, and how many probes in a row found nobody. */
 	char last_serial[PROTO_MAX_STR + 1];
 	int empty_probes;
+	/* Held slots: when its recent boards started (monotonic ms, a
+	 * ring of the last ENGINE_HOLD_RING) and how many failed in a row. */
+	int64_t starts[ENGINE_HOLD_RING];
+	int nstarts;
+	int fail_run;
 };
 
 struct engine {
 	struct engine_opts o;
 	pthread_mutex_t mu;		/* views, counts, event seq, in-flight */
+	pthread_mutex_t key_mu;		/* the key-uniqueness check and the
+					 * "ca requested" row, as one step */
 	pthread_mutex_t emit_mu;	/* one event at a time to on_event, in
 					 * seq order; taken before mu, and
 					 * held without mu during the call */
@@ -1135,6 +1143,50 @@ board_set_state(struct board *b, enum slot_state st)
  * and jitter in the "waiting for CA" state, until [ca] wait_deadline_s.
  * The wait and the resumption are audited and shown as events.
  */
+/*
+ * A key already sent to the CA, or certified, for another device ID is
+ * refused: one shared or cloned key would otherwise get a certificate per
+ * serial a board cares to report.  Recorded under both device IDs.
+ */
+static int
+board_key_unique(struct board *b)
+{
+	struct engine *e = b->e;
+	const struct config *cfg = e->o.cfg;
+	struct audit_prov rec;
+	struct audit_event ev;
+	char other[AUDIT_REC_ID], msg[700];
+	int found = 0, r;
+
+	if ((r = audit_key_owner(e->o.audit, b->key_fpr, b->device_id, &found,
+	    other, sizeof(other), &rec)) != 0)
+		return board_fail(b, r, "cannot read the audit log");
+	if (!found)
+		return 0;
+	(void)board_text(other);
+	snprintf(msg, sizeof(msg), "this board's key (%.16s...) was already "
+	    "sent to the CA for device %s by station %s, slot %lld, at %s "
+	    "(certificate serial %s): one key, one device", b->key_fpr, other,
+	    rec.station, (long long)rec.slot, rec.time,
+	    rec.cert_serial[0] ? rec.cert_serial : "none");
+	(void)board_audit(b, "keygen", "refused", msg);
+	memset(&ev, 0, sizeof(ev));
+	ev.station = cfg->station_id;
+	ev.slot = b->slot->cs->number;
+	ev.board_serial = b->serial;
+	ev.device_id = other;
+	ev.step = "key-reuse";
+	ev.outcome = "info";
+	ev.key_fpr = b->key_fpr;
+	snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "; presented "
+	    "again as device %s", b->device_id);
+	ev.error = msg;
+	(void)audit_append(e->o.audit, &ev, NULL);
+	return board_fail(b, KL_ERR_DUPLICATE, "key refused: it belongs to "
+	    "device %s (sent to the CA by station %s at %s); one key, one "
+	    "device", other, rec.station, rec.time);
+}
+
 static int
 step_ca(struct board *b)
 {
@@ -1158,9 +1210,16 @@ step_ca(struct board *b)
 	 */
 	snprintf(msg, sizeof(msg), "CSR for this key sent to %s",
 	    e->o.ca->name);
-	if ((r = board_audit(b, "ca", "requested", msg)) != 0)
-		return board_fail(b, r, "audit log write failed; the CSR was "
+	/* One key, one device: checked and claimed (the "ca requested"
+	 * row) in one step, so two slots holding one key cannot both pass. */
+	pthread_mutex_lock(&e->key_mu);
+	if ((r = board_key_unique(b)) == 0 &&
+	    (r = board_audit(b, "ca", "requested", msg)) != 0)
+		r = board_fail(b, r, "audit log write failed; the CSR was "
 		    "not sent");
+	pthread_mutex_unlock(&e->key_mu);
+	if (r != 0)
+		return r;
 	deadline = t0 + (int64_t)cfg->ca_wait_deadline_s * 1000;
 	delay = cfg->ca_retry_base_ms;
 	for (;;) {
@@ -1951,12 +2010,85 @@ slot_power_cycle(struct engine_slot *s)
  * until acknowledged, so a headless line keeps moving and an operator
  * still sees it.
  */
+static void engine_note(struct engine *e, int slot,
+    enum engine_event_kind kind, const char *serial, const char *device_id,
+    const char *msg);
+
+/*
+ * Under e->mu, after a board in line mode: whether the slot should now be
+ * held for the operator.  A slot turning boards over faster than a person
+ * swaps them (a fake board that changes its serial at every HELLO), or
+ * whose boards keep failing (a broken pogo pin, a bad batch), stops
+ * starting boards and raises an alert, instead of burning device IDs or
+ * certificates.  Fills why when it holds.
+ */
+static int
+slot_hold_check(struct engine *e, struct engine_slot *s, int64_t started,
+    char *why, size_t whysz)
+{
+	const struct config *cfg = e->o.cfg;
+	int64_t now = mono_ms(), oldest;
+	int i, n, recent = 0;
+
+	s->starts[s->nstarts++ % ENGINE_HOLD_RING] = started;
+	s->fail_run = s->view.state == SLOT_FAILED ? s->fail_run + 1 : 0;
+	if (cfg->jig_hold_failures > 0 &&
+	    s->fail_run >= cfg->jig_hold_failures) {
+		snprintf(why, whysz, "%d boards in a row failed in this slot; "
+		    "check the fixture, then release the slot", s->fail_run);
+		return 1;
+	}
+	if (cfg->jig_hold_boards <= 0)
+		return 0;
+	n = s->nstarts < ENGINE_HOLD_RING ? s->nstarts : ENGINE_HOLD_RING;
+	oldest = now - (int64_t)cfg->jig_hold_window_s * 1000;
+	for (i = 0; i < n; i++)
+		if (s->starts[i] >= oldest)
+			recent++;
+	if (recent > cfg->jig_hold_boards) {
+		snprintf(why, whysz, "%d boards started in this slot within "
+		    "%d s, more than a person swaps (at most %d); check what is "
+		    "in the slot, then release it", recent,
+		    cfg->jig_hold_window_s, cfg->jig_hold_boards);
+		return 1;
+	}
+	return 0;
+}
+
+/* Under e->mu (dropped and taken again): hold the slot and say so. */
+static void
+slot_hold(struct engine *e, struct engine_slot *s, const char *why)
+{
+	const struct config *cfg = e->o.cfg;
+	struct audit_event ev;
+	char msg[300], serial[PROTO_MAX_STR + 1], devid[sizeof(s->view.device_id)];
+	int number = s->cs->number;
+
+	s->view.held = 1;
+	snprintf(s->view.hold_reason, sizeof(s->view.hold_reason), "%s", why);
+	snprintf(serial, sizeof(serial), "%s", s->view.serial);
+	snprintf(devid, sizeof(devid), "%s", s->view.device_id);
+	pthread_mutex_unlock(&e->mu);
+	snprintf(msg, sizeof(msg), "slot %d held: %s", number, why);
+	log_warn("%s", msg);
+	memset(&ev, 0, sizeof(ev));
+	ev.station = cfg->station_id;
+	ev.slot = number;
+	ev.step = "hold";
+	ev.outcome = "info";
+	ev.error = why;
+	(void)audit_append(e->o.audit, &ev, NULL);
+	engine_note(e, number, EV_INFO, serial, devid, msg);
+	pthread_mutex_lock(&e->mu);
+}
+
 static void *
 slot_line(void *arg)
 {
 	struct engine_slot *s = arg;
 	struct engine *e = s->e;
-	char serial[PROTO_MAX_STR + 1];
+	char serial[PROTO_MAX_STR + 1], why[200];
+	int64_t started;
 
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
@@ -1972,13 +2104,16 @@ slot_line(void *arg)
 		if (s->retry_req) {
 			s->retry_req = 0;
 			slot_begin(e, s);
+			started = mono_ms();
 			pthread_mutex_unlock(&e->mu);
 			slot_provision(s);
 			pthread_mutex_lock(&e->mu);
+			if (slot_hold_check(e, s, started, why, sizeof(why)))
+				slot_hold(e, s, why);
 			engine_wait(e, PROBE_IDLE_MS);
 			continue;
 		}
-		if (e->line != LINE_RUNNING) {
+		if (e->line != LINE_RUNNING || s->view.held) {
 			engine_wait(e, PROBE_IDLE_MS);
 			continue;
 		}
@@ -2009,9 +2144,12 @@ slot_line(void *arg)
 		 * engine shows may have been made printable. */
 		memcpy(s->last_serial, serial, sizeof(s->last_serial));
 		slot_begin(e, s);
+		started = mono_ms();
 		pthread_mutex_unlock(&e->mu);
 		slot_provision(s);
 		pthread_mutex_lock(&e->mu);
+		if (slot_hold_check(e, s, started, why, sizeof(why)))
+			slot_hold(e, s, why);
 		/* Never straight into the next probe after a board. */
 		engine_wait(e, PROBE_IDLE_MS);
 	}
@@ -2095,13 +2233,14 @@ out:
 
 /* An event that belongs to no board (slot 0). */
 static void
-engine_note(struct engine *e, enum engine_event_kind kind,
+engine_note(struct engine *e, int slot, enum engine_event_kind kind,
     const char *serial, const char *device_id, const char *msg)
 {
 	struct engine_event ev;
 
 	memset(&ev, 0, sizeof(ev));
 	ev.time_ms = now_ms();
+	ev.slot = slot;
 	ev.kind = kind;
 	ev.step = STEP_CONNECT;
 	ev.serial = serial;
@@ -2134,7 +2273,7 @@ engine_doubt_note(void *arg, const char *device_id,
 	(void)board_text(serial);
 	(void)board_text(msg);
 	log_warn("device %s %s", device_id, msg);
-	engine_note(e, EV_IN_DOUBT, serial, device_id, msg);
+	engine_note(e, 0, EV_IN_DOUBT, serial, device_id, msg);
 	return 0;
 }
 
@@ -2151,6 +2290,7 @@ engine_new(struct engine **out, const struct engine_opts *o)
 	e->o = *o;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_mutex_init(&e->emit_mu, NULL);
+	pthread_mutex_init(&e->key_mu, NULL);
 	{
 		pthread_condattr_t ca;
 
@@ -2200,7 +2340,7 @@ engine_new(struct engine **out, const struct engine_opts *o)
 
 		snprintf(msg, sizeof(msg), "and %lld more devices in doubt",
 		    (long long)more);
-		engine_note(e, EV_IN_DOUBT, "", "", msg);
+		engine_note(e, 0, EV_IN_DOUBT, "", "", msg);
 	}
 	*out = e;
 	return 0;
@@ -2216,6 +2356,7 @@ engine_free(struct engine *e)
 		return;
 	pthread_mutex_destroy(&e->mu);
 	pthread_mutex_destroy(&e->emit_mu);
+	pthread_mutex_destroy(&e->key_mu);
 	pthread_cond_destroy(&e->cond);
 	free(e->slots);
 	free(e->inflight);
@@ -2356,6 +2497,16 @@ engine_slot_by_number(struct engine *e, int n)
 	return NULL;
 }
 
+/* Under e->mu: the operator releases a held slot; its counts start over. */
+static void
+slot_release(struct engine_slot *s)
+{
+	s->view.held = 0;
+	s->view.hold_reason[0] = '\0';
+	s->nstarts = 0;
+	s->fail_run = 0;
+}
+
 int
 engine_retry(struct engine *e, int n)
 {
@@ -2369,6 +2520,7 @@ engine_retry(struct engine *e, int n)
 	    s->view.state != SLOT_FAILED || s->retry_req)
 		r = KL_ERR_INVALID;
 	else {
+		slot_release(s);
 		s->retry_req = 1;
 		pthread_cond_broadcast(&e->cond);
 	}
@@ -2385,13 +2537,17 @@ engine_ack(struct engine *e, int n)
 	pthread_mutex_lock(&e->mu);
 	if ((s = engine_slot_by_number(e, n)) == NULL)
 		r = KL_ERR_NOT_FOUND;
-	else if (s->view.state != SLOT_FAILED || s->retry_req)
+	else if ((s->view.state != SLOT_FAILED && !s->view.held) ||
+	    s->retry_req)
 		r = KL_ERR_INVALID;
 	else {
 		/* The failed board stays "handled" (last_serial) until it is
 		 * taken out; a retry is the way to run it again. */
-		s->view.state = SLOT_IDLE;
-		s->view.error[0] = '\0';
+		if (s->view.state == SLOT_FAILED) {
+			s->view.state = SLOT_IDLE;
+			s->view.error[0] = '\0';
+		}
+		slot_release(s);
 		pthread_cond_broadcast(&e->cond);
 	}
 	pthread_mutex_unlock(&e->mu);
@@ -2456,9 +2612,12 @@ engine_status(struct engine *e, struct engine_status *s)
 	s->started_ms = e->started_ms;
 	s->running_ms = e->running_ms +
 	    (e->running_since != 0 ? now - e->running_since : 0);
-	for (i = 0; i < e->nslots; i++)
+	for (i = 0; i < e->nslots; i++) {
 		if (e->slots[i].view.state == SLOT_WAITING_CA)
 			s->slots_waiting_ca++;
+		if (e->slots[i].view.held)
+			s->slots_held++;
+	}
 	pthread_mutex_unlock(&e->mu);
 	done = s->counts.passed + s->counts.failed;
 	s->boards_per_hour = s->running_ms > 0 ?

@@ -153,6 +153,10 @@ struct engine_slot_view {
 	char error[256];
 	int64_t started_ms;	/* wall clock; 0 if never */
 	int64_t finished_ms;	/* 0 while running */
+	/* Line mode: the slot starts no board until the operator releases
+	 * it (engine_ack or engine_retry); hold_reason says why. */
+	int held;
+	char hold_reason[200];
 };
 
 /* Copy up to max slot views into v; returns how many. */
@@ -194,7 +198,8 @@ void engine_set_running(struct engine *e, int running);
 /*
  * Operator actions on slot number n (as in station.conf).  0;
  * KL_ERR_NOT_FOUND (no such slot); KL_ERR_INVALID (not in a state that
- * allows it: retry and ack need a failed slot; a passed board is done
+ * allows it: retry and ack need a failed or held slot, and release a
+ * held one; a passed board is done
  * again only with re-provisioning; a power cycle needs line mode and a
  * slot with no board in flight: it is carried out by the slot's thread,
  * audited and reported as an event, and this call returns at once);
@@ -222,6 +227,7 @@ struct engine_status {
 	const char *ca_name;	/* static for the engine's life */
 	const char *ca_state;	/* "ok" or "waiting"; static string */
 	int slots_waiting_ca;
+	int slots_held;
 };
 
 void engine_status(struct engine *e, struct engine_status *s);

@@ -62,6 +62,8 @@ enum proto_type {
 				 * CERT (DER) at CERT_ID, SHA256 of the file
 				 * in place; each absent when the board has
 				 * none */
+	/* 0x0e is reserved for ATTEST (docs/protocol.md, "Attestation"):
+	 * req KEY_ID, resp ATTESTATION, ATTESTATION_CHAIN. */
 };
 
 enum proto_tag {
@@ -92,6 +94,8 @@ enum proto_tag {
 	PT_CHALLENGE = 60,	/* bytes */
 	PT_SIGNATURE = 61,	/* bytes */
 	PT_ERR_CODE = 70,	/* u32: a negative KL_ERR_* as two's complement */
+	/* 80 ATTESTATION, 81 ATTESTATION_CHAIN: reserved (docs/protocol.md,
+	 * "Attestation"). */
 	PT_ERR_MSG = 71,	/* str */
 };
 

@@ -237,6 +237,17 @@ con_look(enum slot_state s)
 	return (unsigned)s <= SLOT_FAILED ? &con_looks[s] : &unknown;
 }
 
+/* A held slot shows HOLD whatever its last board did: it waits for the
+ * operator (a to release). */
+static const struct con_state_look *
+con_view_look(const struct engine_slot_view *v)
+{
+	static const struct con_state_look held = { "HOLD", PAIR_FAILED,
+		A_BOLD | A_REVERSE };
+
+	return v->held ? &held : con_look(v->state);
+}
+
 static attr_t
 con_pair_attr(enum con_pair p)
 {
@@ -518,7 +529,7 @@ static void
 con_draw_cell(struct con *c, int y, int x, int w, int idx, int64_t now)
 {
 	const struct engine_slot_view *v = &c->slots[idx];
-	const struct con_state_look *lk = con_look(v->state);
+	const struct con_state_look *lk = con_view_look(v);
 	char el[24], prog[32], cell[CON_LINE];
 	const char *step;
 	int selected = idx == c->sel, inner = w - 1, n, sw, room;
@@ -732,7 +743,7 @@ con_draw_detail_view(struct con *c, int64_t now)
 	con_clean(d.view.error);
 	con_clean(d.cert_serial);
 	con_clean(d.key_fpr);
-	lk = con_look(d.view.state);
+	lk = con_view_look(&d.view);
 	con_put(y, 0, COLS, A_BOLD, "-- slot %d details (Esc or d: back, "
 	    "arrows: other slot) ---", d.view.number);
 	y++;
@@ -741,6 +752,9 @@ con_draw_detail_view(struct con *c, int64_t now)
 	con_put(y++, 17, COLS - 17, 0, " %s, step %s", engine_state_name(
 	    d.view.state), engine_step_name(d.view.step));
 	con_put(y++, 1, COLS - 1, 0, "%-9s %s", "device", d.view.device);
+	if (d.view.held)
+		con_put(y++, 1, COLS - 1, A_BOLD, "%-9s %s (a: release)",
+		    "HELD", d.view.hold_reason);
 	con_put(y++, 1, COLS - 1, 0, "%-9s %-20s  device ID %s", "board",
 	    d.view.serial[0] ? d.view.serial : "-",
 	    d.view.device_id[0] ? d.view.device_id : "-");
@@ -881,8 +895,8 @@ key_retry(struct con *c)
 static void
 key_ack(struct con *c)
 {
-	static const struct con_action a = { "failure acknowledged",
-	    engine_ack, "no failure to acknowledge" };
+	static const struct con_action a = { "acknowledged (a held slot is "
+	    "released)", engine_ack, "no failure or hold to acknowledge" };
 
 	con_act(c, &a);
 }

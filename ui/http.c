@@ -609,9 +609,12 @@ http_status(struct http_req *rq, struct http_reply *rp)
 static json_t *
 http_slot_json(const struct engine_slot_view *v)
 {
-	return json_pack("{s:i, s:s, s:s, s:o, s:o, s:o, s:o, s:I, s:I}",
+	return json_pack("{s:i, s:s, s:b, s:o, s:s, s:o, s:o, s:o, s:o, s:I, "
+	    "s:I}",
 	    "number", v->number,
 	    "state", engine_state_name(v->state),
+	    "held", v->held,
+	    "hold_reason", http_jstr(v->hold_reason, 1),
 	    "step", engine_step_name(v->step),
 	    "device", http_jstr(v->device, 1),
 	    "serial", http_jstr(v->serial, 1),
@@ -961,7 +964,11 @@ http_metrics(struct http_req *rq, struct http_reply *rp)
 	    (uint64_t)(s.counts.in_flight > 0 ? s.counts.in_flight : 0))) != 0 ||
 	    (r = http_put_counter(b, "keyline_slots_waiting_ca",
 	    "Slots waiting for the CA.", "gauge",
-	    (uint64_t)(s.slots_waiting_ca > 0 ? s.slots_waiting_ca : 0))) != 0)
+	    (uint64_t)(s.slots_waiting_ca > 0 ? s.slots_waiting_ca : 0))) != 0 ||
+	    (r = http_put_counter(b, "keyline_slots_held",
+	    "Slots held for the operator (too many boards too fast, or too "
+	    "many failures in a row).", "gauge",
+	    (uint64_t)(s.slots_held > 0 ? s.slots_held : 0))) != 0)
 		goto out;
 	if ((r = http_put(b, "# HELP keyline_line_state Line state (1 for "
 	    "the current one).\n# TYPE keyline_line_state gauge\n")) != 0)
