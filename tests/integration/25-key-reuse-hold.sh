@@ -56,6 +56,8 @@ line_stop "$T"
 
 # --- 2. a board that turns over faster than a person swaps boards
 L=$T/line
+# The second line's jig and PIN file go too, however the test ends.
+trap 'line_cleanup "$L" 2>/dev/null; line_cleanup "$T"; rm -rf "$T"' EXIT
 line_setup "$L" 1
 lb=$L/boards/$(sed -n 1p "$L/boards.list")
 sed -i 's/^fault = .*/fault = serial-per-hello/' "$lb/board.conf"
