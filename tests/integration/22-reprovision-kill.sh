@@ -97,7 +97,7 @@ set_faults() {
 	line_start "$T"
 	# Every agent has finished its start-up recovery (the jig's "ready"
 	# only says they were started).
-	for ((k = 0; k < 600; k++)); do
+	for ((k = 0; k < 1200; k++)); do
 		[ "$(grep -c "ready on" "$T/jig.log" || true)" -ge $((ready + N)) ] &&
 		    return 0
 		sleep 0.05
@@ -106,7 +106,7 @@ set_faults() {
 }
 wait_paused() {
 	local i k all
-	for ((k = 0; k < 600; k++)); do
+	for ((k = 0; k < 1200; k++)); do
 		all=1
 		for ((i = 1; i <= n; i++)); do
 			[ -e "$(board_dir $i)/.paused" ] || all=0
@@ -131,7 +131,7 @@ kill -KILL "$st"
 wait "$st" 2>/dev/null || true
 for ((i = 1; i <= n; i++)); do rm -f "$(board_dir $i)/.paused"; done
 # The agents finish the request the station sent before it died.
-for ((k = 0; k < 600; k++)); do
+for ((k = 0; k < 1200; k++)); do
 	all=1
 	for ((i = 1; i <= n; i++)); do
 		[ -e "$(board_dir $i)/.answered" ] || all=0
