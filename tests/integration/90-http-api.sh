@@ -210,6 +210,11 @@ expect_error 401 -H "Authorization: Bearer wrong-${TOKEN:6}" "$U/api/v1/status"
 expect_error 401 -H "Authorization: Bearer ${TOKEN}x" "$U/api/v1/status"
 expect_error 401 -H "Authorization: Bearer ${TOKEN:0:20}" "$U/api/v1/status"
 expect_error 401 -H "Authorization: Basic $TOKEN" "$U/api/v1/status"
+# Same length, same bytes but the last: the whole token is compared, not
+# a prefix of it.
+last=${TOKEN: -1}
+[ "$last" = A ] && other=B || other=A
+expect_error 401 -H "Authorization: Bearer ${TOKEN:0:$((${#TOKEN} - 1))}$other" "$U/api/v1/status"
 expect_error 401 "$U/metrics"
 expect_error 401 "$U/api/v1/events?since=0"
 expect_error 401 "$U/api/v1/devices/$id1"
