@@ -192,5 +192,12 @@ clean:
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 
+# One-line mutations of the checks that matter, each against the tests that
+# should notice it (docs/mutants.md); MUTANTS="name ..." for some.  Not part
+# of make test: it rebuilds and reruns tests once per entry.
+mutants: setup
+	@tests/mutants/run $(MUTANTS)
+.PHONY: mutants
+
 # libFuzzer targets: make fuzz, make fuzz-short (docs/fuzzing.md).
 include tests/fuzz/fuzz.mk
