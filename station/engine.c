@@ -676,10 +676,9 @@ fail:
  * read back in the verify step.)  0 (*holds 0/1).
  */
 static int
-board_holds(struct board *b, const struct board_holding *h,
-    const struct audit_prov *rec, int *holds, char *what, size_t whatsz)
+board_holds(const struct board_holding *h, const struct audit_prov *rec,
+    int *holds, char *what, size_t whatsz)
 {
-	(void)b;
 	*holds = 0;
 	if (rec->key_fpr[0] == '\0' || rec->cert_fpr[0] == '\0') {
 		snprintf(what, whatsz, "the record names no key or certificate");
@@ -807,7 +806,7 @@ board_resolve_doubt(struct board *b, const struct audit_device_state *st)
 	}
 	if ((r = board_inquire(b, &h)) != 0)
 		return r;
-	if ((r = board_holds(b, &h, d, &holds, what, sizeof(what))) != 0)
+	if ((r = board_holds(&h, d, &holds, what, sizeof(what))) != 0)
 		goto out;
 	if (holds) {
 		snprintf(msg, sizeof(msg), "recovered: provisioned; %s was in "
@@ -911,7 +910,7 @@ step_dupcheck(struct board *b)
 	if (!st->prov_passed) {
 		if ((r = board_inquire(b, &h)) != 0)
 			goto out;
-		if ((r = board_holds(b, &h, pv, &holds, what,
+		if ((r = board_holds(&h, pv, &holds, what,
 		    sizeof(what))) != 0)
 			goto out;
 		if (holds) {
@@ -939,7 +938,7 @@ step_dupcheck(struct board *b)
 	if (st->prov_passed) {
 		if ((r = board_inquire(b, &h)) != 0)
 			goto out;
-		if ((r = board_holds(b, &h, pv, &holds, what,
+		if ((r = board_holds(&h, pv, &holds, what,
 		    sizeof(what))) != 0)
 			goto out;
 	}
