@@ -190,7 +190,7 @@ clean:
 .PHONY: all san setup unit integration test demo bench bench-http clean
 .SECONDARY:
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(sort $(REL) $(SAN)) -name '*.d' 2>/dev/null)
 
 # One-line mutations of the checks that matter, each against the tests that
 # should notice it (docs/mutants.md); MUTANTS="name ..." for some.  Not part
