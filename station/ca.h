@@ -58,6 +58,9 @@ struct ca_local_params {
 	const char *dev_key_pem;	/* development only: a PEM key file
 					 * instead of the token (warns) */
 	unsigned validity_days;		/* > 0 */
+	const char *subject_extra;	/* fixed subject entries after CN's
+					 * place, certcheck's syntax; NULL/""
+					 * = CN only */
 };
 
 /* 0 and *out (free with ca_free), KL_ERR_CONFIG, KL_ERR_HSM*, ... */
@@ -66,7 +69,8 @@ int ca_local_new(struct ca **out, const struct ca_local_params *p);
 /*
  * CFSSL: POST /api/v1/cfssl/authsign, the request signed with
  * HMAC-SHA256 under the shared key.  The station asks for subject
- * CN=<device ID> whatever the CSR says and "hosts": [] (no subjectAltName);
+ * CN=<device ID> (and the profile's subject_extra as "names") whatever the
+ * CSR says and "hosts": [] (no subjectAltName);
  * a CSR whose subject has more than a CN is not sent (KL_ERR_INVALID:
  * CFSSL would copy it); the profile decides the rest.
  * Errors: connection refused/reset, timeouts and HTTP 5xx are
@@ -83,6 +87,11 @@ struct ca_cfssl_params {
 	size_t auth_key_len;		/* 1..256 */
 	const char *profile;		/* signing profile, NULL/"" = default */
 	const char *label;		/* multirootca label, NULL/"" = none */
+	const char *subject_extra;	/* fixed subject entries, certcheck's
+					 * syntax, sent as the request's
+					 * subject "names"; only C, ST, L, O,
+					 * OU, each once (what CFSSL names);
+					 * NULL/"" = CN only */
 	const char *server_cert;	/* PEM: with https, the one server
 					 * certificate accepted (pinned);
 					 * required for https, refused for
@@ -147,6 +156,11 @@ struct ca_cmp_params {
 					 * signature protection */
 	int timeout_ms;			/* one request, > 0; whole seconds,
 					 * rounded up */
+	/* The device profile the check before certConf demands
+	 * (certcheck_profile); the CMP server's own profile must add the
+	 * subject_extra entries: a p10cr cannot ask for them. */
+	const char *subject_extra;
+	unsigned max_validity_days;	/* 0 = certcheck's default */
 };
 
 int ca_cmp_new(struct ca **out, const struct ca_cmp_params *p);

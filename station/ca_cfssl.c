@@ -3,7 +3,8 @@
  * authsign API, for lines that keep the fleet CA off the station.
  *
  * The request is {"certificate_request": <CSR PEM>, "hosts": [],
- * "profile", "label", "subject": {"CN": <device ID>}}: the station asks
+ * "profile", "label", "subject": {"CN": <device ID>, "names": [the
+ * profile's subject_extra]}}: the station asks
  * for the fleet's device profile and nothing the board's CSR asks for
  * beyond its key; the body sent is {"token":
  * base64(HMAC-SHA256(key, request)), "request": base64(request)}.  HTTP goes
@@ -35,6 +36,7 @@
 #include <openssl/x509.h>
 
 #include "station/buf.h"
+#include "station/certcheck.h"
 #include "station/err.h"
 #include "station/log.h"
 #include "station/secret.h"
@@ -54,7 +56,71 @@ struct ca_cfssl {
 	char *label;
 	struct ca_tls *tls;	/* https only */
 	int timeout_s;
+	/* [ca] subject_extra, as CFSSL names them: one "names" object */
+	struct certcheck_name_entry names[CERTCHECK_MAX_EXTRA];
+	int nnames;
 };
+
+/* The subject attributes a CFSSL request can name, by their JSON key. */
+static const struct {
+	int nid;
+	const char *key;
+} cfssl_name_keys[] = {
+	{ NID_countryName, "C" },
+	{ NID_stateOrProvinceName, "ST" },
+	{ NID_localityName, "L" },
+	{ NID_organizationName, "O" },
+	{ NID_organizationalUnitName, "OU" },
+};
+
+static const char *
+cfssl_name_key(int nid)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(cfssl_name_keys) / sizeof(cfssl_name_keys[0]);
+	    i++)
+		if (cfssl_name_keys[i].nid == nid)
+			return cfssl_name_keys[i].key;
+	return NULL;
+}
+
+/*
+ * The request's "subject": {"CN": id} and, with subject_extra,
+ * "names": [{"O": ..., "OU": ...}].  NULL on allocation failure.
+ */
+static json_t *
+cfssl_subject(const struct ca_cfssl *c, const char *device_id)
+{
+	json_t *subj, *names = NULL, *one = NULL;
+	int i;
+
+	if ((subj = json_pack("{s:s}", "CN", device_id)) == NULL)
+		return NULL;
+	if (c->nnames == 0)
+		return subj;
+	if ((names = json_array()) == NULL || (one = json_object()) == NULL)
+		goto fail;
+	for (i = 0; i < c->nnames; i++)
+		if (json_object_set_new(one, cfssl_name_key(c->names[i].nid),
+		    json_string(c->names[i].value)) != 0)
+			goto fail;
+	if (json_array_append_new(names, one) != 0) {
+		one = NULL;
+		goto fail;
+	}
+	one = NULL;
+	if (json_object_set_new(subj, "names", names) != 0) {
+		names = NULL;
+		goto fail;
+	}
+	return subj;
+fail:
+	json_decref(one);
+	json_decref(names);
+	json_decref(subj);
+	return NULL;
+}
 
 static void
 ca_cfssl_free(void *arg)
@@ -171,8 +237,9 @@ cfssl_body(const struct ca_cfssl *c, const struct ca_request *req,
 	}
 	/* "hosts": [] (empty, not absent): CFSSL then puts no
 	 * subjectAltName in, where it would otherwise copy the CSR's. */
-	inner = json_pack("{s:s%, s:[], s:{s:s}}", "certificate_request", pem,
-	    (size_t)pem_len, "hosts", "subject", "CN", req->device_id);
+	inner = json_pack("{s:s%, s:[], s:o}", "certificate_request", pem,
+	    (size_t)pem_len, "hosts", "subject",
+	    cfssl_subject(c, req->device_id));
 	if (inner == NULL ||
 	    (c->profile != NULL && json_object_set_new(inner, "profile",
 	    json_string(c->profile)) != 0) ||
@@ -333,6 +400,37 @@ cfssl_set_str(char **dst, const char *v)
 	return (*dst = strdup(v)) != NULL ? 0 : KL_ERR_NOMEM;
 }
 
+/* subject_extra as one "names" object: what CFSSL can name, each once. */
+static int
+cfssl_set_names(struct ca_cfssl *c, const char *extra)
+{
+	char why[256];
+	int i, j;
+
+	if (certcheck_subject_extra_parse(extra, c->names, &c->nnames, why,
+	    sizeof(why)) != 0) {
+		log_error("cfssl: %s", why);
+		return KL_ERR_CONFIG;
+	}
+	for (i = 0; i < c->nnames; i++) {
+		if (cfssl_name_key(c->names[i].nid) == NULL) {
+			log_error("cfssl: subject_extra: CFSSL names only C, "
+			    "ST, L, O and OU, not %s",
+			    OBJ_nid2sn(c->names[i].nid));
+			return KL_ERR_CONFIG;
+		}
+		for (j = 0; j < i; j++)
+			if (c->names[j].nid == c->names[i].nid) {
+				log_error("cfssl: subject_extra: %s twice: "
+				    "CFSSL would put both in one multi-valued "
+				    "RDN, which validation refuses",
+				    OBJ_nid2sn(c->names[i].nid));
+				return KL_ERR_CONFIG;
+			}
+	}
+	return 0;
+}
+
 int
 ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p)
 {
@@ -386,6 +484,8 @@ ca_cfssl_new(struct ca **out, const struct ca_cfssl_params *p)
 	    (r = cfssl_set_str(&c->label, p->label)) != 0)
 		goto out;
 	if ((r = ca_tls_new(&c->tls, "cfssl", use_ssl, p->server_cert)) != 0)
+		goto out;
+	if ((r = cfssl_set_names(c, p->subject_extra)) != 0)
 		goto out;
 	snprintf(ca->name, sizeof(ca->name), "cfssl:%.32s:%.5s%s%.16s", c->host,
 	    c->port, c->label != NULL ? "/" : "",

@@ -482,9 +482,11 @@ ca_cmp_new(struct ca **out, const struct ca_cmp_params *p)
 {
 	struct ca_cmp *c = NULL;
 	struct ca *ca = NULL;
-	char *host = NULL, *port = NULL, *path = NULL;
+	struct certcheck_profile prof;
+	char *host = NULL, *port = NULL, *path = NULL, why[256];
 	int use_ssl = 0, mac, sig, r = KL_ERR_CONFIG;
 
+	memset(&prof, 0, sizeof(prof));
 	if (out == NULL || p == NULL || p->url == NULL ||
 	    p->fleet_root == NULL || p->timeout_ms <= 0) {
 		log_error("cmp: needs url, fleet_root and a timeout");
@@ -537,6 +539,13 @@ ca_cmp_new(struct ca **out, const struct ca_cmp_params *p)
 	    p->intermediates != NULL && p->intermediates[0] != '\0' ?
 	    p->intermediates : NULL)) != 0) {
 		log_error("cmp: cannot load fleet_root %s", p->fleet_root);
+		goto out;
+	}
+	prof.subject_extra = p->subject_extra;
+	prof.max_validity_days = p->max_validity_days;
+	if ((r = certcheck_trust_set_profile(c->trust, &prof, why,
+	    sizeof(why))) != 0) {
+		log_error("cmp: %s", why);
 		goto out;
 	}
 	if (mac) {

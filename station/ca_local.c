@@ -8,7 +8,8 @@
  * so explicitly (dev_key_pem + dev_allow_pem_key), for development.
  *
  * The station, not the board, decides what the certificate says: the
- * subject is CN=<device ID> whatever the CSR asked for, and the extensions
+ * subject is CN=<device ID> (after the profile's fixed entries, [ca]
+ * subject_extra) whatever the CSR asked for, and the extensions
  * are fixed.  From the CSR only the public key is taken, after its
  * signature proved the board holds the private key.
  *
@@ -51,7 +52,33 @@ struct ca_local {
 	EVP_PKEY *key;		/* token-backed, or the development PEM key */
 	struct hsm *hsm;	/* NULL with a PEM key */
 	unsigned validity_days;
+	/* [ca] subject_extra, before CN in the subject */
+	struct certcheck_name_entry extra[CERTCHECK_MAX_EXTRA];
+	int nextra;
 };
+
+/* The subject: the profile's fixed entries, then CN = device ID. */
+static X509_NAME *
+ca_local_subject(const struct ca_local *c, const char *device_id)
+{
+	X509_NAME *n;
+	int i;
+
+	if ((n = X509_NAME_new()) == NULL)
+		return NULL;
+	for (i = 0; i < c->nextra; i++)
+		if (!X509_NAME_add_entry_by_NID(n, c->extra[i].nid,
+		    MBSTRING_UTF8, (const unsigned char *)c->extra[i].value,
+		    -1, -1, 0))
+			goto fail;
+	if (!X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8,
+	    (const unsigned char *)device_id, -1, -1, 0))
+		goto fail;
+	return n;
+fail:
+	X509_NAME_free(n);
+	return NULL;
+}
 
 static void
 ca_local_free(void *arg)
@@ -334,10 +361,9 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	r = KL_ERR_CA;
 
 	now = time(NULL);
-	if ((x = X509_new()) == NULL || (subj = X509_NAME_new()) == NULL ||
+	if ((x = X509_new()) == NULL ||
+	    (subj = ca_local_subject(c, req->device_id)) == NULL ||
 	    !X509_set_version(x, 2) || !ca_local_serial(x) ||
-	    !X509_NAME_add_entry_by_txt(subj, "CN", MBSTRING_UTF8,
-	    (const unsigned char *)req->device_id, -1, -1, 0) ||
 	    !X509_set_subject_name(x, subj) ||
 	    !X509_set_issuer_name(x, X509_get_subject_name(c->issuer)) ||
 	    X509_time_adj_ex(X509_getm_notBefore(x), 0,
@@ -413,6 +439,7 @@ ca_local_new(struct ca **out, const struct ca_local_params *p)
 {
 	struct ca_local *c = NULL;
 	struct ca *ca = NULL;
+	char why[256];
 	int r = KL_ERR_INTERNAL;
 
 	if (out == NULL || p == NULL || p->issuer_cert == NULL ||
@@ -436,6 +463,12 @@ ca_local_new(struct ca **out, const struct ca_local_params *p)
 		return KL_ERR_INTERNAL;
 	}
 	c->validity_days = p->validity_days;
+	if (certcheck_subject_extra_parse(p->subject_extra, c->extra,
+	    &c->nextra, why, sizeof(why)) != 0) {
+		log_error("ca: %s", why);
+		r = KL_ERR_CONFIG;
+		goto out;
+	}
 	if ((r = ca_local_load_issuer(p->issuer_cert, &c->issuer)) != 0)
 		goto out;
 	if (p->dev_key_pem != NULL && p->dev_key_pem[0] != '\0') {

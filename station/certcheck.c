@@ -33,10 +33,6 @@
 #define CERTCHECK_MAX_PEM (1024 * 1024)
 #define CERTCHECK_MAX_CERTS 64
 
-/* [ca] subject_extra: at most this many fixed subject entries. */
-#define CERTCHECK_MAX_EXTRA 8
-#define CERTCHECK_MAX_VALUE 64
-
 /*
  * A CA may backdate notBefore against clock skew (the local CA by 60 s,
  * CFSSL by 5 min); the lifetime limit allows this much on top of the
@@ -44,14 +40,9 @@
  */
 #define CERTCHECK_BACKDATE_SLACK (60 * 60)
 
-struct certcheck_entry {
-	int nid;
-	char value[CERTCHECK_MAX_VALUE + 1];
-};
-
 /* The fleet's device profile (certcheck_trust_set_profile). */
 struct certcheck_prof {
-	struct certcheck_entry extra[CERTCHECK_MAX_EXTRA];
+	struct certcheck_name_entry extra[CERTCHECK_MAX_EXTRA];
 	int nextra;
 	unsigned max_days;
 };
@@ -201,28 +192,17 @@ certcheck_trust_free(struct certcheck_trust *t)
 }
 
 int
-certcheck_trust_set_profile(struct certcheck_trust *t,
-    const struct certcheck_profile *p, char *why, size_t whysz)
+certcheck_subject_extra_parse(const char *s, struct certcheck_name_entry *out,
+    int *n, char *why, size_t whysz)
 {
-	struct certcheck_prof prof;
-	const char *s, *eq, *end;
+	const char *eq, *end;
 	size_t tlen, vlen;
 	char type[32];
 	int nid;
 
-	if (t == NULL || p == NULL) {
-		snprintf(why, whysz, "internal: no trust or profile");
-		return KL_ERR_INVALID;
-	}
-	memset(&prof, 0, sizeof(prof));
-	prof.max_days = p->max_validity_days != 0 ? p->max_validity_days :
-	    CERTCHECK_DEFAULT_MAX_DAYS;
-	if (prof.max_days > CERTCHECK_MAX_DAYS) {
-		snprintf(why, whysz, "max_validity_days: at most %d",
-		    CERTCHECK_MAX_DAYS);
-		return KL_ERR_CONFIG;
-	}
-	s = p->subject_extra != NULL ? p->subject_extra : "";
+	*n = 0;
+	if (s == NULL)
+		s = "";
 	while (*s == ' ')
 		s++;
 	while (*s != '\0') {
@@ -260,20 +240,45 @@ certcheck_trust_set_profile(struct certcheck_trust *t,
 			vlen--;
 		}
 		if (vlen == 0 || vlen > CERTCHECK_MAX_VALUE ||
-		    prof.nextra == CERTCHECK_MAX_EXTRA) {
+		    *n == CERTCHECK_MAX_EXTRA) {
 			snprintf(why, whysz, "subject_extra: at most %d "
 			    "entries of 1..%d characters", CERTCHECK_MAX_EXTRA,
 			    CERTCHECK_MAX_VALUE);
 			return KL_ERR_CONFIG;
 		}
-		prof.extra[prof.nextra].nid = nid;
-		memcpy(prof.extra[prof.nextra].value, eq, vlen);
-		prof.extra[prof.nextra].value[vlen] = '\0';
-		prof.nextra++;
+		out[*n].nid = nid;
+		memcpy(out[*n].value, eq, vlen);
+		out[*n].value[vlen] = '\0';
+		(*n)++;
 		s = *end == ',' ? end + 1 : end;
 		while (*s == ' ')
 			s++;
 	}
+	return 0;
+}
+
+int
+certcheck_trust_set_profile(struct certcheck_trust *t,
+    const struct certcheck_profile *p, char *why, size_t whysz)
+{
+	struct certcheck_prof prof;
+	int r;
+
+	if (t == NULL || p == NULL) {
+		snprintf(why, whysz, "internal: no trust or profile");
+		return KL_ERR_INVALID;
+	}
+	memset(&prof, 0, sizeof(prof));
+	prof.max_days = p->max_validity_days != 0 ? p->max_validity_days :
+	    CERTCHECK_DEFAULT_MAX_DAYS;
+	if (prof.max_days > CERTCHECK_MAX_DAYS) {
+		snprintf(why, whysz, "max_validity_days: at most %d",
+		    CERTCHECK_MAX_DAYS);
+		return KL_ERR_CONFIG;
+	}
+	if ((r = certcheck_subject_extra_parse(p->subject_extra, prof.extra,
+	    &prof.nextra, why, whysz)) != 0)
+		return r;
 	t->prof = prof;
 	return 0;
 }
@@ -372,7 +377,7 @@ certcheck_entry_text(const X509_NAME_ENTRY *ne, char *out, size_t outsz)
 
 /* Whether entry ne is exactly (nid, value). */
 static int
-certcheck_entry_is(const X509_NAME_ENTRY *ne, const struct certcheck_entry *e)
+certcheck_entry_is(const X509_NAME_ENTRY *ne, const struct certcheck_name_entry *e)
 {
 	unsigned char *utf8 = NULL;
 	int len, same;

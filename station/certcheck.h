@@ -49,6 +49,25 @@ struct certcheck_profile {
 	unsigned max_validity_days;	/* 0 = CERTCHECK_DEFAULT_MAX_DAYS */
 };
 
+/* At most this many fixed subject entries, of at most this many bytes. */
+#define CERTCHECK_MAX_EXTRA 8
+#define CERTCHECK_MAX_VALUE 64
+
+/* One fixed subject entry of the profile: an OpenSSL NID and its value. */
+struct certcheck_name_entry {
+	int nid;
+	char value[CERTCHECK_MAX_VALUE + 1];
+};
+
+/*
+ * Parse a subject_extra string ("O=Example Fleet, OU=devices"; NULL or ""
+ * is none) into out[0..*n), which has room for CERTCHECK_MAX_EXTRA.  The
+ * one parser the check and the CA backends that name the subject use.
+ * 0, or KL_ERR_CONFIG with the reason in why (prefixed "subject_extra: ").
+ */
+int certcheck_subject_extra_parse(const char *s,
+    struct certcheck_name_entry *out, int *n, char *why, size_t whysz);
+
 /*
  * Set t's profile, at start-up before t is shared.  0, or KL_ERR_CONFIG
  * with the key and the reason in why (t unchanged).

@@ -86,6 +86,9 @@ static const struct config_key config_keys[] = {
 	{ "ca", "pin_file", CT_PATH, CF(ca_pin_file), 0, 0 },
 	{ "ca", "pin_env", CT_ENVNAME, CF(ca_pin_env), 0, 0 },
 	{ "ca", "validity_days", CT_INT, CF(validity_days), 1, 36500 },
+	{ "ca", "subject_extra", CT_STR, CF(ca_subject_extra), 0, 0 },
+	{ "ca", "max_validity_days", CT_INT, CF(ca_max_validity_days), 1,
+	    36500 },
 	{ "ca", "request_timeout_ms", CT_INT, CF(ca_request_timeout_ms), 100,
 	    600000 },
 	{ "ca", "retry_base_ms", CT_INT, CF(ca_retry_base_ms), 1, 600000 },
@@ -667,6 +670,7 @@ config_defaults(struct config *c)
 	c->resends = 16;
 	snprintf(c->ca_backend, sizeof(c->ca_backend), "local");
 	c->validity_days = 3650;
+	c->ca_max_validity_days = 3650;
 	c->ca_request_timeout_ms = 10000;
 	c->ca_retry_base_ms = 500;
 	c->ca_retry_max_ms = 30000;
@@ -879,6 +883,14 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 	if (c->ca_dev_key_pem[0] != '\0' && c->ca_key_id[0] != '\0') {
 		snprintf(err, errsz, "%s: [ca] dev_key_pem: set either key_id "
 		    "or dev_key_pem, not both", p);
+		return KL_ERR_CONFIG;
+	}
+	/* The local CA would issue what validation then refuses. */
+	if (strcmp(c->ca_backend, "local") == 0 &&
+	    c->validity_days > c->ca_max_validity_days) {
+		snprintf(err, errsz, "%s: [ca] validity_days: %d is more than "
+		    "max_validity_days (%d): every certificate would be "
+		    "refused", p, c->validity_days, c->ca_max_validity_days);
 		return KL_ERR_CONFIG;
 	}
 	if (strcmp(c->ca_backend, "local") == 0 &&

@@ -84,7 +84,16 @@ struct config {
 	char ca_key_id[33];			/* key_id, hex */
 	char ca_pin_file[PATH_MAX];		/* pin_file */
 	char ca_pin_env[CONFIG_STR];		/* pin_env */
-	int validity_days;			/* validity_days, default 3650 */
+	int validity_days;			/* validity_days, default 3650:
+						 * what the local CA issues */
+	char ca_subject_extra[512];		/* subject_extra: fixed subject
+						 * entries of the device profile,
+						 * "O=Fleet,OU=devices"; default
+						 * none (CN only) */
+	int ca_max_validity_days;		/* max_validity_days, default
+						 * 3650: the longest lifetime
+						 * validation accepts, whatever
+						 * the CA */
 	int ca_request_timeout_ms;		/* request_timeout_ms, default
 						 * 10000: one request to a CA */
 	int ca_retry_base_ms;			/* retry_base_ms, default 500:

@@ -204,6 +204,7 @@ station_ca_local(struct station *st, const char *pin, char *err,
 	cp.key_id_hex = cfg->ca_key_id;
 	cp.dev_key_pem = cfg->ca_dev_key_pem[0] ? cfg->ca_dev_key_pem : NULL;
 	cp.validity_days = (unsigned)cfg->validity_days;
+	cp.subject_extra = cfg->ca_subject_extra;
 	return ca_local_new(&st->ca, &cp);
 }
 
@@ -226,6 +227,7 @@ station_ca_cfssl(struct station *st, const char *pin, char *err,
 	cp.auth_key = key;
 	cp.auth_key_len = key_len;
 	cp.profile = cfg->ca_profile;
+	cp.subject_extra = cfg->ca_subject_extra;
 	cp.label = cfg->ca_label;
 	cp.server_cert = cfg->ca_server_cert;
 	cp.timeout_ms = cfg->ca_request_timeout_ms;
@@ -264,6 +266,8 @@ station_ca_cmp(struct station *st, const char *pin, char *err, size_t errsz)
 	cp.server_cert = cfg->ca_cmp_server_cert;
 	cp.tls_server_cert = cfg->ca_server_cert;
 	cp.timeout_ms = cfg->ca_request_timeout_ms;
+	cp.subject_extra = cfg->ca_subject_extra;
+	cp.max_validity_days = (unsigned)cfg->ca_max_validity_days;
 	r = ca_cmp_new(&st->ca, &cp);
 	station_free_secret(secret, secret_len);
 	return r;
@@ -328,11 +332,13 @@ station_open(struct station *st, const char *config_path, char *err,
     size_t errsz)
 {
 	struct config *cfg;
+	struct certcheck_profile prof;
 	char *pin, why[512];
 	size_t i;
 	int r;
 
 	memset(st, 0, sizeof(*st));
+	memset(&prof, 0, sizeof(prof));
 	/* On pages a core dump leaves out (secret.h), wiped on every path. */
 	if ((pin = secret_alloc(STATION_MAX_PIN)) == NULL)
 		return KL_ERR_NOMEM;
@@ -361,6 +367,14 @@ station_open(struct station *st, const char *config_path, char *err,
 	    != 0) {
 		snprintf(err, errsz, "%s: [ca] fleet_root/intermediates: %s",
 		    cfg->path, why);
+		goto fail;
+	}
+	/* The device profile beyond CN = device ID, for every backend. */
+	prof.subject_extra = cfg->ca_subject_extra;
+	prof.max_validity_days = (unsigned)cfg->ca_max_validity_days;
+	if ((r = certcheck_trust_set_profile(st->trust, &prof, why,
+	    sizeof(why))) != 0) {
+		snprintf(err, errsz, "%s: [ca] %s", cfg->path, why);
 		goto fail;
 	}
 	/* Opened, then written once: a log the station cannot write would

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # RSA-2048 TLS key, the optional RSA Uptane key at CKA_ID 03, and root.crt
-# and gateway.url taken from an OTA Connect style credentials.zip.
+# and gateway.url taken from an OTA Connect style credentials.zip; a fleet
+# profile with fixed subject entries ([ca] subject_extra).
 . "$(dirname "$0")/lib.sh"
 
 line_setup "$T" 2
@@ -13,6 +14,7 @@ sed -i '/^root_crt = /d; /^gateway_url = /d' "$T/station.conf"
 sed -i 's|^\[ota\]$|[ota]\ncredentials_zip = credentials.zip|' "$T/station.conf"
 conf_set "$T/station.conf" keys type rsa2048
 sed -i 's|^cert_id = 01$|cert_id = 01\nuptane_key = yes|' "$T/station.conf"
+sed -i 's|^\[ca\]$|[ca]\nsubject_extra = O=Example Fleet, OU=devices\nmax_validity_days = 3650|' "$T/station.conf"
 
 line_start "$T"
 "$KL" batch --config "$T/station.conf" >"$T/out.jsonl" ||
@@ -24,6 +26,9 @@ for i in 1 2; do
 		fail "board $i: gateway.url not from the zip"
 	cmp -s "$imp/root.crt" "$T/ca/gateway-root.pem" || fail "board $i: root.crt"
 	openssl x509 -in "$imp/client.pem" -noout -text >"$T/cert.txt"
+	subj=$(openssl x509 -in "$imp/client.pem" -noout -subject -nameopt RFC2253)
+	[[ "$subj" =~ ^subject=CN=[^,]+,OU=devices,O=Example\ Fleet$ ]] ||
+		fail "board $i: subject '$subj' is not the fleet profile's"
 	grep -q "Public Key Algorithm: rsaEncryption" "$T/cert.txt" &&
 		grep -q "(2048 bit)" "$T/cert.txt" || fail "board $i: not an RSA-2048 certificate"
 	objs=$(board_p11 "$b" --login --pin "$(board_pin "$b")" --list-objects --type privkey 2>/dev/null)

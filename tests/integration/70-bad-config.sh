@@ -39,6 +39,14 @@ expect_error "[keys] type"
 sed -i 's/^device_id_template = .*/device_id_template = {model}-{nope}/' "$T/station.conf"
 expect_error "[station] device_id_template"
 
+# A device profile that cannot be: CN is the device ID's, and the local
+# CA must not issue longer than validation accepts.
+sed -i 's|^\[ca\]$|[ca]\nsubject_extra = CN=admin|' "$T/station.conf"
+expect_error "[ca] subject_extra: 'CN' is not an attribute type"
+sed -i 's|^\[ca\]$|[ca]\nvalidity_days = 400\nmax_validity_days = 365|' "$T/station.conf"
+sed -i '0,/^validity_days = 3650$/{/^validity_days = 3650$/d}' "$T/station.conf"
+expect_error "[ca] validity_days: 400 is more than max_validity_days (365)"
+
 # An intermediates bundle that also holds a private key: nothing of it
 # may go to boards, so the station does not start.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \

@@ -637,6 +637,76 @@ test_hostile_csr(void **state)
 	ca_free(ca);
 }
 
+/*
+ * [ca] subject_extra against the real CFSSL server: the request names the
+ * fleet's fixed entries, the certificate carries exactly them beside the
+ * CN, and passes a trust with that profile but not one without it (nor
+ * one whose profile names another O).  What CFSSL cannot name is a
+ * configuration error, not a certificate validation then refuses.
+ */
+static void
+test_subject_extra(void **state)
+{
+	struct fx *f = *state;
+	struct ca_cfssl_params p = {
+		.auth_key = f->key, .auth_key_len = sizeof(f->key),
+		.profile = "device", .timeout_ms = 5000,
+		.subject_extra = "O=Example Fleet, OU=devices",
+	};
+	struct certcheck_profile prof = { .subject_extra = p.subject_extra };
+	struct certcheck_expect want = { .cn = "dev-0777" };
+	static const char *bad[] = { "OU=a,OU=b", "serialNumber=1", "CN=x",
+	    "O" };
+	struct certcheck_trust *t = NULL;
+	char url[128], err[256] = "", why[256] = "", name[256];
+	uint8_t *der = NULL, *spki;
+	const unsigned char *q;
+	size_t len = 0, slen, i;
+	struct ca *ca = NULL;
+	X509 *x;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", f->port);
+	p.url = url;
+	assert_int_equal(ca_cfssl_new(&ca, &p), 0);
+	assert_int_equal(issue(ca, "dev-0777", &der, &len, err, sizeof(err)),
+	    0);
+	q = der;
+	assert_non_null(x = d2i_X509(NULL, &q, (long)len));
+	X509_NAME_oneline(X509_get_subject_name(x), name, sizeof(name));
+	assert_string_equal(name, "/O=Example Fleet/OU=devices/CN=dev-0777");
+	X509_free(x);
+
+	spki = pki_spki(f->board, &slen);
+	want.spki = spki;
+	want.spki_len = slen;
+	/* The fleet's trust without the profile: O and OU are refused. */
+	assert_int_equal(certcheck_verify(f->trust, der, len, &want, why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_non_null(strstr(why, "which the fleet profile does not name"));
+	assert_int_equal(certcheck_trust_load(&t, f->path[P_CA], NULL), 0);
+	assert_int_equal(certcheck_trust_set_profile(t, &prof, why,
+	    sizeof(why)), 0);
+	assert_int_equal(certcheck_verify(t, der, len, &want, why,
+	    sizeof(why)), 0);
+	prof.subject_extra = "O=Other Fleet, OU=devices";
+	assert_int_equal(certcheck_trust_set_profile(t, &prof, why,
+	    sizeof(why)), 0);
+	assert_int_equal(certcheck_verify(t, der, len, &want, why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_non_null(strstr(why, "O=Example Fleet"));
+	certcheck_trust_free(t);
+	OPENSSL_free(spki);
+	OPENSSL_free(der);
+	ca_free(ca);
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ca = NULL;
+		p.subject_extra = bad[i];
+		assert_int_equal(ca_cfssl_new(&ca, &p), KL_ERR_CONFIG);
+		assert_null(ca);
+	}
+}
+
 int
 main(void)
 {
@@ -650,6 +720,7 @@ main(void)
 		cmocka_unit_test(test_server_errors),
 		cmocka_unit_test(test_truncated_and_flipped),
 		cmocka_unit_test(test_hostile_csr),
+		cmocka_unit_test(test_subject_extra),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -247,6 +247,63 @@ test_mac_issue(void **state)
 	tu_stop(pid);
 }
 
+/*
+ * The device profile is enforced before certConf whatever the CMP server's
+ * own profile: a certificate without the configured subject entries, or
+ * living longer than max_validity_days, is rejected in the certConf and
+ * never returned.
+ */
+static void
+test_profile_enforced(void **state)
+{
+	struct fx *f = *state;
+	static const struct {
+		const char *extra;
+		unsigned days;
+		const char *why;
+	} cases[] = {
+		{ "O=Example Fleet", 0, "lacks 'O=Example Fleet'" },
+		{ NULL, 30, "lifetime" },
+	};
+	char url[128], err[256];
+	struct ca_cmp_params p = {
+		.url = url, .fleet_root = f->path[P_ROOT],
+		.secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET),
+		.ref = REF, .timeout_ms = 2000,
+	};
+	struct ca *ca;
+	uint8_t *der;
+	size_t len, i;
+	int port;
+	pid_t pid;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		port = tu_free_port();
+		pid = mock_srv(f, port, f->path[P_GOOD], 0, NULL);
+		assert_true(pid > 0);
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/pkix/", port);
+		p.subject_extra = cases[i].extra;
+		p.max_validity_days = cases[i].days;
+		ca = NULL;
+		assert_int_equal(ca_cmp_new(&ca, &p), 0);
+		assert_int_equal(issue(f, ca, &der, &len, err, sizeof(err)),
+		    KL_ERR_CERT_INVALID);
+		assert_null(der);
+		assert_non_null(strstr(err, "certConf"));
+		if (strstr(err, cases[i].why) == NULL)
+			fail_msg("case %zu: '%s' lacks '%s'", i, err,
+			    cases[i].why);
+		ca_free(ca);
+		tu_stop(pid);
+	}
+	/* A profile that cannot be: refused at start-up. */
+	p.subject_extra = "CN=admin";
+	p.max_validity_days = 0;
+	ca = NULL;
+	assert_int_equal(ca_cmp_new(&ca, &p), KL_ERR_CONFIG);
+	assert_null(ca);
+}
+
 static void
 test_wrong_key_rejected(void **state)
 {
@@ -883,6 +940,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mac_issue),
 		cmocka_unit_test(test_wrong_key_rejected),
+		cmocka_unit_test(test_profile_enforced),
 		cmocka_unit_test(test_wrong_secret_final),
 		cmocka_unit_test(test_rejection_final),
 		cmocka_unit_test(test_down_transient),

@@ -210,6 +210,63 @@ test_issue_pem(void **state)
 	X509_free(b);
 }
 
+/*
+ * [ca] subject_extra: the local CA puts the profile's fixed entries before
+ * the CN whatever the CSR asked for, and the profile's check accepts
+ * exactly that; a trust without the profile refuses it.
+ */
+static void
+test_subject_extra(void **state)
+{
+	struct fx *f = *state;
+	struct ca_local_params p = { 0 };
+	struct certcheck_profile prof = { .subject_extra = "O=Example Fleet,"
+	    "OU=devices" };
+	struct ca_request req = { .device_id = "imx8-SN0002" };
+	struct certcheck_expect want = { .cn = "imx8-SN0002" };
+	struct certcheck_trust *t = NULL;
+	uint8_t *csr, *cert = NULL, *spki;
+	size_t csr_len, cert_len = 0, spki_len;
+	char err[256] = "", why[256] = "", name[256];
+	struct ca *ca = NULL;
+	X509 *x;
+
+	p.issuer_cert = f->issuer_pem;
+	p.dev_key_pem = f->key_pem;
+	p.validity_days = 365;
+	p.subject_extra = prof.subject_extra;
+	assert_int_equal(ca_local_new(&ca, &p), 0);
+	assert_int_equal(certcheck_trust_load(&t, f->issuer_pem, NULL), 0);
+	assert_int_equal(certcheck_trust_set_profile(t, &prof, why,
+	    sizeof(why)), 0);
+	x = issue_and_check(ca, t, f->board_key, "admin", "imx8-SN0002");
+	X509_NAME_oneline(X509_get_subject_name(x), name, sizeof(name));
+	assert_string_equal(name, "/O=Example Fleet/OU=devices/CN=imx8-SN0002");
+	X509_free(x);
+
+	csr = pki_csr(f->board_key, "imx8-SN0002", &csr_len);
+	spki = pki_spki(f->board_key, &spki_len);
+	req.csr_der = csr;
+	req.csr_len = csr_len;
+	assert_int_equal(ca_issue(ca, &req, &cert, &cert_len, err,
+	    sizeof(err)), 0);
+	want.spki = spki;
+	want.spki_len = spki_len;
+	assert_int_equal(certcheck_verify(f->trust, cert, cert_len, &want, why,
+	    sizeof(why)), KL_ERR_CERT_INVALID);
+	assert_non_null(strstr(why, "does not name"));
+	OPENSSL_free(cert);
+	OPENSSL_free(spki);
+	OPENSSL_free(csr);
+	certcheck_trust_free(t);
+	ca_free(ca);
+
+	ca = NULL;
+	p.subject_extra = "CN=admin";
+	assert_int_equal(ca_local_new(&ca, &p), KL_ERR_CONFIG);
+	assert_null(ca);
+}
+
 static void
 test_bad_csr(void **state)
 {
@@ -620,6 +677,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_issue_pem),
+		cmocka_unit_test(test_subject_extra),
 		cmocka_unit_test(test_bad_csr),
 		cmocka_unit_test(test_weak_key),
 		cmocka_unit_test(test_config_errors),

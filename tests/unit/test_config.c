@@ -311,6 +311,8 @@ test_bad_keys(void **state)
 		    "(local, cfssl, cmp)" },
 		{ "[ca]\nvalidity_days = -1\n", 2,
 		    "[ca] validity_days: out of range 1..36500: '-1'" },
+		{ "[ca]\nmax_validity_days = 0\n", 2,
+		    "[ca] max_validity_days: out of range 1..36500: '0'" },
 		{ "[ca]\npin_env = 9PIN\n", 2,
 		    "[ca] pin_env: not an environment variable name" },
 		{ "[ca]\nmodule_env = /x/y.conf\n", 2,
@@ -512,6 +514,12 @@ test_required(void **state)
 		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
 		    "fleet_root = r\n[ota]\ncredentials_zip = c.zip\n",
 		    "[ca] key_id: required" },
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n"
+		    "validity_days = 400\nmax_validity_days = 365\n[ota]\n"
+		    "credentials_zip = c.zip\n",
+		    "[ca] validity_days: 400 is more than max_validity_days "
+		    "(365): every certificate would be refused" },
 		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
 		    "fleet_root = r\nkey_id = 01\n[ota]\n"
 		    "credentials_zip = c.zip\n",
