@@ -146,6 +146,11 @@ static const char *const audit_migrations[] = {
 	" row_id INTEGER NOT NULL,"
 	" row_hash TEXT NOT NULL,"
 	" signature BLOB NOT NULL);",
+	/* 3 -> 4: "one key, one device" (audit_key_owner) looks a key up at
+	 * every board; without this it read the whole log each time.
+	 * Partial: most rows carry no key.  Outside the chain. */
+	"CREATE INDEX events_key_fpr ON events(key_fpr)"
+	" WHERE key_fpr IS NOT NULL;",
 };
 
 /* The oldest schema whose events table readers take as it is: every

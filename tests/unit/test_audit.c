@@ -166,13 +166,34 @@ test_open_schema(void **state)
 	audit_close(NULL);
 	assert_int_equal(audit_open(&f->a, f->path), 0);
 	raw_text(f->path, "PRAGMA user_version", v, sizeof(v));
-	assert_string_equal(v, "3");
+	assert_string_equal(v, "4");
 	raw_text(f->path, "PRAGMA journal_mode", v, sizeof(v));
 	assert_string_equal(v, "wal");
 	raw_text(f->path, "SELECT count(*) FROM sqlite_master WHERE name IN "
-	    "('events_device_id', 'events_no_update', 'events_no_delete')",
-	    v, sizeof(v));
-	assert_string_equal(v, "3");
+	    "('events_device_id', 'events_no_update', 'events_no_delete', "
+	    "'events_key_fpr')", v, sizeof(v));
+	assert_string_equal(v, "4");
+	/* The key-owner lookup (audit_key_owner's query) uses the index
+	 * rather than reading the whole log. */
+	{
+		sqlite3 *db = NULL;
+		sqlite3_stmt *st = NULL;
+		const unsigned char *d;
+		int used = 0;
+
+		assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_prepare_v2(db, "EXPLAIN QUERY PLAN "
+		    "SELECT id FROM events WHERE key_fpr = 'ab' AND device_id "
+		    "IS NOT NULL AND device_id != 'x'", -1, &st, NULL),
+		    SQLITE_OK);
+		while (sqlite3_step(st) == SQLITE_ROW)
+			if ((d = sqlite3_column_text(st, 3)) != NULL &&
+			    strstr((const char *)d, "events_key_fpr") != NULL)
+				used = 1;
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+		assert_true(used);
+	}
 	/* Reopening an existing, current schema migrates nothing. */
 	audit_close(f->a);
 	f->a = NULL;
@@ -1711,7 +1732,8 @@ test_schema_v1_readable(void **state)
 	audit_close(f->a);
 	f->a = NULL;
 	assert_int_equal(raw_exec(f->path, "DROP TABLE station_start; "
-	    "DROP TABLE checkpoints; PRAGMA user_version = 1", NULL, 0), SQLITE_OK);
+	    "DROP TABLE checkpoints; DROP INDEX events_key_fpr; "
+	    "PRAGMA user_version = 1", NULL, 0), SQLITE_OK);
 	assert_int_equal(audit_open_readonly(&ro, f->path), 0);
 	assert_int_equal(audit_verify(ro, &rows, &bad, why, sizeof(why)), 0);
 	assert_int_equal(rows, 2);
@@ -1719,7 +1741,7 @@ test_schema_v1_readable(void **state)
 	assert_int_equal(audit_open(&f->a, f->path), 0);
 	assert_int_equal(audit_probe_write(f->a, "st-1"), 0);
 	raw_text(f->path, "PRAGMA user_version", v, sizeof(v));
-	assert_string_equal(v, "3");
+	assert_string_equal(v, "4");
 }
 
 int
