@@ -2002,23 +2002,27 @@ audit_utf8_seq(const unsigned char *s, size_t n)
 
 /*
  * A JSON string for text that may not be UTF-8 (board serials come off a
- * wire).  Ill-formed bytes become U+FFFD: the JSON stays parseable, and the
- * exact bytes remain in the database and the CSV export (less its ').
+ * wire): ill-formed bytes become U+FFFD, so the JSON stays parseable, and
+ * the exact bytes remain in the database and the CSV export (less its ').
+ * NULL is JSON null.
  */
 static json_t *
-audit_json_text(const struct audit_val *v)
+audit_json_text(const char *p)
 {
-	const unsigned char *s = (const unsigned char *)v->p;
+	const unsigned char *s = (const unsigned char *)p;
 	unsigned char *fix = NULL;
 	json_t *j;
-	size_t i = 0, o = 0, k;
+	size_t i = 0, o = 0, k, n;
 
-	if ((j = json_stringn(v->p, v->n)) != NULL)
+	if (p == NULL)
+		return json_null();
+	n = strlen(p);
+	if ((j = json_stringn(p, n)) != NULL)
 		return j;
-	if (v->n > SIZE_MAX / 3 || (fix = malloc(v->n * 3 + 1)) == NULL)
+	if (n > SIZE_MAX / 3 || (fix = malloc(n * 3 + 1)) == NULL)
 		return NULL;
-	while (i < v->n) {
-		if ((k = audit_utf8_seq(s + i, v->n - i)) == 0) {
+	while (i < n) {
+		if ((k = audit_utf8_seq(s + i, n - i)) == 0) {
 			memcpy(fix + o, "\xef\xbf\xbd", 3);
 			o += 3;
 			i++;
@@ -2033,35 +2037,46 @@ audit_json_text(const struct audit_val *v)
 	return j;
 }
 
+json_t *
+audit_row_json(const struct audit_row *row)
+{
+	/* The column order and names of audit_cols[], which the CSV header
+	 * uses too. */
+	return json_pack("{s:I, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o, "
+	    "s:o, s:o, s:o, s:o, s:o, s:o}",
+	    audit_cols[C_ID].name, (json_int_t)row->id,
+	    audit_cols[C_TIME].name, audit_json_text(row->time),
+	    audit_cols[C_STATION].name, audit_json_text(row->station),
+	    audit_cols[C_OPERATOR].name, audit_json_text(row->operator_name),
+	    audit_cols[C_SLOT].name, (json_int_t)row->slot,
+	    audit_cols[C_BOARD_SERIAL].name,
+	    audit_json_text(row->board_serial),
+	    audit_cols[C_DEVICE_ID].name, audit_json_text(row->device_id),
+	    audit_cols[C_STEP].name, audit_json_text(row->step),
+	    audit_cols[C_OUTCOME].name, audit_json_text(row->outcome),
+	    audit_cols[C_KEY_FPR].name, audit_json_text(row->key_fpr),
+	    audit_cols[C_CERT_SERIAL].name, audit_json_text(row->cert_serial),
+	    audit_cols[C_CERT_FPR].name, audit_json_text(row->cert_fpr),
+	    audit_cols[C_CA].name, audit_json_text(row->ca),
+	    audit_cols[C_ERROR].name, audit_json_text(row->error),
+	    audit_cols[C_PREV_HASH].name, audit_json_text(row->prev_hash),
+	    audit_cols[C_ROW_HASH].name, audit_json_text(row->row_hash));
+}
+
 static int
 audit_json_row(FILE *out, const struct audit_val v[AUDIT_NCOLS], int first)
 {
-	int r = KL_ERR_INTERNAL, c;
-	json_t *obj = NULL, *val;
+	struct audit_row row;
+	json_t *obj;
+	int r;
 
-	if ((obj = json_object()) == NULL) {
-		r = KL_ERR_NOMEM;
-		goto out;
-	}
-	for (c = 0; c < AUDIT_NCOLS; c++) {
-		if (v[c].null)
-			val = json_null();
-		else if (v[c].sqlint)
-			val = json_integer(v[c].i);
-		else
-			val = audit_json_text(&v[c]);
-		if (json_object_set_new(obj, audit_cols[c].name, val) != 0) {
-			r = KL_ERR_NOMEM;
-			goto out;
-		}
-	}
-	if (fputs(first ? "\n" : ",\n", out) == EOF ||
-	    json_dumpf(obj, out, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0) {
-		r = KL_ERR_IO;
-		goto out;
-	}
+	audit_row_from_vals(&row, v);
+	if ((obj = audit_row_json(&row)) == NULL)
+		return KL_ERR_NOMEM;
 	r = 0;
- out:
+	if (fputs(first ? "\n" : ",\n", out) == EOF ||
+	    json_dumpf(obj, out, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0)
+		r = KL_ERR_IO;
 	json_decref(obj);
 	return r;
 }

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
 #include <openssl/types.h>
 
 struct audit;
@@ -164,6 +165,15 @@ struct audit_row {
 	const char *prev_hash;
 	const char *row_hash;
 };
+
+/*
+ * The one JSON form of an audit row, for `audit export --format json` and
+ * the API's /api/v1/events alike: every column by its SQL name, in table
+ * order; SQL NULL is null; text that is not UTF-8 has U+FFFD for each
+ * ill-formed byte (the exact bytes stay in the database and the CSV).  A
+ * new reference the caller json_decref()s, or NULL when out of memory.
+ */
+json_t *audit_row_json(const struct audit_row *row);
 
 /* 0 to go on; anything else stops the walk and is returned as is. */
 typedef int (*audit_row_fn)(void *arg, const struct audit_row *row);

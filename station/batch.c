@@ -105,10 +105,10 @@ batch_event(void *arg, const struct engine_event *ev)
 			json_object_set_new(o, "cert_serial",
 			    json_string(ev->cert_serial));
 		if (ev->cert_fpr[0] != '\0')
-			json_object_set_new(o, "cert_sha256",
+			json_object_set_new(o, "cert_fpr",
 			    json_string(ev->cert_fpr));
 		if (ev->key_fpr[0] != '\0')
-			json_object_set_new(o, "key_sha256",
+			json_object_set_new(o, "key_fpr",
 			    json_string(ev->key_fpr));
 		json_object_set_new(o, "bytes_tx",
 		    json_integer((json_int_t)ev->bytes_tx));

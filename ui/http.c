@@ -764,25 +764,10 @@ http_event_row(void *arg, const struct audit_row *row)
 {
 	json_t *arr = arg, *o;
 
-	o = json_pack("{s:I, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o}",
-	    "id", (json_int_t)row->id,
-	    "time", http_jstr(row->time, 0),
-	    "station", http_jstr(row->station, 0),
-	    "operator", http_jstr(row->operator_name, 0),
-	    "slot", (json_int_t)row->slot,
-	    "board_serial", http_jstr(row->board_serial, 0),
-	    "device_id", http_jstr(row->device_id, 0),
-	    "step", http_jstr(row->step, 0),
-	    "outcome", http_jstr(row->outcome, 0),
-	    "key_fpr", http_jstr(row->key_fpr, 0),
-	    "cert_serial", http_jstr(row->cert_serial, 0),
-	    "cert_fpr", http_jstr(row->cert_fpr, 0),
-	    "ca", http_jstr(row->ca, 0),
-	    "error", http_jstr(row->error, 0),
-	    "prev_hash", http_jstr(row->prev_hash, 0),
-	    "row_hash", http_jstr(row->row_hash, 0));
-	if (o == NULL || json_array_append_new(arr, o) != 0)
+	/* The audit log's own JSON form of a row (audit_row_json), the same
+	 * as `keyline audit export --format json`. */
+	if ((o = audit_row_json(row)) == NULL ||
+	    json_array_append_new(arr, o) != 0)
 		return KL_ERR_NOMEM;
 	return 0;
 }

@@ -36,5 +36,18 @@ for i in 1 2; do
 		fail "board $i: expected two RSA private keys: $objs"
 	grep -q "ID: *03" <<<"$objs" || fail "board $i: no Uptane key at 03"
 	grep -q "ID: *02" <<<"$objs" || fail "board $i: no TLS key at 02"
+	# The batch line names the certificate and key as the audit log
+	# does (docs/batch.md): cert_fpr is the SHA-256 of client.pem's DER.
+	serial=$(sed -n "${i}p" "$T/boards.list")
+	ev=$(grep '"event":"passed"' "$T/out.jsonl" | grep "\"serial\":\"$serial\"")
+	fpr=$(openssl x509 -in "$imp/client.pem" -outform DER | sha256sum | cut -d' ' -f1)
+	[ "$(jq -r .cert_fpr <<<"$ev")" = "$fpr" ] ||
+		fail "board $i: batch cert_fpr is not client.pem's: $ev"
+	kfpr=$(jq -r .key_fpr <<<"$ev")
+	[ ${#kfpr} = 64 ] || fail "board $i: no key_fpr in $ev"
+	"$KL" audit export --db "$T/audit.db" --format json |
+		jq -e --arg c "$fpr" --arg k "$kfpr" \
+		'any(.[]; .cert_fpr == $c and .key_fpr == $k)' >/dev/null ||
+		fail "board $i: no audit row with the batch line's cert_fpr and key_fpr"
 done
 echo "PASS rsa-uptane-zip"

@@ -697,6 +697,15 @@ test_export_csv(void **state)
 	free(text);
 }
 
+static int
+json_row(void *arg, const struct audit_row *row)
+{
+	json_t *o = audit_row_json(row);
+
+	return o != NULL && json_array_append_new(arg, o) == 0 ? 0 :
+	    KL_ERR_NOMEM;
+}
+
 static void
 test_export_json(void **state)
 {
@@ -732,6 +741,22 @@ test_export_json(void **state)
 	assert_string_equal(json_string_value(json_object_get(row,
 	    "board_serial")), "BS\xef\xbf\xbd\xef\xbf\xbdx");
 	assert_int_equal(json_object_size(row), 16);
+	/* /api/v1/events builds its rows with the same audit_row_json: each
+	 * row is the same object, key for key and byte for byte. */
+	{
+		json_t *api = json_array();
+		int64_t next = 0;
+		size_t i;
+
+		assert_non_null(api);
+		assert_int_equal(audit_events_since(f->a, 0, 10, json_row,
+		    api, &next, NULL), 0);
+		assert_int_equal(json_array_size(api), 3);
+		for (i = 0; i < 3; i++)
+			assert_true(json_equal(json_array_get(api, i),
+			    json_array_get(root, i)));
+		json_decref(api);
+	}
 	json_decref(root);
 
 	/* An empty log is an empty array. */
