@@ -33,7 +33,8 @@ DB_SRC = db/audit.c
 STATION_SRC = station/config.c station/devid.c station/certcheck.c \
 	station/ca.c station/ca_local.c station/ca_cfssl.c station/ca_cmp.c \
 	station/link.c station/ota.c \
-	station/engine.c station/station.c station/batch.c \
+	station/engine/line.c station/engine/runner.c station/engine/steps.c \
+	station/station.c station/batch.c \
 	station/cmd_audit.c ui/console.c ui/http.c ui/http_parse.c
 # Real USB jigs (docs/usb-jig.md).
 STATION_SRC += station/checkpoint.c

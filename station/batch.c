@@ -26,7 +26,7 @@
 #include "station/ca.h"
 #include "station/certcheck.h"
 #include "station/config.h"
-#include "station/engine.h"
+#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/log.h"
 #include "station/ota.h"

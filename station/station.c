@@ -15,7 +15,7 @@
 #include "station/certcheck.h"
 #include "station/checkpoint.h"
 #include "station/config.h"
-#include "station/engine.h"
+#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/fsutil.h"
 #include "station/log.h"

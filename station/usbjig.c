@@ -27,7 +27,7 @@
 
 #include <libusb.h>
 
-#include "station/engine.h"
+#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/log.h"
 

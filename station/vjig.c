@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "station/config.h"
-#include "station/engine.h"
+#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/log.h"
 

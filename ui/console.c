@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "station/config.h"
-#include "station/engine.h"
+#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/log.h"
 #include "station/station.h"

@@ -54,7 +54,7 @@
 #include "station/buf.h"
 #include "station/config.h"
 #include "station/devid.h"
-#include "station/engine.h"
+#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/fsutil.h"
 #include "station/log.h"

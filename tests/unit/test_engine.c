@@ -27,7 +27,7 @@
 #include "db/audit.h"
 #include "station/ca.h"
 #include "station/config.h"
-#include "station/engine.h"
+#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/station.h"
 #include "tests/unit/testutil.h"

@@ -37,7 +37,7 @@
 #include <cmocka.h>
 
 #include "station/config.h"
-#include "station/engine.h"
+#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/usbjig.h"
 

@@ -1,0 +1,186 @@
+/*
+ * internal.h: what the engine's own files share (station/engine/); nothing
+ * outside this folder includes it.  The public interface is engine.h.
+ *
+ * Three files, one concern each:
+ *   line.c    the engine's life (new, run, start, stop), the slot threads
+ *             of line mode (probes, holds, operator requests) and the
+ *             snapshots front-ends take;
+ *   runner.c  one board from start to end: the step table walked in order,
+ *             events (board_emit), audit rows (board_audit), the first
+ *             failure in words (board_fail), link exchanges (board_call),
+ *             the clean-up after a failure (board_clear) and the finish;
+ *   steps.c   what each step does, and the step table itself.
+ *
+ * Locking: e->mu guards views, counts, the event sequence, in-flight
+ * device IDs and line state; e->key_mu makes the key-uniqueness check and
+ * the "ca requested" row one step; e->emit_mu orders events (taken before
+ * mu, held without it during the callback).
+ */
+#ifndef KL_ENGINE_INTERNAL_H
+#define KL_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hsm/hsm.h"
+#include "station/buf.h"
+#include "station/devid.h"
+#include "station/engine/engine.h"
+#include "station/link.h"
+#include "station/proto.h"
+
+#define ENGINE_CHALLENGE_LEN 32
+#define ENGINE_HOLD_RING 64	/* the largest [jig] hold_boards */
+#define ENGINE_MAX_PEM (16 * 1024)
+
+struct engine_slot {
+	struct engine *e;
+	const struct config_slot *cs;
+	pthread_t thread;
+	int started;
+	/* Under e->mu: */
+	struct engine_slot_view view;
+	struct engine_step_rec steps[STEP__COUNT];
+	int nsteps;
+	char cert_serial[80];
+	char key_fpr[65];
+	int retry_req;			/* operator asked for a retry */
+	int power_req;			/* operator asked for a power cycle */
+	/* Line mode: the raw serial of the board last handled, as the probe
+	 * reads it, and how many probes in a row found nobody. */
+	char last_serial[PROTO_MAX_STR + 1];
+	int empty_probes;
+	/* Held slots: when its recent boards started (monotonic ms, a
+	 * ring of the last ENGINE_HOLD_RING) and how many failed in a row. */
+	int64_t starts[ENGINE_HOLD_RING];
+	int nstarts;
+	int fail_run;
+};
+
+struct engine {
+	struct engine_opts o;
+	pthread_mutex_t mu;		/* views, counts, event seq, in-flight */
+	pthread_mutex_t key_mu;		/* the key-uniqueness check and the
+					 * "ca requested" row, as one step */
+	pthread_mutex_t emit_mu;	/* one event at a time to on_event, in
+					 * seq order; taken before mu, and
+					 * held without mu during the call */
+	uint64_t event_seq;
+	volatile sig_atomic_t cancel;
+	struct engine_slot *slots;
+	int nslots;
+	struct engine_counts counts;
+	int first_err;
+	/* Device IDs being provisioned right now, so two boards claiming
+	 * the same ID cannot both pass the duplicate check. */
+	char (*inflight)[DEVID_MAX + 1];
+	enum hsm_key_type key_type;
+	uint8_t tls_id[PROTO_MAX_KEY_ID], cert_id[PROTO_MAX_KEY_ID],
+	    uptane_id[PROTO_MAX_KEY_ID];
+	size_t tls_id_len, cert_id_len, uptane_id_len;
+	char *intermediates_pem;	/* appended to client.pem, or NULL */
+	size_t intermediates_len;
+	/* Line mode and front-end views, under mu. */
+	pthread_cond_t cond;		/* line state or a slot request changed */
+	enum line_state line;
+	int line_mode;			/* engine_start() was used */
+	int64_t started_ms;
+	int64_t running_ms;		/* accumulated while LINE_RUNNING */
+	int64_t running_since;		/* 0 when not running */
+	struct engine_event_copy ring[ENGINE_RING];
+	struct engine_metrics metrics;
+};
+
+/* Everything known about the board in one slot. */
+struct board {
+	struct engine *e;
+	struct engine_slot *slot;
+	struct link *link;
+	int64_t t0;
+	enum engine_step step;
+	char serial[PROTO_MAX_STR + 1];
+	char model[PROTO_MAX_STR + 1];
+	char agent_version[PROTO_MAX_STR + 1];
+	struct hsm_token_info hsm;
+	char device_id[DEVID_MAX + 1];
+	int reserved;			/* device_id in e->inflight */
+	uint8_t *spki;
+	size_t spki_len;
+	char key_fpr[65];
+	uint8_t *csr;
+	size_t csr_len;
+	uint8_t *cert;
+	size_t cert_len;
+	char cert_serial[80];
+	char cert_fpr[65];
+	int staged;			/* files staged on the board */
+	int commit_sent;		/* COMMIT went out: the new key, its
+					 * certificate and files may be in
+					 * place */
+	int committed;			/* ... and they are: COMMIT was
+					 * answered, or a recovered board
+					 * holds them */
+	int64_t identify_row;		/* this attempt's identify row */
+	/* The board already holds credentials this plant recorded: */
+	int recovered;			/* ... from an attempt in doubt, which
+					 * this one finishes */
+	int already;			/* ... from an attempt that passed */
+	char why[512];			/* failure in words */
+	struct buf req, resp;
+};
+
+/* ---- the step table (steps.c), walked by the runner (runner.c) ---------- */
+
+typedef int (*step_fn)(struct board *);
+
+/* Which boards run a step: every one, a board that needs new
+ * credentials, or not one that was already provisioned. */
+enum step_for { FOR_ALL, FOR_NEW, FOR_NOT_ALREADY };
+
+struct engine_step_def {
+	enum engine_step step;
+	step_fn fn;
+	int cancellable;	/* nothing on the board yet */
+	enum step_for runs_for;
+};
+
+extern const struct engine_step_def engine_steps[];
+extern const size_t engine_nsteps;
+
+/* ---- runner.c ----------------------------------------------------------- */
+
+int64_t engine_now_ms(void);		/* wall clock, for what is shown */
+int64_t engine_mono_ms(void);		/* for deadlines and sleeps */
+void engine_hex(const uint8_t *p, size_t n, char *out);	/* 2n + 1 */
+int engine_sha256(const void *p, size_t n, uint8_t out[32]);
+int engine_dup_bytes(const uint8_t *p, size_t n, uint8_t **out);
+void engine_ring_put(struct engine *e, const struct engine_event *ev);
+
+void board_init(struct board *b, struct engine_slot *s, int64_t t0);
+void board_cleanup(struct board *b);
+void board_emit(struct board *b, enum engine_event_kind kind, int err,
+    const char *msg);
+int board_audit_row(struct board *b, const char *step, const char *outcome,
+    const char *error, int64_t *row);
+int board_audit(struct board *b, const char *step, const char *outcome,
+    const char *error);
+int board_fail(struct board *b, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int board_text(char *s);
+int board_call(struct board *b, uint8_t type, int timeout_ms);
+int board_resp_str(struct board *b, uint8_t tag, char *out, size_t outsz);
+int board_resp_bytes(struct board *b, uint8_t tag, size_t max,
+    const uint8_t **p, size_t *n);
+int board_sleep(struct board *b, int64_t ms);
+void board_set_state(struct board *b, enum slot_state st);
+void slot_provision(struct engine_slot *s);
+
+/* ---- line.c ------------------------------------------------------------- */
+
+int slot_device(struct engine_slot *s, char *path, size_t pathsz);
+void engine_wait(struct engine *e, int ms);	/* under e->mu */
+
+#endif

@@ -1,0 +1,1089 @@
+/*
+ * steps.c: what each provisioning step does, and the table that orders
+ * them (internal.h).  A step talks to the board through board_call(),
+ * records through board_audit(), and fails through board_fail() with the
+ * reason in words.
+ */
+#include "station/engine/internal.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "db/audit.h"
+#include "station/ca.h"
+#include "station/certcheck.h"
+#include "station/err.h"
+#include "station/log.h"
+#include "station/ota.h"
+
+static int
+step_connect(struct board *b)
+{
+	const struct config *cfg = b->e->o.cfg;
+	struct link_params lp = { .baud = cfg->baud };
+	char dev[PATH_MAX];
+	int r;
+
+	if ((r = slot_device(b->slot, dev, sizeof(dev))) != 0)
+		return board_fail(b, r, "no board in slot %d: %s",
+		    b->slot->cs->number, kl_strerror(r));
+	r = link_open(&b->link, &serial_link_ops, dev, &lp);
+	if (r != 0)
+		return board_fail(b, r, "cannot open %s: %s", dev,
+		    kl_strerror(r));
+	link_set_attempts(b->link, cfg->attempts);
+	link_set_resends(b->link, cfg->resends);
+	/* An operator stop cuts a wait short until files are being written. */
+	link_set_cancel(b->link, &b->e->cancel);
+	return 0;
+}
+
+static int
+step_identify(struct board *b)
+{
+	const struct config *cfg = b->e->o.cfg;
+	struct devid_vars vars;
+	char why[256];
+	uint32_t version;
+	int r, serial_clean;
+
+	if ((r = proto_put_u32(&b->req, PT_VERSION_MIN, PROTO_VERSION_MIN)) ||
+	    (r = proto_put_u32(&b->req, PT_VERSION_MAX, PROTO_VERSION_MAX)))
+		return r;
+	if ((r = board_call(b, PROTO_HELLO, cfg->timeout_ms)) != 0)
+		return r;
+	if (proto_get_u32(b->resp.data, b->resp.len, PT_VERSION,
+	    &version) != 0 || version < PROTO_VERSION_MIN ||
+	    version > PROTO_VERSION_MAX)
+		return board_fail(b, KL_ERR_VERSION,
+		    "board answered HELLO without a protocol version we speak");
+	if (board_resp_str(b, PT_SERIAL, b->serial, sizeof(b->serial)) != 0 ||
+	    b->serial[0] == '\0')
+		return board_fail(b, KL_ERR_PROTO,
+		    "board sent no usable serial number");
+	/* Clean at once: every failure below records the serial. */
+	serial_clean = board_text(b->serial);
+	if (board_resp_str(b, PT_MODEL, b->model, sizeof(b->model)) != 0 ||
+	    b->model[0] == '\0')
+		return board_fail(b, KL_ERR_PROTO, "board sent no model");
+	(void)board_resp_str(b, PT_AGENT_VERSION, b->agent_version,
+	    sizeof(b->agent_version));
+	(void)board_resp_str(b, PT_HSM_LABEL, b->hsm.label, sizeof(b->hsm.label));
+	(void)board_resp_str(b, PT_HSM_MANUFACTURER, b->hsm.manufacturer,
+	    sizeof(b->hsm.manufacturer));
+	(void)board_resp_str(b, PT_HSM_MODEL, b->hsm.model, sizeof(b->hsm.model));
+	(void)board_resp_str(b, PT_HSM_SERIAL, b->hsm.serial, sizeof(b->hsm.serial));
+	(void)board_text(b->agent_version);
+	(void)board_text(b->hsm.label);
+	(void)board_text(b->hsm.manufacturer);
+	(void)board_text(b->hsm.model);
+	(void)board_text(b->hsm.serial);
+	if (!board_text(b->model) || !serial_clean)
+		return board_fail(b, KL_ERR_PROTO, "board's serial '%s' or model "
+		    "'%s' holds bytes that are not printable ASCII (shown as ?)",
+		    b->serial, b->model);
+
+	vars.serial = b->serial;
+	vars.model = b->model;
+	vars.hsm_serial = b->hsm.serial;
+	vars.station = cfg->station_id;
+	if ((r = devid_expand(cfg->device_id_template, &vars, b->device_id,
+	    sizeof(b->device_id), why, sizeof(why))) != 0) {
+		b->device_id[0] = '\0';
+		return board_fail(b, r, "no valid device ID for serial '%s': %s",
+		    b->serial, why);
+	}
+	if ((r = board_audit_row(b, "identify", "ok", NULL,
+	    &b->identify_row)) != 0)
+		return board_fail(b, r, "audit log write failed");
+	{
+		char msg[1400];
+
+		snprintf(msg, sizeof(msg),
+		    "model %s, agent %s, hsm %s/%s serial %s", b->model,
+		    b->agent_version, b->hsm.manufacturer, b->hsm.model,
+		    b->hsm.serial);
+		board_emit(b, EV_INFO, 0, msg);
+	}
+	return 0;
+}
+
+static int
+engine_reprovision_allowed(const struct engine *e, const char *id)
+{
+	int i;
+
+	for (i = 0; i < e->o.nreprovision; i++)
+		if (strcmp(e->o.reprovision[i], id) == 0)
+			return 1;
+	return 0;
+}
+
+/* What a board holds now, from INQUIRE; "" or NULL where it has none. */
+struct board_holding {
+	char key_fpr[65];
+	char cert_fpr[65];
+	int has_file;
+	uint8_t file_sha[32];	/* client.pem */
+	uint8_t *spki, *cert;	/* OPENSSL_free */
+	size_t spki_len, cert_len;
+};
+
+static void
+holding_free(struct board_holding *h)
+{
+	OPENSSL_free(h->spki);
+	OPENSSL_free(h->cert);
+	memset(h, 0, sizeof(*h));
+}
+
+static int
+board_inquire(struct board *b, struct board_holding *h)
+{
+	struct engine *e = b->e;
+	const uint8_t *p;
+	uint8_t digest[32];
+	size_t n;
+	int r;
+
+	memset(h, 0, sizeof(*h));
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_bytes(&b->req, PT_CERT_ID, e->cert_id,
+	    e->cert_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_FILE_NAME, "client.pem")))
+		return r;
+	if ((r = board_call(b, PROTO_INQUIRE, e->o.cfg->timeout_ms)) != 0)
+		return r;
+	if (board_resp_bytes(b, PT_SPKI, 4096, &p, &n) == 0) {
+		if ((r = engine_dup_bytes(p, n, &h->spki)) != 0 ||
+		    (r = engine_sha256(p, n, digest)) != 0)
+			goto fail;
+		h->spki_len = n;
+		engine_hex(digest, sizeof(digest), h->key_fpr);
+	}
+	if (board_resp_bytes(b, PT_CERT, PROTO_MAX_FILE, &p, &n) == 0) {
+		if ((r = engine_dup_bytes(p, n, &h->cert)) != 0 ||
+		    (r = engine_sha256(p, n, digest)) != 0)
+			goto fail;
+		h->cert_len = n;
+		engine_hex(digest, sizeof(digest), h->cert_fpr);
+	}
+	if (board_resp_bytes(b, PT_SHA256, 32, &p, &n) == 0 && n == 32) {
+		memcpy(h->file_sha, p, 32);
+		h->has_file = 1;
+	}
+	return 0;
+fail:
+	holding_free(h);
+	return r;
+}
+
+/*
+ * Whether the board holds exactly the key and certificate of rec: the
+ * key at tls_key_id and the certificate object at cert_id, which one
+ * board-side commit puts in place together with the files; and a
+ * client.pem.  Its bytes are not compared with what this station would
+ * write today: an intermediate added to the configuration since must not
+ * make a provisioned board a stranger.  (A recovered board's files are
+ * read back in the verify step.)  0 (*holds 0/1).
+ */
+static int
+board_holds(const struct board_holding *h, const struct audit_prov *rec,
+    int *holds, char *what, size_t whatsz)
+{
+	*holds = 0;
+	if (rec->key_fpr[0] == '\0' || rec->cert_fpr[0] == '\0') {
+		snprintf(what, whatsz, "the record names no key or certificate");
+		return 0;
+	}
+	if (h->spki == NULL || strcmp(h->key_fpr, rec->key_fpr) != 0) {
+		snprintf(what, whatsz, h->spki == NULL ? "the board has no key "
+		    "at its TLS key id" : "the board's key is another one");
+		return 0;
+	}
+	if (h->cert == NULL || strcmp(h->cert_fpr, rec->cert_fpr) != 0) {
+		snprintf(what, whatsz, h->cert == NULL ? "the board's token "
+		    "holds no certificate" : "the board's certificate object is "
+		    "another one");
+		return 0;
+	}
+	if (!h->has_file) {
+		snprintf(what, whatsz, "the board has no client.pem");
+		return 0;
+	}
+	snprintf(what, whatsz, "the board holds the recorded key and "
+	    "certificate");
+	*holds = 1;
+	return 0;
+}
+
+/* Take the board's own credentials as this attempt's (recovered or
+ * already provisioned); the steps that make new ones are skipped. */
+static int
+board_adopt(struct board *b, struct board_holding *h,
+    const struct audit_prov *rec)
+{
+	b->spki = h->spki;
+	b->spki_len = h->spki_len;
+	b->cert = h->cert;
+	b->cert_len = h->cert_len;
+	h->spki = h->cert = NULL;
+	/* board_holds() found these equal to the record's. */
+	memcpy(b->key_fpr, h->key_fpr, sizeof(b->key_fpr));
+	memcpy(b->cert_fpr, h->cert_fpr, sizeof(b->cert_fpr));
+	if (certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
+	    sizeof(b->cert_serial)) != 0)
+		snprintf(b->cert_serial, sizeof(b->cert_serial), "%.*s",
+		    (int)sizeof(b->cert_serial) - 1, rec->cert_serial);
+	return 0;
+}
+
+/* The board holds rec's set: this attempt finishes it (the steps that
+ * make new credentials are skipped), recorded with msg. */
+static int
+board_recovered(struct board *b, struct board_holding *h,
+    const struct audit_prov *rec, const char *msg)
+{
+	(void)board_adopt(b, h, rec);
+	b->recovered = 1;
+	return board_audit(b, "recover", "provisioned", msg);
+}
+
+/* Seconds since an audit row's time ("2026-11-29T17:27:51.426Z"), or -1
+ * when it does not parse. */
+static int64_t
+audit_time_age_s(const char *t)
+{
+	struct tm tm;
+	const char *end;
+	time_t when;
+
+	memset(&tm, 0, sizeof(tm));
+	if ((end = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
+		return -1;
+	if ((when = timegm(&tm)) == (time_t)-1)
+		return -1;
+	return (int64_t)(engine_now_ms() / 1000) - (int64_t)when;
+}
+
+/*
+ * How long another station's attempt, silent since its newest row, is
+ * taken as still running there: the longest a healthy attempt can go
+ * without writing a row (a CA wait, a slow secure element), and a minute.
+ */
+static int64_t
+engine_foreign_lease_s(const struct config *cfg)
+{
+	return (int64_t)cfg->ca_wait_deadline_s +
+	    (int64_t)cfg->attempts * cfg->keygen_timeout_ms / 1000 + 60;
+}
+
+/*
+ * The newest attempt at this device ended in doubt (the station died, or
+ * COMMIT went out and nothing came back): ask the board what it holds and
+ * record what was found.  If it holds that attempt's key and certificate,
+ * this attempt finishes it (validate, verify, proof of possession) with no
+ * new certificate.  If it does not: a doubt at "ca" means that
+ * certificate was never committed on any board, and this one carries on;
+ * later doubts mean it may be on another board, so this one is refused
+ * unless it is the same board back in the same slot of this station, or
+ * re-provisioning was asked for.
+ */
+static int
+board_resolve_doubt(struct board *b, const struct audit_device_state *st)
+{
+	const struct config *cfg = b->e->o.cfg;
+	const struct audit_prov *d = &st->doubt;
+	struct board_holding h;
+	char what[128], msg[900], attempt[500];
+	int64_t age;
+	int holds = 0, r;
+
+	memset(&h, 0, sizeof(h));
+	snprintf(attempt, sizeof(attempt), "the attempt of station %s, slot "
+	    "%lld, at %s (stopped at %s, certificate serial %s)", d->station,
+	    (long long)d->slot, d->time, st->doubt_step,
+	    d->cert_serial[0] ? d->cert_serial : "none");
+	/* Another station sharing this log may still be at it: a station
+	 * only knows its own boards in flight. */
+	if (strcmp(d->station, cfg->station_id) != 0 &&
+	    (age = audit_time_age_s(d->time)) >= 0 &&
+	    age < engine_foreign_lease_s(cfg)) {
+		snprintf(msg, sizeof(msg), "%s may still be running there "
+		    "(its newest record is %lld s old)", attempt,
+		    (long long)age);
+		(void)board_audit(b, "dupcheck", "refused", msg);
+		return board_fail(b, KL_ERR_DUPLICATE, "device ID %s: %s",
+		    b->device_id, msg);
+	}
+	if ((r = board_inquire(b, &h)) != 0)
+		return r;
+	if ((r = board_holds(&h, d, &holds, what, sizeof(what))) != 0)
+		goto out;
+	if (holds) {
+		snprintf(msg, sizeof(msg), "recovered: provisioned; %s was in "
+		    "doubt and %s; finishing it", attempt, what);
+		if ((r = board_recovered(b, &h, d, msg)) != 0)
+			goto out;
+	} else if (strcmp(st->doubt_step, "ca") == 0) {
+		snprintf(msg, sizeof(msg), "recovered: not provisioned; %s was "
+		    "in doubt and %s%s", attempt, what, d->cert_serial[0] ?
+		    "; that certificate was never committed on any board: "
+		    "revoke it" : "");
+		if ((r = board_audit(b, "recover", "not_provisioned",
+		    msg)) != 0)
+			goto out;
+	} else if (strcmp(d->station, cfg->station_id) == 0 &&
+	    d->slot == b->slot->cs->number &&
+	    strcmp(d->board_serial, b->serial) == 0) {
+		/* The same board back in the same slot of this station
+		 * (a power cut, a crash, a cable): a commit it had decided
+		 * its agent finished at start, so it did not take. */
+		snprintf(msg, sizeof(msg), "recovered: not provisioned; %s was "
+		    "in doubt and %s, back in the same slot; its COMMIT did "
+		    "not take%s", attempt, what, d->cert_serial[0] ?
+		    "; that certificate is on no board: revoke it" : "");
+		if ((r = board_audit(b, "recover", "not_provisioned",
+		    msg)) != 0)
+			goto out;
+	} else if (engine_reprovision_allowed(b->e, b->device_id)) {
+		snprintf(msg, sizeof(msg), "recovered: elsewhere; %s was in "
+		    "doubt and %s; that certificate may be on another board; "
+		    "re-provisioning on request", attempt, what);
+		if ((r = board_audit(b, "recover", "elsewhere", msg)) != 0)
+			goto out;
+	} else {
+		snprintf(msg, sizeof(msg), "%s may have committed its "
+		    "certificate on a board, and this board does not hold it "
+		    "(%s); re-provisioning was not requested", attempt, what);
+		(void)board_audit(b, "dupcheck", "refused", msg);
+		r = board_fail(b, KL_ERR_DUPLICATE, "device ID %s: %s",
+		    b->device_id, msg);
+		goto out;
+	}
+	board_emit(b, EV_INFO, 0, msg);
+	r = 0;
+out:
+	holding_free(&h);
+	return r;
+}
+
+static int
+step_dupcheck(struct board *b)
+{
+	struct engine *e = b->e;
+	struct audit_device_state *st = NULL;
+	struct board_holding h;
+	const struct audit_prov *pv;
+	char msg[900], what[128], when[400];
+	int holds = 0, i, r;
+
+	memset(&h, 0, sizeof(h));
+	/* Claim the ID first, so two slots can't both pass the check. */
+	pthread_mutex_lock(&e->mu);
+	for (i = 0; i < e->nslots; i++) {
+		if (strcmp(e->inflight[i], b->device_id) == 0) {
+			pthread_mutex_unlock(&e->mu);
+			(void)board_audit(b, "dupcheck", "refused",
+			    "device ID in use by another slot");
+			return board_fail(b, KL_ERR_DUPLICATE,
+			    "device ID %s is being provisioned in another slot",
+			    b->device_id);
+		}
+	}
+	snprintf(e->inflight[b->slot - e->slots],
+	    sizeof(e->inflight[0]), "%s", b->device_id);
+	b->reserved = 1;
+	pthread_mutex_unlock(&e->mu);
+
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		return KL_ERR_NOMEM;
+	if ((r = audit_device_state(e->o.audit, b->device_id,
+	    b->identify_row > 0 ? b->identify_row : INT64_MAX, st)) != 0) {
+		r = board_fail(b, r, "cannot read the audit log");
+		goto out;
+	}
+	if (st->doubt_step[0] != '\0') {
+		if ((r = board_resolve_doubt(b, st)) != 0)
+			goto out;
+		if (b->recovered)
+			goto ok;
+	}
+	if (!st->provisioned)
+		goto ok;
+	pv = &st->prov;
+	snprintf(when, sizeof(when), "by station %s, slot %lld, at %s, "
+	    "certificate serial %s", pv->station, (long long)pv->slot,
+	    pv->time, pv->cert_serial[0] ? pv->cert_serial : "unknown");
+	/* Committed but never proven (the station stopped, or the proof
+	 * failed and the clean-up could not reach the board): if the board
+	 * holds that set, finish it rather than issue another certificate,
+	 * re-provisioning asked for or not. */
+	if (!st->prov_passed) {
+		if ((r = board_inquire(b, &h)) != 0)
+			goto out;
+		if ((r = board_holds(&h, pv, &holds, what,
+		    sizeof(what))) != 0)
+			goto out;
+		if (holds) {
+			snprintf(msg, sizeof(msg), "recovered: provisioned; "
+			    "committed %s but never passed; %s; finishing it",
+			    when, what);
+			if ((r = board_recovered(b, &h, pv, msg)) != 0)
+				goto out;
+			board_emit(b, EV_INFO, 0, msg);
+			goto ok;
+		}
+		holding_free(&h);
+	}
+	if (engine_reprovision_allowed(e, b->device_id)) {
+		snprintf(msg, sizeof(msg), "re-provisioning on request; "
+		    "previous certificate serial %s (provisioned %s)",
+		    pv->cert_serial, when);
+		if ((r = board_audit(b, "reprovision", "info", msg)) != 0)
+			goto out;
+		board_emit(b, EV_INFO, 0, msg);
+		goto ok;
+	}
+	/* Provisioned and passed before: the same board, untouched, is no
+	 * failure. */
+	if (st->prov_passed) {
+		if ((r = board_inquire(b, &h)) != 0)
+			goto out;
+		if ((r = board_holds(&h, pv, &holds, what,
+		    sizeof(what))) != 0)
+			goto out;
+	}
+	if (holds) {
+		(void)board_adopt(b, &h, pv);
+		b->already = 1;
+		snprintf(msg, sizeof(msg), "already provisioned %s; %s",
+		    when, what);
+		if ((r = board_audit(b, "dupcheck", "already", msg)) != 0) {
+			r = board_fail(b, r, "audit log write failed");
+			goto out;
+		}
+		board_emit(b, EV_INFO, 0, msg);
+		goto ok_noaudit;
+	}
+	snprintf(msg, sizeof(msg), "already provisioned %s, and this board "
+	    "does not hold that key and certificate (%s); re-provisioning "
+	    "was not requested", when, what);
+	(void)board_audit(b, "dupcheck", "refused", msg);
+	r = board_fail(b, KL_ERR_DUPLICATE, "device ID %s %s", b->device_id,
+	    msg);
+	goto out;
+ok:
+	if ((r = board_audit(b, "dupcheck", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
+ok_noaudit:
+	r = 0;
+out:
+	holding_free(&h);
+	free(st);
+	return r;
+}
+
+/* The SPKI the board reports must be the key type we asked for. */
+static int
+check_spki(struct board *b, const uint8_t *p, size_t n,
+    enum hsm_key_type want)
+{
+	const unsigned char *q = p;
+	EVP_PKEY *pk = d2i_PUBKEY(NULL, &q, (long)n);
+	char group[64];
+	size_t glen;
+	int ok = 0;
+
+	if (pk == NULL || q != p + n) {
+		EVP_PKEY_free(pk);
+		return board_fail(b, KL_ERR_PROTO,
+		    "board's public key does not parse");
+	}
+	switch (want) {
+	case HSM_KEY_EC_P256:
+		ok = EVP_PKEY_is_a(pk, "EC") &&
+		    EVP_PKEY_get_utf8_string_param(pk, "group", group,
+		    sizeof(group), &glen) == 1 && strcmp(group, "prime256v1") == 0;
+		break;
+	case HSM_KEY_RSA2048:
+		ok = EVP_PKEY_is_a(pk, "RSA") && EVP_PKEY_get_bits(pk) == 2048;
+		break;
+	case HSM_KEY_RSA3072:
+		ok = EVP_PKEY_is_a(pk, "RSA") && EVP_PKEY_get_bits(pk) == 3072;
+		break;
+	}
+	EVP_PKEY_free(pk);
+	if (!ok)
+		return board_fail(b, KL_ERR_PROTO,
+		    "board made a key that is not %s", hsm_key_type_name(want));
+	return 0;
+}
+
+static int
+step_keygen(struct board *b)
+{
+	struct engine *e = b->e;
+	const struct config *cfg = e->o.cfg;
+	const uint8_t *p;
+	uint8_t digest[32];
+	size_t n;
+	int r;
+
+	if ((r = proto_put_str(&b->req, PT_KEY_TYPE,
+	    hsm_key_type_name(e->key_type))) ||
+	    (r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_KEY_LABEL, cfg->key_label)))
+		return r;
+	if ((r = board_call(b, PROTO_KEYGEN, cfg->keygen_timeout_ms)) != 0)
+		return r;
+	if (board_resp_bytes(b, PT_SPKI, 4096, &p, &n) != 0)
+		return board_fail(b, KL_ERR_PROTO, "KEYGEN answer has no key");
+	if ((r = check_spki(b, p, n, e->key_type)) != 0)
+		return r;
+	if ((r = engine_dup_bytes(p, n, &b->spki)) != 0)
+		return r;
+	b->spki_len = n;
+	if ((r = engine_sha256(p, n, digest)) != 0)
+		return r;
+	engine_hex(digest, sizeof(digest), b->key_fpr);
+
+	if (cfg->uptane_key) {
+		if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->uptane_id,
+		    e->uptane_id_len)) ||
+		    (r = proto_put_str(&b->req, PT_KEY_LABEL, "uptane")))
+			return r;
+		if ((r = board_call(b, PROTO_UPTANE_KEYGEN,
+		    cfg->keygen_timeout_ms)) != 0)
+			return r;
+		if (board_resp_bytes(b, PT_SPKI, 4096, &p, &n) != 0)
+			return board_fail(b, KL_ERR_PROTO,
+			    "UPTANE_KEYGEN answer has no key");
+		if ((r = check_spki(b, p, n, HSM_KEY_RSA2048)) != 0)
+			return r;
+	}
+	if ((r = board_audit(b, "keygen", "ok", NULL)) != 0)
+		return board_fail(b, r, "audit log write failed");
+	return 0;
+}
+
+/* The CSR must carry the board's new key and be signed by it. */
+static int
+step_csr(struct board *b)
+{
+	struct engine *e = b->e;
+	const uint8_t *p;
+	const unsigned char *q;
+	unsigned char *der = NULL;
+	X509_REQ *req = NULL;
+	EVP_PKEY *pk;
+	size_t n;
+	int len, r;
+
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_SUBJECT_CN, b->device_id)))
+		return r;
+	if ((r = board_call(b, PROTO_CSR, e->o.cfg->keygen_timeout_ms)) != 0)
+		return r;
+	if (board_resp_bytes(b, PT_CSR, 16384, &p, &n) != 0)
+		return board_fail(b, KL_ERR_PROTO, "CSR answer has no request");
+	q = p;
+	if ((req = d2i_X509_REQ(NULL, &q, (long)n)) == NULL || q != p + n) {
+		r = board_fail(b, KL_ERR_PROTO, "board's CSR does not parse");
+		goto out;
+	}
+	if ((pk = X509_REQ_get0_pubkey(req)) == NULL ||
+	    (len = i2d_PUBKEY(pk, &der)) <= 0 || (size_t)len != b->spki_len ||
+	    memcmp(der, b->spki, b->spki_len) != 0) {
+		r = board_fail(b, KL_ERR_PROTO,
+		    "board's CSR is not for the key it just generated");
+		goto out;
+	}
+	if (X509_REQ_verify(req, pk) != 1) {
+		r = board_fail(b, KL_ERR_PROTO,
+		    "board's CSR signature does not verify");
+		goto out;
+	}
+	if ((r = engine_dup_bytes(p, n, &b->csr)) != 0)
+		goto out;
+	b->csr_len = n;
+	if ((r = board_audit(b, "csr", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
+	r = 0;
+out:
+	OPENSSL_free(der);
+	X509_REQ_free(req);
+	return r;
+}
+
+/*
+ * A key already sent to the CA, or certified, for another device ID is
+ * refused: one shared or cloned key would otherwise get a certificate per
+ * serial a board cares to report.  Recorded under both device IDs.
+ */
+static int
+board_key_unique(struct board *b)
+{
+	struct engine *e = b->e;
+	const struct config *cfg = e->o.cfg;
+	struct audit_prov rec;
+	struct audit_event ev;
+	char other[AUDIT_REC_ID], msg[700];
+	int found = 0, r;
+
+	if ((r = audit_key_owner(e->o.audit, b->key_fpr, b->device_id, &found,
+	    other, sizeof(other), &rec)) != 0)
+		return board_fail(b, r, "cannot read the audit log");
+	if (!found)
+		return 0;
+	(void)board_text(other);
+	snprintf(msg, sizeof(msg), "this board's key (%.16s...) was already "
+	    "sent to the CA for device %s by station %s, slot %lld, at %s "
+	    "(certificate serial %s): one key, one device", b->key_fpr, other,
+	    rec.station, (long long)rec.slot, rec.time,
+	    rec.cert_serial[0] ? rec.cert_serial : "none");
+	(void)board_audit(b, "keygen", "refused", msg);
+	memset(&ev, 0, sizeof(ev));
+	ev.station = cfg->station_id;
+	ev.slot = b->slot->cs->number;
+	ev.board_serial = b->serial;
+	ev.device_id = other;
+	ev.step = "key-reuse";
+	ev.outcome = "info";
+	ev.key_fpr = b->key_fpr;
+	snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "; presented "
+	    "again as device %s", b->device_id);
+	ev.error = msg;
+	(void)audit_append(e->o.audit, &ev, NULL);
+	return board_fail(b, KL_ERR_DUPLICATE, "key refused: it belongs to "
+	    "device %s (sent to the CA by station %s at %s); one key, one "
+	    "device", other, rec.station, rec.time);
+}
+
+/*
+ * Ask the CA; while it cannot be reached, wait with exponential backoff
+ * and jitter in the "waiting for CA" state, until [ca] wait_deadline_s.
+ * The wait and the resumption are audited and shown as events.
+ */
+static int
+step_ca(struct board *b)
+{
+	struct engine *e = b->e;
+	const struct config *cfg = e->o.cfg;
+	struct ca_request cr = {
+		.csr_der = b->csr,
+		.csr_len = b->csr_len,
+		.device_id = b->device_id,
+	};
+	int64_t t0 = engine_mono_ms(), deadline, delay, sleep_ms;
+	char err[256] = "", msg[600], lost[200] = "";
+	uint32_t rnd;
+	int r, waiting = 0, tries = 0;
+
+	/*
+	 * Recorded before the CSR leaves the station: a CA that signs and
+	 * whose answer is lost (a timeout after signing) leaves a certificate
+	 * the station never sees, and this row, with the key fingerprint the
+	 * certificate must carry, is how it is found in the CA's records.
+	 */
+	snprintf(msg, sizeof(msg), "CSR for this key sent to %s",
+	    e->o.ca->name);
+	/* One key, one device: checked and claimed (the "ca requested"
+	 * row) in one step, so two slots holding one key cannot both pass. */
+	pthread_mutex_lock(&e->key_mu);
+	if ((r = board_key_unique(b)) == 0 &&
+	    (r = board_audit(b, "ca", "requested", msg)) != 0)
+		r = board_fail(b, r, "audit log write failed; the CSR was "
+		    "not sent");
+	pthread_mutex_unlock(&e->key_mu);
+	if (r != 0)
+		return r;
+	deadline = t0 + (int64_t)cfg->ca_wait_deadline_s * 1000;
+	delay = cfg->ca_retry_base_ms;
+	for (;;) {
+		err[0] = '\0';
+		tries++;
+		r = ca_issue(e->o.ca, &cr, &b->cert, &b->cert_len, err,
+		    sizeof(err));
+		if (r == 0)
+			break;
+		/* Words from a remote server go to the audit log and every
+		 * front-end: printable ASCII only, like a board's. */
+		(void)board_text(err);
+		if (!ca_is_transient(r)) {
+			/* Every try before this one went unanswered: if the
+			 * CA got any of them, it may have signed it. */
+			if (tries > 1)
+				snprintf(lost, sizeof(lost), "; %d earlier "
+				    "requests got no certificate back: the "
+				    "CA's records may hold certificates for "
+				    "this key (key_fpr)", tries - 1);
+			snprintf(msg, sizeof(msg), "%s%s", err[0] ? err :
+			    kl_strerror(r), lost);
+			(void)board_audit(b, "ca", "failed", msg);
+			return board_fail(b, r, "CA %s did not issue: %s",
+			    e->o.ca->name, msg);
+		}
+		if (engine_mono_ms() >= deadline) {
+			snprintf(msg, sizeof(msg), "CA unreachable for %d s "
+			    "(%d tries): %s; no certificate came back, but the "
+			    "CA's records may hold some for this key (key_fpr)",
+			    cfg->ca_wait_deadline_s, tries,
+			    err[0] ? err : kl_strerror(r));
+			(void)board_audit(b, "ca", "failed", msg);
+			return board_fail(b, KL_ERR_UNAVAILABLE, "%s", msg);
+		}
+		if (!waiting) {
+			waiting = 1;
+			board_set_state(b, SLOT_WAITING_CA);
+			snprintf(msg, sizeof(msg), "waiting for the CA: %s",
+			    err[0] ? err : kl_strerror(r));
+			if ((r = board_audit(b, "ca", "waiting", msg)) != 0)
+				return board_fail(b, r, "audit log write failed");
+			board_emit(b, EV_INFO, 0, msg);
+		}
+		/* Half the delay fixed, half random: slots that lost the CA
+		 * together do not all come back in the same millisecond. */
+		if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
+			rnd = (uint32_t)engine_now_ms();
+		sleep_ms = delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
+		if (sleep_ms > deadline - engine_mono_ms())
+			sleep_ms = deadline - engine_mono_ms();
+		if ((r = board_sleep(b, sleep_ms > 0 ? sleep_ms : 0)) != 0)
+			return board_fail(b, r, "stopped by the operator while "
+			    "waiting for the CA");
+		delay = delay * 2 > cfg->ca_retry_max_ms ? cfg->ca_retry_max_ms :
+		    delay * 2;
+	}
+	if (waiting) {
+		board_set_state(b, SLOT_WORKING);
+		snprintf(msg, sizeof(msg), "CA answered after %.1f s (%d tries; "
+		    "%d earlier requests got no certificate back: the CA's "
+		    "records may hold more certificates for this key)",
+		    (double)(engine_mono_ms() - t0) / 1000.0, tries, tries - 1);
+		board_emit(b, EV_INFO, 0, msg);
+	}
+	/* Each field on its own: whatever can be read goes in the record. */
+	if (certcheck_fingerprint(b->cert, b->cert_len, b->cert_fpr) != 0)
+		snprintf(b->cert_fpr, sizeof(b->cert_fpr), "unparseable");
+	if (certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
+	    sizeof(b->cert_serial)) != 0)
+		snprintf(b->cert_serial, sizeof(b->cert_serial), "unparseable");
+	/*
+	 * The certificate exists from here on, whatever happens next: record
+	 * its issuance before anything else, and stop if that cannot be done.
+	 */
+	if ((r = board_audit(b, "issued", "ok", waiting ? msg : NULL)) != 0)
+		return board_fail(b, r,
+		    "certificate issued but the audit log write failed; "
+		    "not sending it to the board");
+	return 0;
+}
+
+static int
+step_validate(struct board *b)
+{
+	struct certcheck_expect want = {
+		.cn = b->device_id,
+		.spki = b->spki,
+		.spki_len = b->spki_len,
+	};
+	char why[300] = "";
+	int r;
+
+	if ((r = certcheck_verify(b->e->o.trust, b->cert, b->cert_len, &want,
+	    why, sizeof(why))) != 0) {
+		(void)board_audit(b, "validate", "refused", why);
+		return board_fail(b, KL_ERR_CERT_INVALID,
+		    "certificate refused, not written to the board: %s", why);
+	}
+	if ((r = board_audit(b, "validate", "ok", NULL)) != 0)
+		return board_fail(b, r, "audit log write failed");
+	return 0;
+}
+
+/* client.pem: the leaf in PEM, then any configured intermediates. */
+static int
+make_client_pem_of(struct board *b, const uint8_t *cert, size_t cert_len,
+    struct buf *out)
+{
+	const unsigned char *q = cert;
+	X509 *x = d2i_X509(NULL, &q, (long)cert_len);
+	BIO *mem = NULL;
+	char *p;
+	long n;
+	int r = KL_ERR_CRYPTO;
+
+	if (x == NULL || (mem = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio_X509(mem, x) != 1)
+		goto out;
+	n = BIO_get_mem_data(mem, &p);
+	if ((r = buf_put(out, p, (size_t)n)) != 0)
+		goto out;
+	if (b->e->intermediates_pem != NULL &&
+	    (r = buf_put(out, b->e->intermediates_pem,
+	    b->e->intermediates_len)) != 0)
+		goto out;
+	r = 0;
+out:
+	BIO_free(mem);
+	X509_free(x);
+	return r;
+}
+
+struct board_file {
+	const char *name;
+	const uint8_t *data;
+	size_t len;
+	uint8_t sha[32];
+};
+
+static int
+put_file(struct board *b, struct board_file *f)
+{
+	const uint8_t *p;
+	size_t n;
+	int r;
+
+	if ((r = engine_sha256(f->data, f->len, f->sha)) != 0)
+		return r;
+	if ((r = proto_put_str(&b->req, PT_FILE_NAME, f->name)) ||
+	    (r = proto_put_u32(&b->req, PT_FILE_MODE, 0644)) ||
+	    (r = proto_put_bytes(&b->req, PT_FILE_DATA, f->data, f->len)))
+		return r;
+	b->staged = 1;
+	if ((r = board_call(b, PROTO_PUT_FILE, b->e->o.cfg->timeout_ms)) != 0)
+		return r;
+	if (board_resp_bytes(b, PT_SHA256, 32, &p, &n) != 0 || n != 32 ||
+	    memcmp(p, f->sha, 32) != 0)
+		return board_fail(b, KL_ERR_MISMATCH,
+		    "board staged %s with a different hash", f->name);
+	return 0;
+}
+
+/* The three import files, in commit order: client.pem last, since
+ * aktualizr treats it as the sign that the device credentials are there.
+ * pem holds client.pem's bytes (the caller frees it). */
+static int
+board_files(struct board *b, struct buf *pem, struct board_file files[3])
+{
+	const struct ota_files *ota = b->e->o.ota;
+	size_t i;
+	int r;
+
+	if ((r = make_client_pem_of(b, b->cert, b->cert_len, pem)) != 0)
+		return r;
+	files[0] = (struct board_file){ "root.crt", ota->root_crt,
+		ota->root_crt_len, { 0 } };
+	files[1] = (struct board_file){ "gateway.url",
+		(const uint8_t *)ota->gateway_url, strlen(ota->gateway_url),
+		{ 0 } };
+	files[2] = (struct board_file){ "client.pem", pem->data, pem->len,
+		{ 0 } };
+	for (i = 0; i < 3; i++)
+		if ((r = engine_sha256(files[i].data, files[i].len, files[i].sha)) != 0)
+			return r;
+	return 0;
+}
+
+/*
+ * Stage the files and the certificate object, record the intent, commit.
+ * The board keeps its old key, certificate and files until COMMIT, which
+ * swaps them all in one board-side commit (docs/protocol.md).
+ */
+static int
+step_write(struct board *b)
+{
+	struct engine *e = b->e;
+	struct buf pem;
+	struct board_file files[3];
+	const uint8_t *p;
+	uint8_t cert_sha[32];
+	size_t i, n;
+	int r;
+
+	buf_init(&pem, ENGINE_MAX_PEM);
+	if ((r = board_files(b, &pem, files)) != 0)
+		goto out;
+	for (i = 0; i < 3; i++)
+		if ((r = put_file(b, &files[i])) != 0)
+			goto out;
+
+	/* The certificate object where aktualizr looks for it. */
+	if ((r = engine_sha256(b->cert, b->cert_len, cert_sha)) != 0)
+		goto out;
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->cert_id,
+	    e->cert_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_KEY_LABEL, e->o.cfg->key_label)) ||
+	    (r = proto_put_bytes(&b->req, PT_CERT, b->cert, b->cert_len)))
+		goto out;
+	if ((r = board_call(b, PROTO_PUT_CERT, e->o.cfg->timeout_ms)) != 0)
+		goto out;
+	if (board_resp_bytes(b, PT_SHA256, 32, &p, &n) != 0 || n != 32 ||
+	    memcmp(p, cert_sha, 32) != 0) {
+		r = board_fail(b, KL_ERR_MISMATCH,
+		    "certificate read back from the board's HSM differs");
+		goto out;
+	}
+	/*
+	 * The intent is on record before COMMIT leaves: if the station dies
+	 * now, the next station to see this board knows to ask it what it
+	 * holds instead of guessing.
+	 */
+	if ((r = board_audit(b, "commit", "requested", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed; COMMIT was not "
+		    "sent");
+		goto out;
+	}
+	b->commit_sent = 1;
+	if ((r = board_call(b, PROTO_COMMIT, e->o.cfg->timeout_ms)) != 0)
+		goto out;
+	b->staged = 0;
+	b->committed = 1;
+	if ((r = board_audit(b, "write", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
+	r = 0;
+out:
+	buf_free(&pem);
+	return r;
+}
+
+/* Read every file back and compare it with what was written. */
+static int
+step_verify(struct board *b)
+{
+	struct engine *e = b->e;
+	struct buf pem;
+	struct board_file files[3];
+	const uint8_t *p;
+	uint32_t size;
+	size_t i, n;
+	int r;
+
+	/* A recovered board's credentials are this plant's from here on:
+	 * if they fail a check, they are taken back like fresh ones. */
+	if (b->recovered)
+		b->commit_sent = b->committed = 1;
+	buf_init(&pem, ENGINE_MAX_PEM);
+	if ((r = board_files(b, &pem, files)) != 0)
+		goto out;
+	for (i = 0; i < 3; i++) {
+		if ((r = proto_put_str(&b->req, PT_FILE_NAME, files[i].name)))
+			goto out;
+		if ((r = board_call(b, PROTO_FILE_HASH,
+		    e->o.cfg->timeout_ms)) != 0)
+			goto out;
+		if (board_resp_bytes(b, PT_SHA256, 32, &p, &n) != 0 || n != 32 ||
+		    proto_get_u32(b->resp.data, b->resp.len, PT_FILE_SIZE,
+		    &size) != 0) {
+			r = board_fail(b, KL_ERR_PROTO,
+			    "FILE_HASH answer for %s is incomplete",
+			    files[i].name);
+			goto out;
+		}
+		if (size != files[i].len || memcmp(p, files[i].sha, 32) != 0) {
+			r = board_fail(b, KL_ERR_MISMATCH,
+			    "%s read back from the board differs from what "
+			    "was written", files[i].name);
+			goto out;
+		}
+	}
+	if ((r = board_audit(b, "verify", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
+	r = 0;
+out:
+	buf_free(&pem);
+	return r;
+}
+
+/* The board signs a fresh challenge with its HSM key; the certificate's
+ * public key must verify it. */
+static int
+step_pop(struct board *b)
+{
+	struct engine *e = b->e;
+	uint8_t challenge[ENGINE_CHALLENGE_LEN];
+	const unsigned char *q = b->cert;
+	const uint8_t *sig;
+	EVP_MD_CTX *md = NULL;
+	X509 *x = NULL;
+	size_t n;
+	int r;
+
+	if (RAND_bytes(challenge, sizeof(challenge)) != 1)
+		return KL_ERR_CRYPTO;
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_bytes(&b->req, PT_CHALLENGE, challenge,
+	    sizeof(challenge))))
+		return r;
+	if ((r = board_call(b, PROTO_SIGN, e->o.cfg->keygen_timeout_ms)) != 0)
+		return r;
+	if (board_resp_bytes(b, PT_SIGNATURE, 1024, &sig, &n) != 0)
+		return board_fail(b, KL_ERR_PROTO, "SIGN answer has no signature");
+	if ((x = d2i_X509(NULL, &q, (long)b->cert_len)) == NULL ||
+	    (md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    X509_get0_pubkey(x)) != 1) {
+		r = board_fail(b, KL_ERR_CRYPTO, "cannot set up the check of "
+		    "the board's signature");
+		goto out;
+	}
+	/* The agent signs its context "keyline-pop-v1" (NUL included),
+	 * then the challenge; never the station's bytes alone
+	 * (docs/protocol.md, "What the agent trusts"). */
+	if (EVP_DigestVerifyUpdate(md, "keyline-pop-v1",
+	    sizeof("keyline-pop-v1")) != 1 ||
+	    EVP_DigestVerifyUpdate(md, challenge, sizeof(challenge)) != 1 ||
+	    EVP_DigestVerifyFinal(md, sig, n) != 1) {
+		r = board_fail(b, KL_ERR_POP,
+		    "board's signature over the challenge does not verify "
+		    "with the certificate's key");
+		goto out;
+	}
+	if ((r = board_audit(b, "pop", "ok", NULL)) != 0) {
+		r = board_fail(b, r, "audit log write failed");
+		goto out;
+	}
+	r = 0;
+out:
+	EVP_MD_CTX_free(md);
+	X509_free(x);
+	return r;
+}
+
+/* The steps in order (internal.h, struct engine_step_def). */
+const struct engine_step_def engine_steps[] = {
+	{ STEP_CONNECT, step_connect, 1, FOR_ALL },
+	{ STEP_IDENTIFY, step_identify, 1, FOR_ALL },
+	{ STEP_DUPCHECK, step_dupcheck, 1, FOR_ALL },
+	{ STEP_KEYGEN, step_keygen, 1, FOR_NEW },
+	{ STEP_CSR, step_csr, 1, FOR_NEW },
+	{ STEP_CA, step_ca, 1, FOR_NEW },
+	{ STEP_VALIDATE, step_validate, 1, FOR_ALL },
+	{ STEP_WRITE, step_write, 0, FOR_NEW },
+	{ STEP_VERIFY, step_verify, 0, FOR_NOT_ALREADY },
+	{ STEP_POP, step_pop, 0, FOR_ALL },
+};
+
+const size_t engine_nsteps = sizeof(engine_steps) / sizeof(engine_steps[0]);
