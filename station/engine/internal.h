@@ -123,7 +123,10 @@ struct board {
 	int committed;			/* ... and they are: COMMIT was
 					 * answered, or a recovered board
 					 * holds them */
-	int64_t identify_row;		/* this attempt's identify row */
+	int64_t rows[STEP__COUNT];	/* each step's "ok" row id, 0 if none */
+	const struct engine_step_def *def;	/* the running step */
+	const char *ok_outcome;		/* the running step's "ok" row: outcome */
+	char ok_note[900];		/* ... and words; "" for none */
 	/* The board already holds credentials this plant recorded: */
 	int recovered;			/* ... from an attempt in doubt, which
 					 * this one finishes */
@@ -140,10 +143,24 @@ typedef int (*step_fn)(struct board *);
  * credentials, or not one that was already provisioned. */
 enum step_for { FOR_ALL, FOR_NEW, FOR_NOT_ALREADY };
 
+/*
+ * One step.  The runner (board_run_steps) walks the table in order: it
+ * skips a step whose runs_for does not fit the board, checks for an
+ * operator stop while cancellable, marks the step, calls fn, and when fn
+ * returns 0 writes the step's "ok" row under the audit name (outcome and
+ * words from b->ok_outcome and b->ok_note when the step set them), which
+ * fails the board if it cannot be written.  A step writes its own rows
+ * only for what is not its success ("ca requested", "validate refused").
+ */
 struct engine_step_def {
 	enum engine_step step;
 	step_fn fn;
-	int cancellable;	/* nothing on the board yet */
+	const char *audit;	/* the step in the audit log; NULL: no row */
+	int cancellable;	/* nothing on the board yet: an operator stop
+				 * ends the board before this step */
+	int power_retry;	/* a board that stops answering here may be
+				 * power-cycled and tried once more: no
+				 * certificate has been asked for yet */
 	enum step_for runs_for;
 };
 

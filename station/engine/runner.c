@@ -554,20 +554,31 @@ board_init(struct board *b, struct engine_slot *s, int64_t t0)
 static int
 board_run_steps(struct board *b)
 {
+	const struct engine_step_def *d;
 	size_t i;
 	int r = 0;
 
 	for (i = 0; i < engine_nsteps; i++) {
-		if ((engine_steps[i].runs_for == FOR_NEW &&
-		    (b->recovered || b->already)) ||
-		    (engine_steps[i].runs_for == FOR_NOT_ALREADY && b->already))
+		d = &engine_steps[i];
+		if ((d->runs_for == FOR_NEW && (b->recovered || b->already)) ||
+		    (d->runs_for == FOR_NOT_ALREADY && b->already))
 			continue;
-		if (engine_steps[i].cancellable && (r = board_cancelled(b)))
+		if (d->cancellable && (r = board_cancelled(b)))
 			break;
-		if (!engine_steps[i].cancellable && b->link != NULL)
+		if (!d->cancellable && b->link != NULL)
 			link_set_cancel(b->link, NULL);
-		board_set_step(b, engine_steps[i].step);
-		if ((r = engine_steps[i].fn(b)) != 0)
+		b->def = d;
+		b->ok_outcome = NULL;
+		b->ok_note[0] = '\0';
+		board_set_step(b, d->step);
+		if ((r = d->fn(b)) != 0)
+			break;
+		/* The step's success on record before the next one starts (the
+		 * first failure names the cause: board_audit_row). */
+		if (d->audit != NULL && (r = board_audit_row(b, d->audit,
+		    b->ok_outcome != NULL ? b->ok_outcome : "ok",
+		    b->ok_note[0] != '\0' ? b->ok_note : NULL,
+		    &b->rows[d->step])) != 0)
 			break;
 	}
 	return r;
@@ -587,7 +598,8 @@ board_power_retry(struct board *b, int r)
 	int pr;
 
 	if (jig == NULL || jig->power_cycle == NULL ||
-	    !b->e->o.cfg->jig_power_retry || b->step >= STEP_CA ||
+	    !b->e->o.cfg->jig_power_retry || b->def == NULL ||
+	    !b->def->power_retry ||
 	    (r != KL_ERR_TIMEOUT && r != KL_ERR_CLOSED) || b->e->cancel)
 		return 0;
 	/* A jig whose slot has no switchable power says so; nothing

@@ -102,9 +102,6 @@ step_identify(struct board *b)
 		return board_fail(b, r, "no valid device ID for serial '%s': %s",
 		    b->serial, why);
 	}
-	if ((r = board_audit_row(b, "identify", "ok", NULL,
-	    &b->identify_row)) != 0)
-		return board_fail(b, r, "audit log write failed");
 	{
 		char msg[1400];
 
@@ -409,7 +406,8 @@ step_dupcheck(struct board *b)
 	if ((st = calloc(1, sizeof(*st))) == NULL)
 		return KL_ERR_NOMEM;
 	if ((r = audit_device_state(e->o.audit, b->device_id,
-	    b->identify_row > 0 ? b->identify_row : INT64_MAX, st)) != 0) {
+	    b->rows[STEP_IDENTIFY] > 0 ? b->rows[STEP_IDENTIFY] :
+	    INT64_MAX, st)) != 0) {
 		r = board_fail(b, r, "cannot read the audit log");
 		goto out;
 	}
@@ -467,14 +465,11 @@ step_dupcheck(struct board *b)
 	if (holds) {
 		(void)board_adopt(b, &h, pv);
 		b->already = 1;
-		snprintf(msg, sizeof(msg), "already provisioned %s; %s",
-		    when, what);
-		if ((r = board_audit(b, "dupcheck", "already", msg)) != 0) {
-			r = board_fail(b, r, "audit log write failed");
-			goto out;
-		}
-		board_emit(b, EV_INFO, 0, msg);
-		goto ok_noaudit;
+		snprintf(b->ok_note, sizeof(b->ok_note), "already provisioned "
+		    "%s; %s", when, what);
+		b->ok_outcome = "already";
+		board_emit(b, EV_INFO, 0, b->ok_note);
+		goto ok;
 	}
 	snprintf(msg, sizeof(msg), "already provisioned %s, and this board "
 	    "does not hold that key and certificate (%s); re-provisioning "
@@ -484,11 +479,6 @@ step_dupcheck(struct board *b)
 	    msg);
 	goto out;
 ok:
-	if ((r = board_audit(b, "dupcheck", "ok", NULL)) != 0) {
-		r = board_fail(b, r, "audit log write failed");
-		goto out;
-	}
-ok_noaudit:
 	r = 0;
 out:
 	holding_free(&h);
@@ -575,8 +565,6 @@ step_keygen(struct board *b)
 		if ((r = check_spki(b, p, n, HSM_KEY_RSA2048)) != 0)
 			return r;
 	}
-	if ((r = board_audit(b, "keygen", "ok", NULL)) != 0)
-		return board_fail(b, r, "audit log write failed");
 	return 0;
 }
 
@@ -621,10 +609,6 @@ step_csr(struct board *b)
 	if ((r = engine_dup_bytes(p, n, &b->csr)) != 0)
 		goto out;
 	b->csr_len = n;
-	if ((r = board_audit(b, "csr", "ok", NULL)) != 0) {
-		r = board_fail(b, r, "audit log write failed");
-		goto out;
-	}
 	r = 0;
 out:
 	OPENSSL_free(der);
@@ -778,6 +762,7 @@ step_ca(struct board *b)
 		    "records may hold more certificates for this key)",
 		    (double)(engine_mono_ms() - t0) / 1000.0, tries, tries - 1);
 		board_emit(b, EV_INFO, 0, msg);
+		snprintf(b->ok_note, sizeof(b->ok_note), "%s", msg);
 	}
 	/* Each field on its own: whatever can be read goes in the record. */
 	if (certcheck_fingerprint(b->cert, b->cert_len, b->cert_fpr) != 0)
@@ -785,14 +770,9 @@ step_ca(struct board *b)
 	if (certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
 	    sizeof(b->cert_serial)) != 0)
 		snprintf(b->cert_serial, sizeof(b->cert_serial), "unparseable");
-	/*
-	 * The certificate exists from here on, whatever happens next: record
-	 * its issuance before anything else, and stop if that cannot be done.
-	 */
-	if ((r = board_audit(b, "issued", "ok", waiting ? msg : NULL)) != 0)
-		return board_fail(b, r,
-		    "certificate issued but the audit log write failed; "
-		    "not sending it to the board");
+	/* The certificate exists from here on, whatever happens next: the
+	 * runner records its issuance ("issued ok") before anything else,
+	 * and stops if that cannot be done. */
 	return 0;
 }
 
@@ -813,8 +793,6 @@ step_validate(struct board *b)
 		return board_fail(b, KL_ERR_CERT_INVALID,
 		    "certificate refused, not written to the board: %s", why);
 	}
-	if ((r = board_audit(b, "validate", "ok", NULL)) != 0)
-		return board_fail(b, r, "audit log write failed");
 	return 0;
 }
 
@@ -956,10 +934,6 @@ step_write(struct board *b)
 		goto out;
 	b->staged = 0;
 	b->committed = 1;
-	if ((r = board_audit(b, "write", "ok", NULL)) != 0) {
-		r = board_fail(b, r, "audit log write failed");
-		goto out;
-	}
 	r = 0;
 out:
 	buf_free(&pem);
@@ -1005,10 +979,6 @@ step_verify(struct board *b)
 			    "was written", files[i].name);
 			goto out;
 		}
-	}
-	if ((r = board_audit(b, "verify", "ok", NULL)) != 0) {
-		r = board_fail(b, r, "audit log write failed");
-		goto out;
 	}
 	r = 0;
 out:
@@ -1061,10 +1031,6 @@ step_pop(struct board *b)
 		    "with the certificate's key");
 		goto out;
 	}
-	if ((r = board_audit(b, "pop", "ok", NULL)) != 0) {
-		r = board_fail(b, r, "audit log write failed");
-		goto out;
-	}
 	r = 0;
 out:
 	EVP_MD_CTX_free(md);
@@ -1072,18 +1038,24 @@ out:
 	return r;
 }
 
-/* The steps in order (internal.h, struct engine_step_def). */
+/*
+ * The steps in order (internal.h, struct engine_step_def).  A power retry
+ * stops at CA: from there a certificate may exist.  CA's "ok" row is
+ * "issued": the certificate exists from then on, and is on record before
+ * anything else happens to it.
+ */
 const struct engine_step_def engine_steps[] = {
-	{ STEP_CONNECT, step_connect, 1, FOR_ALL },
-	{ STEP_IDENTIFY, step_identify, 1, FOR_ALL },
-	{ STEP_DUPCHECK, step_dupcheck, 1, FOR_ALL },
-	{ STEP_KEYGEN, step_keygen, 1, FOR_NEW },
-	{ STEP_CSR, step_csr, 1, FOR_NEW },
-	{ STEP_CA, step_ca, 1, FOR_NEW },
-	{ STEP_VALIDATE, step_validate, 1, FOR_ALL },
-	{ STEP_WRITE, step_write, 0, FOR_NEW },
-	{ STEP_VERIFY, step_verify, 0, FOR_NOT_ALREADY },
-	{ STEP_POP, step_pop, 0, FOR_ALL },
+	/* step          fn             audit       cancel retry  runs for */
+	{ STEP_CONNECT, step_connect, NULL, 1, 1, FOR_ALL },
+	{ STEP_IDENTIFY, step_identify, "identify", 1, 1, FOR_ALL },
+	{ STEP_DUPCHECK, step_dupcheck, "dupcheck", 1, 1, FOR_ALL },
+	{ STEP_KEYGEN, step_keygen, "keygen", 1, 1, FOR_NEW },
+	{ STEP_CSR, step_csr, "csr", 1, 1, FOR_NEW },
+	{ STEP_CA, step_ca, "issued", 1, 0, FOR_NEW },
+	{ STEP_VALIDATE, step_validate, "validate", 1, 0, FOR_ALL },
+	{ STEP_WRITE, step_write, "write", 0, 0, FOR_NEW },
+	{ STEP_VERIFY, step_verify, "verify", 0, 0, FOR_NOT_ALREADY },
+	{ STEP_POP, step_pop, "pop", 0, 0, FOR_ALL },
 };
 
 const size_t engine_nsteps = sizeof(engine_steps) / sizeof(engine_steps[0]);
