@@ -34,12 +34,13 @@ STATION_SRC = station/config.c station/devid.c station/certcheck.c \
 	station/ca.c station/ca_local.c station/ca_cfssl.c station/ca_cmp.c \
 	station/link.c station/ota.c \
 	station/engine/line.c station/engine/runner.c station/engine/steps.c \
-	station/station.c station/batch.c \
-	station/cmd_audit.c ui/console.c ui/http.c ui/http_parse.c
+	station/station.c \
+	station/cli/cli.c station/cli/cmd_batch.c station/cli/cmd_console.c \
+	station/cli/cmd_audit.c ui/console.c ui/http.c ui/http_parse.c
 # Real USB jigs (docs/usb-jig.md).
 STATION_SRC += station/checkpoint.c
-STATION_SRC += station/usbjig.c station/vjig.c station/cmd_jig.c
-KEYLINE_MAIN = station/main.c
+STATION_SRC += station/usbjig.c station/vjig.c station/cli/cmd_jig.c
+KEYLINE_MAIN = station/cli/main.c
 AGENT_SRC = fixtures/agent/agent.c
 JIG_SRC = fixtures/jig/jig.c
 

@@ -61,9 +61,8 @@ enum con_pair {
 };
 
 struct con {
-	struct station st;
-	struct engine *e;
-	struct http *http;		/* NULL unless [http] enabled */
+	struct station *st;		/* borrowed */
+	struct engine *e;		/* borrowed */
 	const char *config_path;
 	char log_path[PATH_MAX];
 	int saved_stderr;		/* -1 when stderr was not redirected */
@@ -279,7 +278,7 @@ con_snapshot(struct con *c)
 	int n, i, at;
 
 	engine_status(c->e, &c->status);
-	c->nslots = engine_slots(c->e, c->slots, c->st.cfg->nslots);
+	c->nslots = engine_slots(c->e, c->slots, c->st->cfg->nslots);
 	if (c->sel >= c->nslots)
 		c->sel = c->nslots > 0 ? c->nslots - 1 : 0;
 	do {
@@ -333,7 +332,7 @@ con_upper(char *out, size_t outsz, const char *in)
 static void
 con_draw_header(struct con *c, int64_t now)
 {
-	const struct config *cfg = c->st.cfg;
+	const struct config *cfg = c->st->cfg;
 	const struct engine_status *s = &c->status;
 	const char *ca_state = s->ca_state != NULL ? s->ca_state : "?";
 	char up[32], line[16], ca[64], yield[16], rate[32], already[32];
@@ -1102,15 +1101,6 @@ con_restore_stderr(struct con *c)
 }
 
 static void
-con_usage(FILE *f)
-{
-	fprintf(f, "usage: keyline console --config FILE [--start]\n"
-	    "  the operator console (ncurses) over the line; keys are listed "
-	    "on screen.\n"
-	    "  --start  start the line running at once (default: paused)\n");
-}
-
-static void
 con_signals(void)
 {
 	struct sigaction sa;
@@ -1209,91 +1199,33 @@ con_loop(struct con *c)
 }
 
 int
-cmd_console(int argc, char **argv)
+console_run(struct station *st, struct engine *e, const char *config_path,
+    int start)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "start", no_argument, NULL, 's' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct con *c;
-	struct engine_opts eo;
 	struct engine_counts counts;
-	char err[1024];
 	SCREEN *scr = NULL;
-	int opt, start = 0, r, rc = 2;
+	int r, rc = 2;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		fprintf(stderr, "keyline console: out of memory\n");
 		return 1;
 	}
 	c->saved_stderr = -1;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "c:sh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'c':
-			c->config_path = optarg;
-			break;
-		case 's':
-			start = 1;
-			break;
-		case 'h':
-			con_usage(stdout);
-			free(c);
-			return 0;
-		default:
-			con_usage(stderr);
-			free(c);
-			return 2;
-		}
-	}
-	if (c->config_path == NULL || optind != argc) {
-		con_usage(stderr);
-		free(c);
-		return 2;
-	}
-	if (station_open(&c->st, c->config_path, err, sizeof(err)) != 0) {
-		fprintf(stderr, "keyline console: %s\n", err);
-		free(c);
-		return 2;
-	}
-	/* After the config, so a broken config is reported as such. */
+	c->st = st;
+	c->e = e;
+	c->config_path = config_path;
 	if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
 		fprintf(stderr, "keyline console: needs a terminal (keyline "
 		    "batch runs without one)\n");
 		goto out;
 	}
-	c->slots = calloc((size_t)c->st.cfg->nslots + 1, sizeof(*c->slots));
+	c->slots = calloc((size_t)c->st->cfg->nslots + 1, sizeof(*c->slots));
 	c->ev = calloc(CON_EVENTS, sizeof(*c->ev));
 	if (c->slots == NULL || c->ev == NULL) {
 		fprintf(stderr, "keyline console: out of memory\n");
 		rc = 1;
 		goto out;
-	}
-	station_engine_opts(&c->st, &eo);
-	eo.on_event = NULL;	/* the ring, polled: the UI never runs inside
-				 * the engine's lock */
-	if ((r = engine_new(&c->e, &eo)) != 0) {
-		fprintf(stderr, "keyline console: cannot set up the engine: "
-		    "%s\n", kl_strerror(r));
-		rc = 1;
-		goto out;
-	}
-	station_bind_engine(&c->st, c->e);
-	/* The status API beside the screen; bind errors before it starts. */
-	if (c->st.cfg->http_enabled) {
-		struct http_opts ho;
-
-		memset(&ho, 0, sizeof(ho));
-		ho.engine = c->e;
-		ho.audit = c->st.audit;
-		ho.cfg = c->st.cfg;
-		if ((r = http_start(&c->http, &ho, err, sizeof(err))) != 0) {
-			fprintf(stderr, "keyline console: %s\n", err);
-			rc = 2;
-			goto out;
-		}
 	}
 
 	con_signals();
@@ -1334,7 +1266,7 @@ cmd_console(int argc, char **argv)
 		con_msg(c, 0, "line paused: press s to start it");
 	}
 	if (c->saved_stderr >= 0)
-		log_info("console started; station %s", c->st.cfg->station_id);
+		log_info("console started; station %s", c->st->cfg->station_id);
 
 	con_loop(c);
 	if (c->stopper_started)
@@ -1349,12 +1281,8 @@ cmd_console(int argc, char **argv)
 	rc = 0;
 out:
 	con_signals_default();
-	http_stop(c->http);
-	station_bind_engine(&c->st, NULL);
-	engine_free(c->e);
 	if (scr != NULL)
 		delscreen(scr);
-	station_close(&c->st);
 	free(c->slots);
 	free(c->ev);
 	free(c);

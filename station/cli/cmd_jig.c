@@ -5,7 +5,7 @@
  * cycles one slot through its hub.  For wiring a jig and checking it
  * before a shift, not for the line itself (the engine does that).
  */
-#include "station/cmd_jig.h"
+#include "station/cli/cli.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -1,13 +1,13 @@
 /*
- * batch.c: `keyline batch --config station.conf [--count N]
- * [--reprovision DEVICE-ID]...` (see batch.h).
+ * cmd_batch.c: `keyline batch --config station.conf [--count N | --line]
+ * [--reprovision DEVICE-ID]...` (cli.h; the output is docs/batch.md).
  *
  * Builds the station from its config (audit log, CA, trust anchors, OTA
  * files), runs the engine once over the jig and reports every event as a
  * JSON line, so a line controller can follow a run with nothing more than
  * a pipe.
  */
-#include "station/batch.h"
+#include "station/cli/cli.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -26,12 +26,10 @@
 #include "station/ca.h"
 #include "station/certcheck.h"
 #include "station/config.h"
-#include "station/engine/engine.h"
 #include "station/err.h"
 #include "station/log.h"
 #include "station/ota.h"
 #include "station/station.h"
-#include "ui/http.h"
 
 #define BATCH_MAX_REPROVISION 256
 
@@ -154,14 +152,13 @@ cmd_batch(int argc, char **argv)
 	};
 	const char *reprov[BATCH_MAX_REPROVISION];
 	const char *config_path = NULL;
-	struct station st;
-	struct engine_opts eo;
-	struct http *http = NULL;
+	struct cli_station cs;
+	struct cli_front front;
 	struct engine_counts counts;
 	struct batch bt;
 	struct rusage ru;
 	struct sigaction sa;
-	char err[1024], audit_hash[AUDIT_HASH_HEX + 1];
+	char audit_hash[AUDIT_HASH_HEX + 1];
 	int64_t audit_rows;
 	long count = 0;
 	char *end;
@@ -215,24 +212,17 @@ cmd_batch(int argc, char **argv)
 		batch_usage(stderr);
 		return 2;
 	}
-	if ((r = station_open(&st, config_path, err, sizeof(err))) != 0) {
-		fprintf(stderr, "keyline batch: %s\n", err);
+	memset(&front, 0, sizeof(front));
+	front.reprovision = reprov;
+	front.nreprovision = nreprov;
+	front.on_event = batch_event;
+	front.arg = &bt;
+	if (cli_station_open(&cs, "batch", config_path, &front) != 0)
 		return 2;
-	}
-	station_engine_opts(&st, &eo);
-	eo.reprovision = reprov;
-	eo.nreprovision = nreprov;
-	eo.on_event = batch_event;
-	eo.arg = &bt;
-	if ((r = engine_new(&batch_engine, &eo)) != 0) {
-		fprintf(stderr, "keyline batch: cannot start the engine: %s\n",
-		    kl_strerror(r));
-		goto out;
-	}
-	station_bind_engine(&st, batch_engine);
-	if (count > st.cfg->nslots) {
+	batch_engine = cs.engine;
+	if (count > cs.st.cfg->nslots) {
 		fprintf(stderr, "keyline batch: --count %ld but %s has %d "
-		    "slot(s)\n", count, config_path, st.cfg->nslots);
+		    "slot(s)\n", count, config_path, cs.st.cfg->nslots);
 		goto out;
 	}
 	/* The first Ctrl-C stops the line cleanly; a second one ends the
@@ -245,14 +235,6 @@ cmd_batch(int argc, char **argv)
 	/* A reader that goes away must not kill the station mid-board. */
 	signal(SIGPIPE, SIG_IGN);
 
-	if (st.cfg->http_enabled) {
-		struct http_opts ho = { batch_engine, st.audit, st.cfg };
-
-		if ((r = http_start(&http, &ho, err, sizeof(err))) != 0) {
-			fprintf(stderr, "keyline batch: status API: %s\n", err);
-			goto out;
-		}
-	}
 	t0 = mono_s();
 	if (line) {
 		if ((r = engine_start(batch_engine)) != 0) {
@@ -276,7 +258,7 @@ cmd_batch(int argc, char **argv)
 	    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 	/* The head leaves the station in the summary: a copy kept by whoever
 	 * reads this output is an anchor against truncation. */
-	if (audit_head(st.audit, &audit_rows, audit_hash,
+	if (audit_head(cs.st.audit, &audit_rows, audit_hash,
 	    sizeof(audit_hash)) != 0) {
 		audit_rows = -1;
 		audit_hash[0] = '\0';
@@ -303,17 +285,9 @@ cmd_batch(int argc, char **argv)
 	 * just works). */
 	exit_code = counts.failed == 0 && (n > 0 || line) ? 0 : 1;
 out:
-	/* The API reads the engine: stop it first. */
-	http_stop(http);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
-	{
-		struct engine *e = batch_engine;
-
-		batch_engine = NULL;
-		station_bind_engine(&st, NULL);
-		engine_free(e);
-	}
-	station_close(&st);
+	batch_engine = NULL;
+	cli_station_close(&cs);
 	return exit_code;
 }

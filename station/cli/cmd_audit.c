@@ -6,7 +6,7 @@
  * Exit codes are the contract with scripts: 0 intact / done, 1 broken (or
  * export failed part way), 2 could not even look (usage, open).
  */
-#include "station/cmd_audit.h"
+#include "station/cli/cli.h"
 
 #include <errno.h>
 #include <fcntl.h>

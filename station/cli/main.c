@@ -6,13 +6,10 @@
 
 #include <openssl/crypto.h>
 
-#include "station/batch.h"
-#include "station/cmd_audit.h"
-#include "station/cmd_jig.h"
+#include "station/cli/cli.h"
 #include "station/log.h"
 #include "station/secret.h"
 #include "station/version.h"
-#include "ui/console.h"
 
 struct keyline_cmd {
 	const char *name;
