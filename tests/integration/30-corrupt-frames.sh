@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # A noisy cable: the jig flips a bit in a byte with probability 1/2000 both
 # ways.  With the default retry budgets (attempts 4, resends 16) every board
-# still passes, through resends the summary counts.  With resends = 0 the
-# same line fails boards (batch exit 1, not a crash), at least one with
-# words that say the line is too noisy (others may lose a frame whole and
-# time out), and leaves none of them half-written: a board keeps its old
-# files whole, or is cleared of them once its new key no longer matches
-# them.
+# still passes, through resends the summary counts.  A cable that hits
+# frame headers (the jig raises the length of every 4th frame each way)
+# costs a resend each and never a timeout: the header CRC rejects the
+# length at once, so boards pass even with attempts = 1 (a receiver that
+# trusted the length would wait for bytes that never come).  With
+# resends = 0 the same line fails boards (batch exit 1, not a crash), at
+# least one with words that say the line is too noisy (others may lose a
+# frame whole and time out), and leaves none of them half-written: a board
+# keeps its old files whole, or is cleared of them once its new key no
+# longer matches them.
 . "$(dirname "$0")/lib.sh"
 
 line_setup "$T" 4
@@ -24,12 +28,32 @@ for i in 1 2 3 4; do
 done
 "$KL" audit verify --db "$T/audit.db" >/dev/null || fail "audit chain"
 
-# No resends: a corrupt exchange is final.
-conf_set "$T/station.conf" link resends 0
 again=()
 for i in 1 2 3 4; do
 	again+=(--reprovision "$(jq -r 'select(.event == "passed") | .device_id' "$T/out.jsonl" | sed -n "${i}p")")
 done
+
+# Corrupt frame headers, one silence allowed per exchange: none may come.
+# (A longer timeout: a slow COMMIT on a loaded machine is not what this
+# is about, and a receiver waiting for a raised length waits for ever.)
+line_stop "$T"
+line_start "$T" --corrupt-header-every 4
+conf_set "$T/station.conf" link attempts 1
+conf_set "$T/station.conf" link timeout_ms 5000
+"$KL" batch --config "$T/station.conf" "${again[@]}" >"$T/outh.jsonl" ||
+	{ grep '"event":"failed"' "$T/outh.jsonl" >&2; fail "corrupt frame headers made a board time out"; }
+s=$(summary "$T/outh.jsonl")
+[ "$(jq .passed <<<"$s")" = 4 ] || fail "summary with corrupt headers: $s"
+[ "$(jq .retries <<<"$s")" -ge 4 ] || fail "corrupt headers cost no resends: $s"
+line_stop "$T"
+hits=$(sed -n 's/.*, \([0-9]*\) frame headers corrupted$/\1/p' "$T/jig.log" | tail -n 1)
+[ "${hits:-0}" -ge 8 ] || fail "the jig corrupted ${hits:-no} frame headers"
+conf_set "$T/station.conf" link attempts 4
+conf_set "$T/station.conf" link timeout_ms 1500
+line_start "$T" --corrupt-every 2000
+
+# No resends: a corrupt exchange is final.
+conf_set "$T/station.conf" link resends 0
 set +e
 "$KL" batch --config "$T/station.conf" "${again[@]}" >"$T/out0.jsonl"
 rc=$?

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <dirent.h>
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -229,23 +230,42 @@ test_wrong_certificates_refused(void **state)
 	    dir), 0);
 }
 
-/* A CA that is down for its first `down` calls, or for good (-1). */
+#define OUTAGE_MAX_TRIES 256
+
+/* A CA that is down for its first `down` calls, or for good (-1).  It
+ * notes when each board asked (ms, monotonic), board by board. */
 struct outage {
 	struct ca *real;
 	int down;
 	int calls;
+	const char *const *ids;		/* the boards' device IDs, 3 */
+	int64_t at[3][OUTAGE_MAX_TRIES];
+	int tries[3];
 	pthread_mutex_t mu;
 };
+
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int
 outage_issue(void *ctx, const struct ca_request *req, uint8_t **cert,
     size_t *len, char *err, size_t errsz)
 {
 	struct outage *o = ctx;
-	int n;
+	int n, i;
 
 	pthread_mutex_lock(&o->mu);
 	n = ++o->calls;
+	for (i = 0; o->ids != NULL && i < 3; i++)
+		if (strcmp(req->device_id, o->ids[i]) == 0 &&
+		    o->tries[i] < OUTAGE_MAX_TRIES)
+			o->at[i][o->tries[i]++] = mono_ms();
 	pthread_mutex_unlock(&o->mu);
 	if (o->down < 0 || n <= o->down) {
 		/* With an escape sequence, as a hostile or broken server's
@@ -285,9 +305,11 @@ on_wait_event(void *arg, const struct engine_event *ev)
 	}
 }
 
-/* Run all three boards again (re-provisioning them) through ops. */
+/* Run all three boards again (re-provisioning them) through ops, with
+ * the CA retry back-off from base_ms doubling up to max_ms. */
 static void
-run_outage(struct outage *o, int deadline_s, struct waits *w)
+run_outage(struct outage *o, int deadline_s, int base_ms, int max_ms,
+    struct waits *w)
 {
 	static char ids[3][80];
 	const char *reprov[3];
@@ -301,8 +323,8 @@ run_outage(struct outage *o, int deadline_s, struct waits *w)
 
 	snprintf(path, sizeof(path), "%s/station.conf", dir);
 	assert_int_equal(station_open(&st, path, err, sizeof(err)), 0);
-	st.cfg->ca_retry_base_ms = 20;
-	st.cfg->ca_retry_max_ms = 80;
+	st.cfg->ca_retry_base_ms = base_ms;
+	st.cfg->ca_retry_max_ms = max_ms;
 	st.cfg->ca_wait_deadline_s = deadline_s;
 	snprintf(path, sizeof(path), "%s/boards.list", dir);
 	assert_non_null(f = fopen(path, "r"));
@@ -313,6 +335,7 @@ run_outage(struct outage *o, int deadline_s, struct waits *w)
 	}
 	fclose(f);
 	o->real = st.ca;
+	o->ids = reprov;
 	pthread_mutex_init(&o->mu, NULL);
 	memset(&oca, 0, sizeof(oca));
 	oca.ops = &outage_ops;
@@ -334,6 +357,7 @@ run_outage(struct outage *o, int deadline_s, struct waits *w)
 	engine_free(e);
 	station_close(&st);
 	pthread_mutex_destroy(&o->mu);
+	o->ids = NULL;
 }
 
 static void
@@ -343,7 +367,7 @@ test_ca_outage_waits_then_completes(void **state)
 	struct waits w;
 
 	(void)state;
-	run_outage(&o, 30, &w);
+	run_outage(&o, 30, 20, 80, &w);
 	assert_int_equal(w.passed, 3);
 	assert_int_equal(w.failed, 0);
 	assert_true(w.waiting >= 1);
@@ -370,7 +394,7 @@ test_ca_outage_deadline_fails_cleanly(void **state)
 	/* Boards left as they were by the previous runs: remember them. */
 	assert_int_equal(tu_sh("cd %s && sqlite3 audit.db \"SELECT count(*) FROM "
 	    "events WHERE step='issued'\" >issued.before", dir), 0);
-	run_outage(&o, 1, &w);
+	run_outage(&o, 1, 20, 80, &w);
 	assert_int_equal(w.passed, 0);
 	assert_int_equal(w.failed, 3);
 	assert_int_equal(w.unavailable, 3);
@@ -390,6 +414,52 @@ test_ca_outage_deadline_fails_cleanly(void **state)
 	    "outage)%%'\")\" = 3", dir), 0);
 	(void)path;
 	(void)i;
+}
+
+/*
+ * While the CA is down the wait doubles: each board's n-th wait is at
+ * least half of min(base * 2^n, max) (half fixed, half random), so the
+ * first waits grow 25, 50, 100, 200 ms and then stay at 200 to 400 ms.
+ * A wait left at the base delay would ask every 25 to 50 ms.  Only lower
+ * bounds on the gaps and an upper bound on the tries are asserted: a
+ * loaded machine makes waits longer, never shorter.
+ */
+static void
+test_ca_backoff_doubles(void **state)
+{
+	struct outage o = { .down = -1 };
+	struct waits w;
+	int64_t delay, gap;
+	int b, i;
+
+	(void)state;
+	run_outage(&o, 2, 50, 400, &w);
+	assert_int_equal(w.failed, 3);
+	assert_int_equal(w.unavailable, 3);
+	for (b = 0; b < 3; b++) {
+		/* Waits of at least 25, 50, 100, 200, 200... ms fit 2 s
+		 * twelve times after the first try (at 1975 ms), and the
+		 * last wait, cut at the deadline, gives one try more: 14 at
+		 * most.  At the base delay it would be some 50. */
+		if (o.tries[b] < 5 || o.tries[b] > 14)
+			fail_msg("board %d asked the CA %d times in 2 s "
+			    "(back-off from 50 ms doubling to 400 ms: 5 to 14)",
+			    b + 1, o.tries[b]);
+		print_message("board %d asked the CA %d times\n", b + 1,
+		    o.tries[b]);
+		delay = 50;
+		/* The last gap may be cut short by the deadline. */
+		for (i = 1; i < o.tries[b] - 1; i++) {
+			gap = o.at[b][i] - o.at[b][i - 1];
+			/* 2 ms for clocks read in whole milliseconds. */
+			if (gap < delay / 2 - 2)
+				fail_msg("board %d: wait %d before asking the "
+				    "CA again was %lld ms, less than half of "
+				    "%lld ms", b + 1, i, (long long)gap,
+				    (long long)delay);
+			delay = delay * 2 > 400 ? 400 : delay * 2;
+		}
+	}
 }
 
 /* An event consumer that stops reading (stdout of batch piped into a
@@ -511,6 +581,7 @@ main(void)
 		cmocka_unit_test(test_wrong_certificates_refused),
 		cmocka_unit_test(test_ca_outage_waits_then_completes),
 		cmocka_unit_test(test_ca_outage_deadline_fails_cleanly),
+		cmocka_unit_test(test_ca_backoff_doubles),
 		cmocka_unit_test(test_stuck_event_consumer),
 	};
 
