@@ -24,22 +24,22 @@ CFLAGS_SAN = $(CFLAGS_BASE) -O1 $(SANFLAGS)
 LDLIBS = $(PKG_LIBS) -ldl -pthread
 
 # Objects shared by the station and the board agent.
-COMMON_SRC = station/err.c station/log.c station/buf.c station/fsutil.c \
-	station/secret.c \
-	station/frame.c \
-	station/proto.c station/serial.c station/ini.c
+COMMON_SRC = common/err.c common/log.c common/buf.c common/fsutil.c \
+	common/secret.c \
+	station/link/frame.c \
+	station/link/proto.c station/link/serial.c common/ini.c
 HSM_SRC = hsm/hsm.c
 DB_SRC = db/audit.c
-STATION_SRC = station/config.c station/devid.c station/certcheck.c \
-	station/ca.c station/ca_local.c station/ca_cfssl.c station/ca_cmp.c \
-	station/link.c station/ota.c \
+STATION_SRC = station/config/config.c station/config/devid.c station/ca/certcheck.c \
+	station/ca/ca.c station/ca/ca_local.c station/ca/ca_cfssl.c station/ca/ca_cmp.c \
+	station/link/link.c station/config/ota.c \
 	station/engine/line.c station/engine/runner.c station/engine/steps.c \
 	station/station.c \
 	station/cli/cli.c station/cli/cmd_batch.c station/cli/cmd_console.c \
 	station/cli/cmd_audit.c ui/console.c ui/http.c ui/http_parse.c
 # Real USB jigs (docs/usb-jig.md).
 STATION_SRC += station/checkpoint.c
-STATION_SRC += station/usbjig.c station/vjig.c station/cli/cmd_jig.c
+STATION_SRC += station/jig/usbjig.c station/jig/vjig.c station/cli/cmd_jig.c
 KEYLINE_MAIN = station/cli/main.c
 AGENT_SRC = fixtures/agent/agent.c
 JIG_SRC = fixtures/jig/jig.c
@@ -112,33 +112,33 @@ $(SAN)/bin/keyline-jig: $(call san_obj,$(COMMON_SRC) $(JIG_SRC))
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 # --- unit tests (CMocka): each names exactly the objects it needs
-BASE_SRC = station/err.c station/log.c station/buf.c station/fsutil.c \
-	station/secret.c
+BASE_SRC = common/err.c common/log.c common/buf.c common/fsutil.c \
+	common/secret.c
 T_test_buf = $(BASE_SRC)
-T_test_frame = $(BASE_SRC) station/frame.c
-T_test_proto = $(BASE_SRC) station/proto.c
-T_test_ini = $(BASE_SRC) station/ini.c
-T_test_config = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
-	station/serial.c
-T_test_devid = $(BASE_SRC) station/devid.c
-T_test_certcheck = $(BASE_SRC) station/certcheck.c
+T_test_frame = $(BASE_SRC) station/link/frame.c
+T_test_proto = $(BASE_SRC) station/link/proto.c
+T_test_ini = $(BASE_SRC) common/ini.c
+T_test_config = $(BASE_SRC) common/ini.c station/config/devid.c station/config/config.c \
+	station/link/serial.c
+T_test_devid = $(BASE_SRC) station/config/devid.c
+T_test_certcheck = $(BASE_SRC) station/ca/certcheck.c
 T_test_audit = $(BASE_SRC) $(DB_SRC)
 T_test_audit_state = $(BASE_SRC) $(DB_SRC)
 T_test_audit_csv = $(BASE_SRC) $(DB_SRC)
 T_test_secret = $(LIB_SRC)
 T_test_audit_checkpoint = $(BASE_SRC) $(DB_SRC)
 T_test_hsm = $(BASE_SRC) $(HSM_SRC)
-T_test_ca_local = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
-	station/ca_local.c
-T_test_link = $(COMMON_SRC) station/link.c
-T_test_ota = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
-	station/serial.c station/ota.c
+T_test_ca_local = $(BASE_SRC) $(HSM_SRC) station/ca/certcheck.c station/ca/ca.c \
+	station/ca/ca_local.c
+T_test_link = $(COMMON_SRC) station/link/link.c
+T_test_ota = $(BASE_SRC) common/ini.c station/config/devid.c station/config/config.c \
+	station/link/serial.c station/config/ota.c
 T_test_engine = $(LIB_SRC)
-T_test_agent = $(COMMON_SRC) station/link.c
-T_test_ca_cfssl = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
-	station/ca_cfssl.c
-T_test_ca_cmp = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
-	station/ca_cmp.c
+T_test_agent = $(COMMON_SRC) station/link/link.c
+T_test_ca_cfssl = $(BASE_SRC) $(HSM_SRC) station/ca/certcheck.c station/ca/ca.c \
+	station/ca/ca_cfssl.c
+T_test_ca_cmp = $(BASE_SRC) $(HSM_SRC) station/ca/certcheck.c station/ca/ca.c \
+	station/ca/ca_cmp.c
 
 T_test_http = $(BASE_SRC) ui/http_parse.c
 T_test_usbjig = $(LIB_SRC)

@@ -28,8 +28,8 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 /* Long enough for any lock holder that is making progress; a stuck writer
  * turns into KL_ERR_DB rather than a station that hangs forever. */
@@ -149,8 +149,7 @@ static const char *const audit_migrations[] = {
 	/* 3 -> 4: "one key, one device" (audit_key_owner) looks a key up at
 	 * every board; without this it read the whole log each time.
 	 * Partial: most rows carry no key.  Outside the chain. */
-	"CREATE INDEX events_key_fpr ON events(key_fpr)"
-	" WHERE key_fpr IS NOT NULL;",
+	"CREATE INDEX events_key_fpr ON events(key_fpr) WHERE key_fpr IS NOT NULL;",
 };
 
 /* The oldest schema whose events table readers take as it is: every

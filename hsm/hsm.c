@@ -42,8 +42,8 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 /* Objects with one CKA_ID that we look at in one go; more is a mess we
  * refuse rather than half-handle. */

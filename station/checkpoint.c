@@ -31,9 +31,9 @@
 #include <openssl/x509.h>
 
 #include "hsm/hsm.h"
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
 
 /* A checkpoint message is a few hundred bytes. */
 #define CKPT_MSG_MAX 4096

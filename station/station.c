@@ -10,18 +10,18 @@
 #include <openssl/crypto.h>
 
 #include "db/audit.h"
-#include "station/buf.h"
-#include "station/ca.h"
-#include "station/certcheck.h"
+#include "common/buf.h"
+#include "station/ca/ca.h"
+#include "station/ca/certcheck.h"
 #include "station/checkpoint.h"
-#include "station/config.h"
+#include "station/config/config.h"
 #include "station/engine/engine.h"
-#include "station/err.h"
-#include "station/fsutil.h"
-#include "station/log.h"
-#include "station/secret.h"
-#include "station/usbjig.h"
-#include "station/vjig.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "common/secret.h"
+#include "station/jig/usbjig.h"
+#include "station/jig/vjig.h"
 
 #define STATION_MAX_PIN 128
 #define STATION_MAX_SECRET 256

@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "station/ota.h"
+#include "station/config/ota.h"
 
 struct config;
 struct audit;

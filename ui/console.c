@@ -32,10 +32,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "station/config.h"
+#include "station/config/config.h"
 #include "station/engine/engine.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 #include "station/station.h"
 #include "ui/http.h"
 

@@ -51,14 +51,14 @@
 #include <unistd.h>
 
 #include "db/audit.h"
-#include "station/buf.h"
-#include "station/config.h"
-#include "station/devid.h"
+#include "common/buf.h"
+#include "station/config/config.h"
+#include "station/config/devid.h"
 #include "station/engine/engine.h"
-#include "station/err.h"
-#include "station/fsutil.h"
-#include "station/log.h"
-#include "station/secret.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "common/secret.h"
 #include "station/version.h"
 #include "ui/http_parse.h"
 

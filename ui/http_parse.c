@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "station/buf.h"
-#include "station/err.h"
+#include "common/buf.h"
+#include "common/err.h"
 
 static int
 http_hexval(uint8_t c)

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "station/config.h"
-#include "station/err.h"
+#include "station/config/config.h"
+#include "common/err.h"
 #include "ui/http.h"
 
 int

@@ -23,7 +23,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "db/audit.h"
-#include "station/err.h"
+#include "common/err.h"
 
 enum {
 	CMD_AUDIT_OK = 0,

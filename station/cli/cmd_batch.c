@@ -23,12 +23,12 @@
 #include <openssl/crypto.h>
 
 #include "db/audit.h"
-#include "station/ca.h"
-#include "station/certcheck.h"
-#include "station/config.h"
-#include "station/err.h"
-#include "station/log.h"
-#include "station/ota.h"
+#include "station/ca/ca.h"
+#include "station/ca/certcheck.h"
+#include "station/config/config.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "station/config/ota.h"
 #include "station/station.h"
 
 #define BATCH_MAX_REPROVISION 256

@@ -14,10 +14,10 @@
 
 #include <jansson.h>
 
-#include "station/config.h"
-#include "station/err.h"
-#include "station/ini.h"
-#include "station/usbjig.h"
+#include "station/config/config.h"
+#include "common/err.h"
+#include "common/ini.h"
+#include "station/jig/usbjig.h"
 
 enum {
 	CMD_JIG_OK = 0,

@@ -7,8 +7,8 @@
 #include <openssl/crypto.h>
 
 #include "station/cli/cli.h"
-#include "station/log.h"
-#include "station/secret.h"
+#include "common/log.h"
+#include "common/secret.h"
 #include "station/version.h"
 
 struct keyline_cmd {

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "station/config.h"
+#include "station/config/config.h"
 
 struct audit;
 struct ca;

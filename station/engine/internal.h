@@ -26,11 +26,11 @@
 #include <stdint.h>
 
 #include "hsm/hsm.h"
-#include "station/buf.h"
-#include "station/devid.h"
+#include "common/buf.h"
+#include "station/config/devid.h"
 #include "station/engine/engine.h"
-#include "station/link.h"
-#include "station/proto.h"
+#include "station/link/link.h"
+#include "station/link/proto.h"
 
 #define ENGINE_CHALLENGE_LEN 32
 #define ENGINE_HOLD_RING 64	/* the largest [jig] hold_boards */

@@ -17,10 +17,11 @@
 #include <openssl/x509.h>
 
 #include "db/audit.h"
-#include "station/ca.h"
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/log.h"
+#include "station/ca/ca.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "common/log.h"
+#include "station/link/serial.h"
 
 static void engine_note(struct engine *e, int slot,
     enum engine_event_kind kind, const char *serial, const char *device_id,

@@ -20,10 +20,10 @@
 #include <openssl/evp.h>
 
 #include "db/audit.h"
-#include "station/ca.h"
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/log.h"
+#include "station/ca/ca.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "common/log.h"
 
 /* Wall clock: what events, views and the audit log show. */
 int64_t

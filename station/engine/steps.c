@@ -19,11 +19,12 @@
 #include <openssl/x509.h>
 
 #include "db/audit.h"
-#include "station/ca.h"
-#include "station/certcheck.h"
-#include "station/err.h"
-#include "station/log.h"
-#include "station/ota.h"
+#include "station/ca/ca.h"
+#include "station/ca/certcheck.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "station/config/ota.h"
+#include "station/link/serial.h"
 
 static int
 step_connect(struct board *b)

@@ -15,7 +15,8 @@
 
 #include "tests/fuzz/fuzz.h"
 
-#include "station/link.h"
+#include "station/link/link.h"
+#include "station/link/serial.h"
 
 /* link.h (above) declared serial_link_ops; agent.c's uses of it are
  * renamed to this transport, defined below. */

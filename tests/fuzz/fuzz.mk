@@ -29,16 +29,16 @@ FUZZ_CFLAGS = $(CFLAGS_BASE) -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
 	-DKEYLINE_FUZZ
 
 # What each target links besides its own file.
-FZ_frame_SRC = $(BASE_SRC) station/frame.c
-FZ_proto_SRC = $(BASE_SRC) station/proto.c
-FZ_link_SRC = $(BASE_SRC) station/frame.c station/proto.c station/link.c \
-	station/devid.c
-FZ_ini_SRC = $(BASE_SRC) station/ini.c
-FZ_config_SRC = $(BASE_SRC) station/ini.c station/devid.c station/config.c \
-	station/serial.c
-FZ_ota_SRC = $(FZ_config_SRC) station/ota.c
-FZ_cfssl_SRC = $(BASE_SRC) $(HSM_SRC) station/certcheck.c station/ca.c \
-	station/ca_cfssl.c
+FZ_frame_SRC = $(BASE_SRC) station/link/frame.c
+FZ_proto_SRC = $(BASE_SRC) station/link/proto.c
+FZ_link_SRC = $(BASE_SRC) station/link/frame.c station/link/proto.c station/link/link.c \
+	station/config/devid.c
+FZ_ini_SRC = $(BASE_SRC) common/ini.c
+FZ_config_SRC = $(BASE_SRC) common/ini.c station/config/devid.c station/config/config.c \
+	station/link/serial.c
+FZ_ota_SRC = $(FZ_config_SRC) station/config/ota.c
+FZ_cfssl_SRC = $(BASE_SRC) $(HSM_SRC) station/ca/certcheck.c station/ca/ca.c \
+	station/ca/ca_cfssl.c
 FZ_audit_SRC = $(BASE_SRC) $(DB_SRC)
 # fuzz_agent.c and fuzz_boardconf.c include fixtures/agent/agent.c (built
 # without its main) to reach its static request readers.
@@ -80,7 +80,7 @@ fuzz-short: fuzz-build
 
 # The seed generator behind tests/fuzz/make-seeds (the project's encoders).
 $(FUZZ_OUT)/seedgen: tests/fuzz/seedgen.c \
-    $(call fuzz_obj,$(BASE_SRC) station/frame.c station/proto.c)
+    $(call fuzz_obj,$(BASE_SRC) station/link/frame.c station/link/proto.c)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -23,9 +23,9 @@
 #include <sqlite3.h>
 
 #include "db/audit.h"
-#include "station/err.h"
-#include "station/fsutil.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/log.h"
 
 #define NCOLS 16
 #define NVALS 8

@@ -1,5 +1,5 @@
 /*
- * fuzz_cfssl.c: a CFSSL server's answer (station/ca_cfssl.c,
+ * fuzz_cfssl.c: a CFSSL server's answer (station/ca/ca_cfssl.c,
  * ca_cfssl_parse()): the JSON, the error message that reaches the audit
  * log, the PEM certificate inside.
  *
@@ -13,9 +13,9 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
-#include "station/ca.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "station/ca/ca.h"
+#include "common/err.h"
+#include "common/log.h"
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)

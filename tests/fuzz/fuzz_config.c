@@ -1,5 +1,5 @@
 /*
- * fuzz_config.c: station.conf through config_load() (station/config.c),
+ * fuzz_config.c: station.conf through config_load() (station/config/config.c),
  * the input written to a file first, since config_load reads a path.
  *
  * Checks: a refused file gets an error that names it; an accepted one
@@ -8,9 +8,9 @@
  */
 #include "tests/fuzz/fuzz.h"
 
-#include "station/config.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "station/config/config.h"
+#include "common/err.h"
+#include "common/log.h"
 
 static char conf_path[PATH_MAX];
 static struct config cfg;

@@ -1,5 +1,5 @@
 /*
- * fuzz_frame.c: the link frame decoder (station/frame.c), fed the input in
+ * fuzz_frame.c: the link frame decoder (station/link/frame.c), fed the input in
  * splits the input itself chooses, as a serial read would hand them over.
  *
  * Input: byte 0 seeds the split sizes, the rest is the byte stream.
@@ -10,10 +10,10 @@
  */
 #include "tests/fuzz/fuzz.h"
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/log.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "common/log.h"
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -16,7 +16,7 @@
 
 #include <inttypes.h>
 
-#include "station/err.h"
+#include "common/err.h"
 #include "ui/http_parse.h"
 
 int

@@ -1,6 +1,6 @@
 /*
  * fuzz_ini.c: the line reader behind station.conf and board.conf
- * (station/ini.c), with a callback that runs every value helper on what
+ * (common/ini.c), with a callback that runs every value helper on what
  * it is handed.
  *
  * Checks: what reaches the callback obeys ini.h (names shorter than
@@ -10,9 +10,9 @@
  */
 #include "tests/fuzz/fuzz.h"
 
-#include "station/err.h"
-#include "station/ini.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/ini.h"
+#include "common/log.h"
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)

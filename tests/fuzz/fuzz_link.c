@@ -1,5 +1,5 @@
 /*
- * fuzz_link.c: the station's side of an exchange (station/link.c) and the
+ * fuzz_link.c: the station's side of an exchange (station/link/link.c) and the
  * readers the engine applies to each answer, on answers the input makes
  * up: link_call() through an in-memory transport, then the fields the
  * engine reads from that type's answer (docs/protocol.md, "Messages").
@@ -23,13 +23,13 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
-#include "station/buf.h"
-#include "station/devid.h"
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/link.h"
-#include "station/log.h"
-#include "station/proto.h"
+#include "common/buf.h"
+#include "station/config/devid.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "station/link/link.h"
+#include "common/log.h"
+#include "station/link/proto.h"
 
 struct fz_line {
 	const uint8_t *data;

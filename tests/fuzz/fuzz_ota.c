@@ -1,6 +1,6 @@
 /*
  * fuzz_ota.c: what the station hands every board besides its own
- * certificate (station/ota.c): an OTA Connect credentials.zip, or a
+ * certificate (station/config/ota.c): an OTA Connect credentials.zip, or a
  * root_crt PEM file with a gateway_url.
  *
  * Input starting with "PK" is written as credentials.zip; anything else
@@ -10,10 +10,10 @@
  */
 #include "tests/fuzz/fuzz.h"
 
-#include "station/config.h"
-#include "station/err.h"
-#include "station/log.h"
-#include "station/ota.h"
+#include "station/config/config.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "station/config/ota.h"
 
 static char zip_path[PATH_MAX], crt_path[PATH_MAX];
 static struct config cfg;

@@ -1,5 +1,5 @@
 /*
- * fuzz_proto.c: TLV fields (station/proto.c) on arbitrary payloads: what
+ * fuzz_proto.c: TLV fields (station/link/proto.c) on arbitrary payloads: what
  * every message reader on both ends of the link starts with.
  *
  * Input: byte 0 picks the tag looked up, byte 1 the maximum handed to
@@ -11,10 +11,10 @@
  */
 #include "tests/fuzz/fuzz.h"
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/log.h"
-#include "station/proto.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "station/link/proto.h"
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)

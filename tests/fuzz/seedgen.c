@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/proto.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "station/link/proto.h"
 
 static const char *corpus;
 static uint8_t *spki, *csr, *cert, *pem;

@@ -35,11 +35,12 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/link.h"
-#include "station/proto.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "station/link/link.h"
+#include "station/link/serial.h"
+#include "station/link/proto.h"
 #include "tests/unit/testutil.h"
 
 #define CALL_MS 5000		/* per attempt; the agent answers at once */

@@ -21,8 +21,8 @@
 #include <sqlite3.h>
 
 #include "db/audit.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #define ZERO64 \
 	"0000000000000000000000000000000000000000000000000000000000000000"

@@ -17,8 +17,8 @@
 #include <cmocka.h>
 
 #include "db/audit.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 struct fx {
 	char dir[64];

@@ -15,7 +15,7 @@
 #include <sqlite3.h>
 
 #include "db/audit.h"
-#include "station/err.h"
+#include "common/err.h"
 
 struct fx {
 	char dir[64];

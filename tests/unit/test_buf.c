@@ -14,8 +14,8 @@
 
 #include <cmocka.h>
 
-#include "station/buf.h"
-#include "station/err.h"
+#include "common/buf.h"
+#include "common/err.h"
 
 static const uint8_t be[] = { 0x01, 0x02, 0x03, 0x04, 0xfe, 0xff };
 

@@ -25,9 +25,9 @@
 
 #include <cmocka.h>
 
-#include "station/ca.h"
-#include "station/certcheck.h"
-#include "station/err.h"
+#include "station/ca/ca.h"
+#include "station/ca/certcheck.h"
+#include "common/err.h"
 #include "tests/unit/pki_util.h"
 #include "tests/unit/testutil.h"
 

@@ -22,9 +22,9 @@
 #include <openssl/rsa.h>
 
 #include "hsm/hsm.h"
-#include "station/ca.h"
-#include "station/certcheck.h"
-#include "station/err.h"
+#include "station/ca/ca.h"
+#include "station/ca/certcheck.h"
+#include "common/err.h"
 #include "tests/unit/pki_util.h"
 
 #define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"

@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "station/certcheck.h"
-#include "station/err.h"
+#include "station/ca/certcheck.h"
+#include "common/err.h"
 #include "tests/unit/pki_util.h"
 
 struct pki {

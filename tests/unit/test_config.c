@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "station/config.h"
-#include "station/err.h"
+#include "station/config/config.h"
+#include "common/err.h"
 
 struct fixture {
 	char dir[64];		/* realpath of a fresh temp dir */

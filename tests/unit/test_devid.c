@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "station/devid.h"
-#include "station/err.h"
+#include "station/config/devid.h"
+#include "common/err.h"
 
 static const struct devid_vars vars = {
 	.serial = "SN0042",

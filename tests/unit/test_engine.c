@@ -26,10 +26,10 @@
 #include <openssl/x509.h>
 
 #include "db/audit.h"
-#include "station/ca.h"
-#include "station/config.h"
+#include "station/ca/ca.h"
+#include "station/config/config.h"
 #include "station/engine/engine.h"
-#include "station/err.h"
+#include "common/err.h"
 #include "station/station.h"
 #include "tests/unit/testutil.h"
 

@@ -16,9 +16,9 @@
 
 #include <cmocka.h>
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/frame.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "station/link/frame.h"
 
 /* Enough next() calls to get through any garbage the tests push. */
 #define MAX_STEPS 100000

@@ -30,7 +30,7 @@
 #include <openssl/x509.h>
 
 #include "hsm/hsm.h"
-#include "station/err.h"
+#include "common/err.h"
 
 #define MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define LABEL "test-board"

@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "station/err.h"
+#include "common/err.h"
 #include "ui/http_parse.h"
 
 static void

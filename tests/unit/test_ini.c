@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "station/err.h"
-#include "station/ini.h"
+#include "common/err.h"
+#include "common/ini.h"
 
 /* What the callback saw, as "section|key|value\n" lines. */
 struct seen {

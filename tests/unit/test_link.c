@@ -26,11 +26,12 @@
 
 #include <cmocka.h>
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/link.h"
-#include "station/proto.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "station/link/link.h"
+#include "station/link/serial.h"
+#include "station/link/proto.h"
 
 #define SHORT_MS 100	/* per-attempt timeout where a timeout is expected */
 #define LONG_MS 3000	/* where an answer is expected */

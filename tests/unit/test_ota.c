@@ -13,9 +13,9 @@
 #include <cmocka.h>
 #include <zip.h>
 
-#include "station/config.h"
-#include "station/err.h"
-#include "station/ota.h"
+#include "station/config/config.h"
+#include "common/err.h"
+#include "station/config/ota.h"
 #include "tests/unit/pki_util.h"
 
 struct fx {

@@ -15,10 +15,10 @@
 
 #include <cmocka.h>
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/proto.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "station/link/proto.h"
 
 #define TLV_HDR 5	/* tag + 4-byte length */
 

@@ -1,5 +1,5 @@
 /*
- * test_secret.c: secrets out of core dumps (station/secret.c) and out of
+ * test_secret.c: secrets out of core dumps (common/secret.c) and out of
  * the environment on every path (station.c, [ca] pin_env).
  *
  * secret_alloc's pages are looked up in /proc/self/smaps, where the kernel
@@ -20,9 +20,9 @@
 
 #include <cmocka.h>
 
-#include "station/err.h"
-#include "station/log.h"
-#include "station/secret.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/secret.h"
 #include "station/station.h"
 #include "tests/unit/pki_util.h"
 #include "tests/unit/testutil.h"

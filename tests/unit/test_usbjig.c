@@ -36,10 +36,10 @@
 
 #include <cmocka.h>
 
-#include "station/config.h"
+#include "station/config/config.h"
 #include "station/engine/engine.h"
-#include "station/err.h"
-#include "station/usbjig.h"
+#include "common/err.h"
+#include "station/jig/usbjig.h"
 
 #define FIXTURES "tests/umockdev"
 #define PCI "/sys/devices/pci0000:00/0000:00:14.0"

@@ -1,9 +1,9 @@
 /* proto.c: TLV fields of link messages (see proto.h). */
-#include "station/proto.h"
+#include "station/link/proto.h"
 
 #include <string.h>
 
-#include "station/err.h"
+#include "common/err.h"
 
 int
 proto_put_bytes(struct buf *b, uint8_t tag, const void *p, size_t n)

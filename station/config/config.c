@@ -7,7 +7,7 @@
  * copy; the caller's struct is written only when the whole file, and the
  * checks across keys after it, passed.
  */
-#include "station/config.h"
+#include "station/config/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,10 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "station/devid.h"
-#include "station/err.h"
-#include "station/ini.h"
-#include "station/link.h"
+#include "station/config/devid.h"
+#include "common/err.h"
+#include "common/ini.h"
+#include "station/link/link.h"
+#include "station/link/serial.h"
 
 enum config_type {
 	CT_STR,		/* copied as is */

@@ -18,7 +18,7 @@
  * shared between requests except read-only configuration, so slots ask in
  * parallel without a lock.
  */
-#include "station/ca.h"
+#include "station/ca/ca.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,11 +35,11 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "station/buf.h"
-#include "station/certcheck.h"
-#include "station/err.h"
-#include "station/log.h"
-#include "station/secret.h"
+#include "common/buf.h"
+#include "station/ca/certcheck.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/secret.h"
 
 #define CFSSL_API_PATH "/api/v1/cfssl/authsign"
 #define CFSSL_MAX_KEY 256

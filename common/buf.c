@@ -1,12 +1,12 @@
 /* buf.c: bounds-checked reader and capped buffer (see buf.h). */
-#include "station/buf.h"
+#include "common/buf.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 
-#include "station/err.h"
+#include "common/err.h"
 
 void
 buf_reader_init(struct buf_reader *r, const void *data, size_t len)

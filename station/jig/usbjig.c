@@ -13,7 +13,7 @@
  *
  * libusb codes are logged where they enter and mapped to KL_ERR_*.
  */
-#include "station/usbjig.h"
+#include "station/jig/usbjig.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -28,8 +28,8 @@
 #include <libusb.h>
 
 #include "station/engine/engine.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #define USBJIG_SYSFS "/sys/bus/usb/devices"
 /* A USB device is at most 7 tiers below its root hub. */

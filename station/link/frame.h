@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "station/buf.h"
+#include "common/buf.h"
 
 #define FRAME_MAGIC0 0x4b	/* 'K' */
 #define FRAME_MAGIC1 0x4c	/* 'L' */

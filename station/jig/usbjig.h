@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "station/config.h"
+#include "station/config/config.h"
 
 struct engine;
 struct engine_jig_ops;

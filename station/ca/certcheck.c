@@ -10,7 +10,7 @@
  * chain is verified with the TLS-client purpose, which is how the OTA
  * server will judge the certificate.
  */
-#include "station/certcheck.h"
+#include "station/ca/certcheck.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +24,8 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 /* A device certificate is a few hundred bytes; anything near this is not
  * one. */

@@ -13,7 +13,7 @@
  * noisy; a resend costs one frame time, and on a noisy line a 1 KiB frame
  * can fail half its tries, so it gets many more (resends).
  */
-#include "station/link.h"
+#include "station/link/link.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,10 +22,10 @@
 
 #include <openssl/rand.h>
 
-#include "station/err.h"
-#include "station/frame.h"
-#include "station/log.h"
-#include "station/proto.h"
+#include "common/err.h"
+#include "station/link/frame.h"
+#include "common/log.h"
+#include "station/link/proto.h"
 
 #define LINK_DEFAULT_ATTEMPTS 4
 #define LINK_DEFAULT_RESENDS 16

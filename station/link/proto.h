@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "station/buf.h"
+#include "common/buf.h"
 
 #define PROTO_VERSION_MIN 1
 #define PROTO_VERSION_MAX 1

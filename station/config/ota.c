@@ -7,7 +7,7 @@
  * shared-credential provisioning among them): only the two entries we use
  * are opened, by exact name.
  */
-#include "station/ota.h"
+#include "station/config/ota.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,8 +24,8 @@
 #include <openssl/x509v3.h>
 #include <zip.h>
 
-#include "station/err.h"
-#include "station/fsutil.h"
+#include "common/err.h"
+#include "common/fsutil.h"
 
 #define OTA_ZIP_URL "autoprov.url"
 #define OTA_ZIP_CA "server_ca.pem"

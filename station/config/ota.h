@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "station/config.h"
-#include "station/proto.h"
+#include "station/config/config.h"
+#include "station/link/proto.h"
 
 /* Entries of credentials.zip and root_crt files are at most this big:
  * what a board accepts in one PUT_FILE, so a file that passes here never

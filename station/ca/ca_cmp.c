@@ -22,7 +22,7 @@
  * An OSSL_CMP_CTX lives for one request, so slots enroll in parallel; only
  * a token key (one struct hsm, not thread-safe) serialises them.
  */
-#include "station/ca.h"
+#include "station/ca/ca.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -40,11 +40,11 @@
 #include <openssl/x509.h>
 
 #include "hsm/hsm.h"
-#include "station/buf.h"
-#include "station/certcheck.h"
-#include "station/err.h"
-#include "station/log.h"
-#include "station/secret.h"
+#include "common/buf.h"
+#include "station/ca/certcheck.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/secret.h"
 
 #define CMP_MAX_SECRET 256
 #define CMP_MAX_URL 1024

@@ -4,7 +4,7 @@
  * One datagram out, one answer back ("ok" or "error <words>") once the
  * board has power again: at most the off time plus VJIG_ANSWER_MS.
  */
-#include "station/vjig.h"
+#include "station/jig/vjig.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -15,10 +15,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "station/config.h"
+#include "station/config/config.h"
 #include "station/engine/engine.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #define VJIG_ANSWER_MS 2000
 

@@ -6,7 +6,7 @@
  * a board that stops answering can never hang a slot.  A pty from the
  * virtual jig is opened exactly like /dev/ttyACM0.
  */
-#include "station/link.h"
+#include "station/link/serial.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,8 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 struct serial_ctx {
 	int fd;

@@ -16,7 +16,7 @@
  * One struct hsm is not thread-safe and slots issue concurrently, so every
  * signature happens under ca_local.lock.
  */
-#include "station/ca.h"
+#include "station/ca/ca.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -34,9 +34,9 @@
 #include <openssl/x509v3.h>
 
 #include "hsm/hsm.h"
-#include "station/certcheck.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "station/ca/certcheck.h"
+#include "common/err.h"
+#include "common/log.h"
 
 #define CA_LOCAL_MAX_CSR (16 * 1024)
 /* Longer would fail every board's validation (certcheck.h: the default

@@ -7,7 +7,7 @@
  * "=" up to the end of the line, trimmed, is the value, so a URL with '#' or
  * ';' in it stays intact.
  */
-#include "station/ini.h"
+#include "common/ini.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,9 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/fsutil.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/fsutil.h"
 
 /* A line without its terminator, borrowed from the text. */
 struct ini_line {

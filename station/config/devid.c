@@ -6,12 +6,12 @@
  * every substituted value are held to the same small alphabet; a serial
  * number read off a board cannot smuggle '/' or ',' or a second CN in.
  */
-#include "station/devid.h"
+#include "station/config/devid.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "station/err.h"
+#include "common/err.h"
 
 #define DEVID_MAX_PLACEHOLDER 16
 

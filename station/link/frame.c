@@ -1,11 +1,11 @@
 /* frame.c: encoder and stream decoder for link frames (see frame.h). */
-#include "station/frame.h"
+#include "station/link/frame.h"
 
 #include <string.h>
 
 #include <zlib.h>
 
-#include "station/err.h"
+#include "common/err.h"
 
 /* Room for one maximal frame plus one read's worth of the next. */
 #define FRAME_DECODER_MAX (2 * FRAME_MAX_LEN)

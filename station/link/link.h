@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "station/buf.h"
+#include "common/buf.h"
 
 struct link_params {
 	int baud;		/* serial only; 0 = leave as is */
@@ -38,10 +38,6 @@ struct link_ops {
 	/* Discard bytes queued in either direction (after an error). */
 	void (*flush)(void *ctx);
 };
-
-extern const struct link_ops serial_link_ops;	/* station/serial.c */
-/* Whether the serial transport can set this rate (1 for yes). */
-int serial_baud_supported(int baud);
 
 struct link_stats {
 	uint64_t bytes_tx;

@@ -1,5 +1,5 @@
 /* fsutil.c: capped whole-file reads and mkdir -p (see fsutil.h). */
-#include "station/fsutil.h"
+#include "common/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
 
 int
 fsutil_read_capped(const char *path, size_t max, uint8_t **out, size_t *len,

@@ -1,5 +1,5 @@
 /* log.c: one-line diagnostics on stderr (see log.h). */
-#include "station/log.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -7,7 +7,7 @@
  * token), so this layer stays lock-free and a slow remote backend can serve
  * several slots at once.
  */
-#include "station/ca.h"
+#include "station/ca/ca.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -23,8 +23,8 @@
 #include <openssl/x509.h>
 
 #include "hsm/hsm.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/err.h"
+#include "common/log.h"
 
 /* A PKCS#10 for an RSA-3072 key with a few attributes is ~1.5 KB. */
 #define CA_MAX_CSR (16 * 1024)

@@ -2,7 +2,7 @@
  * secret.c: no core dumps, and pages for secrets that a dump would skip
  * (see secret.h).
  */
-#include "station/secret.h"
+#include "common/secret.h"
 
 #include <errno.h>
 #include <string.h>
@@ -10,9 +10,9 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
-#include "station/buf.h"
-#include "station/err.h"
-#include "station/log.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/log.h"
 
 int
 secret_no_dumps(void)

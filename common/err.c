@@ -1,5 +1,5 @@
 /* err.c: text for the project's error codes (see err.h). */
-#include "station/err.h"
+#include "common/err.h"
 
 #include <stddef.h>
 
