@@ -63,7 +63,7 @@ SAN = build/san
 rel_obj = $(patsubst %.c,$(REL)/obj/%.o,$(1))
 san_obj = $(patsubst %.c,$(SAN)/obj/%.o,$(1))
 
-BINS = keyline keyline-agent keyline-jig
+BINS = keyline keyline-agent keyline-jig keyline-agent-test
 
 all: $(addprefix $(REL)/bin/,$(BINS))
 
@@ -85,6 +85,17 @@ $(SAN)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) -MMD -MP -c -o $@ $<
 
+# keyline-agent-test: the board agent with test-only fault injection, for
+# the virtual jig (docs/jig.md, "Faults").  Never goes on a board: the
+# agent built without KEYLINE_AGENT_FAULTS has no fault code at all.
+$(REL)/obj-faults/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_REL) -DKEYLINE_AGENT_FAULTS -MMD -MP -c -o $@ $<
+
+$(SAN)/obj-faults/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -DKEYLINE_AGENT_FAULTS -MMD -MP -c -o $@ $<
+
 # --- release binaries
 $(REL)/bin/keyline: $(call rel_obj,$(LIB_SRC) $(KEYLINE_MAIN))
 	@mkdir -p $(dir $@)
@@ -98,6 +109,11 @@ $(REL)/bin/keyline-jig: $(call rel_obj,$(COMMON_SRC) $(JIG_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
 
+$(REL)/bin/keyline-agent-test: $(call rel_obj,$(COMMON_SRC) $(HSM_SRC)) \
+    $(patsubst %.c,$(REL)/obj-faults/%.o,$(AGENT_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+
 # --- sanitizer binaries (used by make test)
 $(SAN)/bin/keyline: $(call san_obj,$(LIB_SRC) $(KEYLINE_MAIN))
 	@mkdir -p $(dir $@)
@@ -108,6 +124,11 @@ $(SAN)/bin/keyline-agent: $(call san_obj,$(COMMON_SRC) $(HSM_SRC) $(AGENT_SRC))
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 $(SAN)/bin/keyline-jig: $(call san_obj,$(COMMON_SRC) $(JIG_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
+
+$(SAN)/bin/keyline-agent-test: $(call san_obj,$(COMMON_SRC) $(HSM_SRC)) \
+    $(patsubst %.c,$(SAN)/obj-faults/%.o,$(AGENT_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 

@@ -7,11 +7,14 @@
 #   line_stop DIR                                 stop the jig and its agents
 #
 # KEYLINE_BIN names the folder with keyline, keyline-agent, keyline-jig
-# (default build/bin).  The CA token PIN goes to a RAM-backed file under
+# (default build/bin); KEYLINE_AGENT the agent the jig runs per board
+# (default KEYLINE_BIN/keyline-agent, the one that goes on boards; the
+# tests use keyline-agent-test, which also takes board.conf faults).  The CA token PIN goes to a RAM-backed file under
 # /dev/shm, never into DIR.
 
 KEYLINE_TOP=${KEYLINE_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 KEYLINE_BIN=${KEYLINE_BIN:-$KEYLINE_TOP/build/bin}
+KEYLINE_AGENT=${KEYLINE_AGENT:-$KEYLINE_BIN/keyline-agent}
 
 line_pin_file() {
 	local dir
@@ -89,7 +92,7 @@ line_start() {
 	shift
 	rm -f "$dir/jig.ready"
 	"$KEYLINE_BIN/keyline-jig" run --dir "$dir" \
-	    --agent "$KEYLINE_BIN/keyline-agent" "$@" 2>>"$dir/jig.log" &
+	    --agent "$KEYLINE_AGENT" "$@" 2>>"$dir/jig.log" &
 	echo $! >"$dir/jig.bgpid"
 	for ((i = 0; i < 300; i++)); do
 		[ -e "$dir/jig.ready" ] && return 0

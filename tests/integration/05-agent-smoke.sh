@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/integration/agent_smoke.sh: the virtual jig comes up with one agent
 # per board, keeps relaying when a board dies, and stops cleanly on SIGTERM
-# without leaving agents behind.
+# without leaving agents behind.  The agent that goes on boards has no
+# fault injection: only keyline-agent-test, the virtual jig's, does.
 set -euo pipefail
 top=${KEYLINE_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 bin=${KEYLINE_BIN:-$top/build/bin}
@@ -99,5 +100,26 @@ if kill -0 "$a1" 2>/dev/null; then
 fi
 [ ! -e "$T/jig.ready" ] || fail "jig.ready left behind"
 grep -q "bytes relayed" "$T/jig.log" || fail "no summary line"
+
+# A board.conf asking for a fault: the board agent refuses to start and
+# says why; the test build takes it (and then stops later, at its token or
+# its tty, which these runs do not give it).
+sed 's/^fault = none$/fault = same-key/' "$b1" >"$T/fault.conf"
+grep -q '^fault = same-key$' "$T/fault.conf" || fail "no fault line in board.conf"
+if "$agent" --config "$T/fault.conf" --tty "$T/no-tty" 2>"$T/fault.err"; then
+	fail "the board agent started with a fault configured"
+fi
+grep -q "fault injection is built only into keyline-agent-test" "$T/fault.err" ||
+	fail "board agent's refusal unclear: $(cat "$T/fault.err")"
+"$bin/keyline-agent-test" --config "$T/fault.conf" --tty "$T/no-tty" \
+    2>"$T/fault-test.err" && fail "the test agent ran without a tty"
+[ -s "$T/fault-test.err" ] && ! grep -qi "fault\|board.conf" "$T/fault-test.err" ||
+	fail "test agent did not take the fault: $(cat "$T/fault-test.err")"
+# With no fault asked for, the board agent starts as ever.
+if "$agent" --config "$b1" --tty "$T/no-tty" 2>"$T/nofault.err"; then
+	fail "agent ran without a tty"
+fi
+[ -s "$T/nofault.err" ] && ! grep -qi "fault\|board.conf" "$T/nofault.err" ||
+	fail "board agent refused a plain board.conf: $(cat "$T/nofault.err")"
 
 echo "PASS agent_smoke"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RSA-2048 TLS key, the optional RSA Uptane key at CKA_ID 03, and root.crt
 # and gateway.url taken from an OTA Connect style credentials.zip; a fleet
-# profile with fixed subject entries ([ca] subject_extra).
+# profile with fixed subject entries ([ca] subject_extra); boards run the
+# board agent itself (keyline-agent, no fault injection).
 . "$(dirname "$0")/lib.sh"
 
 line_setup "$T" 2
@@ -16,7 +17,8 @@ conf_set "$T/station.conf" keys type rsa2048
 sed -i 's|^cert_id = 01$|cert_id = 01\nuptane_key = yes|' "$T/station.conf"
 sed -i 's|^\[ca\]$|[ca]\nsubject_extra = O=Example Fleet, OU=devices\nmax_validity_days = 3650|' "$T/station.conf"
 
-line_start "$T"
+# The agent that goes on boards, not the test build the other tests run.
+KEYLINE_AGENT=$KEYLINE_BIN/keyline-agent line_start "$T"
 "$KL" batch --config "$T/station.conf" >"$T/out.jsonl" ||
 	{ grep failed "$T/out.jsonl"; fail "batch failed"; }
 for i in 1 2; do
