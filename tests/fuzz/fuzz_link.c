@@ -4,7 +4,7 @@
  * up: link_call() through an in-memory transport, then the fields the
  * engine reads from that type's answer (docs/protocol.md, "Messages").
  *
- * The engine's own step functions are static in station/engine.c and are
+ * The engine's own step functions are static in station/engine/steps.c and are
  * not reached here; this target calls what they call, with the same tags,
  * maxima and buffer sizes: proto_get_u32/str/bytes, devid_expand() on the
  * HELLO fields, d2i_PUBKEY on an SPKI, d2i_X509_REQ and its signature on
