@@ -11,7 +11,7 @@
 
 CC ?= cc
 PKGS = openssl libp11 sqlite3 jansson zlib libzip p11-kit-1 ncursesw libmicrohttpd \
-	libusb-1.0
+	libusb-1.0 libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -30,13 +30,16 @@ COMMON_SRC = common/err.c common/log.c common/buf.c common/fsutil.c \
 	station/link/proto.c station/link/serial.c common/ini.c
 HSM_SRC = hsm/hsm.c
 DB_SRC = db/audit.c
+# The plant registry on PostgreSQL (docs/plant.md).
+PLANT_SRC = db/plant.c db/plant_schema.c db/plant_admin.c
 STATION_SRC = station/config/config.c station/config/devid.c station/ca/certcheck.c \
 	station/ca/ca.c station/ca/ca_local.c station/ca/ca_cfssl.c station/ca/ca_cmp.c \
 	station/link/link.c station/config/ota.c \
 	station/engine/line.c station/engine/runner.c station/engine/steps.c \
 	station/station.c \
 	station/cli/cli.c station/cli/cmd_batch.c station/cli/cmd_console.c \
-	station/cli/cmd_audit.c ui/console.c ui/http.c ui/http_parse.c
+	station/cli/cmd_audit.c station/cli/cmd_plant.c \
+	ui/console.c ui/http.c ui/http_parse.c
 # Real USB jigs (docs/usb-jig.md).
 STATION_SRC += station/checkpoint.c
 STATION_SRC += station/jig/usbjig.c station/jig/vjig.c station/cli/cmd_jig.c
@@ -44,7 +47,7 @@ KEYLINE_MAIN = station/cli/main.c
 AGENT_SRC = fixtures/agent/agent.c
 JIG_SRC = fixtures/jig/jig.c
 
-LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(STATION_SRC)
+LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(PLANT_SRC) $(STATION_SRC)
 
 UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 	test_certcheck test_audit test_hsm test_ca_local test_link \

@@ -19,6 +19,7 @@ int cmd_batch(int argc, char **argv);	/* cmd_batch.c */
 int cmd_console(int argc, char **argv);	/* cmd_console.c */
 int cmd_audit(int argc, char **argv);	/* cmd_audit.c */
 int cmd_jig(int argc, char **argv);	/* cmd_jig.c */
+int cmd_plant(int argc, char **argv);	/* cmd_plant.c */
 
 /*
  * A station running an engine, with the status API beside it when

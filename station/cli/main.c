@@ -25,6 +25,7 @@ static const struct keyline_cmd keyline_cmds[] = {
 	{ "console", cmd_console, "operator console (ncurses)" },
 	{ "audit", cmd_audit, "verify or export the audit log" },
 	{ "jig", cmd_jig, "USB jig: scan devices and slots, power-cycle a slot" },
+	{ "plant", cmd_plant, "plant registry on PostgreSQL: create its schema and station role" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "this list" },
 };
