@@ -10,6 +10,7 @@
 #include <openssl/crypto.h>
 
 #include "db/audit.h"
+#include "db/plant.h"
 #include "common/buf.h"
 #include "station/ca/ca.h"
 #include "station/ca/certcheck.h"
@@ -274,6 +275,37 @@ station_ca_cmp(struct station *st, const char *pin, char *err, size_t errsz)
 }
 
 /*
+ * [registry]: the plant registry, when configured; connected and its
+ * schema checked before any board, so a wrong password or an untrusted
+ * server stops the station at start-up.
+ */
+static int
+station_plant_open(struct station *st, char *err, size_t errsz)
+{
+	const struct config *cfg = st->cfg;
+	struct plant_params pp;
+	char why[600] = "";
+	int r;
+
+	if (cfg->registry_conninfo[0] == '\0')
+		return 0;
+	memset(&pp, 0, sizeof(pp));
+	pp.conninfo = cfg->registry_conninfo;
+	pp.password_file = cfg->registry_password_file;
+	pp.root_cert = cfg->registry_root_cert;
+	pp.station = cfg->station_id;
+	pp.lease_s = cfg->registry_lease_s;
+	pp.timeout_s = cfg->registry_timeout_s;
+	if ((r = plant_open(&st->plant, &pp, why, sizeof(why))) != 0) {
+		snprintf(err, errsz, "%s: [registry]: %s", cfg->path, why);
+		return r;
+	}
+	log_info("registry: connected (station %s, lease %d s)",
+	    cfg->station_id, cfg->registry_lease_s);
+	return 0;
+}
+
+/*
  * [audit] checkpoint_key_id: the helper that signs checkpoints with a key
  * in the station token, forked before the CA backend opens that token
  * (checkpoint.h), then the "start" checkpoint.  Off (0, nothing done)
@@ -386,6 +418,8 @@ station_open(struct station *st, const char *config_path, char *err,
 		    audit_last_error());
 		goto fail;
 	}
+	if ((r = station_plant_open(st, err, errsz)) != 0)
+		goto fail;
 	if ((r = station_module_env(cfg, err, errsz)) != 0)
 		goto fail;
 	if ((r = station_read_pin(cfg, pin, STATION_MAX_PIN, err, errsz)) != 0)
@@ -430,6 +464,7 @@ station_close(struct station *st)
 		log_error("audit: stop checkpoint: %s", audit_last_error());
 	usbjig_close(st->jig);
 	vjig_close(st->vjig);
+	plant_close(st->plant);
 	ca_free(st->ca);
 	audit_close(st->audit);
 	checkpoint_signer_free(st->ckpt);
@@ -448,6 +483,7 @@ station_engine_opts(struct station *st, struct engine_opts *eo)
 	eo->audit = st->audit;
 	eo->trust = st->trust;
 	eo->ota = &st->ota;
+	eo->plant = st->plant;
 	eo->jig = st->jig != NULL ? usbjig_ops(st->jig) :
 	    st->vjig != NULL ? vjig_ops(st->vjig) : NULL;
 }

@@ -22,6 +22,7 @@ struct engine_opts;
 struct usbjig;
 struct vjig;
 struct checkpoint_signer;
+struct plant;
 
 struct station {
 	struct config *cfg;		/* owned */
@@ -33,6 +34,7 @@ struct station {
 	struct vjig *vjig;		/* owned; power = virtual-jig */
 	struct checkpoint_signer *ckpt;	/* owned; NULL without [audit]
 					 * checkpoint_key_id */
+	struct plant *plant;		/* owned; NULL without [registry] */
 };
 
 /* 0, or a KL_ERR_* with the reason in err (names file/line/key for config

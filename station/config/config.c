@@ -112,6 +112,13 @@ static const struct config_key config_keys[] = {
 	{ "ota", "gateway_url", CT_URL, CF(gateway_url), 0, 0 },
 	{ "ota", "credentials_zip", CT_PATH, CF(credentials_zip), 0, 0 },
 
+	{ "registry", "conninfo", CT_STR, CF(registry_conninfo), 0, 0 },
+	{ "registry", "password_file", CT_PATH, CF(registry_password_file), 0,
+	    0 },
+	{ "registry", "root_cert", CT_PATH, CF(registry_root_cert), 0, 0 },
+	{ "registry", "lease_s", CT_INT, CF(registry_lease_s), 10, 86400 },
+	{ "registry", "timeout_s", CT_INT, CF(registry_timeout_s), 1, 60 },
+
 	{ "http", "enabled", CT_BOOL, CF(http_enabled), 0, 0 },
 	{ "http", "bind", CT_ADDR, CF(http_bind), 0, 0 },
 	{ "http", "port", CT_INT, CF(http_port), 1, 65535 },
@@ -144,6 +151,7 @@ static const struct config_key config_keys[] = {
 /* Sections with names; [slots] is handled apart. */
 static const char *const config_sections[] = {
 	"station", "keys", "link", "ca", "ota", "http", "jig", "audit",
+	"registry",
 };
 
 static const char *const config_key_types[] = {
@@ -672,6 +680,8 @@ config_defaults(struct config *c)
 	snprintf(c->ca_backend, sizeof(c->ca_backend), "local");
 	c->validity_days = 3650;
 	c->ca_max_validity_days = 3650;
+	c->registry_lease_s = 900;
+	c->registry_timeout_s = 5;
 	c->ca_request_timeout_ms = 10000;
 	c->ca_retry_base_ms = 500;
 	c->ca_retry_max_ms = 30000;

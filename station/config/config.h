@@ -128,6 +128,16 @@ struct config {
 	char gateway_url[1024];			/* gateway_url: https only */
 	char credentials_zip[PATH_MAX];		/* credentials_zip */
 
+	/* [registry]  the plant registry on PostgreSQL (docs/plant.md);
+	 * off without conninfo */
+	char registry_conninfo[1024];		/* conninfo: libpq string or
+						 * service=NAME; no password */
+	char registry_password_file[PATH_MAX];	/* password_file: mode 600 */
+	char registry_root_cert[PATH_MAX];	/* root_cert: the server's CA,
+						 * pinned; required over TCP */
+	int registry_lease_s;			/* lease_s, default 900 */
+	int registry_timeout_s;			/* timeout_s, default 5 */
+
 	/* [http]  read-only status API (docs/http-api.md) */
 	int http_enabled;			/* enabled: bool, default no */
 	char http_bind[64];			/* bind: IPv4 or IPv6 literal,

@@ -26,6 +26,7 @@ struct audit;
 struct ca;
 struct certcheck_trust;
 struct ota_files;
+struct plant;
 
 enum engine_step {
 	STEP_CONNECT = 0,
@@ -121,6 +122,8 @@ struct engine_opts {
 	engine_event_fn on_event;
 	void *arg;
 	const struct engine_jig_ops *jig;	/* borrowed; NULL = plain */
+	struct plant *plant;			/* borrowed; NULL without a
+						 * plant registry */
 };
 
 struct engine;

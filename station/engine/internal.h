@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "db/plant.h"
 #include "hsm/hsm.h"
 #include "common/buf.h"
 #include "station/config/devid.h"
@@ -131,6 +132,8 @@ struct board {
 	int recovered;			/* ... from an attempt in doubt, which
 					 * this one finishes */
 	int already;			/* ... from an attempt that passed */
+	int plant_claimed;		/* holds the device ID's claim in the
+					 * plant registry */
 	char why[512];			/* failure in words */
 	struct buf req, resp;
 };

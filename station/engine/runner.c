@@ -476,6 +476,42 @@ out:
 		snprintf(b->why + len, sizeof(b->why) - len, "; %s", note);
 }
 
+/*
+ * The plant registry learns the outcome: a board that passed is recorded
+ * provisioned with its key and certificate; one that failed before any
+ * certificate existed gives its claim back.  A failed board that may hold
+ * a certificate keeps the claim until its lease runs out, so another
+ * station cannot start on the device at once.  A registry that cannot
+ * record a pass does not fail the board (it holds its credentials): it is
+ * said loudly and audited.
+ */
+static void
+board_plant_finish(struct board *b, int r)
+{
+	struct plant *pl = b->e->o.plant;
+	char why[600] = "", msg[700];
+	int pr;
+
+	if (pl == NULL || !b->plant_claimed)
+		return;
+	if (r == 0)
+		pr = plant_provisioned(pl, b->device_id, b->key_fpr,
+		    b->cert_serial, b->cert_fpr, why, sizeof(why));
+	else if (b->cert == NULL)
+		pr = plant_release(pl, b->device_id, b->why[0] != '\0' ?
+		    b->why : kl_strerror(r), why, sizeof(why));
+	else
+		return;
+	if (pr == 0)
+		return;
+	(void)board_text(why);
+	snprintf(msg, sizeof(msg), "plant registry did not take the %s: %s",
+	    r == 0 ? "pass" : "release", why);
+	log_error("slot %d: %s", b->slot->cs->number, msg);
+	(void)board_audit(b, "registry", "failed", msg);
+	board_emit(b, EV_INFO, pr, msg);
+}
+
 static void
 board_finish(struct board *b, int r)
 {
@@ -490,6 +526,7 @@ board_finish(struct board *b, int r)
 			    "audit log write failed at the final record");
 		}
 	}
+	board_plant_finish(b, r);
 	if (r != 0) {
 		if (b->why[0] == '\0')
 			snprintf(b->why, sizeof(b->why), "%s: %s",

@@ -376,6 +376,38 @@ out:
 	return r;
 }
 
+/*
+ * The plant registry (docs/plant.md): the device ID is claimed plant-wide
+ * before the board's key is made, in one statement on the server, so two
+ * stations cannot both provision it.  Refused: provisioned or being
+ * provisioned by another station (where and when in the words).
+ */
+static int
+board_plant_claim(struct board *b)
+{
+	struct engine *e = b->e;
+	struct plant_owner owner;
+	char why[600] = "", msg[800];
+	int r;
+
+	if (e->o.plant == NULL)
+		return 0;
+	r = plant_claim(e->o.plant, b->device_id, b->slot->cs->number,
+	    b->serial, engine_reprovision_allowed(e, b->device_id), &owner,
+	    why, sizeof(why));
+	if (r == KL_ERR_DUPLICATE) {
+		snprintf(msg, sizeof(msg), "%s", why);
+		(void)board_audit(b, "dupcheck", "refused", msg);
+		return board_fail(b, r, "device ID %s %s", b->device_id, msg);
+	}
+	if (r != 0) {
+		(void)board_text(why);
+		return board_fail(b, r, "plant registry: %s", why);
+	}
+	b->plant_claimed = 1;
+	return 0;
+}
+
 static int
 step_dupcheck(struct board *b)
 {
@@ -480,7 +512,7 @@ step_dupcheck(struct board *b)
 	    msg);
 	goto out;
 ok:
-	r = 0;
+	r = b->already ? 0 : board_plant_claim(b);
 out:
 	holding_free(&h);
 	free(st);
