@@ -10,13 +10,9 @@ line_setup "$T" 1
 b=$(board_dir 1)
 sed -i 's/^fault = .*/fault = pause-before:FILE_HASH/' "$b/board.conf"
 line_start "$T"
-"$KL" batch --config "$T/station.conf" >"$T/one.jsonl" 2>&1 &
+bg_start "$KL" batch --config "$T/station.conf" >"$T/one.jsonl" 2>&1
 st=$!
-for ((i = 0; i < 600; i++)); do
-	[ -e "$b/.paused" ] && break
-	sleep 0.05
-done
-[ -e "$b/.paused" ] || fail "the board never reached FILE_HASH"
+wait_for -p "$st" -l "$T/one.jsonl" 30 "the board to reach FILE_HASH" test -e "$b/.paused"
 # COMMIT was answered and "write ok" may or may not be in the log; kill
 # before the read-back either way.
 kill -KILL "$st"
@@ -28,22 +24,17 @@ first=$(openssl x509 -in "$b/rootfs/var/sota/import/client.pem" -noout -fingerpr
 # The operator's console lists it at start-up, before any board starts.
 sock=kl$$
 tm() { tmux -L "$sock" "$@"; }
-trap 'tm kill-server 2>/dev/null; line_cleanup "$T"; rm -rf "$T"' EXIT
+on_exit "tmux_stop $sock"
 id="$(sed -n 's/^model *= *//p' "$b/board.conf")-$(basename "$b")"
 tm new-session -d -x 120 -y 30 -s c \
     "'$KL' console --config '$T/station.conf'; echo \"console exit \$?\"; sleep 600"
-for ((i = 0; i < 100; i++)); do
-	tm capture-pane -p -t c | grep -q "IN DOUBT $id (board $(basename "$b"))" && break
-	sleep 0.2
-done
-[ $i -lt 100 ] || { tm capture-pane -p -t c >&2; fail "the console does not list the device in doubt"; }
-tm capture-pane -p -t c | grep -q 'line PAUSED' || fail "the console started a board"
+# on_screen TEXT: the console's screen (kept in $T/screen) shows TEXT.
+on_screen() { tm capture-pane -p -t c >"$T/screen" && grep -q -- "$1" "$T/screen"; }
+wait_for -l "$T/screen" 20 "the console to list the device in doubt" \
+    on_screen "IN DOUBT $id (board $(basename "$b"))"
+on_screen 'line PAUSED' || fail "the console started a board"
 tm send-keys -t c q
-for ((i = 0; i < 100; i++)); do
-	tm capture-pane -p -t c | grep -q 'console exit 0' && break
-	sleep 0.2
-done
-[ $i -lt 100 ] || fail "the console did not quit"
+wait_for -l "$T/screen" 20 "the console to quit" on_screen 'console exit 0'
 
 "$KL" batch --config "$T/station.conf" >"$T/two.jsonl" ||
 	fail "the same command after the crash: exit $?"

@@ -12,17 +12,6 @@
 #     refused for its key, and the slot is held after failures in a row.
 . "$(dirname "$0")/lib.sh"
 
-free_port() {
-	local p i
-	for ((i = 0; i < 50; i++)); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
 issued() { sqlite3 "$1/audit.db" "SELECT count(*) FROM events WHERE step='issued'"; }
 
 # --- 1. two boards, one key
@@ -55,11 +44,13 @@ grep '"event":"failed"' "$T/second.jsonl" | grep "\"device_id\":\"$id2\"" |
 line_stop "$T"
 
 # --- 2. a board that turns over faster than a person swaps boards
+# Slot 2 holds an ordinary board: once it has passed, its probes are the
+# clock that says the station had its chances to start more in slot 1.
 L=$T/line
-# The second line's jig and PIN file go too, however the test ends.
-trap 'line_cleanup "$L" 2>/dev/null; line_cleanup "$T"; rm -rf "$T"' EXIT
-line_setup "$L" 1
+on_exit_line "$L"
+line_setup "$L" 2
 lb=$L/boards/$(sed -n 1p "$L/boards.list")
+clock=$(sed -n 2p "$L/boards.list")
 sed -i 's/^fault = .*/fault = serial-per-hello/' "$lb/board.conf"
 sed -i 's|^power_off_ms = 300$|power_off_ms = 300\nhold_boards = 3\nhold_window_s = 600\nhold_failures = 0|' "$L/station.conf"
 PORT=$(free_port) || fail "no free port"
@@ -67,26 +58,31 @@ head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$L/api.token"
 chmod 600 "$L/api.token"
 AUTH="Authorization: Bearer $(cat "$L/api.token")"
 printf '\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' "$PORT" >>"$L/station.conf"
-line_start "$L"
-"$KL" batch --line --config "$L/station.conf" >"$L/out.jsonl" 2>"$L/err" &
+line_start_traced "$L"
+bg_start "$KL" batch --line --config "$L/station.conf" >"$L/out.jsonl" 2>"$L/err"
 KPID=$!
-for ((i = 0; i < 600; i++)); do
-	[ "$(sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='hold'" 2>/dev/null || echo 0)" -ge 1 ] && break
-	sleep 0.1
-done
-[ $i -lt 600 ] || { kill "$KPID"; fail "the slot was never held"; }
-n=$(sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='identify'")
+held() { [ "$(sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='hold'" 2>/dev/null || echo 0)" -gt "$1" ]; }
+slot1_boards() { sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='identify' AND slot=1"; }
+wait_for -p "$KPID" 60 "slot 1 to be held" held 0
+n=$(slot1_boards)
 [ "$n" = 4 ] || fail "$n boards started before the hold, expected 4 (more than hold_boards = 3)"
 grep '"event":"info"' "$L/out.jsonl" | grep -q 'slot 1 held: 4 boards started' ||
 	fail "no alert in the event stream"
-curl -sf -H "$AUTH" "http://127.0.0.1:$PORT/api/v1/slots" | jq -e '.slots[0].held == true' >/dev/null ||
+curl -sf -H "$AUTH" "http://127.0.0.1:$PORT/api/v1/slots" >"$L/slots.json" &&
+    jq -e ".slots[0].held == true" "$L/slots.json" >/dev/null ||
 	fail "/api/v1/slots does not show the slot held"
-curl -sf -H "$AUTH" "http://127.0.0.1:$PORT/metrics" | grep -qx 'keyline_slots_held 1' ||
+# (Whole answers to files first: grep -q stops reading early, and curl
+# writing into a closed pipe would fail the test under pipefail.)
+curl -sf -H "$AUTH" "http://127.0.0.1:$PORT/metrics" >"$L/metrics" &&
+    grep -qx "keyline_slots_held 1" "$L/metrics" ||
 	fail "/metrics does not count the held slot"
-# Held: three more probe periods start nothing.
-sleep 3.5
-[ "$(sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='identify'")" = 4 ] ||
-	fail "a held slot started another board"
+# Held: while the board in slot 2 answers three more probes, slot 1
+# starts nothing (a slot that is not held starts the next fake board at
+# its first probe).
+wait_for -p "$KPID" 60 "the board in slot 2 to pass" \
+    eval "grep '\"event\":\"passed\"' '$L/out.jsonl' | grep -q '\"slot\":2'"
+wait_probes "$L" 3 "$clock"
+[ "$(slot1_boards)" = 4 ] || fail "a held slot started another board"
 kill -INT "$KPID"
 wait "$KPID" || true
 line_stop "$L"
@@ -98,13 +94,9 @@ grep -q '^hold_failures = 3$' "$L/station.conf" || fail "conf"
 line_start "$L"
 before=$(issued "$L")
 holds=$(sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='hold'")
-"$KL" batch --line --config "$L/station.conf" >"$L/out2.jsonl" 2>"$L/err2" &
+bg_start "$KL" batch --line --config "$L/station.conf" >"$L/out2.jsonl" 2>"$L/err2"
 KPID=$!
-for ((i = 0; i < 600; i++)); do
-	[ "$(sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='hold'")" -gt "$holds" ] && break
-	sleep 0.1
-done
-[ $i -lt 600 ] || { kill "$KPID"; fail "the slot was never held for failures"; }
+wait_for -p "$KPID" 60 "slot 1 to be held for failures" held "$holds"
 kill -INT "$KPID"
 wait "$KPID" || true
 [ "$(issued "$L")" = "$before" ] || fail "a cloned key got a certificate"
@@ -114,5 +106,4 @@ wait "$KPID" || true
 grep '"event":"info"' "$L/out2.jsonl" | grep -q 'slot 1 held: 3 boards in a row failed' ||
 	fail "no alert for failures in a row"
 "$KL" audit verify --db "$L/audit.db" >/dev/null || fail "audit chain"
-line_cleanup "$L"
 echo "PASS key-reuse-hold"

@@ -5,14 +5,12 @@
 . "$(dirname "$0")/lib.sh"
 
 line_setup "$T" 3 --keygen-ms 20000
-line_start "$T"
-"$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/err" &
+line_start_traced "$T"
+bg_start "$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/err"
 st=$!
-for ((i = 0; i < 100; i++)); do
-	[ "$(grep -c '"step":"keygen"' "$T/out.jsonl" || true)" -ge 3 ] && break
-	sleep 0.1
-done
-[ "$i" -lt 100 ] || fail "boards never reached keygen"
+wait_for -p "$st" 20 "3 boards in keygen" at_least 3 '"step":"keygen"' "$T/out.jsonl"
+# ... and every board is generating its key (the agents log KEYGEN).
+wait_for -p "$st" 20 "3 agents in KEYGEN" at_least 3 '^keyline-agent\[[^]]*\]: debug: KEYGEN seq' "$T/jig.log"
 t0=$(date +%s%N)
 kill -INT "$st"
 set +e

@@ -37,7 +37,9 @@ grep '"event":"failed"' "$T/out2.jsonl" | grep '"slot":2' | grep -q '"error":"ti
 # board has power again, the second at once ("busy"), not never.
 (printf 'power-cycle 1 1500' | socat -t 3 - UNIX-SENDTO:"$T/jig.sock",bind="$T/c1.sock" >"$T/a1") &
 p1=$!
-sleep 0.3
+track_pid "$p1"
+# The second only once the jig is cutting power for the first.
+wait_for 10 "the jig to power slot 1 off" grep -q "slot 1: power cycle (1500 ms off)" "$T/jig.log"
 printf 'power-cycle 1 1500' | socat -t 1 - UNIX-SENDTO:"$T/jig.sock",bind="$T/c2.sock" >"$T/a2"
 wait $p1
 [ "$(cat "$T/a1")" = ok ] || fail "first power cycle answered '$(cat "$T/a1")'"

@@ -12,19 +12,6 @@ N=6
 line_setup "$T" "$N" --keygen-ms 250 --sign-ms 250
 line_start "$T"
 
-# A loopback port nothing listens on (bash's /dev/tcp fails to connect).
-free_port() {
-	local p i
-	for ((i = 0; i < 50; i++)); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
-
 PORT=$(free_port) || fail "no free port"
 U=http://127.0.0.1:$PORT
 head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/api.token"
@@ -40,7 +27,7 @@ token_file = api.token
 max_connections = 4
 CONF
 
-"$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/station.err" &
+bg_start "$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/station.err"
 KPID=$!
 stop_station() {
 	if [ -n "${KPID:-}" ]; then
@@ -49,7 +36,7 @@ stop_station() {
 		KPID=
 	fi
 }
-trap 'stop_station; line_cleanup "$T"; rm -rf "$T"' EXIT
+on_exit stop_station
 
 # status CODE of a request; the body goes to $T/body.
 req() {
@@ -67,12 +54,21 @@ expect_error() {
 		fail "$*: error body without a code"
 }
 
-for ((i = 0; i < 100; i++)); do
-	[ "$(req "$U/healthz" 2>/dev/null)" = 200 ] && break
-	kill -0 "$KPID" 2>/dev/null || { cat "$T/station.err" >&2; fail "station died"; }
-	sleep 0.1
-done
-[ "$(req "$U/healthz")" = 200 ] || fail "healthz never answered"
+# healthy [CURL-OPTION...] URL: URL/healthz answers 200.
+healthy() { [ "$(req "${@:1:$#-1}" "${!#}/healthz" 2>/dev/null)" = 200 ]; }
+# accepted_all PORT: the listening socket on PORT has no connection
+# waiting to be accepted (/proc/net/tcp*, rx_queue of the LISTEN entry).
+accepted_all() {
+	local q
+	q=$(awk -v port=":$(printf '%04X' "$1")" \
+	    '$4 == "0A" && substr($2, length($2) - 4) == port { split($5, a, ":"); print a[2] }' \
+	    /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+	[ -n "$q" ] || fail "nothing listens on port $1"
+	for q in $q; do
+		[ $((16#$q)) -eq 0 ] || return 1
+	done
+}
+wait_for -p "$KPID" -l "$T/station.err" 10 "/healthz to answer" healthy "$U"
 [ "$(jq -r .status "$T/body")" = ok ] || fail "healthz body"
 
 # ---- the events cursor, followed while the boards are provisioned
@@ -273,15 +269,14 @@ expect_error 400 -H 'Host:' "$U/healthz"
 # a fifth is refused; once they close, requests are served again.
 exec 5<>"/dev/tcp/127.0.0.1/$PORT" 6<>"/dev/tcp/127.0.0.1/$PORT" \
     7<>"/dev/tcp/127.0.0.1/$PORT" 8<>"/dev/tcp/127.0.0.1/$PORT"
-sleep 0.3
+# Connected is not yet accepted: wait until the station has taken all four
+# off its listening socket's queue, so the next one is the fifth it sees.
+wait_for -p "$KPID" 10 "the station to accept 4 connections" accepted_all "$PORT"
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$U/healthz" || true)
 [ "$code" = 000 ] || fail "a fifth connection was served ($code) with max_connections = 4"
 exec 5>&- 6>&- 7>&- 8>&-
-for ((i = 0; i < 50; i++)); do
-	[ "$(req "$U/healthz")" = 200 ] && break
-	sleep 0.1
-done
-[ "$(req "$U/healthz")" = 200 ] || fail "not served again after the held connections closed"
+wait_for -p "$KPID" 5 "/healthz to be served again after the held connections closed" \
+    healthy "$U"
 
 stop_station
 "$KL" audit verify --db "$T/audit.db" >/dev/null || fail "audit chain"
@@ -294,14 +289,10 @@ PORT2=$(free_port) || fail "no free port"
 sed -e '/^\[slots\]/,/^\[/{/^[0-9]/d}' -e "s/^port = .*/port = $PORT2/" \
     "$T/station.conf" >"$T/tls.conf"
 printf 'tls_cert = tls.crt\ntls_key = tls.key\n' >>"$T/tls.conf"
-"$KL" batch --line --config "$T/tls.conf" >"$T/tls.jsonl" 2>"$T/tls.err" &
+bg_start "$KL" batch --line --config "$T/tls.conf" >"$T/tls.jsonl" 2>"$T/tls.err"
 KPID=$!
-for ((i = 0; i < 100; i++)); do
-	[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$T/tls.crt" \
-	    "https://127.0.0.1:$PORT2/healthz")" = 200 ] && break
-	kill -0 "$KPID" 2>/dev/null || { cat "$T/tls.err" >&2; fail "TLS station died"; }
-	sleep 0.1
-done
+wait_for -p "$KPID" -l "$T/tls.err" 10 "/healthz over TLS" \
+    healthy --cacert "$T/tls.crt" "https://127.0.0.1:$PORT2"
 [ "$(req --cacert "$T/tls.crt" -H "$AUTH" "https://127.0.0.1:$PORT2/api/v1/status")" = 200 ] ||
 	fail "status over TLS"
 [ "$(jq .slots "$T/body")" = 0 ] || fail "TLS station should have no slots"
@@ -315,13 +306,15 @@ for v in 1.2 1.3; do
 	    --tlsv$v --tls-max $v "https://127.0.0.1:$PORT2/healthz")" = 200 ] ||
 		fail "TLS $v refused"
 done
+# Refused means: connected, and no cipher agreed (the server hangs up on
+# the ClientHello); a port nobody listens on is not a refusal.
 for v in tls1 tls1_1; do
-	if OPENSSL_CONF=/dev/null timeout 10 openssl s_client -$v -cipher 'DEFAULT@SECLEVEL=0' \
-	    -connect "127.0.0.1:$PORT2" </dev/null >"$T/s_client.log" 2>&1 &&
-	    grep -q '^ *Protocol *: TLSv1' "$T/s_client.log" &&
-	    ! grep -q 'Cipher is (NONE)' "$T/s_client.log"; then
+	OPENSSL_CONF=/dev/null timeout 10 openssl s_client -$v -cipher 'DEFAULT@SECLEVEL=0' \
+	    -connect "127.0.0.1:$PORT2" </dev/null >"$T/s_client.log" 2>&1 || true
+	grep -q '^CONNECTED(' "$T/s_client.log" ||
+		fail "$v: no connection to the TLS station: $(tail -n 3 "$T/s_client.log")"
+	grep -q 'Cipher is (NONE)' "$T/s_client.log" ||
 		fail "$v accepted: $(grep -E 'Protocol|Cipher' "$T/s_client.log" | head -n 3)"
-	fi
 done
 # The client can speak TLS 1.1 at all (else the check above proves
 # nothing): against openssl s_server it gets through.
@@ -329,7 +322,9 @@ PORT3=$(free_port) || fail "no free port"
 OPENSSL_CONF=/dev/null openssl s_server -accept "$PORT3" -cert "$T/tls.crt" -key "$T/tls.key" \
     -cipher 'DEFAULT@SECLEVEL=0' -tls1_1 -naccept 1 >"$T/s_server.log" 2>&1 &
 SPID=$!
-sleep 0.5
+track_pid "$SPID"
+wait_for -p "$SPID" -l "$T/s_server.log" 10 "openssl s_server to listen" \
+    grep -qx ACCEPT "$T/s_server.log"
 OPENSSL_CONF=/dev/null timeout 10 openssl s_client -tls1_1 -cipher 'DEFAULT@SECLEVEL=0' \
     -connect "127.0.0.1:$PORT3" </dev/null >"$T/s_client.log" 2>&1 || true
 kill "$SPID" 2>/dev/null || true

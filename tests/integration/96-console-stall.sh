@@ -12,23 +12,14 @@ STALL=$KEYLINE_BIN/../tools/ttystall
 
 line_setup "$T" 4
 # The slots are empty until the jig starts: the console probes them.
-TERM=xterm "$STALL" "$T/blocked" "$T/release" q -- \
-    "$KL" console --config "$T/station.conf" --start 2>"$T/stall.err" &
+TERM=xterm bg_start "$STALL" "$T/blocked" "$T/release" q -- \
+    "$KL" console --config "$T/station.conf" --start 2>"$T/stall.err"
 sp=$!
-for ((i = 0; i < 700; i++)); do
-	[ -s "$T/blocked" ] && break
-	kill -0 $sp 2>/dev/null || break
-	sleep 0.1
-done
-[ -s "$T/blocked" ] || { cat "$T/stall.err" >&2; fail "the console never blocked on its terminal"; }
+wait_for -p "$sp" -l "$T/stall.err" 70 "the console to block on its terminal" test -s "$T/blocked"
 
 line_start "$T"
 passed() { sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE step='done' AND outcome='passed'"; }
-for ((i = 0; i < 600; i++)); do
-	[ "$(passed)" = 4 ] && break
-	sleep 0.1
-done
-[ "$(passed)" = 4 ] || fail "$(passed) of 4 boards passed behind a stalled terminal"
+wait_for -p "$sp" 60 "4 boards to pass behind a stalled terminal" eval '[ "$(passed)" = 4 ]'
 
 touch "$T/release"
 set +e
