@@ -20,6 +20,7 @@
 #include <openssl/types.h>
 
 struct audit;
+struct audit_val;
 
 /*
  * Errors: every function below that touches the file maps SQLite's result
@@ -164,14 +165,20 @@ struct audit_row {
 	const char *error;
 	const char *prev_hash;
 	const char *row_hash;
+	/* The stored values as SQLite holds them (type and exact bytes),
+	 * set by the readers here for audit_row_json; NULL in a row made
+	 * elsewhere. */
+	const struct audit_val *vals;
 };
 
 /*
  * The one JSON form of an audit row, for `audit export --format json` and
  * the API's /api/v1/events alike: every column by its SQL name, in table
- * order; SQL NULL is null; text that is not UTF-8 has U+FFFD for each
- * ill-formed byte (the exact bytes stay in the database and the CSV).  A
- * new reference the caller json_decref()s, or NULL when out of memory.
+ * order, as stored (a forged row shows as forged): SQL NULL is null, an
+ * integer an integer, text a string of all its bytes (embedded NULs
+ * included), with U+FFFD for each byte that is not well-formed UTF-8 (the
+ * exact bytes stay in the database and the CSV).  A new reference the
+ * caller json_decref()s, or NULL when out of memory.
  */
 json_t *audit_row_json(const struct audit_row *row);
 

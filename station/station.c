@@ -206,6 +206,7 @@ station_ca_local(struct station *st, const char *pin, char *err,
 	cp.dev_key_pem = cfg->ca_dev_key_pem[0] ? cfg->ca_dev_key_pem : NULL;
 	cp.validity_days = (unsigned)cfg->validity_days;
 	cp.subject_extra = cfg->ca_subject_extra;
+	cp.max_validity_days = (unsigned)cfg->ca_max_validity_days;
 	return ca_local_new(&st->ca, &cp);
 }
 

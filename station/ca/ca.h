@@ -58,9 +58,11 @@ struct ca_local_params {
 	const char *dev_key_pem;	/* development only: a PEM key file
 					 * instead of the token (warns) */
 	unsigned validity_days;		/* > 0 */
-	const char *subject_extra;	/* fixed subject entries after CN's
-					 * place, certcheck's syntax; NULL/""
+	const char *subject_extra;	/* fixed subject entries, put before
+					 * the CN, certcheck's syntax; NULL/""
 					 * = CN only */
+	unsigned max_validity_days;	/* validity_days may not exceed it;
+					 * 0 = certcheck's default */
 };
 
 /* 0 and *out (free with ca_free), KL_ERR_CONFIG, KL_ERR_HSM*, ... */

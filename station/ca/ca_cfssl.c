@@ -405,7 +405,7 @@ static int
 cfssl_set_names(struct ca_cfssl *c, const char *extra)
 {
 	char why[256];
-	int i, j;
+	int i;
 
 	if (certcheck_subject_extra_parse(extra, c->names, &c->nnames, why,
 	    sizeof(why)) != 0) {
@@ -419,14 +419,6 @@ cfssl_set_names(struct ca_cfssl *c, const char *extra)
 			    OBJ_nid2sn(c->names[i].nid));
 			return KL_ERR_CONFIG;
 		}
-		for (j = 0; j < i; j++)
-			if (c->names[j].nid == c->names[i].nid) {
-				log_error("cfssl: subject_extra: %s twice: "
-				    "CFSSL would put both in one multi-valued "
-				    "RDN, which validation refuses",
-				    OBJ_nid2sn(c->names[i].nid));
-				return KL_ERR_CONFIG;
-			}
 	}
 	return 0;
 }

@@ -440,6 +440,7 @@ ca_local_new(struct ca **out, const struct ca_local_params *p)
 	struct ca_local *c = NULL;
 	struct ca *ca = NULL;
 	char why[256];
+	unsigned max_days;
 	int r = KL_ERR_INTERNAL;
 
 	if (out == NULL || p == NULL || p->issuer_cert == NULL ||
@@ -447,9 +448,12 @@ ca_local_new(struct ca **out, const struct ca_local_params *p)
 		log_error("ca: no issuer certificate configured");
 		return KL_ERR_CONFIG;
 	}
-	if (p->validity_days == 0 || p->validity_days > CA_LOCAL_MAX_DAYS) {
-		log_error("ca: validity_days must be 1..%d (validation "
-		    "refuses longer lifetimes)", CA_LOCAL_MAX_DAYS);
+	max_days = p->max_validity_days != 0 ? p->max_validity_days :
+	    CA_LOCAL_MAX_DAYS;
+	if (p->validity_days == 0 || p->validity_days > max_days ||
+	    p->validity_days > CERTCHECK_MAX_DAYS) {
+		log_error("ca: validity_days must be 1..%u (validation "
+		    "refuses longer lifetimes: max_validity_days)", max_days);
 		return KL_ERR_CONFIG;
 	}
 	if ((c = calloc(1, sizeof(*c))) == NULL ||

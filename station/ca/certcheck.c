@@ -191,6 +191,37 @@ certcheck_trust_free(struct certcheck_trust *t)
 	free(t);
 }
 
+/* The attribute types a device subject may carry beside its CN. */
+static const int certcheck_name_nids[] = {
+	NID_countryName, NID_stateOrProvinceName, NID_localityName,
+	NID_organizationName, NID_organizationalUnitName, NID_serialNumber,
+	NID_domainComponent, NID_title,
+};
+
+/* Whether nid may be a fixed subject entry, and its value encodes as
+ * that attribute (a country is two letters, text is UTF-8). */
+static int
+certcheck_entry_ok(int nid, const char *value)
+{
+	X509_NAME *n;
+	size_t i;
+	int ok;
+
+	for (i = 0; i < sizeof(certcheck_name_nids) /
+	    sizeof(certcheck_name_nids[0]); i++)
+		if (certcheck_name_nids[i] == nid)
+			break;
+	if (i == sizeof(certcheck_name_nids) / sizeof(certcheck_name_nids[0]))
+		return 0;
+	if ((n = X509_NAME_new()) == NULL)
+		return 0;
+	ok = X509_NAME_add_entry_by_NID(n, nid, MBSTRING_UTF8,
+	    (const unsigned char *)value, -1, -1, 0) == 1;
+	X509_NAME_free(n);
+	ERR_clear_error();
+	return ok;
+}
+
 int
 certcheck_subject_extra_parse(const char *s, struct certcheck_name_entry *out,
     int *n, char *why, size_t whysz)
@@ -198,7 +229,7 @@ certcheck_subject_extra_parse(const char *s, struct certcheck_name_entry *out,
 	const char *eq, *end;
 	size_t tlen, vlen;
 	char type[32];
-	int nid;
+	int nid, i;
 
 	*n = 0;
 	if (s == NULL)
@@ -231,7 +262,8 @@ certcheck_subject_extra_parse(const char *s, struct certcheck_name_entry *out,
 		    OBJ_nid2sn(nid) == NULL) {
 			snprintf(why, whysz, "subject_extra: '%s' is not an "
 			    "attribute type the profile can add (C, ST, L, O, "
-			    "OU, ...; CN is the device ID)", type);
+			    "OU, serialNumber, DC, title; CN is the device ID)",
+			    type);
 			return KL_ERR_CONFIG;
 		}
 		eq++;
@@ -249,6 +281,19 @@ certcheck_subject_extra_parse(const char *s, struct certcheck_name_entry *out,
 		out[*n].nid = nid;
 		memcpy(out[*n].value, eq, vlen);
 		out[*n].value[vlen] = '\0';
+		for (i = 0; i < *n; i++)
+			if (out[i].nid == nid) {
+				snprintf(why, whysz, "subject_extra: %s given "
+				    "twice", OBJ_nid2sn(nid));
+				return KL_ERR_CONFIG;
+			}
+		if (!certcheck_entry_ok(nid, out[*n].value)) {
+			snprintf(why, whysz, "subject_extra: '%s=%s' cannot be "
+			    "a device subject entry (C, ST, L, O, OU, "
+			    "serialNumber, DC, title; UTF-8 text; C is two "
+			    "letters)", type, out[*n].value);
+			return KL_ERR_CONFIG;
+		}
 		(*n)++;
 		s = *end == ',' ? end + 1 : end;
 		while (*s == ' ')

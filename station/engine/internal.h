@@ -128,6 +128,8 @@ struct board {
 	const struct engine_step_def *def;	/* the running step */
 	const char *ok_outcome;		/* the running step's "ok" row: outcome */
 	char ok_note[900];		/* ... and words; "" for none */
+	char ok_info[1400];		/* an EV_INFO the runner emits once
+					 * that row is written; "" for none */
 	/* The board already holds credentials this plant recorded: */
 	int recovered;			/* ... from an attempt in doubt, which
 					 * this one finishes */
@@ -152,8 +154,10 @@ enum step_for { FOR_ALL, FOR_NEW, FOR_NOT_ALREADY };
  * operator stop while cancellable, marks the step, calls fn, and when fn
  * returns 0 writes the step's "ok" row under the audit name (outcome and
  * words from b->ok_outcome and b->ok_note when the step set them), which
- * fails the board if it cannot be written.  A step writes its own rows
- * only for what is not its success ("ca requested", "validate refused").
+ * fails the board if it cannot be written, and then emits b->ok_info, so
+ * an event never tells of a success the log does not hold.  A step
+ * writes its own rows only for what is not its success ("ca requested",
+ * "validate refused").
  */
 struct engine_step_def {
 	enum engine_step step;

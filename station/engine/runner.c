@@ -607,6 +607,7 @@ board_run_steps(struct board *b)
 		b->def = d;
 		b->ok_outcome = NULL;
 		b->ok_note[0] = '\0';
+		b->ok_info[0] = '\0';
 		board_set_step(b, d->step);
 		if ((r = d->fn(b)) != 0)
 			break;
@@ -617,6 +618,8 @@ board_run_steps(struct board *b)
 		    b->ok_note[0] != '\0' ? b->ok_note : NULL,
 		    &b->rows[d->step])) != 0)
 			break;
+		if (b->ok_info[0] != '\0')
+			board_emit(b, EV_INFO, 0, b->ok_info);
 	}
 	return r;
 }

@@ -103,15 +103,11 @@ step_identify(struct board *b)
 		return board_fail(b, r, "no valid device ID for serial '%s': %s",
 		    b->serial, why);
 	}
-	{
-		char msg[1400];
-
-		snprintf(msg, sizeof(msg),
-		    "model %s, agent %s, hsm %s/%s serial %s", b->model,
-		    b->agent_version, b->hsm.manufacturer, b->hsm.model,
-		    b->hsm.serial);
-		board_emit(b, EV_INFO, 0, msg);
-	}
+	/* Said once the identify row is written (the runner). */
+	snprintf(b->ok_info, sizeof(b->ok_info),
+	    "model %s, agent %s, hsm %s/%s serial %s", b->model,
+	    b->agent_version, b->hsm.manufacturer, b->hsm.model,
+	    b->hsm.serial);
 	return 0;
 }
 
@@ -501,7 +497,7 @@ step_dupcheck(struct board *b)
 		snprintf(b->ok_note, sizeof(b->ok_note), "already provisioned "
 		    "%s; %s", when, what);
 		b->ok_outcome = "already";
-		board_emit(b, EV_INFO, 0, b->ok_note);
+		snprintf(b->ok_info, sizeof(b->ok_info), "%s", b->ok_note);
 		goto ok;
 	}
 	snprintf(msg, sizeof(msg), "already provisioned %s, and this board "

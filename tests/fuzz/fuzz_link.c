@@ -158,7 +158,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* A string field as engine.c reads it; 1 when present and usable. */
+/* A string field as the engine's steps read it; 1 when present and
+ * usable. */
 static int
 read_str(const struct buf *b, uint8_t tag, char *out, size_t outsz)
 {

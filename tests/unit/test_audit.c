@@ -759,6 +759,27 @@ test_export_json(void **state)
 	}
 	json_decref(root);
 
+	/* A forged row shows as forged: text in an integer column, a NUL
+	 * inside text. */
+	assert_int_equal(raw_exec(f->path, "INSERT INTO events VALUES (4, "
+	    "'t', 's', NULL, 'slot-7', NULL, 'd', 42, 'ok', NULL, NULL, NULL, "
+	    "NULL, 'a' || char(0) || 'b', 'x', 'y')", NULL, 0), SQLITE_OK);
+	fp = fopen(out, "wb");
+	assert_non_null(fp);
+	assert_int_equal(audit_export(f->a, fp, AUDIT_FMT_JSON), 0);
+	fclose(fp);
+	root = json_load_file(out, JSON_ALLOW_NUL, &jerr);
+	if (root == NULL)
+		fail_msg("json: %s at line %d", jerr.text, jerr.line);
+	row = json_array_get(root, 3);
+	assert_string_equal(json_string_value(json_object_get(row, "slot")),
+	    "slot-7");
+	/* (TEXT affinity stores 42 as '42': it is text.) */
+	assert_string_equal(json_string_value(json_object_get(row, "step")),
+	    "42");
+	assert_int_equal(json_string_length(json_object_get(row, "error")), 3);
+	json_decref(root);
+
 	/* An empty log is an empty array. */
 	audit_close(f->a);
 	f->a = NULL;

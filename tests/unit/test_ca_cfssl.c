@@ -656,7 +656,7 @@ test_subject_extra(void **state)
 	struct certcheck_profile prof = { .subject_extra = p.subject_extra };
 	struct certcheck_expect want = { .cn = "dev-0777" };
 	static const char *bad[] = { "OU=a,OU=b", "serialNumber=1", "CN=x",
-	    "O" };
+	    "O", "C=Germany", "basicConstraints=x" };
 	struct certcheck_trust *t = NULL;
 	char url[128], err[256] = "", why[256] = "", name[256];
 	uint8_t *der = NULL, *spki;

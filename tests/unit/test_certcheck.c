@@ -854,7 +854,8 @@ test_profile_subject_extra(void **state)
 	static const char *const wrong[] = { "O=Fleet Admins", "OU=devices",
 	    NULL };
 	static const char *const bad[] = { "CN=x", "Q=y", "O=", "O",
-	    "O=a,,", "1.2.3.4.5=z", NULL };
+	    "O=a,,", "1.2.3.4.5=z", "C=Germany", "basicConstraints=x",
+	    "subjectAltName=DNS:x", "O=a,O=b", "O=\xff\xfe", NULL };
 	struct certcheck_trust *t = NULL;
 	const char *const *b;
 	char why[256];
