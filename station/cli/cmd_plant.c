@@ -1,15 +1,135 @@
 /*
- * cmd_plant.c: `keyline plant init` (cli.h, docs/plant.md).
+ * cmd_plant.c: `keyline plant init` (cli.h, docs/plant.md): the plant
+ * administrator creates or migrates the registry's schema on PostgreSQL
+ * and the role stations log in as.  Run once per plant, and again after
+ * an upgrade; running it twice changes nothing.
+ *
+ * Exit codes: 0 done, 2 usage or failure (the reason on stderr after
+ * "keyline plant: ").
  */
 #include "station/cli/cli.h"
 
+#include <getopt.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "db/plant.h"
+
+enum {
+	CMD_PLANT_OK = 0,
+	CMD_PLANT_FAIL = 2,
+	CMD_PLANT_USAGE = 2,
+};
+
+struct cmd_plant_verb {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *usage;
+};
+
+static int cmd_plant_init(int argc, char **argv);
+
+static const struct cmd_plant_verb cmd_plant_verbs[] = {
+	{ .name = "init", .run = cmd_plant_init,
+	  .usage = "keyline plant init --admin CONNINFO --station-role ROLE "
+	      "[--password-file FILE]" },
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static void
+cmd_plant_usage(FILE *fp)
+{
+	size_t i;
+
+	fputs("usage:\n", fp);
+	for (i = 0; i < NELEM(cmd_plant_verbs); i++)
+		fprintf(fp, "  %s\n", cmd_plant_verbs[i].usage);
+	fputs("\n"
+	    "  --admin CONNINFO      libpq connection string (or service=NAME)"
+	    " of a role\n"
+	    "                        that may create tables and roles; no "
+	    "password=\n"
+	    "                        (a passfile, a client certificate or "
+	    "peer);\n"
+	    "                        over TCP: sslmode=verify-full "
+	    "sslrootcert=FILE\n"
+	    "  --station-role ROLE   the role stations log in as (created if "
+	    "missing)\n"
+	    "  --password-file FILE  its password (mode 600, ours, one line)\n",
+	    fp);
+}
+
+static int
+cmd_plant_init(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "admin", required_argument, NULL, 'a' },
+		{ "station-role", required_argument, NULL, 's' },
+		{ "password-file", required_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *admin = NULL, *role = NULL, *pwfile = NULL;
+	char why[512] = "";
+	int c, r;
+
+	/* glibc: 0 also resets getopt's internal state. */
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "+a:s:p:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			admin = optarg;
+			break;
+		case 's':
+			role = optarg;
+			break;
+		case 'p':
+			pwfile = optarg;
+			break;
+		case 'h':
+			cmd_plant_usage(stdout);
+			return CMD_PLANT_OK;
+		default:
+			cmd_plant_usage(stderr);
+			return CMD_PLANT_USAGE;
+		}
+	}
+	if (optind != argc || admin == NULL || admin[0] == '\0' ||
+	    role == NULL || role[0] == '\0' ||
+	    (pwfile != NULL && pwfile[0] == '\0')) {
+		cmd_plant_usage(stderr);
+		return CMD_PLANT_USAGE;
+	}
+	if ((r = plant_init(admin, role, pwfile, why, sizeof(why))) != 0) {
+		fprintf(stderr, "keyline plant: %s\n", why[0] != '\0' ? why :
+		    kl_strerror(r));
+		return CMD_PLANT_FAIL;
+	}
+	printf("plant registry: schema version %d, station role %s%s\n",
+	    plant_schema_version, role,
+	    pwfile != NULL ? " (password set)" : "");
+	return CMD_PLANT_OK;
+}
 
 int
 cmd_plant(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "keyline plant: not built yet\n");
-	return 2;
+	size_t i;
+
+	if (argc < 2 || argv == NULL || argv[1] == NULL) {
+		cmd_plant_usage(stderr);
+		return CMD_PLANT_USAGE;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		cmd_plant_usage(stdout);
+		return CMD_PLANT_OK;
+	}
+	for (i = 0; i < NELEM(cmd_plant_verbs); i++)
+		if (strcmp(argv[1], cmd_plant_verbs[i].name) == 0)
+			return cmd_plant_verbs[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "keyline plant: unknown verb \"%s\"\n", argv[1]);
+	cmd_plant_usage(stderr);
+	return CMD_PLANT_USAGE;
 }
