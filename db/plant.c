@@ -122,8 +122,10 @@ plant_unix_only(PQconninfoOption *opts)
 	}
 	if (a != NULL && a[0] != '\0')
 		return 0;
+	/* No host= here: PGHOST, PGSERVICE or a service file may name a
+	 * TCP server, so it is not taken for a socket. */
 	if (h == NULL || h[0] == '\0')
-		return 1;
+		return 0;
 	/* "host=/run/pg,/tmp" is a list: every one must be a path. */
 	for (;;) {
 		if (h[0] != '/' && h[0] != '@')
@@ -406,7 +408,10 @@ static const char plant_claim_sql[] =
     "SELECT device_id FROM c";
 
 static const char plant_owner_sql[] =
-    "SELECT state, station, slot, board_serial,"
+    "SELECT state,"
+    " CASE WHEN state = 'provisioned' THEN made_station ELSE station END,"
+    " CASE WHEN state = 'provisioned' THEN made_slot ELSE slot END,"
+    " board_serial,"
     " to_char(COALESCE(provisioned_at, claimed_at) AT TIME ZONE 'UTC',"
     "  'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), cert_serial,"
     " lease_until > now() FROM devices WHERE device_id = $1";
@@ -482,7 +487,8 @@ plant_provisioned(struct plant *pl, const char *device_id,
 	static const char sql[] =
 	    "WITH p AS (UPDATE devices SET state = 'provisioned',"
 	    "  key_fpr = $3, cert_serial = $4, cert_fpr = $5,"
-	    "  provisioned_at = now(), lease_until = NULL"
+	    "  provisioned_at = now(), lease_until = NULL,"
+	    "  made_station = station, made_slot = slot"
 	    " WHERE device_id = $1 AND station = $2 AND state = 'claimed'"
 	    " RETURNING device_id, slot, board_serial),"
 	    " h AS (INSERT INTO device_history (device_id, station, slot,"
@@ -514,8 +520,11 @@ plant_release(struct plant *pl, const char *device_id, const char *note,
     char *why, size_t whysz)
 {
 	static const char sql[] =
-	    "WITH p AS (UPDATE devices SET state = 'released',"
-	    "  lease_until = NULL"
+	    /* A re-provisioning that failed before any certificate leaves
+	     * the device as it was: provisioned, where it was made. */
+	    "WITH p AS (UPDATE devices SET lease_until = NULL,"
+	    "  state = CASE WHEN made_station IS NOT NULL"
+	    "   THEN 'provisioned' ELSE 'released' END"
 	    " WHERE device_id = $1 AND station = $2 AND state = 'claimed'"
 	    " RETURNING device_id, slot, board_serial),"
 	    " h AS (INSERT INTO device_history (device_id, station, slot,"

@@ -22,6 +22,10 @@ const char *const plant_migrations[] = {
 	" cert_serial text,"
 	" cert_fpr text,"
 	" provisioned_at timestamptz,"
+	/* Where the certificate in force was made: a re-provisioning claim
+	 * by another station changes station/slot, not these. */
+	" made_station text,"
+	" made_slot integer,"
 	" reprovisions integer NOT NULL DEFAULT 0);"
 	"CREATE TABLE device_history ("
 	" id bigserial PRIMARY KEY,"

@@ -9,7 +9,8 @@
 # KEYLINE_BIN names the folder with keyline, keyline-agent, keyline-jig
 # (default build/bin); KEYLINE_AGENT the agent the jig runs per board
 # (default KEYLINE_BIN/keyline-agent, the one that goes on boards; the
-# tests use keyline-agent-test, which also takes board.conf faults).  The CA token PIN goes to a RAM-backed file under
+# tests use keyline-agent-test, which also takes board.conf faults).
+# The CA token PIN goes to a RAM-backed file under
 # /dev/shm, never into DIR.
 
 KEYLINE_TOP=${KEYLINE_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
