@@ -226,6 +226,7 @@ static const struct con_state_look con_looks[] = {
 	[SLOT_WAITING_CA] = { "WAIT", PAIR_WAITING_CA, A_BOLD },
 	[SLOT_PASSED] = { "PASS", PAIR_PASSED, 0 },
 	[SLOT_FAILED] = { "FAIL", PAIR_FAILED, A_BOLD },
+	[SLOT_WAITING_REGISTRY] = { "WREG", PAIR_WAITING_CA, A_BOLD },
 };
 
 static const struct con_state_look *
@@ -233,7 +234,7 @@ con_look(enum slot_state s)
 {
 	static const struct con_state_look unknown = { "????", PAIR_IDLE, 0 };
 
-	return (unsigned)s <= SLOT_FAILED ? &con_looks[s] : &unknown;
+	return (unsigned)s <= SLOT__LAST ? &con_looks[s] : &unknown;
 }
 
 /* A held slot shows HOLD whatever its last board did: it waits for the
@@ -504,7 +505,7 @@ con_bar(char *out, int w, const struct engine_slot_view *v)
 	done = con_progress(v);
 	fill = done * w / STEP_DONE;
 	if (v->state == SLOT_FAILED || v->state == SLOT_WORKING ||
-	    v->state == SLOT_WAITING_CA) {
+	    v->state == SLOT_WAITING_CA || v->state == SLOT_WAITING_REGISTRY) {
 		mark = done * w / STEP_DONE;
 		if (mark >= w)
 			mark = w - 1;

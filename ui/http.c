@@ -579,7 +579,7 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	}
 	rp->json = json_pack("{s:I, s:{s:o, s:o, s:o}, "
 	    "s:{s:s, s:I, s:I, s:f}, s:{s:i, s:i, s:i, s:i}, s:{s:o, s:o, s:i}, "
-	    "s:i, s:{s:I, s:s?}}",
+	    "s:{s:b, s:i}, s:i, s:{s:I, s:s?}}",
 	    "time_ms", (json_int_t)http_now_ms(),
 	    "station",
 	    "id", http_jstr(cfg->station_id, 0),
@@ -599,6 +599,9 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	    "name", http_jstr(s.ca_name, 1),
 	    "state", http_jstr(s.ca_state, 1),
 	    "slots_waiting", s.slots_waiting_ca,
+	    "registry",
+	    "configured", cfg->registry_conninfo[0] != '\0',
+	    "slots_waiting", s.slots_waiting_registry,
 	    "slots", cfg->nslots,
 	    "audit",
 	    "rows", (json_int_t)rows,
@@ -950,6 +953,10 @@ http_metrics(struct http_req *rq, struct http_reply *rp)
 	    (r = http_put_counter(b, "keyline_slots_waiting_ca",
 	    "Slots waiting for the CA.", "gauge",
 	    (uint64_t)(s.slots_waiting_ca > 0 ? s.slots_waiting_ca : 0))) != 0 ||
+	    (r = http_put_counter(b, "keyline_slots_waiting_registry",
+	    "Slots waiting for the plant registry.", "gauge",
+	    (uint64_t)(s.slots_waiting_registry > 0 ?
+	    s.slots_waiting_registry : 0))) != 0 ||
 	    (r = http_put_counter(b, "keyline_slots_held",
 	    "Slots held for the operator (too many boards too fast, or too "
 	    "many failures in a row).", "gauge",

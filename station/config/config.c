@@ -118,6 +118,8 @@ static const struct config_key config_keys[] = {
 	{ "registry", "root_cert", CT_PATH, CF(registry_root_cert), 0, 0 },
 	{ "registry", "lease_s", CT_INT, CF(registry_lease_s), 10, 86400 },
 	{ "registry", "timeout_s", CT_INT, CF(registry_timeout_s), 1, 60 },
+	{ "registry", "wait_deadline_s", CT_INT, CF(registry_wait_deadline_s),
+	    0, 86400 },
 
 	{ "http", "enabled", CT_BOOL, CF(http_enabled), 0, 0 },
 	{ "http", "bind", CT_ADDR, CF(http_bind), 0, 0 },
@@ -682,6 +684,7 @@ config_defaults(struct config *c)
 	c->ca_max_validity_days = 3650;
 	c->registry_lease_s = 900;
 	c->registry_timeout_s = 5;
+	c->registry_wait_deadline_s = 600;
 	c->ca_request_timeout_ms = 10000;
 	c->ca_retry_base_ms = 500;
 	c->ca_retry_max_ms = 30000;

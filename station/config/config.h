@@ -137,6 +137,10 @@ struct config {
 						 * pinned; required over TCP */
 	int registry_lease_s;			/* lease_s, default 900 */
 	int registry_timeout_s;			/* timeout_s, default 5 */
+	int registry_wait_deadline_s;		/* wait_deadline_s, default 600:
+						 * a board waiting this long for
+						 * an unreachable registry
+						 * fails */
 
 	/* [http]  read-only status API (docs/http-api.md) */
 	int http_enabled;			/* enabled: bool, default no */

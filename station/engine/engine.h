@@ -49,7 +49,10 @@ enum slot_state {
 	SLOT_WAITING_CA,
 	SLOT_PASSED,
 	SLOT_FAILED,
+	SLOT_WAITING_REGISTRY,	/* the plant registry cannot be reached;
+				 * the slot waits with back-off */
 };
+#define SLOT__LAST SLOT_WAITING_REGISTRY
 
 const char *engine_step_name(enum engine_step s);
 const char *engine_state_name(enum slot_state s);
@@ -230,6 +233,7 @@ struct engine_status {
 	const char *ca_name;	/* static for the engine's life */
 	const char *ca_state;	/* "ok" or "waiting"; static string */
 	int slots_waiting_ca;
+	int slots_waiting_registry;
 	int slots_held;
 };
 

@@ -136,6 +136,7 @@ struct board {
 	int already;			/* ... from an attempt that passed */
 	int plant_claimed;		/* holds the device ID's claim in the
 					 * plant registry */
+	struct plant_owner plant_owner;	/* who holds it, when refused */
 	char why[512];			/* failure in words */
 	struct buf req, resp;
 };
@@ -199,6 +200,8 @@ int board_resp_str(struct board *b, uint8_t tag, char *out, size_t outsz);
 int board_resp_bytes(struct board *b, uint8_t tag, size_t max,
     const uint8_t **p, size_t *n);
 int board_sleep(struct board *b, int64_t ms);
+int board_registry_wait(struct board *b, const char *what,
+    int (*op)(struct board *, char *, size_t), char *why, size_t whysz);
 void board_set_state(struct board *b, enum slot_state st);
 void slot_provision(struct engine_slot *s);
 

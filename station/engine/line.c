@@ -47,6 +47,7 @@ static const char *const state_names[] = {
 	[SLOT_WAITING_CA] = "waiting_ca",
 	[SLOT_PASSED] = "passed",
 	[SLOT_FAILED] = "failed",
+	[SLOT_WAITING_REGISTRY] = "waiting_registry",
 };
 
 static const char *const kind_names[] = {
@@ -67,7 +68,7 @@ engine_step_name(enum engine_step s)
 const char *
 engine_state_name(enum slot_state s)
 {
-	return (unsigned)s <= SLOT_FAILED ? state_names[s] : "unknown";
+	return (unsigned)s <= SLOT__LAST ? state_names[s] : "unknown";
 }
 
 const char *
@@ -761,6 +762,7 @@ engine_power_cycle(struct engine *e, int n)
 	 * (the engine's own retry handles a board that hangs). */
 	else if (!e->line_mode || e->line == LINE_STOPPING ||
 	    s->view.state == SLOT_WORKING || s->view.state == SLOT_WAITING_CA ||
+	    s->view.state == SLOT_WAITING_REGISTRY ||
 	    s->retry_req || s->power_req)
 		r = KL_ERR_INVALID;
 	else {
@@ -806,6 +808,8 @@ engine_status(struct engine *e, struct engine_status *s)
 	for (i = 0; i < e->nslots; i++) {
 		if (e->slots[i].view.state == SLOT_WAITING_CA)
 			s->slots_waiting_ca++;
+		if (e->slots[i].view.state == SLOT_WAITING_REGISTRY)
+			s->slots_waiting_registry++;
 		if (e->slots[i].view.held)
 			s->slots_held++;
 	}

@@ -18,8 +18,10 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include "db/audit.h"
+#include "station/config/config.h"
 #include "station/ca/ca.h"
 #include "common/err.h"
 #include "station/link/frame.h"
@@ -336,6 +338,77 @@ board_sleep(struct board *b, int64_t ms)
 	return e->cancel ? KL_ERR_CANCELLED : 0;
 }
 
+/*
+ * The plant registry cannot be reached (KL_ERR_UNAVAILABLE): wait for it
+ * as for a CA, in the "waiting for registry" state, with back-off (0.5 s
+ * doubling to 30 s, half of it random) until [registry] wait_deadline_s,
+ * the wait and the resumption audited and shown.  op is tried first at
+ * once; its last result comes back (KL_ERR_UNAVAILABLE after the
+ * deadline, KL_ERR_CANCELLED on an operator stop).  what names the call
+ * in the words ("claim", "record of the pass").
+ */
+#define REGISTRY_RETRY_BASE_MS 500
+#define REGISTRY_RETRY_MAX_MS 30000
+
+int
+board_registry_wait(struct board *b, const char *what,
+    int (*op)(struct board *, char *, size_t), char *why, size_t whysz)
+{
+	const struct config *cfg = b->e->o.cfg;
+	int64_t t0 = engine_mono_ms(), deadline, delay = REGISTRY_RETRY_BASE_MS,
+	    sleep_ms;
+	char msg[800];
+	uint32_t rnd;
+	int r, tries = 0, waiting = 0;
+
+	deadline = t0 + (int64_t)cfg->registry_wait_deadline_s * 1000;
+	for (;;) {
+		why[0] = '\0';
+		tries++;
+		if ((r = op(b, why, whysz)) != KL_ERR_UNAVAILABLE)
+			break;
+		(void)board_text(why);
+		if (engine_mono_ms() >= deadline)
+			break;
+		if (!waiting) {
+			waiting = 1;
+			board_set_state(b, SLOT_WAITING_REGISTRY);
+			snprintf(msg, sizeof(msg), "waiting for the plant "
+			    "registry (%s): %s", what, why);
+			(void)board_audit(b, "registry", "waiting", msg);
+			board_emit(b, EV_INFO, 0, msg);
+		}
+		if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
+			rnd = (uint32_t)engine_now_ms();
+		sleep_ms = delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
+		if (sleep_ms > deadline - engine_mono_ms())
+			sleep_ms = deadline - engine_mono_ms();
+		if ((r = board_sleep(b, sleep_ms > 0 ? sleep_ms : 0)) != 0) {
+			snprintf(why, whysz, "stopped by the operator while "
+			    "waiting for the plant registry");
+			break;
+		}
+		delay = delay * 2 > REGISTRY_RETRY_MAX_MS ?
+		    REGISTRY_RETRY_MAX_MS : delay * 2;
+	}
+	if (waiting) {
+		board_set_state(b, SLOT_WORKING);
+		if (r != 0)
+			snprintf(msg, sizeof(msg), "plant registry: gave up the "
+			    "%s after %.1f s (%d tries): %s", what,
+			    (double)(engine_mono_ms() - t0) / 1000.0, tries,
+			    why);
+		else
+			snprintf(msg, sizeof(msg), "plant registry answered "
+			    "after %.1f s (%d tries)",
+			    (double)(engine_mono_ms() - t0) / 1000.0, tries);
+		(void)board_audit(b, "registry", r == 0 ? "info" : "failed",
+		    msg);
+		board_emit(b, EV_INFO, r, msg);
+	}
+	return r;
+}
+
 void
 board_set_state(struct board *b, enum slot_state st)
 {
@@ -485,6 +558,13 @@ out:
  * record a pass does not fail the board (it holds its credentials): it is
  * said loudly and audited.
  */
+static int
+board_plant_record(struct board *b, char *why, size_t whysz)
+{
+	return plant_provisioned(b->e->o.plant, b->device_id, b->key_fpr,
+	    b->cert_serial, b->cert_fpr, why, whysz);
+}
+
 static void
 board_plant_finish(struct board *b, int r)
 {
@@ -494,9 +574,11 @@ board_plant_finish(struct board *b, int r)
 
 	if (pl == NULL || !b->plant_claimed)
 		return;
+	/* A pass the registry does not hold would let the claim run out
+	 * and another station make a second certificate: waited for. */
 	if (r == 0)
-		pr = plant_provisioned(pl, b->device_id, b->key_fpr,
-		    b->cert_serial, b->cert_fpr, why, sizeof(why));
+		pr = board_registry_wait(b, "record of the pass",
+		    board_plant_record, why, sizeof(why));
 	else if (b->cert == NULL)
 		pr = plant_release(pl, b->device_id, b->why[0] != '\0' ?
 		    b->why : kl_strerror(r), why, sizeof(why));

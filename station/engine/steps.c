@@ -379,18 +379,27 @@ out:
  * provisioned by another station (where and when in the words).
  */
 static int
+board_plant_claim_once(struct board *b, char *why, size_t whysz)
+{
+	struct engine *e = b->e;
+
+	return plant_claim(e->o.plant, b->device_id, b->slot->cs->number,
+	    b->serial, engine_reprovision_allowed(e, b->device_id),
+	    &b->plant_owner, why, whysz);
+}
+
+static int
 board_plant_claim(struct board *b)
 {
 	struct engine *e = b->e;
-	struct plant_owner owner;
 	char why[600] = "", msg[800];
 	int r;
 
 	if (e->o.plant == NULL)
 		return 0;
-	r = plant_claim(e->o.plant, b->device_id, b->slot->cs->number,
-	    b->serial, engine_reprovision_allowed(e, b->device_id), &owner,
-	    why, sizeof(why));
+	/* An unreachable registry is waited for, like a CA. */
+	r = board_registry_wait(b, "claim", board_plant_claim_once, why,
+	    sizeof(why));
 	if (r == KL_ERR_DUPLICATE) {
 		snprintf(msg, sizeof(msg), "%s", why);
 		(void)board_audit(b, "dupcheck", "refused", msg);
