@@ -202,6 +202,12 @@ demo: setup
 	@$(MAKE) --no-print-directory all
 	@scripts/demo
 
+# Two stations on two virtual lines sharing one plant registry on a
+# throw-away PostgreSQL server (docs/plant.md).
+demo-plant: setup
+	@$(MAKE) --no-print-directory all
+	@scripts/demo-plant
+
 bench: setup
 	@$(MAKE) --no-print-directory all
 	@scripts/bench
@@ -213,7 +219,7 @@ bench-http: setup
 clean:
 	rm -rf build
 
-.PHONY: all san setup unit integration test demo bench bench-http clean
+.PHONY: all san setup unit integration test demo demo-plant bench bench-http clean
 .SECONDARY:
 
 -include $(shell find $(sort $(REL) $(SAN)) -name '*.d' 2>/dev/null)
