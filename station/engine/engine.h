@@ -127,6 +127,13 @@ struct engine_opts {
 	const struct engine_jig_ops *jig;	/* borrowed; NULL = plain */
 	struct plant *plant;			/* borrowed; NULL without a
 						 * plant registry */
+	/* Asked before each board starts: a KL_ERR_* (with the reason in
+	 * why) stops the station from provisioning: the board fails before
+	 * anything is sent to it, saying why.  0 to go on.  NULL: never.
+	 * The plant's audit store refusing this station's rows is such a
+	 * reason (docs/plant.md).  Called from slot threads. */
+	int (*halted)(void *arg, char *why, size_t whysz);
+	void *halted_arg;
 };
 
 struct engine;

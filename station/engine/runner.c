@@ -674,8 +674,14 @@ static int
 board_run_steps(struct board *b)
 {
 	const struct engine_step_def *d;
+	char why[400] = "";
 	size_t i;
 	int r = 0;
+
+	if (b->e->o.halted != NULL &&
+	    (r = b->e->o.halted(b->e->o.halted_arg, why, sizeof(why))) != 0)
+		return board_fail(b, r, "station stopped provisioning: %s",
+		    why[0] != '\0' ? why : kl_strerror(r));
 
 	for (i = 0; i < engine_nsteps; i++) {
 		d = &engine_steps[i];

@@ -152,6 +152,56 @@ dir_empty(const char *path)
 	return n == 0;
 }
 
+static int
+halted_cb(void *arg, char *why, size_t whysz)
+{
+	(*(int *)arg)++;
+	snprintf(why, whysz, "the plant store refused row 7");
+	return KL_ERR_AUDIT_CHAIN;
+}
+
+/*
+ * A station told to stop provisioning (engine_opts.halted) fails every
+ * board before anything is sent to it, saying why.
+ */
+static void
+test_halted(void **state)
+{
+	struct station st;
+	struct engine_opts eo;
+	struct engine *e = NULL;
+	struct seen seen;
+	char err[1024], path[512];
+	int asked = 0, i;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/station.conf", dir);
+	assert_int_equal(station_open(&st, path, err, sizeof(err)), 0);
+	assert_int_equal(tu_sh("sqlite3 %s/audit.db \"SELECT count(*) FROM "
+	    "events WHERE step='identify'\" >%s/identify.before", dir, dir), 0);
+	memset(&seen, 0, sizeof(seen));
+	station_engine_opts(&st, &eo);
+	eo.on_event = on_event;
+	eo.arg = &seen;
+	eo.halted = halted_cb;
+	eo.halted_arg = &asked;
+	assert_int_equal(engine_new(&e, &eo), 0);
+	assert_int_equal(engine_run(e, 0), KL_ERR_AUDIT_CHAIN);
+	engine_free(e);
+	station_close(&st);
+	assert_int_equal(asked, 3);
+	for (i = 1; i <= 3; i++) {
+		assert_int_equal(seen.failed[i], 1);
+		assert_int_equal(seen.err[i], KL_ERR_AUDIT_CHAIN);
+		assert_non_null(strstr(seen.why[i], "station stopped "
+		    "provisioning: the plant store refused row 7"));
+	}
+	/* Not one board was spoken to. */
+	assert_int_equal(tu_sh("sqlite3 %s/audit.db \"SELECT count(*) FROM "
+	    "events WHERE step='identify'\" | cmp -s - %s/identify.before",
+	    dir, dir), 0);
+}
+
 static void
 test_wrong_certificates_refused(void **state)
 {
@@ -583,6 +633,7 @@ main(void)
 		cmocka_unit_test(test_ca_outage_deadline_fails_cleanly),
 		cmocka_unit_test(test_ca_backoff_doubles),
 		cmocka_unit_test(test_stuck_event_consumer),
+		cmocka_unit_test(test_halted),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
