@@ -452,6 +452,10 @@ static const char *const plant_admin_grants[] = {
 	"GRANT SELECT, INSERT ON TABLE device_history TO %1$s",
 	"GRANT USAGE ON SEQUENCE device_history_id_seq TO %1$s",
 	"GRANT SELECT ON TABLE keyline_schema TO %1$s",
+	/* Audit shipping: append and read back, nothing else. */
+	"REVOKE ALL ON TABLE audit_rows FROM PUBLIC",
+	"REVOKE ALL ON TABLE audit_rows FROM %1$s",
+	"GRANT SELECT, INSERT ON TABLE audit_rows TO %1$s",
 };
 
 static int

@@ -54,6 +54,86 @@ const char *const plant_migrations[] = {
 	"CREATE TRIGGER devices_no_truncate"
 	" BEFORE TRUNCATE ON devices"
 	" FOR EACH STATEMENT EXECUTE FUNCTION keyline_append_only();",
+	/*
+	 * 1 -> 2: audit_rows, every station's audit log shipped (db/ship.c,
+	 * docs/plant.md "Audit shipping").  Columns mirror the station's
+	 * SQLite events table so the row hash can be recomputed here: seq is
+	 * the local id, time the stored text (not a timestamptz, which would
+	 * normalise it), board_serial bytea (a board's bytes need not be
+	 * UTF-8).  The trigger makes each station's rows one chain: a row
+	 * must be its station's last seq + 1 with that row's row_hash as its
+	 * prev_hash (seq 1: 64 '0').  The same row sent again (a shipper
+	 * that died before it saw its COMMIT) is skipped; another row under
+	 * a seq already held is refused.  SQLSTATE KL001 and KL002 let the
+	 * shipper tell a refusal from any other error.
+	 */
+	"CREATE TABLE audit_rows ("
+	" station text NOT NULL,"
+	" seq bigint NOT NULL CHECK (seq >= 1),"
+	" time text NOT NULL,"
+	" operator text,"
+	" slot bigint NOT NULL,"
+	" board_serial bytea,"
+	" device_id text,"
+	" step text,"
+	" outcome text,"
+	" key_fpr text,"
+	" cert_serial text,"
+	" cert_fpr text,"
+	" ca text,"
+	" error text,"
+	" prev_hash text NOT NULL CHECK (prev_hash ~ '^[0-9a-f]{64}$'),"
+	" row_hash text NOT NULL CHECK (row_hash ~ '^[0-9a-f]{64}$'),"
+	" shipped_at timestamptz NOT NULL DEFAULT now(),"
+	" PRIMARY KEY (station, seq));"
+	"CREATE INDEX audit_rows_device ON audit_rows(device_id);"
+	"CREATE FUNCTION keyline_audit_chain() RETURNS trigger"
+	" LANGUAGE plpgsql AS $$"
+	" DECLARE last audit_rows%ROWTYPE; held audit_rows%ROWTYPE;"
+	" BEGIN"
+	"  SELECT * INTO last FROM audit_rows WHERE station = NEW.station"
+	"   ORDER BY seq DESC LIMIT 1;"
+	"  IF FOUND AND NEW.seq <= last.seq THEN"
+	"   SELECT * INTO held FROM audit_rows"
+	"    WHERE station = NEW.station AND seq = NEW.seq;"
+	"   IF FOUND AND (held.time, held.operator, held.slot,"
+	"     held.board_serial, held.device_id, held.step, held.outcome,"
+	"     held.key_fpr, held.cert_serial, held.cert_fpr, held.ca,"
+	"     held.error, held.prev_hash, held.row_hash)"
+	"    IS NOT DISTINCT FROM (NEW.time, NEW.operator, NEW.slot,"
+	"     NEW.board_serial, NEW.device_id, NEW.step, NEW.outcome,"
+	"     NEW.key_fpr, NEW.cert_serial, NEW.cert_fpr, NEW.ca,"
+	"     NEW.error, NEW.prev_hash, NEW.row_hash) THEN"
+	"    RETURN NULL;"
+	"   END IF;"
+	"   RAISE EXCEPTION 'keyline: station % row % is already in the"
+	" plant store with other contents (row_hash %, this one %)',"
+	"    NEW.station, NEW.seq, held.row_hash, NEW.row_hash"
+	"    USING ERRCODE = 'KL002';"
+	"  END IF;"
+	"  IF NEW.seq <> COALESCE(last.seq, 0) + 1 THEN"
+	"   RAISE EXCEPTION 'keyline: station % row % does not chain: the"
+	" plant store''s last row of that station is %', NEW.station,"
+	"    NEW.seq, COALESCE(last.seq, 0) USING ERRCODE = 'KL001';"
+	"  END IF;"
+	"  IF NEW.prev_hash <> COALESCE(last.row_hash, repeat('0', 64)) THEN"
+	"   RAISE EXCEPTION 'keyline: station % row % does not chain: its"
+	" prev_hash % is not the row_hash of row % (%)', NEW.station,"
+	"    NEW.seq, NEW.prev_hash, COALESCE(last.seq, 0),"
+	"    COALESCE(last.row_hash, repeat('0', 64)) USING ERRCODE = 'KL001';"
+	"  END IF;"
+	"  NEW.shipped_at := now();"
+	"  RETURN NEW;"
+	" END $$;"
+	"CREATE TRIGGER audit_rows_chain"
+	" BEFORE INSERT ON audit_rows"
+	" FOR EACH ROW EXECUTE FUNCTION keyline_audit_chain();"
+	"CREATE TRIGGER audit_rows_append_only"
+	" BEFORE UPDATE OR DELETE ON audit_rows"
+	" FOR EACH ROW EXECUTE FUNCTION keyline_append_only();"
+	"CREATE TRIGGER audit_rows_no_truncate"
+	" BEFORE TRUNCATE ON audit_rows"
+	" FOR EACH STATEMENT EXECUTE FUNCTION keyline_append_only();",
 };
 
 const int plant_schema_version =

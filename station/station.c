@@ -11,6 +11,7 @@
 
 #include "db/audit.h"
 #include "db/plant.h"
+#include "db/ship.h"
 #include "common/buf.h"
 #include "station/ca/ca.h"
 #include "station/ca/certcheck.h"
@@ -307,6 +308,62 @@ station_plant_open(struct station *st, char *err, size_t errsz)
 }
 
 /*
+ * [registry]: audit shipping (db/ship.h), started last, once nothing else
+ * of start-up can fail or fork: a plant store holding rows this log does
+ * not stops the station here.
+ */
+static int
+station_ship_open(struct station *st, char *err, size_t errsz)
+{
+	const struct config *cfg = st->cfg;
+	struct ship_params sp;
+	char why[600] = "";
+	int r;
+
+	if (cfg->registry_conninfo[0] == '\0')
+		return 0;
+	memset(&sp, 0, sizeof(sp));
+	sp.conninfo = cfg->registry_conninfo;
+	sp.password_file = cfg->registry_password_file;
+	sp.root_cert = cfg->registry_root_cert;
+	sp.station = cfg->station_id;
+	sp.timeout_s = cfg->registry_timeout_s;
+	if ((r = ship_open(&st->ship, &sp, st->audit, why, sizeof(why))) != 0) {
+		snprintf(err, errsz, "%s: [registry]: audit shipping: %s",
+		    cfg->path, why);
+		return r;
+	}
+	return 0;
+}
+
+/* Last rows out before the log closes; what cannot go waits in it. */
+static void
+station_ship_close(struct station *st)
+{
+	ship_close(st->ship);
+	st->ship = NULL;
+}
+
+int
+station_ship_refused(struct station *st, char *why, size_t whysz)
+{
+	return ship_refused(st->ship, why, whysz);
+}
+
+/* engine_opts.halted: a refused row stops every board before it starts. */
+static int
+station_ship_halted(void *arg, char *why, size_t whysz)
+{
+	char w[600];
+
+	if (!ship_refused(arg, w, sizeof(w)))
+		return 0;
+	snprintf(why, whysz, "the plant store refused this station's audit "
+	    "rows, provisioning stopped: %s", w);
+	return KL_ERR_AUDIT_CHAIN;
+}
+
+/*
  * [audit] checkpoint_key_id: the helper that signs checkpoints with a key
  * in the station token, forked before the CA backend opens that token
  * (checkpoint.h), then the "start" checkpoint.  Off (0, nothing done)
@@ -448,6 +505,8 @@ station_open(struct station *st, const char *config_path, char *err,
 			    kl_strerror(r));
 		goto fail;
 	}
+	if ((r = station_ship_open(st, err, errsz)) != 0)
+		goto fail;
 	return 0;
 fail:
 	secret_free(pin, STATION_MAX_PIN);
@@ -460,6 +519,7 @@ station_close(struct station *st)
 {
 	/* The head as the station leaves it: rows cut after this are
 	 * caught by the next verify. */
+	station_ship_close(st);
 	if (st->ckpt != NULL && st->audit != NULL &&
 	    audit_checkpoint(st->audit, "stop", NULL) != 0)
 		log_error("audit: stop checkpoint: %s", audit_last_error());
@@ -485,6 +545,10 @@ station_engine_opts(struct station *st, struct engine_opts *eo)
 	eo->trust = st->trust;
 	eo->ota = &st->ota;
 	eo->plant = st->plant;
+	if (st->ship != NULL) {
+		eo->halted = station_ship_halted;
+		eo->halted_arg = st->ship;
+	}
 	eo->jig = st->jig != NULL ? usbjig_ops(st->jig) :
 	    st->vjig != NULL ? vjig_ops(st->vjig) : NULL;
 }

@@ -23,6 +23,7 @@ struct usbjig;
 struct vjig;
 struct checkpoint_signer;
 struct plant;
+struct ship;
 
 struct station {
 	struct config *cfg;		/* owned */
@@ -35,6 +36,8 @@ struct station {
 	struct checkpoint_signer *ckpt;	/* owned; NULL without [audit]
 					 * checkpoint_key_id */
 	struct plant *plant;		/* owned; NULL without [registry] */
+	struct ship *ship;		/* owned; the audit shipper, NULL
+					 * without [registry] */
 };
 
 /* 0, or a KL_ERR_* with the reason in err (names file/line/key for config
@@ -42,6 +45,14 @@ struct station {
 int station_open(struct station *st, const char *config_path, char *err,
     size_t errsz);
 void station_close(struct station *st);
+
+/*
+ * 1 when audit shipping to the plant store has stopped for a reason a
+ * restart does not cure (a row refused: it does not chain, or the store
+ * holds another row under its seq): the station must not provision, why
+ * says so.  0 without a registry.  Thread-safe.
+ */
+int station_ship_refused(struct station *st, char *why, size_t whysz);
 
 /* Fill eo with the station's parts (config, CA, audit, trust anchors, OTA
  * files, USB jig); every other field zeroed for the caller to set. */

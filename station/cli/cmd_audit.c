@@ -2,6 +2,8 @@
  * cmd_audit.c: "keyline audit verify" checks the hash chain of an audit
  * database and prints its head (the value worth writing down elsewhere);
  * "keyline audit export" writes every row as CSV or JSON for an auditor.
+ * "keyline audit verify --plant" checks every station's chain in the plant
+ * store (db/ship.h) and, with --db, that the local head is there.
  *
  * Exit codes are the contract with scripts: 0 intact / done, 1 broken (or
  * export failed part way), 2 could not even look (usage, open).
@@ -23,6 +25,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "db/audit.h"
+#include "db/ship.h"
 #include "common/err.h"
 
 enum {
@@ -54,7 +57,10 @@ static const struct cmd_audit_verb cmd_audit_verbs[] = {
 	{ .name = "verify", .run = cmd_audit_verify,
 	  .usage = "keyline audit verify --db FILE [--anchor HEAD-HASH]\n"
 	      "      [--checkpoint-cert FILE [--root FILE] "
-	      "[--require-checkpoints]]" },
+	      "[--require-checkpoints]]\n"
+	      "  keyline audit verify --plant CONNINFO [--station ID] "
+	      "[--db FILE]\n"
+	      "      [--password-file FILE]" },
 	{ .name = "export", .run = cmd_audit_export,
 	  .usage = "keyline audit export --db FILE --format csv|json "
 	      "[--out FILE]" },
@@ -163,6 +169,150 @@ cmd_audit_getopt_reset(void)
 	optind = 0;
 }
 
+static void
+cmd_audit_plant_station(void *arg, const char *station, int64_t rows,
+    const char *head)
+{
+	(void)arg;
+	printf("station %s: %" PRId64 " rows, head %s\n", station, rows, head);
+}
+
+/* The local log's newest row: its id, station and row_hash. */
+struct cmd_audit_head {
+	int64_t id;
+	char station[128];
+	char hash[AUDIT_HASH_HEX + 1];
+};
+
+static int
+cmd_audit_head_row(void *arg, const struct audit_row *row)
+{
+	struct cmd_audit_head *h = arg;
+
+	h->id = row->id;
+	snprintf(h->station, sizeof(h->station), "%s", row->station != NULL ?
+	    row->station : "");
+	snprintf(h->hash, sizeof(h->hash), "%s", row->row_hash != NULL ?
+	    row->row_hash : "");
+	return 0;
+}
+
+/*
+ * --plant: every station's chain in the plant store (or station's), then
+ * with db the local log: its own chain, and its head row in the plant
+ * store under the same seq with the same row_hash.  Both chains verified
+ * and one common row mean every row up to it is the same on both sides.
+ */
+static int
+cmd_audit_verify_plant(const char *conninfo, const char *station,
+    const char *db, const char *password_file)
+{
+	struct ship_verify_report rep;
+	struct ship_reader *rd = NULL;
+	struct audit *a = NULL;
+	struct cmd_audit_head h;
+	char why[600] = "", lwhy[256] = "", head[AUDIT_HASH_HEX + 1];
+	char phash[AUDIT_HASH_HEX + 1];
+	int64_t rows = 0, bad = 0, next = 0, last = 0;
+	int r, found = 0, ret = CMD_AUDIT_USAGE;
+
+	/* The local file first: a missing one costs the server nothing. */
+	if (db != NULL && cmd_audit_open(db, &a) != 0)
+		goto out;
+	if ((r = ship_reader_open(&rd, conninfo, password_file, why,
+	    sizeof(why))) != 0) {
+		fprintf(stderr, "keyline audit: %s\n", why);
+		goto out;
+	}
+	r = ship_reader_verify(rd, station, cmd_audit_plant_station, NULL,
+	    &rep);
+	if (r == KL_ERR_AUDIT_CHAIN) {
+		fprintf(stderr, "plant audit chain broken: station %s row %"
+		    PRId64 ": %s\n", rep.bad_station, rep.bad_seq, rep.why);
+		ret = CMD_AUDIT_FAIL;
+		goto out;
+	}
+	if (r == KL_ERR_NOT_FOUND) {
+		fprintf(stderr, "plant audit: %s\n", rep.why);
+		ret = CMD_AUDIT_FAIL;
+		goto out;
+	}
+	if (r != 0) {
+		fprintf(stderr, "keyline audit: cannot verify the plant store: "
+		    "%s\n", rep.why[0] ? rep.why : kl_strerror(r));
+		goto out;
+	}
+	printf("plant audit chains ok: %" PRId64 " stations, %" PRId64
+	    " rows\n", rep.stations, rep.rows);
+	if (a != NULL) {
+		r = audit_verify_head(a, &rows, &bad, lwhy, sizeof(lwhy), head,
+		    sizeof(head));
+		if (r == KL_ERR_AUDIT_CHAIN) {
+			fprintf(stderr, "audit chain broken at row %" PRId64
+			    ": %s\n", bad, lwhy);
+			ret = CMD_AUDIT_FAIL;
+			goto out;
+		}
+		if (r != 0) {
+			fprintf(stderr, "keyline audit: cannot verify %s: %s\n",
+			    db, kl_strerror(r));
+			goto out;
+		}
+		printf("audit chain ok: %" PRId64 " rows, head %s\n", rows,
+		    head);
+		if (rows == 0) {
+			printf("the local log is empty: nothing to find in the "
+			    "plant store\n");
+			ret = fflush(stdout) == 0 ? CMD_AUDIT_OK : CMD_AUDIT_FAIL;
+			goto out;
+		}
+		memset(&h, 0, sizeof(h));
+		if ((r = audit_events_since(a, rows - 1, 1, cmd_audit_head_row,
+		    &h, &next, NULL)) != 0 || h.id != rows) {
+			fprintf(stderr, "keyline audit: cannot read the head of "
+			    "%s: %s\n", db, kl_strerror(r));
+			goto out;
+		}
+		if (station != NULL && strcmp(station, h.station) != 0) {
+			fprintf(stderr, "keyline audit: the head of %s is station "
+			    "%s's, not %s\n", db, h.station, station);
+			ret = CMD_AUDIT_FAIL;
+			goto out;
+		}
+		if ((r = ship_reader_row(rd, h.station, h.id, &found, phash,
+		    &last, why, sizeof(why))) != 0) {
+			fprintf(stderr, "keyline audit: cannot read the plant "
+			    "store: %s\n", why);
+			goto out;
+		}
+		if (!found) {
+			fprintf(stderr, "local head not in the plant store: "
+			    "station %s row %" PRId64 " (%s); the plant store "
+			    "holds rows 1..%" PRId64 " of it%s\n", h.station,
+			    h.id, h.hash, last, last < h.id ?
+			    ": not shipped yet, or lost" : "");
+			ret = CMD_AUDIT_FAIL;
+			goto out;
+		}
+		if (strcmp(phash, h.hash) != 0) {
+			fprintf(stderr, "local head differs from the plant "
+			    "store: station %s row %" PRId64 " is %s locally, "
+			    "%s in the plant store: one of them was "
+			    "rewritten\n", h.station, h.id, h.hash, phash);
+			ret = CMD_AUDIT_FAIL;
+			goto out;
+		}
+		printf("local head in the plant store: station %s row %" PRId64
+		    "%s\n", h.station, h.id, last > h.id ?
+		    " (the plant store holds later rows of it)" : "");
+	}
+	ret = fflush(stdout) == 0 ? CMD_AUDIT_OK : CMD_AUDIT_FAIL;
+out:
+	ship_reader_close(rd);
+	audit_close(a);
+	return ret;
+}
+
 static int
 cmd_audit_verify(int argc, char **argv)
 {
@@ -172,6 +322,9 @@ cmd_audit_verify(int argc, char **argv)
 		{ "checkpoint-cert", required_argument, NULL, 'c' },
 		{ "root", required_argument, NULL, 'r' },
 		{ "require-checkpoints", no_argument, NULL, 'R' },
+		{ "plant", required_argument, NULL, 'p' },
+		{ "station", required_argument, NULL, 's' },
+		{ "password-file", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -179,14 +332,25 @@ cmd_audit_verify(int argc, char **argv)
 	struct audit_ckpt_report rep;
 	EVP_PKEY *ckpt_key = NULL;
 	const char *db = NULL, *anchor = NULL, *ckpt_cert = NULL, *root = NULL;
+	const char *plant = NULL, *station = NULL, *pwfile = NULL;
 	int require_ckpt = 0;
 	char why[256] = "", head[AUDIT_HASH_HEX + 1];
 	int64_t rows = 0, bad = 0, anchor_id = 0;
 	int c, r, ret = CMD_AUDIT_USAGE;
 
 	cmd_audit_getopt_reset();
-	while ((c = getopt_long(argc, argv, "+d:a:c:r:Rh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+d:a:c:r:Rp:s:P:h", opts,
+	    NULL)) != -1) {
 		switch (c) {
+		case 'p':
+			plant = optarg;
+			break;
+		case 's':
+			station = optarg;
+			break;
+		case 'P':
+			pwfile = optarg;
+			break;
 		case 'd':
 			db = optarg;
 			break;
@@ -209,6 +373,20 @@ cmd_audit_verify(int argc, char **argv)
 			cmd_audit_usage(stderr);
 			return CMD_AUDIT_USAGE;
 		}
+	}
+	/* --plant has options of its own; the local ones would be checked
+	 * on one side only. */
+	if (plant != NULL) {
+		if (optind != argc || anchor != NULL || ckpt_cert != NULL ||
+		    root != NULL || require_ckpt) {
+			cmd_audit_usage(stderr);
+			return CMD_AUDIT_USAGE;
+		}
+		return cmd_audit_verify_plant(plant, station, db, pwfile);
+	}
+	if (station != NULL || pwfile != NULL) {
+		cmd_audit_usage(stderr);
+		return CMD_AUDIT_USAGE;
 	}
 	/* --root and --require-checkpoints are about checkpoints: without
 	 * the certificate they would silently check nothing. */
