@@ -134,6 +134,42 @@ const char *const plant_migrations[] = {
 	"CREATE TRIGGER audit_rows_no_truncate"
 	" BEFORE TRUNCATE ON audit_rows"
 	" FOR EACH STATEMENT EXECUTE FUNCTION keyline_append_only();",
+	/* 2 -> 3: a device's certificate record changes only when a claim
+	 * becomes provisioned (a station role may UPDATE devices to claim
+	 * and record, but not rewrite what another station made); the
+	 * views an MES reads (docs/plant.md, "For the MES"). */
+	"CREATE FUNCTION keyline_devices_guard() RETURNS trigger"
+	" LANGUAGE plpgsql AS $$ BEGIN"
+	"  IF NEW.device_id <> OLD.device_id THEN"
+	"   RAISE EXCEPTION 'keyline: a device ID does not change';"
+	"  END IF;"
+	"  IF NOT (OLD.state = 'claimed' AND NEW.state = 'provisioned') AND"
+	"   (NEW.key_fpr IS DISTINCT FROM OLD.key_fpr OR"
+	"    NEW.cert_serial IS DISTINCT FROM OLD.cert_serial OR"
+	"    NEW.cert_fpr IS DISTINCT FROM OLD.cert_fpr OR"
+	"    NEW.made_station IS DISTINCT FROM OLD.made_station OR"
+	"    NEW.made_slot IS DISTINCT FROM OLD.made_slot OR"
+	"    NEW.provisioned_at IS DISTINCT FROM OLD.provisioned_at) THEN"
+	"   RAISE EXCEPTION 'keyline: device %: its certificate record changes"
+	" only when a claim becomes provisioned', OLD.device_id;"
+	"  END IF;"
+	"  RETURN NEW;"
+	" END $$;"
+	"CREATE TRIGGER devices_guard BEFORE UPDATE ON devices"
+	" FOR EACH ROW EXECUTE FUNCTION keyline_devices_guard();"
+	"CREATE VIEW mes_devices AS SELECT device_id, state,"
+	" made_station AS station, made_slot AS slot, board_serial,"
+	" cert_serial, cert_fpr, key_fpr, provisioned_at, reprovisions"
+	" FROM devices WHERE made_station IS NOT NULL;"
+	"CREATE VIEW mes_events AS SELECT id, time, device_id, station, slot,"
+	" board_serial, event, detail FROM device_history;"
+	"CREATE VIEW mes_station_yield AS SELECT station,"
+	" date_trunc('hour', time) AS hour,"
+	" count(*) FILTER (WHERE event IN ('claim', 'reprovision'))"
+	"  AS started,"
+	" count(*) FILTER (WHERE event = 'provisioned') AS provisioned,"
+	" count(*) FILTER (WHERE event = 'released') AS failed_before_cert"
+	" FROM device_history GROUP BY station, date_trunc('hour', time);",
 };
 
 const int plant_schema_version =

@@ -65,12 +65,12 @@ init_fails 'no password here' --admin "$ADMIN password=x" --station-role kl_stat
 # ---- init, then again
 "$KL" plant init --admin "$ADMIN" --station-role kl_station \
     --password-file "$T/station.pw" >"$T/init1" 2>&1 || fail "plant init: $(cat "$T/init1")"
-[ "$(admin 'SELECT version FROM keyline_schema')" = 1 ] || fail "schema version after init"
+[ "$(admin 'SELECT version FROM keyline_schema')" = 3 ] || fail "schema version after init"
 admin "INSERT INTO device_history (device_id, station, slot, event)
     VALUES ('seen-by-admin', 'admin', 0, 'before the second init')" >/dev/null
 "$KL" plant init --admin "$ADMIN" --station-role kl_station \
     --password-file "$T/station.pw" >"$T/init2" 2>&1 || fail "second plant init: $(cat "$T/init2")"
-[ "$(admin 'SELECT count(*), max(version) FROM keyline_schema')" = "1|1" ] ||
+[ "$(admin 'SELECT count(*), max(version) FROM keyline_schema')" = "1|3" ] ||
 	fail "keyline_schema after the second init: $(admin 'SELECT * FROM keyline_schema')"
 [ "$(admin 'SELECT count(*) FROM device_history')" = 1 ] || fail "the second init touched history"
 ! grep -qF -- "$pw" "$PG_DIR/server.log" || fail "the password is in the server log"
@@ -82,7 +82,7 @@ station 'SELECT version FROM keyline_schema' >/dev/null || fail "station cannot 
 PGPASSFILE=$T/pgpass-wrong pg_psql "$ST" 'SELECT 1' >/dev/null 2>"$T/err" &&
 	fail "station logged in with a wrong password"
 grep -q 'password authentication failed' "$T/err" || fail "wrong password: $(cat "$T/err")"
-want='device_history:INSERT device_history:SELECT devices:INSERT devices:SELECT devices:UPDATE keyline_schema:SELECT'
+want='audit_rows:INSERT audit_rows:SELECT device_history:INSERT device_history:SELECT devices:INSERT devices:SELECT devices:UPDATE keyline_schema:SELECT'
 got=$(admin "SELECT string_agg(table_name || ':' || privilege_type, ' '
     ORDER BY table_name, privilege_type) FROM information_schema.role_table_grants
     WHERE grantee = 'kl_station'")
@@ -130,10 +130,10 @@ odd="kl \"odd'role"
 
 # ---- a schema newer than this keyline
 admin 'UPDATE keyline_schema SET version = 99' >/dev/null
-init_fails 'schema is version 99, newer than this keyline knows \(1\)' \
+init_fails 'schema is version 99, newer than this keyline knows \(3\)' \
     --admin "$ADMIN" --station-role kl_station
 [ "$(admin 'SELECT version FROM keyline_schema')" = 99 ] || fail "a refused init changed the version"
-admin 'UPDATE keyline_schema SET version = 1' >/dev/null
+admin 'UPDATE keyline_schema SET version = 3' >/dev/null
 
 # ---- inits at once on a new database: all succeed, one migrates (without
 # the advisory lock, CREATE TABLE IF NOT EXISTS races: "duplicate key value
@@ -146,10 +146,10 @@ done
 for i in 1 2 3 4 5 6; do
 	wait %$i || fail "parallel init $i: $(cat "$T/par$i")"
 done
-if cat "$T"/par[1-6] | grep -qv '^plant registry: schema version 1, station role kl_station$'; then
+if cat "$T"/par[1-6] | grep -qv '^plant registry: schema version 3, station role kl_station$'; then
 	fail "the inits said more than their line: $(cat "$T"/par[1-6])"
 fi
-[ "$(pg_psql "$A2" 'SELECT count(*), max(version) FROM keyline_schema')" = "1|1" ] ||
+[ "$(pg_psql "$A2" 'SELECT count(*), max(version) FROM keyline_schema')" = "1|3" ] ||
 	fail "parallel inits: keyline_schema is $(pg_psql "$A2" 'SELECT * FROM keyline_schema')"
 
 # ---- the admin over TCP: only to a verified server

@@ -121,4 +121,19 @@ wait_for 20 "station d's lease to run out" lease_gone
 [ "$(q "SELECT state || ' ' || station FROM devices WHERE device_id = 'keyline-virtual-KL000300'")" = "provisioned station-e" ] ||
 	fail "registry does not show station e's takeover"
 
+# 5. What was made stays as made: no role, the owner included, rewrites a
+# provisioned device's certificate record outside a claim becoming
+# provisioned; the MES views show each device once with where it was made.
+if q "UPDATE devices SET cert_serial = 'forged' WHERE device_id = 'keyline-virtual-KL000201'" 2>"$T/guard.err"; then
+	fail "a provisioned device's certificate record was rewritten"
+fi
+grep -q "certificate record changes only when a claim becomes provisioned" "$T/guard.err" ||
+	fail "the guard's refusal is unclear: $(cat "$T/guard.err")"
+[ "$(q "SELECT count(*) FROM mes_devices")" = "$(q "SELECT count(*) FROM devices WHERE state = 'provisioned'")" ] ||
+	fail "mes_devices does not list every provisioned device"
+[ "$(q "SELECT station FROM mes_devices WHERE device_id = 'keyline-virtual-KL000300'")" = station-e ] ||
+	fail "mes_devices does not say station e made 300"
+[ "$(q "SELECT sum(provisioned) FROM mes_station_yield")" = "$(q "SELECT count(*) FROM device_history WHERE event = 'provisioned'")" ] ||
+	fail "mes_station_yield does not add up"
+
 echo "PASS plant-claims"

@@ -39,6 +39,8 @@ outage_line() {
 	mkdir -p "$dir"
 	line_setup "$dir" 2 --first "$first" >/dev/null
 	on_exit_line "$dir"
+	# One station ID per station: the plant store chains rows per ID.
+	sed -i "s/^id = .*/id = station-$(basename "$dir")/" "$dir/station.conf"
 	sed -i "s/^fault = none\$/fault = pause-before:$msg/" "$(board2 "$dir")/board.conf"
 	grep -q "^fault = pause-before:$msg\$" "$(board2 "$dir")/board.conf" ||
 		fail "fault not set"
