@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "db/audit.h"
+#include "db/ship.h"
 #include "common/buf.h"
 #include "station/config/config.h"
 #include "station/config/devid.h"
@@ -142,6 +143,7 @@ struct http {
 	struct engine *engine;
 	struct audit *audit;
 	const struct config *cfg;
+	struct ship *ship;	/* NULL without a plant store */
 	double start_time_s;	/* process start, Unix seconds */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -561,6 +563,25 @@ http_healthz(struct http_req *rq, struct http_reply *rp)
 	return rp->json != NULL ? 0 : KL_ERR_NOMEM;
 }
 
+/* Audit shipping to the plant store (docs/plant.md), or null without. */
+static json_t *
+http_ship_json(struct ship *sh)
+{
+	struct ship_status st;
+
+	if (sh == NULL)
+		return json_null();
+	ship_status(sh, &st);
+	return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I}",
+	    "connected", st.connected,
+	    "refused", st.refused,
+	    "shipped_seq", (json_int_t)st.shipped,
+	    "local_seq", (json_int_t)st.local,
+	    "rows_waiting", (json_int_t)(st.shipped >= 0 &&
+	    st.local > st.shipped ? st.local - st.shipped : 0),
+	    "failures", (json_int_t)st.failures);
+}
+
 static int
 http_status(struct http_req *rq, struct http_reply *rp)
 {
@@ -579,7 +600,7 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	}
 	rp->json = json_pack("{s:I, s:{s:o, s:o, s:o}, "
 	    "s:{s:s, s:I, s:I, s:f}, s:{s:i, s:i, s:i, s:i}, s:{s:o, s:o, s:i}, "
-	    "s:{s:b, s:i}, s:i, s:{s:I, s:s?}}",
+	    "s:{s:b, s:i, s:o}, s:i, s:{s:I, s:s?}}",
 	    "time_ms", (json_int_t)http_now_ms(),
 	    "station",
 	    "id", http_jstr(cfg->station_id, 0),
@@ -602,6 +623,7 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	    "registry",
 	    "configured", cfg->registry_conninfo[0] != '\0',
 	    "slots_waiting", s.slots_waiting_registry,
+	    "shipping", http_ship_json(rq->h->ship),
 	    "slots", cfg->nslots,
 	    "audit",
 	    "rows", (json_int_t)rows,
@@ -962,6 +984,24 @@ http_metrics(struct http_req *rq, struct http_reply *rp)
 	    "many failures in a row).", "gauge",
 	    (uint64_t)(s.slots_held > 0 ? s.slots_held : 0))) != 0)
 		goto out;
+	/* Shipping lag to the plant store, in rows (docs/plant.md). */
+	if (rq->h->ship != NULL) {
+		struct ship_status st;
+
+		ship_status(rq->h->ship, &st);
+		if ((r = http_put_counter(b, "keyline_audit_rows_unshipped",
+		    "Audit rows committed here and not yet in the plant "
+		    "store.", "gauge", (uint64_t)(st.shipped >= 0 &&
+		    st.local > st.shipped ? st.local - st.shipped : 0))) != 0 ||
+		    (r = http_put_counter(b, "keyline_audit_ship_connected",
+		    "Whether the shipper's connection to the plant store is "
+		    "up.", "gauge", (uint64_t)(st.connected != 0))) != 0 ||
+		    (r = http_put_counter(b, "keyline_audit_ship_refused",
+		    "Whether the plant store refused this station's rows "
+		    "(provisioning stopped).", "gauge",
+		    (uint64_t)(st.refused != 0))) != 0)
+			goto out;
+	}
 	if ((r = http_put(b, "# HELP keyline_line_state Line state (1 for "
 	    "the current one).\n# TYPE keyline_line_state gauge\n")) != 0)
 		goto out;
@@ -1458,6 +1498,7 @@ http_start(struct http **out, const struct http_opts *o, char *err,
 	h->engine = o->engine;
 	h->audit = o->audit;
 	h->cfg = cfg;
+	h->ship = o->ship;
 	h->start_time_s = http_process_start();
 	h->log_at_ms = http_mono_ms();
 	pthread_mutex_init(&h->mu, NULL);

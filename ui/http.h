@@ -20,9 +20,12 @@ struct http_opts {
 	struct engine *engine;		/* borrowed, outlives the server */
 	struct audit *audit;		/* borrowed, outlives the server */
 	const struct config *cfg;	/* borrowed: [station] and [http] */
+	struct ship *ship;		/* borrowed; NULL without audit
+					 * shipping to a plant store */
 };
 
 struct http;
+struct ship;
 
 /*
  * Bind and start serving.  0 and *out (stop with http_stop), or

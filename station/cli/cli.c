@@ -43,6 +43,7 @@ cli_station_open(struct cli_station *cs, const char *cmd,
 		ho.engine = cs->engine;
 		ho.audit = cs->st.audit;
 		ho.cfg = cs->st.cfg;
+		ho.ship = cs->st.ship;
 		if ((r = http_start(&cs->http, &ho, err, sizeof(err))) != 0) {
 			fprintf(stderr, "keyline %s: status API: %s\n", cmd,
 			    err);

@@ -84,6 +84,15 @@ grep -q 'plant registry answered after' "$T/a.jsonl" || fail "the resumption was
 # the server stops; board 2 passes on the board but waits until the
 # registry records it.
 outage_line "$T/b" 500 120 SIGN
+# The status API beside it: the registry's state while it is gone.
+PORT=$(free_port) || fail "no free port"
+head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/b/api.token"
+chmod 600 "$T/b/api.token"
+printf '\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' "$PORT" >>"$T/b/station.conf"
+api() {
+	curl -sf -H "Authorization: Bearer $(cat "$T/b/api.token")" \
+	    "http://127.0.0.1:$PORT$1"
+}
 bg_start "$KL" batch --config "$T/b/station.conf" >"$T/b.jsonl" 2>"$T/b.err"
 pb=$!
 wait_for -p "$pb" -l "$T/b.err" 30 "board 2 to pause before SIGN" paused "$T/b"
@@ -93,6 +102,19 @@ pg_down
 go_on "$T/b"
 wait_for -p "$pb" -l "$T/b.err" 30 "board 2 to wait to record its pass" \
     grep -q 'waiting for the plant registry (record of the pass)' "$T/b.jsonl"
+api /api/v1/status >"$T/status.json" || fail "no status from the API"
+jq -e '.registry.configured and .registry.slots_waiting == 1 and
+    (.registry.shipping.rows_waiting > 0)' "$T/status.json" >/dev/null ||
+	fail "the status does not show the registry outage: $(jq -c .registry "$T/status.json")"
+slots_state() {
+	api /api/v1/slots | jq -e '.slots[1].state == "waiting_registry"' >/dev/null
+}
+slots_state || fail "slot 2 is not waiting_registry in the API"
+api /metrics >"$T/metrics.txt" || fail "no metrics"
+grep -q '^keyline_slots_waiting_registry 1$' "$T/metrics.txt" ||
+	fail "metrics lack the waiting slot: $(grep registry "$T/metrics.txt")"
+awk '$1 == "keyline_audit_rows_unshipped" && $2 > 0 { ok = 1 } END { exit !ok }' "$T/metrics.txt" ||
+	fail "metrics do not show unshipped rows: $(grep unshipped "$T/metrics.txt")"
 grep -q '"event":"passed".*KL000501' "$T/b.jsonl" &&
 	fail "board 2 passed before the registry recorded it"
 pg_up
