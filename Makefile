@@ -216,10 +216,16 @@ bench-http: setup
 	@$(MAKE) --no-print-directory all
 	@scripts/bench-http
 
+# What the plant registry costs per board, three stations on one server,
+# and where one PostgreSQL server saturates (docs/plant.md).
+bench-plant: setup
+	@$(MAKE) --no-print-directory all
+	@scripts/bench-plant
+
 clean:
 	rm -rf build
 
-.PHONY: all san setup unit integration test demo demo-plant bench bench-http clean
+.PHONY: all san setup unit integration test demo demo-plant bench bench-http bench-plant clean
 .SECONDARY:
 
 -include $(shell find $(sort $(REL) $(SAN)) -name '*.d' 2>/dev/null)

@@ -7,12 +7,12 @@
 
 KEYLINE_DEMO_DIR=$T/demo "$top/scripts/demo-plant" >"$T/out" 2>&1 ||
 	fail "demo-plant failed: $(tail -20 "$T/out")"
-outcome=$(grep '^station-' "$T/out" | sort | tr '\n' ';')
-case $outcome in
-"station-a: 4 passed, 0 refused or failed;station-b: 2 passed, 2 refused or failed;" | \
-"station-a: 2 passed, 2 refused or failed;station-b: 4 passed, 0 refused or failed;") ;;
-*) fail "not 4 + 2 passes with 2 refusals: $outcome" ;;
-esac
+# Which station wins each of the two shared IDs is a race: together they
+# pass 6 boards and refuse 2, whoever won which.
+passed=$(sed -n 's/^station-[ab]: \([0-9]\) passed, .*/\1/p' "$T/out" | paste -sd+ | bc)
+refused=$(sed -n 's/^station-[ab]: [0-9] passed, \([0-9]\) refused.*/\1/p' "$T/out" | paste -sd+ | bc)
+[ "$passed" = 6 ] && [ "$refused" = 2 ] ||
+	fail "not 6 passes and 2 refusals: $(grep '^station-' "$T/out")"
 [ "$(grep -c 'per the plant registry' "$T/out")" = 2 ] ||
 	fail "the two refusals do not come from the registry: $(cat "$T/out")"
 [ "$(grep -Ec ' provisioned \| station-[ab] ' "$T/out")" = 6 ] ||
