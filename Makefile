@@ -31,7 +31,7 @@ COMMON_SRC = common/err.c common/log.c common/buf.c common/fsutil.c \
 HSM_SRC = hsm/hsm.c
 DB_SRC = db/audit.c
 # The plant registry on PostgreSQL (docs/plant.md).
-PLANT_SRC = db/plant.c db/plant_schema.c db/plant_admin.c db/ship.c
+PLANT_SRC = db/plant.c db/plant_schema.c db/plant_admin.c db/pgconn.c db/ship.c
 STATION_SRC = station/config/config.c station/config/devid.c station/ca/certcheck.c \
 	station/ca/ca.c station/ca/ca_local.c station/ca/ca_cfssl.c station/ca/ca_cmp.c \
 	station/link/link.c station/config/ota.c \

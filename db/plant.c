@@ -10,12 +10,10 @@
 #include "db/plant.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -23,8 +21,9 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/secret.h"
+#include "db/pgconn.h"
 
-#define PLANT_MAX_PASSWORD 256
+#define PLANT_MAX_PASSWORD (PGCONN_MAX_PASSWORD + 1)
 
 struct plant {
 	pthread_mutex_t mu;
@@ -38,213 +37,24 @@ struct plant {
 	int timeout_s;
 };
 
-/* Server words, printable ASCII, one line, for why. */
-static void
-plant_words(const char *what, const char *msg, char *why, size_t whysz)
-{
-	char line[300];
-	size_t i, n = 0;
-
-	for (i = 0; msg != NULL && msg[i] != '\0' && n + 1 < sizeof(line);
-	    i++) {
-		unsigned char c = (unsigned char)msg[i];
-
-		if (c == '\n' || c == '\r') {
-			if (msg[i + 1] == '\0')
-				break;
-			c = ' ';
-		}
-		line[n++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-	}
-	line[n] = '\0';
-	snprintf(why, whysz, "%s: %s", what, line);
-}
-
-/* The password file: a regular file of mode 600 (or stricter), owned by
- * us, one line. */
-static int
-plant_read_password(const char *path, char *out, char *why, size_t whysz)
-{
-	struct stat st;
-	ssize_t n;
-	int fd, r = KL_ERR_CONFIG;
-
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
-		snprintf(why, whysz, "password_file %s: %s", path,
-		    strerror(errno));
-		return KL_ERR_CONFIG;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		snprintf(why, whysz, "password_file %s: not a regular file",
-		    path);
-		goto out;
-	}
-	if ((st.st_mode & 077) != 0 || st.st_uid != geteuid()) {
-		snprintf(why, whysz, "password_file %s: must be mode 600 and "
-		    "ours (it is %03o)", path, (unsigned)(st.st_mode & 0777));
-		goto out;
-	}
-	n = read(fd, out, PLANT_MAX_PASSWORD - 1);
-	if (n <= 0) {
-		snprintf(why, whysz, "password_file %s: empty or unreadable",
-		    path);
-		goto out;
-	}
-	out[n] = '\0';
-	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-		out[--n] = '\0';
-	if (n == 0 || memchr(out, '\n', (size_t)n) != NULL) {
-		snprintf(why, whysz, "password_file %s: one line expected",
-		    path);
-		goto out;
-	}
-	r = 0;
-out:
-	close(fd);
-	return r;
-}
-
-/*
- * Whether conninfo names only Unix-socket hosts (host= a path, or none:
- * libpq's default socket).  A TCP host needs TLS with the server verified.
- */
-static int
-plant_unix_only(PQconninfoOption *opts)
-{
-	PQconninfoOption *o;
-	const char *h = NULL, *a = NULL;
-
-	for (o = opts; o->keyword != NULL; o++) {
-		if (strcmp(o->keyword, "host") == 0)
-			h = o->val;
-		else if (strcmp(o->keyword, "hostaddr") == 0)
-			a = o->val;
-	}
-	if (a != NULL && a[0] != '\0')
-		return 0;
-	/* No host= here: PGHOST, PGSERVICE or a service file may name a
-	 * TCP server, so it is not taken for a socket. */
-	if (h == NULL || h[0] == '\0')
-		return 0;
-	/* "host=/run/pg,/tmp" is a list: every one must be a path. */
-	for (;;) {
-		if (h[0] != '/' && h[0] != '@')
-			return 0;
-		if ((h = strchr(h, ',')) == NULL)
-			return 1;
-		h++;
-	}
-}
-
-/* Check what station.conf gave before any connection is tried. */
-static int
-plant_check_conninfo(const struct plant_params *p, int *unix_only,
-    char *why, size_t whysz)
-{
-	PQconninfoOption *opts, *o;
-	char *err = NULL;
-	int r = 0;
-
-	if ((opts = PQconninfoParse(p->conninfo, &err)) == NULL) {
-		plant_words("[registry] conninfo", err != NULL ? err :
-		    "does not parse", why, whysz);
-		PQfreemem(err);
-		return KL_ERR_CONFIG;
-	}
-	for (o = opts; o->keyword != NULL; o++) {
-		if (o->val == NULL || o->val[0] == '\0')
-			continue;
-		if (strcmp(o->keyword, "password") == 0) {
-			snprintf(why, whysz, "[registry] conninfo: no "
-			    "password here: use password_file (mode 600), a "
-			    "libpq passfile or a client certificate");
-			r = KL_ERR_CONFIG;
-			goto out;
-		}
-		if (strcmp(o->keyword, "sslmode") == 0 ||
-		    strcmp(o->keyword, "sslrootcert") == 0) {
-			snprintf(why, whysz, "[registry] conninfo: leave %s "
-			    "out: the station sets TLS from root_cert",
-			    o->keyword);
-			r = KL_ERR_CONFIG;
-			goto out;
-		}
-	}
-	*unix_only = plant_unix_only(opts);
-	if (!*unix_only && (p->root_cert == NULL || p->root_cert[0] == '\0')) {
-		snprintf(why, whysz, "[registry] root_cert: required when the "
-		    "server is reached over TCP: the station verifies it "
-		    "(sslmode=verify-full)");
-		r = KL_ERR_CONFIG;
-	}
-out:
-	PQconninfoFree(opts);
-	return r;
-}
-
 /* Under pl->mu: connect (again), check the schema version. */
 static int
 plant_connect(struct plant *pl, char *why, size_t whysz)
 {
-	const char *keys[8], *vals[8];
-	char timeout[16];
 	PGresult *res = NULL;
-	int n = 0, r, v;
+	int r, v;
 
 	if (pl->conn != NULL) {
 		PQfinish(pl->conn);
 		pl->conn = NULL;
 	}
-	snprintf(timeout, sizeof(timeout), "%d", pl->timeout_s);
-	keys[n] = "dbname";
-	vals[n++] = pl->conninfo;
-	keys[n] = "connect_timeout";
-	vals[n++] = timeout;
-	keys[n] = "application_name";
-	vals[n++] = pl->station;
-	if (pl->root_cert != NULL) {
-		keys[n] = "sslmode";
-		vals[n++] = "verify-full";
-		keys[n] = "sslrootcert";
-		vals[n++] = pl->root_cert;
-	}
-	if (pl->password != NULL) {
-		keys[n] = "password";
-		vals[n++] = pl->password;
-	}
-	keys[n] = NULL;
-	vals[n] = NULL;
-	/* expand_dbname: conninfo's own keys first, ours after win. */
-	pl->conn = PQconnectdbParams(keys, vals, 1);
-	if (pl->conn == NULL)
-		return KL_ERR_NOMEM;
-	if (PQstatus(pl->conn) != CONNECTION_OK) {
-		const char *m = PQerrorMessage(pl->conn);
-
-		plant_words("cannot connect to the registry", m, why, whysz);
-		/* Refused credentials or TLS: a configuration matter; no
-		 * route or no server: unavailable. */
-		r = strstr(m, "authentication") != NULL ||
-		    strstr(m, "certificate") != NULL ||
-		    strstr(m, "SSL") != NULL || strstr(m, "role") != NULL ||
-		    strstr(m, "password") != NULL ? KL_ERR_DB :
-		    KL_ERR_UNAVAILABLE;
-		PQfinish(pl->conn);
-		pl->conn = NULL;
+	if ((r = pgconn_connect(&pl->conn, pl->conninfo, pl->root_cert,
+	    pl->password, pl->station, pl->timeout_s, "the registry", why,
+	    whysz)) != 0)
 		return r;
-	}
-	snprintf(timeout, sizeof(timeout), "%d", pl->timeout_s * 1000);
-	{
-		const char *pv[1] = { timeout };
-
-		res = PQexecParams(pl->conn, "SELECT set_config("
-		    "'statement_timeout', $1, false)", 1, NULL, pv, NULL,
-		    NULL, 0);
-		PQclear(res);
-	}
 	res = PQexec(pl->conn, "SELECT version FROM keyline_schema");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		plant_words("the registry has no keyline schema (keyline "
+		pgconn_words("the registry has no keyline schema (keyline "
 		    "plant init)", PQresultErrorMessage(res), why, whysz);
 		r = KL_ERR_DB;
 		goto fail;
@@ -280,7 +90,9 @@ plant_open(struct plant **out, const struct plant_params *p, char *why,
 		    "lease and a timeout are needed");
 		return KL_ERR_CONFIG;
 	}
-	if ((r = plant_check_conninfo(p, &unix_only, why, whysz)) != 0)
+	if ((r = pgconn_check_conninfo(p->conninfo, p->root_cert,
+	    PGCONN_STATION, "[registry] conninfo", &unix_only, why,
+	    whysz)) != 0)
 		return r;
 	if ((pl = calloc(1, sizeof(*pl))) == NULL)
 		return KL_ERR_NOMEM;
@@ -298,7 +110,7 @@ plant_open(struct plant **out, const struct plant_params *p, char *why,
 			r = KL_ERR_NOMEM;
 			goto fail;
 		}
-		if ((r = plant_read_password(p->password_file, pl->password,
+		if ((r = pgconn_read_password(p->password_file, pl->password,
 		    why, whysz)) != 0)
 			goto fail;
 	}
@@ -355,13 +167,13 @@ plant_exec(struct plant *pl, const char *sql, int n, const char *const *v,
 			return 0;
 		if (PQstatus(pl->conn) != CONNECTION_OK) {
 			/* The server went away under the statement. */
-			plant_words("registry connection lost",
+			pgconn_words("registry connection lost",
 			    PQerrorMessage(pl->conn), why, whysz);
 			PQclear(*res);
 			*res = NULL;
 			continue;
 		}
-		plant_words("registry", PQresultErrorMessage(*res), why, whysz);
+		pgconn_words("registry", PQresultErrorMessage(*res), why, whysz);
 		PQclear(*res);
 		*res = NULL;
 		return KL_ERR_DB;

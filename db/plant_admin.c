@@ -18,19 +18,18 @@
 #include "db/plant.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "common/err.h"
 #include "common/secret.h"
+#include "db/pgconn.h"
 
-#define PLANT_ADMIN_MAX_PASSWORD 256
+#define PLANT_ADMIN_MAX_PASSWORD PGCONN_MAX_PASSWORD
 
 /* pg_advisory_xact_lock key ("KEYLINE" in ASCII): CREATE TABLE IF NOT
  * EXISTS is not safe against a concurrent twin (both may try to create
@@ -46,172 +45,8 @@ plant_admin_notice(void *arg, const char *msg)
 	(void)msg;
 }
 
-/* Server words, printable ASCII on one line, after what. */
-static void
-plant_admin_words(const char *what, const char *msg, char *why,
-    size_t whysz)
-{
-	char line[300];
-	size_t i, n = 0;
 
-	for (i = 0; msg != NULL && msg[i] != '\0' && n + 1 < sizeof(line);
-	    i++) {
-		unsigned char c = (unsigned char)msg[i];
 
-		if (c == '\n' || c == '\r') {
-			if (msg[i + 1] == '\0')
-				break;
-			c = ' ';
-		}
-		line[n++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-	}
-	line[n] = '\0';
-	snprintf(why, whysz, "%s: %s", what, line);
-}
-
-/* The station role's password: a regular file of mode 600 or stricter,
- * ours, one line (a trailing newline is not part of it). */
-static int
-plant_admin_read_password(const char *path, char *out, char *why,
-    size_t whysz)
-{
-	struct stat st;
-	ssize_t n;
-	int fd, r = KL_ERR_CONFIG;
-
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
-		snprintf(why, whysz, "password file %s: %s", path,
-		    strerror(errno));
-		return KL_ERR_CONFIG;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		snprintf(why, whysz, "password file %s: not a regular file",
-		    path);
-		goto out;
-	}
-	if ((st.st_mode & 077) != 0 || st.st_uid != geteuid()) {
-		snprintf(why, whysz, "password file %s: must be mode 600 and "
-		    "ours (it is %03o, owner %u)", path,
-		    (unsigned)(st.st_mode & 0777), (unsigned)st.st_uid);
-		goto out;
-	}
-	/* One byte more than fits: a longer file is refused, not cut. */
-	n = read(fd, out, PLANT_ADMIN_MAX_PASSWORD);
-	if (n < 0) {
-		snprintf(why, whysz, "password file %s: %s", path,
-		    strerror(errno));
-		goto out;
-	}
-	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-		n--;
-	if (n >= PLANT_ADMIN_MAX_PASSWORD) {
-		snprintf(why, whysz, "password file %s: longer than %d bytes",
-		    path, PLANT_ADMIN_MAX_PASSWORD - 1);
-		goto out;
-	}
-	out[n] = '\0';
-	if (n == 0) {
-		snprintf(why, whysz, "password file %s: empty", path);
-		goto out;
-	}
-	if (memchr(out, '\n', (size_t)n) != NULL ||
-	    memchr(out, '\r', (size_t)n) != NULL ||
-	    memchr(out, '\0', (size_t)n) != NULL) {
-		snprintf(why, whysz, "password file %s: one line of text "
-		    "expected", path);
-		goto out;
-	}
-	r = 0;
-out:
-	close(fd);
-	return r;
-}
-
-/*
- * Before connecting: no password= (passfile, certificate, peer or trust
- * instead), and either every host= a socket directory or sslmode=
- * verify-full.  A conninfo without host= is refused too: PGHOST, a
- * service file or PGSERVICE could name a TCP host, and libpq would send
- * the admin's password before anything here could look (a conninfo's own
- * keys override all of those).
- */
-static int
-plant_admin_check_conninfo(const char *conninfo, char *why, size_t whysz)
-{
-	PQconninfoOption *opts, *o;
-	const char *host = NULL, *addr = NULL, *sslmode = NULL;
-	char *err = NULL;
-	int r = 0;
-
-	if ((opts = PQconninfoParse(conninfo, &err)) == NULL) {
-		plant_admin_words("--admin", err != NULL ? err :
-		    "does not parse", why, whysz);
-		PQfreemem(err);
-		return KL_ERR_CONFIG;
-	}
-	for (o = opts; o->keyword != NULL; o++) {
-		if (o->val == NULL || o->val[0] == '\0')
-			continue;
-		if (strcmp(o->keyword, "password") == 0) {
-			snprintf(why, whysz, "--admin: no password here: use a "
-			    "libpq passfile (PGPASSFILE), a client certificate "
-			    "or peer authentication");
-			r = KL_ERR_CONFIG;
-			goto out;
-		}
-		if (strcmp(o->keyword, "host") == 0)
-			host = o->val;
-		else if (strcmp(o->keyword, "hostaddr") == 0)
-			addr = o->val;
-		else if (strcmp(o->keyword, "sslmode") == 0)
-			sslmode = o->val;
-	}
-	if (sslmode != NULL && strcmp(sslmode, "verify-full") == 0)
-		goto out;
-	for (; addr == NULL && host != NULL; host++) {
-		/* "host=/run/pg,/tmp" is a list: every one a path. */
-		if (host[0] != '/' && host[0] != '@')
-			break;
-		if ((host = strchr(host, ',')) == NULL)
-			goto out;
-	}
-	snprintf(why, whysz, "--admin: name the server's socket directory "
-	    "(host=/path) or verify it (sslmode=verify-full "
-	    "sslrootcert=FILE): a TCP server is not trusted unverified");
-	r = KL_ERR_CONFIG;
-out:
-	PQconninfoFree(opts);
-	return r;
-}
-
-/*
- * Connected: on a Unix socket, or TLS with the server verified.  What
- * plant_admin_check_conninfo lets through always passes; this is the
- * check on what libpq actually did, before the station's password goes.
- */
-static int
-plant_admin_check_conn(PGconn *conn, char *why, size_t whysz)
-{
-	PQconninfoOption *opts, *o;
-	const char *host = PQhost(conn);
-	int ok = 0;
-
-	if (host != NULL && (host[0] == '/' || host[0] == '@'))
-		return 0;
-	if (PQsslInUse(conn) && (opts = PQconninfo(conn)) != NULL) {
-		for (o = opts; o->keyword != NULL; o++)
-			if (strcmp(o->keyword, "sslmode") == 0 &&
-			    o->val != NULL && strcmp(o->val, "verify-full") == 0)
-				ok = 1;
-		PQconninfoFree(opts);
-	}
-	if (ok)
-		return 0;
-	snprintf(why, whysz, "--admin: the server %s is reached over TCP "
-	    "without sslmode=verify-full: refused before anything is changed",
-	    host != NULL ? host : "?");
-	return KL_ERR_CONFIG;
-}
 
 /* One statement, parameterised; 0 with *res (caller PQclear()s) or
  * KL_ERR_DB with the server's words after what. */
@@ -225,7 +60,7 @@ plant_admin_exec(PGconn *conn, const char *what, const char *sql, int n,
 	st = PQresultStatus(*res);
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
 		return 0;
-	plant_admin_words(what, *res != NULL ? PQresultErrorMessage(*res) :
+	pgconn_words(what, *res != NULL ? PQresultErrorMessage(*res) :
 	    PQerrorMessage(conn), why, whysz);
 	PQclear(*res);
 	*res = NULL;
@@ -337,7 +172,7 @@ plant_admin_migrate(PGconn *conn, char *why, size_t whysz)
 
 			snprintf(what, sizeof(what), "migration %d -> %d", i,
 			    i + 1);
-			plant_admin_words(what, PQresultErrorMessage(res), why,
+			pgconn_words(what, PQresultErrorMessage(res), why,
 			    whysz);
 			PQclear(res);
 			return KL_ERR_DB;
@@ -402,7 +237,7 @@ plant_admin_password(PGconn *conn, const char *role, const char *qrole,
 	int r = 0;
 
 	if ((verifier = PQencryptPasswordConn(conn, pw, role, NULL)) == NULL) {
-		plant_admin_words("hashing the station role's password",
+		pgconn_words("hashing the station role's password",
 		    PQerrorMessage(conn), why, whysz);
 		r = KL_ERR_DB;
 		goto out;
@@ -421,7 +256,7 @@ plant_admin_password(PGconn *conn, const char *role, const char *qrole,
 	res = PQexec(conn, sql);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		/* The server's words name neither password nor verifier. */
-		plant_admin_words("setting the station role's password",
+		pgconn_words("setting the station role's password",
 		    PQresultErrorMessage(res), why, whysz);
 		r = KL_ERR_DB;
 	}
@@ -486,7 +321,7 @@ plant_init(const char *admin_conninfo, const char *station_role,
 	PGconn *conn = NULL;
 	PGresult *res;
 	char *qrole = NULL, *pw = NULL;
-	int r, begun = 0;
+	int r, begun = 0, unix_only;
 
 	if (admin_conninfo == NULL || admin_conninfo[0] == '\0' ||
 	    station_role == NULL || station_role[0] == '\0') {
@@ -499,13 +334,14 @@ plant_init(const char *admin_conninfo, const char *station_role,
 		snprintf(why, whysz, "--station-role: longer than 63 bytes");
 		return KL_ERR_CONFIG;
 	}
-	if ((r = plant_admin_check_conninfo(admin_conninfo, why, whysz)) != 0)
+	if ((r = pgconn_check_conninfo(admin_conninfo, NULL, PGCONN_TOOL,
+	    "--admin", &unix_only, why, whysz)) != 0)
 		return r;
 	/* The file first: a refused one costs the server nothing. */
 	if (password_file != NULL && password_file[0] != '\0') {
 		if ((pw = secret_alloc(PLANT_ADMIN_MAX_PASSWORD + 1)) == NULL)
 			return KL_ERR_NOMEM;
-		if ((r = plant_admin_read_password(password_file, pw, why,
+		if ((r = pgconn_read_password(password_file, pw, why,
 		    whysz)) != 0)
 			goto out;
 	}
@@ -525,7 +361,7 @@ plant_init(const char *admin_conninfo, const char *station_role,
 	if (PQstatus(conn) != CONNECTION_OK) {
 		const char *m = PQerrorMessage(conn);
 
-		plant_admin_words("cannot connect as the admin", m, why,
+		pgconn_words("cannot connect as the admin", m, why,
 		    whysz);
 		r = strstr(m, "authentication") != NULL ||
 		    strstr(m, "certificate") != NULL ||
@@ -534,12 +370,12 @@ plant_init(const char *admin_conninfo, const char *station_role,
 		    KL_ERR_UNAVAILABLE;
 		goto out;
 	}
-	if ((r = plant_admin_check_conn(conn, why, whysz)) != 0)
+	if ((r = pgconn_check_conn(conn, "--admin", why, whysz)) != 0)
 		goto out;
 	PQsetNoticeProcessor(conn, plant_admin_notice, NULL);
 	if ((qrole = PQescapeIdentifier(conn, station_role,
 	    strlen(station_role))) == NULL) {
-		plant_admin_words("--station-role", PQerrorMessage(conn), why,
+		pgconn_words("--station-role", PQerrorMessage(conn), why,
 		    whysz);
 		r = KL_ERR_CONFIG;
 		goto out;

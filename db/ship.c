@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,8 +36,9 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/secret.h"
+#include "db/pgconn.h"
 
-#define SHIP_MAX_PASSWORD 256
+#define SHIP_MAX_PASSWORD PGCONN_MAX_PASSWORD
 /* Rows per transaction: big enough that a backlog drains quickly, small
  * enough that one batch is well inside the statement timeout. */
 #define SHIP_BATCH 200
@@ -97,256 +97,27 @@ struct ship {
 	int head_found;
 };
 
-/* ---- connections, as the plant registry's (plant.c, plant_admin.c) */
-
-/* Server words, printable ASCII on one line, after what. */
-static void
-ship_words(const char *what, const char *msg, char *why, size_t whysz)
-{
-	char line[400];
-	size_t i, n = 0;
-
-	for (i = 0; msg != NULL && msg[i] != '\0' && n + 1 < sizeof(line);
-	    i++) {
-		unsigned char c = (unsigned char)msg[i];
-
-		if (c == '\n' || c == '\r') {
-			if (msg[i + 1] == '\0')
-				break;
-			c = ' ';
-		}
-		line[n++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-	}
-	line[n] = '\0';
-	snprintf(why, whysz, "%s: %s", what, line);
-}
-
-/* A regular file of mode 600 or stricter, ours, one line. */
-static int
-ship_read_password(const char *path, char *out, char *why, size_t whysz)
-{
-	struct stat st;
-	ssize_t n;
-	int fd, r = KL_ERR_CONFIG;
-
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
-		snprintf(why, whysz, "password file %s: %s", path,
-		    strerror(errno));
-		return KL_ERR_CONFIG;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		snprintf(why, whysz, "password file %s: not a regular file",
-		    path);
-		goto out;
-	}
-	if ((st.st_mode & 077) != 0 || st.st_uid != geteuid()) {
-		snprintf(why, whysz, "password file %s: must be mode 600 and "
-		    "ours (it is %03o)", path, (unsigned)(st.st_mode & 0777));
-		goto out;
-	}
-	/* One byte more than fits: a longer file is refused, not cut. */
-	if ((n = read(fd, out, SHIP_MAX_PASSWORD)) < 0) {
-		snprintf(why, whysz, "password file %s: %s", path,
-		    strerror(errno));
-		goto out;
-	}
-	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-		n--;
-	if (n == 0 || n >= SHIP_MAX_PASSWORD ||
-	    memchr(out, '\n', (size_t)n) != NULL ||
-	    memchr(out, '\r', (size_t)n) != NULL ||
-	    memchr(out, '\0', (size_t)n) != NULL) {
-		snprintf(why, whysz, "password file %s: one line of 1..%d "
-		    "bytes expected", path, SHIP_MAX_PASSWORD - 1);
-		goto out;
-	}
-	out[n] = '\0';
-	r = 0;
-out:
-	close(fd);
-	return r;
-}
-
-/* Every host= a socket directory (none at all counts as TCP: PGHOST or a
- * service file could name one). */
-static int
-ship_unix_only(PQconninfoOption *opts)
-{
-	PQconninfoOption *o;
-	const char *h = NULL, *a = NULL;
-
-	for (o = opts; o->keyword != NULL; o++) {
-		if (strcmp(o->keyword, "host") == 0)
-			h = o->val;
-		else if (strcmp(o->keyword, "hostaddr") == 0)
-			a = o->val;
-	}
-	if ((a != NULL && a[0] != '\0') || h == NULL || h[0] == '\0')
-		return 0;
-	for (;;) {
-		if (h[0] != '/' && h[0] != '@')
-			return 0;
-		if ((h = strchr(h, ',')) == NULL)
-			return 1;
-		h++;
-	}
-}
-
 /*
- * Before any connection.  A station (tool 0): no sslmode/sslrootcert (it
- * sets them from root_cert), root_cert required over TCP.  A tool (1):
- * as keyline plant init's --admin: a socket, or sslmode=verify-full.
- */
-static int
-ship_check_conninfo(const char *conninfo, const char *root_cert, int tool,
-    const char *what, int *unix_only, char *why, size_t whysz)
-{
-	PQconninfoOption *opts, *o;
-	const char *sslmode = NULL;
-	char *err = NULL;
-	int r = 0;
-
-	if ((opts = PQconninfoParse(conninfo, &err)) == NULL) {
-		ship_words(what, err != NULL ? err : "does not parse", why,
-		    whysz);
-		PQfreemem(err);
-		return KL_ERR_CONFIG;
-	}
-	for (o = opts; o->keyword != NULL; o++) {
-		if (o->val == NULL || o->val[0] == '\0')
-			continue;
-		if (strcmp(o->keyword, "password") == 0) {
-			snprintf(why, whysz, "%s: no password here: use a "
-			    "password file (mode 600), a libpq passfile or a "
-			    "client certificate", what);
-			r = KL_ERR_CONFIG;
-			goto out;
-		}
-		if (strcmp(o->keyword, "sslmode") == 0)
-			sslmode = o->val;
-		if (!tool && (strcmp(o->keyword, "sslmode") == 0 ||
-		    strcmp(o->keyword, "sslrootcert") == 0)) {
-			snprintf(why, whysz, "%s: leave %s out: the station "
-			    "sets TLS from root_cert", what, o->keyword);
-			r = KL_ERR_CONFIG;
-			goto out;
-		}
-	}
-	*unix_only = ship_unix_only(opts);
-	if (*unix_only)
-		goto out;
-	if (tool && (sslmode == NULL || strcmp(sslmode, "verify-full") != 0)) {
-		snprintf(why, whysz, "%s: name the server's socket directory "
-		    "(host=/path) or verify it (sslmode=verify-full "
-		    "sslrootcert=FILE): a TCP server is not trusted unverified",
-		    what);
-		r = KL_ERR_CONFIG;
-	} else if (!tool && (root_cert == NULL || root_cert[0] == '\0')) {
-		snprintf(why, whysz, "%s: root_cert is required when the "
-		    "server is reached over TCP (sslmode=verify-full)", what);
-		r = KL_ERR_CONFIG;
-	}
-out:
-	PQconninfoFree(opts);
-	return r;
-}
-
-/* What libpq did: a socket, or TLS with verify-full. */
-static int
-ship_check_conn(PGconn *conn, char *why, size_t whysz)
-{
-	PQconninfoOption *opts, *o;
-	const char *host = PQhost(conn);
-	int ok = 0;
-
-	if (host != NULL && (host[0] == '/' || host[0] == '@'))
-		return 0;
-	if (PQsslInUse(conn) && (opts = PQconninfo(conn)) != NULL) {
-		for (o = opts; o->keyword != NULL; o++)
-			if (strcmp(o->keyword, "sslmode") == 0 &&
-			    o->val != NULL && strcmp(o->val, "verify-full") == 0)
-				ok = 1;
-		PQconninfoFree(opts);
-	}
-	if (ok)
-		return 0;
-	snprintf(why, whysz, "the plant store %s is reached over TCP without "
-	    "sslmode=verify-full: refused", host != NULL ? host : "?");
-	return KL_ERR_CONFIG;
-}
-
-/*
- * Connect; check the schema has audit_rows; set the statement timeout.
- * root_cert NULL: as the conninfo says (checked above).  0 and *out.
+ * Connect (pgconn_connect); check the schema has audit_rows.  root_cert
+ * NULL: as the conninfo says (checked before).  0 and *out.
  */
 static int
 ship_connect(PGconn **out, const char *conninfo, const char *root_cert,
     const char *password, const char *app, int timeout_s, char *why,
     size_t whysz)
 {
-	const char *keys[16], *vals[16], *pv[1];
-	char timeout[16], tms[24], idle[16];
 	PGconn *conn;
 	PGresult *res = NULL;
 	long v;
-	int n = 0, r;
+	int r;
 
 	*out = NULL;
-	snprintf(timeout, sizeof(timeout), "%d", timeout_s);
-	snprintf(tms, sizeof(tms), "%d", timeout_s * 1000);
-	snprintf(idle, sizeof(idle), "%d", timeout_s > 2 ? timeout_s / 2 : 1);
-	keys[n] = "connect_timeout";
-	vals[n++] = timeout;
-	keys[n] = "application_name";
-	vals[n++] = app;
-	/* A server gone from the network must not hold a statement (or the
-	 * station's close) for TCP's minutes; no effect on a socket. */
-	keys[n] = "keepalives_idle";
-	vals[n++] = idle;
-	keys[n] = "keepalives_interval";
-	vals[n++] = "1";
-	keys[n] = "keepalives_count";
-	vals[n++] = "3";
-	keys[n] = "tcp_user_timeout";
-	vals[n++] = tms;
-	/* expand_dbname: conninfo's own keys override the ones before it,
-	 * the ones after override it. */
-	keys[n] = "dbname";
-	vals[n++] = conninfo;
-	if (root_cert != NULL) {
-		keys[n] = "sslmode";
-		vals[n++] = "verify-full";
-		keys[n] = "sslrootcert";
-		vals[n++] = root_cert;
-	}
-	if (password != NULL) {
-		keys[n] = "password";
-		vals[n++] = password;
-	}
-	keys[n] = NULL;
-	vals[n] = NULL;
-	if ((conn = PQconnectdbParams(keys, vals, 1)) == NULL)
-		return KL_ERR_NOMEM;
-	if (PQstatus(conn) != CONNECTION_OK) {
-		const char *m = PQerrorMessage(conn);
-
-		ship_words("cannot connect to the plant store", m, why, whysz);
-		r = strstr(m, "authentication") != NULL ||
-		    strstr(m, "certificate") != NULL ||
-		    strstr(m, "SSL") != NULL || strstr(m, "role") != NULL ||
-		    strstr(m, "password") != NULL ? KL_ERR_DB :
-		    KL_ERR_UNAVAILABLE;
-		goto fail;
-	}
-	if ((r = ship_check_conn(conn, why, whysz)) != 0)
-		goto fail;
-	pv[0] = tms;
-	res = PQexecParams(conn, "SELECT set_config('statement_timeout', $1, "
-	    "false)", 1, NULL, pv, NULL, NULL, 0);
-	PQclear(res);
+	if ((r = pgconn_connect(&conn, conninfo, root_cert, password, app,
+	    timeout_s, "the plant store", why, whysz)) != 0)
+		return r;
 	res = PQexec(conn, "SELECT version FROM keyline_schema");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		ship_words("the plant store has no keyline schema (keyline "
+		pgconn_words("the plant store has no keyline schema (keyline "
 		    "plant init)", PQresultErrorMessage(res), why, whysz);
 		r = KL_ERR_DB;
 		goto fail;
@@ -546,7 +317,7 @@ ship_sync(struct ship *s, char *why, size_t whysz)
 	    "WHERE station = $1 ORDER BY seq DESC LIMIT 1", 1, NULL, v, NULL,
 	    NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		ship_words("reading the plant store's last row",
+		pgconn_words("reading the plant store's last row",
 		    PQresultErrorMessage(res), why, whysz);
 		r = PQstatus(s->conn) == CONNECTION_OK ? KL_ERR_DB :
 		    KL_ERR_UNAVAILABLE;
@@ -607,7 +378,7 @@ ship_send(struct ship *s, char *why, size_t whysz)
 
 	res = PQexec(s->conn, "BEGIN");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		ship_words("BEGIN", PQerrorMessage(s->conn), why, whysz);
+		pgconn_words("BEGIN", PQerrorMessage(s->conn), why, whysz);
 		PQclear(res);
 		return KL_ERR_UNAVAILABLE;
 	}
@@ -649,18 +420,18 @@ ship_send(struct ship *s, char *why, size_t whysz)
 		    strcmp(state, "KL002") == 0)) {
 			/* The server's own words name the station, the row
 			 * and what it holds. */
-			ship_words("the plant store refused the row",
+			pgconn_words("the plant store refused the row",
 			    PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
 			    why, whysz);
 			r = KL_ERR_AUDIT_CHAIN;
 		} else if (state != NULL && strcmp(state, "23505") == 0) {
 			/* Another shipper of this station got there first
 			 * (two processes on one log): ask again. */
-			ship_words("the plant store", PQresultErrorMessage(res),
+			pgconn_words("the plant store", PQresultErrorMessage(res),
 			    why, whysz);
 			r = KL_ERR_BUSY;
 		} else {
-			ship_words("the plant store", res != NULL ?
+			pgconn_words("the plant store", res != NULL ?
 			    PQresultErrorMessage(res) : PQerrorMessage(s->conn),
 			    why, whysz);
 			r = PQstatus(s->conn) == CONNECTION_OK ? KL_ERR_DB :
@@ -675,7 +446,7 @@ ship_send(struct ship *s, char *why, size_t whysz)
 	res = PQexec(s->conn, "COMMIT");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		/* Committed or not, the next sync asks the server. */
-		ship_words("COMMIT", PQerrorMessage(s->conn), why, whysz);
+		pgconn_words("COMMIT", PQerrorMessage(s->conn), why, whysz);
 		PQclear(res);
 		s->known = 0;
 		return PQstatus(s->conn) == CONNECTION_OK ? KL_ERR_DB :
@@ -894,8 +665,9 @@ ship_open(struct ship **out, const struct ship_params *p, struct audit *a,
 		    "and a timeout are needed");
 		return KL_ERR_CONFIG;
 	}
-	if ((r = ship_check_conninfo(p->conninfo, p->root_cert, 0,
-	    "[registry] conninfo", &unix_only, why, whysz)) != 0)
+	if ((r = pgconn_check_conninfo(p->conninfo, p->root_cert,
+	    PGCONN_STATION, "[registry] conninfo", &unix_only, why,
+	    whysz)) != 0)
 		return r;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return KL_ERR_NOMEM;
@@ -920,7 +692,7 @@ ship_open(struct ship **out, const struct ship_params *p, struct audit *a,
 			r = KL_ERR_NOMEM;
 			goto fail;
 		}
-		if ((r = ship_read_password(p->password_file, s->password,
+		if ((r = pgconn_read_password(p->password_file, s->password,
 		    why, whysz)) != 0)
 			goto fail;
 	}
@@ -1017,7 +789,7 @@ ship_reader_open(struct ship_reader **out, const char *conninfo,
 		snprintf(why, whysz, "--plant: a conninfo is needed");
 		return KL_ERR_CONFIG;
 	}
-	if ((rc = ship_check_conninfo(conninfo, NULL, 1, "--plant",
+	if ((rc = pgconn_check_conninfo(conninfo, NULL, PGCONN_TOOL, "--plant",
 	    &unix_only, why, whysz)) != 0)
 		return rc;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
@@ -1027,7 +799,7 @@ ship_reader_open(struct ship_reader **out, const char *conninfo,
 			rc = KL_ERR_NOMEM;
 			goto out;
 		}
-		if ((rc = ship_read_password(password_file, pw, why,
+		if ((rc = pgconn_read_password(password_file, pw, why,
 		    whysz)) != 0)
 			goto out;
 	}
@@ -1201,7 +973,7 @@ ship_reader_verify(struct ship_reader *r, const char *station,
 	/* One snapshot: rows shipped meanwhile are all in or all out. */
 	res = PQexec(r->conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		ship_words("BEGIN", PQerrorMessage(r->conn), rep->why,
+		pgconn_words("BEGIN", PQerrorMessage(r->conn), rep->why,
 		    sizeof(rep->why));
 		PQclear(res);
 		return KL_ERR_DB;
@@ -1209,7 +981,7 @@ ship_reader_verify(struct ship_reader *r, const char *station,
 	PQclear(res);
 	if (!PQsendQueryParams(r->conn, sql, 1, NULL, v, NULL, NULL, 0) ||
 	    !PQsetSingleRowMode(r->conn)) {
-		ship_words("reading audit_rows", PQerrorMessage(r->conn),
+		pgconn_words("reading audit_rows", PQerrorMessage(r->conn),
 		    rep->why, sizeof(rep->why));
 		rc = KL_ERR_DB;
 		goto out;
@@ -1223,7 +995,7 @@ ship_reader_verify(struct ship_reader *r, const char *station,
 		else if (st == PGRES_TUPLES_OK)
 			done = 1;
 		else if (st != PGRES_SINGLE_TUPLE && rc == 0) {
-			ship_words("reading audit_rows",
+			pgconn_words("reading audit_rows",
 			    PQresultErrorMessage(res), rep->why,
 			    sizeof(rep->why));
 			rc = PQstatus(r->conn) == CONNECTION_OK ? KL_ERR_DB :
@@ -1266,7 +1038,7 @@ ship_reader_row(struct ship_reader *r, const char *station, int64_t seq,
 	    " (SELECT COALESCE(max(seq), 0) FROM audit_rows"
 	    " WHERE station = $1)", 2, NULL, v, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		ship_words("reading audit_rows", PQresultErrorMessage(res), why,
+		pgconn_words("reading audit_rows", PQresultErrorMessage(res), why,
 		    whysz);
 		PQclear(res);
 		return PQstatus(r->conn) == CONNECTION_OK ? KL_ERR_DB :
