@@ -313,6 +313,13 @@ test_bad_keys(void **state)
 		    "[ca] validity_days: out of range 1..36500: '-1'" },
 		{ "[ca]\nmax_validity_days = 0\n", 2,
 		    "[ca] max_validity_days: out of range 1..36500: '0'" },
+		{ "[registry]\nlease_s = 5\n", 2,
+		    "[registry] lease_s: out of range 10..86400: '5'" },
+		{ "[registry]\nconninfo = a\nconninfo = b\n", 3,
+		    "[registry] conninfo: duplicate key" },
+		{ "[registry]\npasword_file = x\n", 2,
+		    "[registry] pasword_file: unknown key 'pasword_file' in "
+		    "[registry]" },
 		{ "[ca]\npin_env = 9PIN\n", 2,
 		    "[ca] pin_env: not an environment variable name" },
 		{ "[ca]\nmodule_env = /x/y.conf\n", 2,
