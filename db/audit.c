@@ -2004,7 +2004,6 @@ audit_utf8_seq(const unsigned char *s, size_t n)
  * A JSON string for text that may not be UTF-8 (board serials come off a
  * wire): ill-formed bytes become U+FFFD, so the JSON stays parseable, and
  * the exact bytes remain in the database and the CSV export (less its ').
- * NULL is JSON null.
  */
 static json_t *
 audit_json_text(const char *p, size_t n)
@@ -2014,8 +2013,6 @@ audit_json_text(const char *p, size_t n)
 	json_t *j;
 	size_t i = 0, o = 0, k;
 
-	if (p == NULL)
-		return json_null();
 	if ((j = json_stringn(p, n)) != NULL)
 		return j;
 	if (n > SIZE_MAX / 3 || (fix = malloc(n * 3 + 1)) == NULL)
@@ -2036,12 +2033,6 @@ audit_json_text(const char *p, size_t n)
 	return j;
 }
 
-static json_t *
-audit_json_str(const char *p)
-{
-	return audit_json_text(p, p != NULL ? strlen(p) : 0);
-}
-
 json_t *
 audit_row_json(const struct audit_row *row)
 {
@@ -2049,46 +2040,22 @@ audit_row_json(const struct audit_row *row)
 	json_t *obj, *val;
 	int c;
 
-	if (v != NULL) {
-		/* Column by column, as SQLite holds them. */
-		if ((obj = json_object()) == NULL)
+	/* Column by column, as SQLite holds them. */
+	if (v == NULL || (obj = json_object()) == NULL)
+		return NULL;
+	for (c = 0; c < AUDIT_NCOLS; c++) {
+		if (v[c].null)
+			val = json_null();
+		else if (v[c].sqlint)
+			val = json_integer(v[c].i);
+		else
+			val = audit_json_text(v[c].p, v[c].n);
+		if (json_object_set_new(obj, audit_cols[c].name, val) != 0) {
+			json_decref(obj);
 			return NULL;
-		for (c = 0; c < AUDIT_NCOLS; c++) {
-			if (v[c].null)
-				val = json_null();
-			else if (v[c].sqlint)
-				val = json_integer(v[c].i);
-			else
-				val = audit_json_text(v[c].p, v[c].n);
-			if (json_object_set_new(obj, audit_cols[c].name, val)
-			    != 0) {
-				json_decref(obj);
-				return NULL;
-			}
 		}
-		return obj;
 	}
-	/* The column order and names of audit_cols[], which the CSV header
-	 * uses too. */
-	return json_pack("{s:I, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o}",
-	    audit_cols[C_ID].name, (json_int_t)row->id,
-	    audit_cols[C_TIME].name, audit_json_str(row->time),
-	    audit_cols[C_STATION].name, audit_json_str(row->station),
-	    audit_cols[C_OPERATOR].name, audit_json_str(row->operator_name),
-	    audit_cols[C_SLOT].name, (json_int_t)row->slot,
-	    audit_cols[C_BOARD_SERIAL].name,
-	    audit_json_str(row->board_serial),
-	    audit_cols[C_DEVICE_ID].name, audit_json_str(row->device_id),
-	    audit_cols[C_STEP].name, audit_json_str(row->step),
-	    audit_cols[C_OUTCOME].name, audit_json_str(row->outcome),
-	    audit_cols[C_KEY_FPR].name, audit_json_str(row->key_fpr),
-	    audit_cols[C_CERT_SERIAL].name, audit_json_str(row->cert_serial),
-	    audit_cols[C_CERT_FPR].name, audit_json_str(row->cert_fpr),
-	    audit_cols[C_CA].name, audit_json_str(row->ca),
-	    audit_cols[C_ERROR].name, audit_json_str(row->error),
-	    audit_cols[C_PREV_HASH].name, audit_json_str(row->prev_hash),
-	    audit_cols[C_ROW_HASH].name, audit_json_str(row->row_hash));
+	return obj;
 }
 
 static int

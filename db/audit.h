@@ -166,8 +166,7 @@ struct audit_row {
 	const char *prev_hash;
 	const char *row_hash;
 	/* The stored values as SQLite holds them (type and exact bytes),
-	 * set by the readers here for audit_row_json; NULL in a row made
-	 * elsewhere. */
+	 * set by the readers here for audit_row_json. */
 	const struct audit_val *vals;
 };
 
@@ -177,8 +176,9 @@ struct audit_row {
  * order, as stored (a forged row shows as forged): SQL NULL is null, an
  * integer an integer, text a string of all its bytes (embedded NULs
  * included), with U+FFFD for each byte that is not well-formed UTF-8 (the
- * exact bytes stay in the database and the CSV).  A new reference the
- * caller json_decref()s, or NULL when out of memory.
+ * exact bytes stay in the database and the CSV).  row comes from this
+ * module's readers (audit_events_since).  A new reference the caller
+ * json_decref()s, or NULL when out of memory.
  */
 json_t *audit_row_json(const struct audit_row *row);
 
