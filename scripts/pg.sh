@@ -1,5 +1,6 @@
 # scripts/pg.sh: a throw-away PostgreSQL 15 server for a test or a demo
-# (sourced after lib.sh; docs/plant.md, "Tests").
+# (sourced; it needs a fail function: the tests' lib.sh has one; docs/plant.md,
+# "Tests").
 #
 #   pg_start DIR      initdb + pg_ctl in DIR (created, must not exist):
 #                     Unix socket in DIR only, no TCP.  Sets PG_DIR,

@@ -6,7 +6,7 @@
 # file's rules, a newer schema, a role that would get round the grants,
 # and an admin over TCP without a verified server are refused in words.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/pg.sh"
+. "$top/scripts/pg.sh"
 
 pg_start_tls "$T/pg"
 ADMIN=$PG_ADMIN

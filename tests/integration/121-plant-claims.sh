@@ -7,7 +7,7 @@
 # was killed blocks the device until its lease runs out, then another
 # station takes it over.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/pg.sh"
+. "$top/scripts/pg.sh"
 
 pg_start "$T/pg"
 umask 077

@@ -4,7 +4,7 @@
 # on when the server is back, for its claim and for the record of its
 # pass; past [registry] wait_deadline_s it fails, before any certificate.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/pg.sh"
+. "$top/scripts/pg.sh"
 
 pg_start "$T/pg"
 umask 077

@@ -8,7 +8,7 @@
 # is caught by verify with the row named; a plant store that disagrees
 # with the local log stops the station at start-up.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/pg.sh"
+. "$top/scripts/pg.sh"
 
 pg_start "$T/pg"
 umask 077

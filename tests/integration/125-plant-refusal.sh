@@ -5,7 +5,7 @@
 # and the station stops provisioning: the next board fails before anything
 # is sent to it, saying why.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/pg.sh"
+. "$top/scripts/pg.sh"
 
 pg_start "$T/pg"
 umask 077
