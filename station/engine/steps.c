@@ -392,7 +392,7 @@ static int
 board_plant_claim(struct board *b)
 {
 	struct engine *e = b->e;
-	char why[600] = "", msg[800];
+	char why[600] = "";
 	int r;
 
 	if (e->o.plant == NULL)
@@ -401,9 +401,8 @@ board_plant_claim(struct board *b)
 	r = board_registry_wait(b, "claim", board_plant_claim_once, why,
 	    sizeof(why));
 	if (r == KL_ERR_DUPLICATE) {
-		snprintf(msg, sizeof(msg), "%s", why);
-		(void)board_audit(b, "dupcheck", "refused", msg);
-		return board_fail(b, r, "device ID %s %s", b->device_id, msg);
+		(void)board_audit(b, "dupcheck", "refused", why);
+		return board_fail(b, r, "device ID %s %s", b->device_id, why);
 	}
 	if (r != 0) {
 		(void)board_text(why);
