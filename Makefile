@@ -6,6 +6,7 @@
 #   make bench      throughput figures (64 boards, manual-way comparison)
 #   make bench-http the status API under wrk load while 32 boards provision
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (docs/fuzzing.md)
+#   make agent-aarch64  the board agent for aarch64 boards (docs/cross-build.md)
 #
 # Every target that needs Debian packages runs scripts/setup first.
 
@@ -135,6 +136,35 @@ $(SAN)/bin/keyline-agent-test: $(call san_obj,$(COMMON_SRC) $(HSM_SRC)) \
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
+# --- the board agent cross-built for aarch64 (make agent-aarch64;
+# docs/cross-build.md): Debian's cross compiler against the :arm64
+# libraries scripts/setup installs.  It links only what it uses:
+# libcrypto, zlib and libp11, whose -dev package cannot be installed for
+# two architectures at once, so the header is the amd64 one (the same
+# text) and the library its arm64 runtime package's libp11.so.3.  The
+# host's pkg-config flags (PKG_CFLAGS) are left out: they are amd64's.
+AARCH64 = build/aarch64
+AARCH64_CC = aarch64-linux-gnu-gcc
+AARCH64_PKG_CONFIG = PKG_CONFIG_PATH= PKG_CONFIG_SYSROOT_DIR= \
+	PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+	pkg-config
+CFLAGS_AARCH64 = $(filter-out $(PKG_CFLAGS),$(CFLAGS_REL)) \
+	$(shell $(AARCH64_PKG_CONFIG) --cflags libcrypto zlib p11-kit-1)
+LDLIBS_AARCH64 = -l:libp11.so.3 \
+	$(shell $(AARCH64_PKG_CONFIG) --libs libcrypto zlib) -pthread
+
+$(AARCH64)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(AARCH64_CC) $(CFLAGS_AARCH64) -MMD -MP -c -o $@ $<
+
+$(AARCH64)/bin/keyline-agent: \
+    $(patsubst %.c,$(AARCH64)/obj/%.o,$(COMMON_SRC) $(HSM_SRC) $(AGENT_SRC))
+	@mkdir -p $(dir $@)
+	$(AARCH64_CC) $(CFLAGS_AARCH64) -o $@ $^ $(LDLIBS_AARCH64)
+
+agent-aarch64: setup
+	@$(MAKE) --no-print-directory $(AARCH64)/bin/keyline-agent
+
 # --- unit tests (CMocka): each names exactly the objects it needs
 BASE_SRC = common/err.c common/log.c common/buf.c common/fsutil.c \
 	common/secret.c
@@ -190,7 +220,7 @@ unit: san
 	@scripts/check-banned
 	@tests/run-unit $(addprefix $(SAN)/tests/,$(UNIT_TESTS))
 
-integration: san all
+integration: san all $(AARCH64)/bin/keyline-agent
 	@tests/run-integration
 
 test: setup
@@ -225,10 +255,11 @@ bench-plant: setup
 clean:
 	rm -rf build
 
-.PHONY: all san setup unit integration test demo demo-plant bench bench-http bench-plant clean
+.PHONY: all san setup unit integration test demo demo-plant bench bench-http bench-plant clean \
+	agent-aarch64
 .SECONDARY:
 
--include $(shell find $(sort $(REL) $(SAN)) -name '*.d' 2>/dev/null)
+-include $(shell find $(sort $(REL) $(SAN) $(AARCH64)) -name '*.d' 2>/dev/null)
 
 # One-line mutations of the checks that matter, each against the tests that
 # should notice it (docs/mutants.md); MUTANTS="name ..." for some.  Not part
