@@ -37,6 +37,7 @@ STATION_SRC = station/config/config.c station/config/devid.c station/ca/certchec
 	station/ca/ca.c station/ca/ca_local.c station/ca/ca_cfssl.c station/ca/ca_cmp.c \
 	station/link/link.c station/config/ota.c \
 	station/engine/line.c station/engine/runner.c station/engine/steps.c \
+	station/engine/reconcile.c \
 	station/station.c \
 	station/cli/cli.c station/cli/cmd_batch.c station/cli/cmd_console.c \
 	station/cli/cmd_audit.c station/cli/cmd_plant.c \

@@ -150,6 +150,9 @@ static const char *const audit_migrations[] = {
 	 * every board; without this it read the whole log each time.
 	 * Partial: most rows carry no key.  Outside the chain. */
 	"CREATE INDEX events_key_fpr ON events(key_fpr) WHERE key_fpr IS NOT NULL;",
+	/* 4 -> 5: the plant registry's offline queue (audit_registry_queue)
+	 * reads only "registry" rows.  Outside the chain. */
+	"CREATE INDEX events_registry ON events(id) WHERE step = 'registry';",
 };
 
 /* The oldest schema whose events table readers take as it is: every
@@ -1235,14 +1238,43 @@ audit_row_from_vals(struct audit_row *row, const struct audit_val v[AUDIT_NCOLS]
 	row->vals = v;
 }
 
+/*
+ * Under the lock: hand st's rows (AUDIT_COLS_SQL) to fn, at most limit;
+ * *extra = 1 when a row past the limit exists, *last the last id passed.
+ */
+static int
+audit_rows_walk(struct audit *a, sqlite3_stmt *st, int limit,
+    audit_row_fn fn, void *arg, int64_t *last, int *extra)
+{
+	struct audit_val v[AUDIT_NCOLS];
+	struct audit_row row;
+	int r, rc, badcol, n = 0;
+
+	*extra = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == limit) {
+			*extra = 1;
+			return 0;
+		}
+		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
+			return r;
+		audit_row_from_vals(&row, v);
+		if ((r = fn(arg, &row)) != 0)
+			return r;
+		*last = row.id;
+		n++;
+	}
+	if (rc != SQLITE_DONE)
+		return audit_dberr(a->db, "reading rows", rc);
+	return 0;
+}
+
 int
 audit_events_since(struct audit *a, int64_t since_id, int limit,
     audit_row_fn fn, void *arg, int64_t *next, int *more)
 {
-	int r = KL_ERR_INTERNAL, rc, badcol, n = 0, extra = 0;
+	int r = KL_ERR_INTERNAL, rc, extra = 0;
 	sqlite3_stmt *st = NULL;
-	struct audit_val v[AUDIT_NCOLS];
-	struct audit_row row;
 	int64_t last = since_id;
 
 	if (a == NULL || fn == NULL || next == NULL || since_id < 0 ||
@@ -1265,28 +1297,91 @@ audit_events_since(struct audit *a, int64_t since_id, int limit,
 		r = audit_dberr(a->db, "bind", rc);
 		goto out;
 	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == limit) {
-			extra = 1;
-			break;
-		}
-		if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
-			goto out;
-		audit_row_from_vals(&row, v);
-		if ((r = fn(arg, &row)) != 0)
-			goto out;
-		last = row.id;
-		n++;
-	}
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		r = audit_dberr(a->db, "events since", rc);
+	if ((r = audit_rows_walk(a, st, limit, fn, arg, &last, &extra)) != 0)
 		goto out;
-	}
 	*next = last;
 	if (more != NULL)
 		*more = extra;
 	r = 0;
  out:
+	sqlite3_finalize(st);
+	audit_unlock(a);
+	return r;
+}
+
+int
+audit_registry_queue(struct audit *a, audit_row_fn fn, void *arg, int *more)
+{
+	int r, rc, extra = 0;
+	sqlite3_stmt *st = NULL;
+	int64_t last = 0;
+
+	if (a == NULL || fn == NULL)
+		return KL_ERR_INVALID;
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	/* A queued device is closed by a later "reconciled" or "conflict"
+	 * row for the same device and certificate. */
+	rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
+	    " FROM events q WHERE step = 'registry' AND outcome = 'queued'"
+	    " AND NOT EXISTS (SELECT 1 FROM events c"
+	    "  WHERE c.device_id = q.device_id AND c.id > q.id"
+	    "  AND c.step = 'registry'"
+	    "  AND c.outcome IN ('reconciled', 'conflict')"
+	    "  AND c.cert_fpr IS q.cert_fpr)"
+	    " ORDER BY id LIMIT ?1", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare registry queue", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_bind_int(st, 1, AUDIT_EVENTS_MAX + 1)) !=
+	    SQLITE_OK) {
+		r = audit_dberr(a->db, "bind", rc);
+		goto out;
+	}
+	if ((r = audit_rows_walk(a, st, AUDIT_EVENTS_MAX, fn, arg, &last,
+	    &extra)) != 0)
+		goto out;
+	if (more != NULL)
+		*more = extra;
+out:
+	sqlite3_finalize(st);
+	audit_unlock(a);
+	return r;
+}
+
+int
+audit_registry_conflicts(struct audit *a, int64_t *count, char *last,
+    size_t lastsz)
+{
+	int r, rc;
+	sqlite3_stmt *st = NULL;
+	const unsigned char *t;
+
+	if (a == NULL || count == NULL || last == NULL || lastsz == 0)
+		return KL_ERR_INVALID;
+	*count = 0;
+	last[0] = '\0';
+	if ((r = audit_lock(a)) != 0)
+		return r;
+	rc = sqlite3_prepare_v2(a->db, "SELECT count(*), (SELECT error FROM"
+	    " events WHERE step = 'registry' AND outcome = 'conflict'"
+	    " ORDER BY id DESC LIMIT 1) FROM events"
+	    " WHERE step = 'registry' AND outcome = 'conflict'", -1, &st,
+	    NULL);
+	if (rc != SQLITE_OK) {
+		r = audit_dberr(a->db, "prepare registry conflicts", rc);
+		goto out;
+	}
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+		r = audit_dberr(a->db, "registry conflicts", rc);
+		goto out;
+	}
+	*count = sqlite3_column_int64(st, 0);
+	if ((t = sqlite3_column_text(st, 1)) != NULL)
+		snprintf(last, lastsz, "%s", (const char *)t);
+	r = 0;
+out:
 	sqlite3_finalize(st);
 	audit_unlock(a);
 	return r;

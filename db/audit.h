@@ -204,6 +204,25 @@ typedef int (*audit_row_fn)(void *arg, const struct audit_row *row);
 int audit_events_since(struct audit *a, int64_t since_id, int limit,
     audit_row_fn fn, void *arg, int64_t *next, int *more);
 
+/*
+ * The plant registry's offline queue ([registry] offline = local,
+ * docs/plant.md): "registry queued" rows (a board provisioned while the
+ * registry could not be reached) not yet closed by a later "registry
+ * reconciled" or "registry conflict" row for the same device and
+ * certificate, oldest first, at most AUDIT_EVENTS_MAX (*more, may be
+ * NULL: 1 when there are more).  fn as for audit_events_since.  0,
+ * KL_ERR_INVALID, KL_ERR_DB, or fn's non-zero return.
+ */
+int audit_registry_queue(struct audit *a, audit_row_fn fn, void *arg,
+    int *more);
+
+/*
+ * How many "registry conflict" rows the log holds, and the newest one's
+ * words (cut to lastsz; "" when none).  0, KL_ERR_INVALID, KL_ERR_DB.
+ */
+int audit_registry_conflicts(struct audit *a, int64_t *count, char *last,
+    size_t lastsz);
+
 /* Bounds of struct audit_device_record's text; longer stored values make
  * audit_device_record() fail with KL_ERR_TOO_BIG (error is cut instead). */
 #define AUDIT_REC_ID 80

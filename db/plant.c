@@ -226,7 +226,46 @@ static const char plant_owner_sql[] =
     " board_serial,"
     " to_char(COALESCE(provisioned_at, claimed_at) AT TIME ZONE 'UTC',"
     "  'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), cert_serial,"
-    " lease_until > now() FROM devices WHERE device_id = $1";
+    " cert_fpr FROM devices WHERE device_id = $1";
+
+/* Under pl->mu: the holder of v[0] into *owner and words into why. */
+static int
+plant_read_owner(struct plant *pl, const char *const *v,
+    struct plant_owner *owner, int (*exec)(struct plant *, const char *,
+    int, const char *const *, PGresult **, char *, size_t), char *why,
+    size_t whysz)
+{
+	PGresult *res = NULL;
+	int r;
+
+	if ((r = exec(pl, plant_owner_sql, 1, v, &res, why, whysz)) != 0)
+		return r;
+	if (PQntuples(res) != 1) {
+		snprintf(why, whysz, "registry: device %s refused but not "
+		    "found", v[0]);
+		PQclear(res);
+		return KL_ERR_DB;
+	}
+	plant_copy(owner->state, sizeof(owner->state), res, 0);
+	plant_copy(owner->station, sizeof(owner->station), res, 1);
+	owner->slot = (int)strtol(PQgetvalue(res, 0, 2), NULL, 10);
+	plant_copy(owner->board_serial, sizeof(owner->board_serial), res, 3);
+	plant_copy(owner->time, sizeof(owner->time), res, 4);
+	plant_copy(owner->cert_serial, sizeof(owner->cert_serial), res, 5);
+	plant_copy(owner->cert_fpr, sizeof(owner->cert_fpr), res, 6);
+	PQclear(res);
+	if (strcmp(owner->state, "provisioned") == 0)
+		snprintf(why, whysz, "provisioned by station %s, slot %d, at "
+		    "%s (certificate serial %s), per the plant registry",
+		    owner->station, owner->slot, owner->time,
+		    owner->cert_serial[0] ? owner->cert_serial : "unknown");
+	else
+		snprintf(why, whysz, "being provisioned by station %s, slot "
+		    "%d, since %s (board %s), per the plant registry",
+		    owner->station, owner->slot, owner->time,
+		    owner->board_serial);
+	return 0;
+}
 
 int
 plant_claim(struct plant *pl, const char *device_id, int slot,
@@ -259,31 +298,10 @@ plant_claim(struct plant *pl, const char *device_id, int slot,
 	 * failed claim, only for the message: the decision was the
 	 * statement's. */
 	PQclear(res);
-	if ((r = plant_exec(pl, plant_owner_sql, 1, v, &res, why,
+	res = NULL;
+	if ((r = plant_read_owner(pl, v, owner, plant_exec, why,
 	    whysz)) != 0)
 		goto out;
-	if (PQntuples(res) != 1) {
-		snprintf(why, whysz, "registry: device %s refused but not "
-		    "found", device_id);
-		r = KL_ERR_DB;
-		goto out;
-	}
-	plant_copy(owner->state, sizeof(owner->state), res, 0);
-	plant_copy(owner->station, sizeof(owner->station), res, 1);
-	owner->slot = (int)strtol(PQgetvalue(res, 0, 2), NULL, 10);
-	plant_copy(owner->board_serial, sizeof(owner->board_serial), res, 3);
-	plant_copy(owner->time, sizeof(owner->time), res, 4);
-	plant_copy(owner->cert_serial, sizeof(owner->cert_serial), res, 5);
-	if (strcmp(owner->state, "provisioned") == 0)
-		snprintf(why, whysz, "provisioned by station %s, slot %d, at "
-		    "%s (certificate serial %s), per the plant registry",
-		    owner->station, owner->slot, owner->time,
-		    owner->cert_serial[0] ? owner->cert_serial : "unknown");
-	else
-		snprintf(why, whysz, "being provisioned by station %s, slot "
-		    "%d, since %s (board %s), per the plant registry",
-		    owner->station, owner->slot, owner->time,
-		    owner->board_serial);
 	r = KL_ERR_DUPLICATE;
 out:
 	PQclear(res);
@@ -291,31 +309,36 @@ out:
 	return r;
 }
 
+/*
+ * The claim becomes provisioned, with its history row.  $6: when the
+ * board was made (NULL: now); $7: more words for the history, or NULL.
+ */
+static const char plant_provisioned_sql[] =
+    "WITH p AS (UPDATE devices SET state = 'provisioned',"
+    "  key_fpr = $3, cert_serial = $4, cert_fpr = $5,"
+    "  provisioned_at = COALESCE($6::timestamptz, now()),"
+    "  lease_until = NULL, made_station = station, made_slot = slot"
+    " WHERE device_id = $1 AND station = $2 AND state = 'claimed'"
+    " RETURNING device_id, slot, board_serial),"
+    " h AS (INSERT INTO device_history (device_id, station, slot,"
+    "  board_serial, event, detail)"
+    "  SELECT device_id, $2, slot, board_serial, 'provisioned',"
+    "   'certificate serial ' || $4 || COALESCE($7, '') FROM p)"
+    "SELECT device_id FROM p";
+
 int
 plant_provisioned(struct plant *pl, const char *device_id,
     const char *key_fpr, const char *cert_serial, const char *cert_fpr,
     char *why, size_t whysz)
 {
-	static const char sql[] =
-	    "WITH p AS (UPDATE devices SET state = 'provisioned',"
-	    "  key_fpr = $3, cert_serial = $4, cert_fpr = $5,"
-	    "  provisioned_at = now(), lease_until = NULL,"
-	    "  made_station = station, made_slot = slot"
-	    " WHERE device_id = $1 AND station = $2 AND state = 'claimed'"
-	    " RETURNING device_id, slot, board_serial),"
-	    " h AS (INSERT INTO device_history (device_id, station, slot,"
-	    "  board_serial, event, detail)"
-	    "  SELECT device_id, $2, slot, board_serial, 'provisioned',"
-	    "   'certificate serial ' || $4 FROM p)"
-	    "SELECT device_id FROM p";
-	const char *v[5] = { device_id, pl->station, key_fpr, cert_serial,
-	    cert_fpr };
+	const char *v[7] = { device_id, pl->station, key_fpr, cert_serial,
+	    cert_fpr, NULL, NULL };
 	PGresult *res = NULL;
 	int r;
 
 	pthread_mutex_lock(&pl->mu);
-	if ((r = plant_exec(pl, sql, 5, v, &res, why, whysz)) == 0 &&
-	    PQntuples(res) != 1) {
+	if ((r = plant_exec(pl, plant_provisioned_sql, 7, v, &res, why,
+	    whysz)) == 0 && PQntuples(res) != 1) {
 		snprintf(why, whysz, "registry: this station no longer holds "
 		    "the claim on %s (its lease ran out and another station "
 		    "took it): the device may now have two certificates",
@@ -324,6 +347,217 @@ plant_provisioned(struct plant *pl, const char *device_id,
 	}
 	PQclear(res);
 	pthread_mutex_unlock(&pl->mu);
+	return r;
+}
+
+/*
+ * Under pl->mu, inside a transaction: one statement, no reconnecting (a
+ * new connection would not be in the transaction).
+ */
+static int
+plant_exec_tx(struct plant *pl, const char *sql, int n,
+    const char *const *v, PGresult **res, char *why, size_t whysz)
+{
+	ExecStatusType st;
+
+	*res = PQexecParams(pl->conn, sql, n, NULL, v, NULL, NULL, 0);
+	st = PQresultStatus(*res);
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+		return 0;
+	pgconn_words(PQstatus(pl->conn) == CONNECTION_OK ? "registry" :
+	    "registry connection lost", PQresultErrorMessage(*res), why,
+	    whysz);
+	PQclear(*res);
+	*res = NULL;
+	return PQstatus(pl->conn) == CONNECTION_OK ? KL_ERR_DB :
+	    KL_ERR_UNAVAILABLE;
+}
+
+/* The other side of a conflict, read from devices in the same
+ * statement; once per (device, station, certificate). */
+static const char plant_conflict_sql[] =
+    "WITH c AS (INSERT INTO device_conflicts (device_id, station, slot,"
+    "  board_serial, key_fpr, cert_serial, cert_fpr, made_at,"
+    "  holder_state, holder_station, holder_slot, holder_board_serial,"
+    "  holder_cert_serial, holder_cert_fpr, holder_time)"
+    " SELECT $1, $2, $3::integer, $4, $5, $6, $7, $8::timestamptz,"
+    "  d.state,"
+    "  CASE WHEN d.state = 'provisioned' THEN d.made_station"
+    "   ELSE d.station END,"
+    "  CASE WHEN d.state = 'provisioned' THEN d.made_slot ELSE d.slot END,"
+    "  d.board_serial, d.cert_serial, d.cert_fpr,"
+    "  COALESCE(d.provisioned_at, d.claimed_at)"
+    " FROM devices d WHERE d.device_id = $1"
+    " ON CONFLICT (device_id, station, cert_fpr) DO NOTHING"
+    " RETURNING id, device_id, slot, board_serial, holder_station),"
+    " h AS (INSERT INTO device_history (device_id, station, slot,"
+    "  board_serial, event, detail)"
+    "  SELECT device_id, $2, slot, board_serial, 'conflict',"
+    "   'conflict #' || id || ': certificate serial ' || $6 ||"
+    "   ' made while the registry was unreachable; the registry gives"
+    " the device to station ' || holder_station FROM c)"
+    "SELECT id FROM c";
+
+int
+plant_reconcile(struct plant *pl, const struct plant_made *m,
+    struct plant_owner *owner, char *why, size_t whysz)
+{
+	char slotbuf[16], lease[16], detail[120];
+	const char *v[8];
+	PGresult *res = NULL;
+	int r, began = 0;
+
+	memset(owner, 0, sizeof(*owner));
+	if (m->device_id == NULL || m->cert_fpr == NULL ||
+	    m->cert_fpr[0] == '\0') {
+		snprintf(why, whysz, "registry: a device and its certificate "
+		    "are needed to reconcile");
+		return KL_ERR_INVALID;
+	}
+	snprintf(slotbuf, sizeof(slotbuf), "%d", m->slot);
+	snprintf(lease, sizeof(lease), "%d", pl->lease_s);
+	snprintf(detail, sizeof(detail), "; made while the registry was "
+	    "unreachable, at %s", m->made_at != NULL ? m->made_at : "?");
+	pthread_mutex_lock(&pl->mu);
+	if ((r = plant_exec(pl, "BEGIN", 0, NULL, &res, why, whysz)) != 0)
+		goto out;
+	began = 1;
+	PQclear(res);
+	/* Already there (reconciled before a crash took the local row)?
+	 * The row lock holds it still until COMMIT. */
+	v[0] = m->device_id;
+	if ((r = plant_exec_tx(pl, "SELECT cert_fpr, state FROM devices "
+	    "WHERE device_id = $1 FOR UPDATE", 1, v, &res, why, whysz)) != 0)
+		goto out;
+	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+	    strcmp(PQgetvalue(res, 0, 0), m->cert_fpr) == 0 &&
+	    strcmp(PQgetvalue(res, 0, 1), "provisioned") == 0)
+		goto commit;
+	PQclear(res);
+	/* As a claim would have been at the time: the same statement. */
+	v[1] = pl->station;
+	v[2] = slotbuf;
+	v[3] = m->board_serial;
+	v[4] = lease;
+	v[5] = m->reprovision ? "true" : "false";
+	if ((r = plant_exec_tx(pl, plant_claim_sql, 6, v, &res, why,
+	    whysz)) != 0)
+		goto out;
+	if (PQntuples(res) == 1) {
+		PQclear(res);
+		v[2] = m->key_fpr;
+		v[3] = m->cert_serial;
+		v[4] = m->cert_fpr;
+		v[5] = m->made_at;
+		v[6] = detail;
+		if ((r = plant_exec_tx(pl, plant_provisioned_sql, 7, v, &res,
+		    why, whysz)) != 0)
+			goto out;
+		if (PQntuples(res) != 1) {
+			snprintf(why, whysz, "registry: device %s claimed but "
+			    "not recorded", m->device_id);
+			r = KL_ERR_DB;
+			goto out;
+		}
+		goto commit;
+	}
+	PQclear(res);
+	res = NULL;
+	if ((r = plant_read_owner(pl, v, owner, plant_exec_tx, why,
+	    whysz)) != 0)
+		goto out;
+	v[1] = pl->station;
+	v[2] = slotbuf;
+	v[3] = m->board_serial;
+	v[4] = m->key_fpr;
+	v[5] = m->cert_serial;
+	v[6] = m->cert_fpr;
+	v[7] = m->made_at;
+	if ((r = plant_exec_tx(pl, plant_conflict_sql, 8, v, &res, why,
+	    whysz)) != 0)
+		goto out;
+	PQclear(res);
+	res = NULL;
+	if ((r = plant_exec_tx(pl, "COMMIT", 0, NULL, &res, why,
+	    whysz)) != 0) {
+		began = 0;
+		goto out;
+	}
+	began = 0;
+	/* The words plant_read_owner left in why name the holder. */
+	r = KL_ERR_DUPLICATE;
+	goto out;
+commit:
+	PQclear(res);
+	res = NULL;
+	r = plant_exec_tx(pl, "COMMIT", 0, NULL, &res, why, whysz);
+	began = 0;
+out:
+	PQclear(res);
+	if (began && pl->conn != NULL &&
+	    PQstatus(pl->conn) == CONNECTION_OK)
+		PQclear(PQexec(pl->conn, "ROLLBACK"));
+	pthread_mutex_unlock(&pl->mu);
+	return r;
+}
+
+#define PLANT_TIME(col) \
+    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+int
+plant_conflicts(struct plant *pl, int64_t after_id, plant_conflict_fn fn,
+    void *arg, char *why, size_t whysz)
+{
+	static const char sql[] =
+	    "SELECT id, " PLANT_TIME("detected_at") ", device_id, station,"
+	    " slot, board_serial, key_fpr, cert_serial, cert_fpr, "
+	    PLANT_TIME("made_at") ", holder_state, holder_station,"
+	    " holder_slot, holder_board_serial, holder_cert_serial,"
+	    " holder_cert_fpr, " PLANT_TIME("holder_time")
+	    " FROM device_conflicts WHERE (station = $1 OR holder_station = $1)"
+	    " AND id > $2::bigint ORDER BY id LIMIT 100";
+	struct plant_conflict *c = NULL;
+	char after[24];
+	const char *v[2];
+	PGresult *res = NULL;
+	int i, r;
+
+	snprintf(after, sizeof(after), "%lld", (long long)after_id);
+	v[0] = pl->station;
+	v[1] = after;
+	if ((c = malloc(sizeof(*c))) == NULL)
+		return KL_ERR_NOMEM;
+	pthread_mutex_lock(&pl->mu);
+	if ((r = plant_exec(pl, sql, 2, v, &res, why, whysz)) != 0)
+		goto out;
+	for (i = 0; i < PQntuples(res) && r == 0; i++) {
+		memset(c, 0, sizeof(*c));
+		c->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+#define PC(f, col) snprintf(c->f, sizeof(c->f), "%s", \
+    PQgetisnull(res, i, col) ? "" : PQgetvalue(res, i, col))
+		PC(detected_at, 1);
+		PC(device_id, 2);
+		PC(station, 3);
+		c->slot = (int)strtol(PQgetvalue(res, i, 4), NULL, 10);
+		PC(board_serial, 5);
+		PC(key_fpr, 6);
+		PC(cert_serial, 7);
+		PC(cert_fpr, 8);
+		PC(made_at, 9);
+		PC(holder_state, 10);
+		PC(holder_station, 11);
+		c->holder_slot = (int)strtol(PQgetvalue(res, i, 12), NULL, 10);
+		PC(holder_board_serial, 13);
+		PC(holder_cert_serial, 14);
+		PC(holder_cert_fpr, 15);
+		PC(holder_time, 16);
+#undef PC
+		r = fn(arg, c);
+	}
+out:
+	PQclear(res);
+	pthread_mutex_unlock(&pl->mu);
+	free(c);
 	return r;
 }
 

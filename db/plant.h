@@ -50,10 +50,16 @@ struct plant_params {
 	const char *station;		/* station id */
 	int lease_s;			/* claim lease, > 0 */
 	int timeout_s;			/* connect and statement timeout */
+	int lazy;			/* a server that cannot be reached at
+					 * start-up is not an error: the
+					 * first call connects ([registry]
+					 * offline = local) */
 };
 
 /*
- * Connect and check the schema version.  0 and *out, or KL_ERR_CONFIG
+ * Connect and check the schema version (with p->lazy, a server that cannot
+ * be reached is left for the first call: 0, and why says so; every other
+ * error stays an error).  0 and *out, or KL_ERR_CONFIG
  * (password= in conninfo, a TCP host without root_cert, a password file
  * that is not mode 600 or not a regular file), KL_ERR_UNAVAILABLE (the
  * server cannot be reached), KL_ERR_DB (refused login, an untrusted
@@ -72,6 +78,7 @@ struct plant_owner {
 	char board_serial[128];
 	char time[40];			/* claimed_at or provisioned_at, UTC */
 	char cert_serial[80];
+	char cert_fpr[80];
 };
 
 /*
@@ -104,6 +111,75 @@ int plant_provisioned(struct plant *pl, const char *device_id,
  */
 int plant_release(struct plant *pl, const char *device_id, const char *note,
     char *why, size_t whysz);
+
+/* ---- after an outage: [registry] offline = local ----------------------
+ *
+ * A board provisioned while the registry could not be reached was checked
+ * against this station's own log only.  When the registry is back, each
+ * such device is reconciled: recorded provisioned as if claimed then
+ * (plant_reconcile), or, when the registry gives the device ID to another
+ * board (provisioned elsewhere, or claimed by another station's live
+ * lease), reported as a conflict with both sides in device_conflicts.
+ */
+
+/* One device this station provisioned offline, as its audit log says. */
+struct plant_made {
+	const char *device_id;
+	int slot;
+	const char *board_serial;
+	const char *key_fpr;
+	const char *cert_serial;
+	const char *cert_fpr;		/* required: a conflict's identity */
+	const char *made_at;		/* UTC, ISO 8601, as the audit log
+					 * holds it; NULL: now */
+	int reprovision;		/* re-provisioning was asked for */
+};
+
+/*
+ * Record m in the registry, in one transaction: claimed and provisioned
+ * as plant_claim and plant_provisioned would have (provisioned_at =
+ * made_at), or nothing when the registry already holds this very
+ * certificate for the device (a reconciliation run again after a crash).
+ * 0: the registry holds it.  KL_ERR_DUPLICATE: the device is another
+ * board's; the conflict is recorded in device_conflicts (once per device,
+ * station and certificate), the holder in *owner, words in why.
+ * KL_ERR_UNAVAILABLE (nothing changed), KL_ERR_DB.
+ */
+int plant_reconcile(struct plant *pl, const struct plant_made *m,
+    struct plant_owner *owner, char *why, size_t whysz);
+
+/* A conflict as device_conflicts holds it; "" where NULL. */
+struct plant_conflict {
+	int64_t id;
+	char detected_at[40];		/* UTC */
+	char device_id[80];
+	char station[128];		/* who provisioned it offline */
+	int slot;
+	char board_serial[128];
+	char key_fpr[80];
+	char cert_serial[80];
+	char cert_fpr[80];
+	char made_at[40];
+	char holder_state[16];		/* claimed, provisioned */
+	char holder_station[128];	/* whom the registry gives it to */
+	int holder_slot;
+	char holder_board_serial[128];
+	char holder_cert_serial[80];
+	char holder_cert_fpr[80];
+	char holder_time[40];
+};
+
+/* 0 to go on; anything else stops the walk and is returned. */
+typedef int (*plant_conflict_fn)(void *arg, const struct plant_conflict *c);
+
+/*
+ * The conflicts this station is part of (either side) with id > after_id,
+ * oldest first, at most 100 per call; fn is called under the registry's
+ * lock (it must not call back into pl).  0, fn's return, or an error as
+ * plant_claim.
+ */
+int plant_conflicts(struct plant *pl, int64_t after_id, plant_conflict_fn fn,
+    void *arg, char *why, size_t whysz);
 
 /*
  * Administrator: create or migrate the schema on the server admin_conninfo

@@ -291,6 +291,13 @@ static const char *const plant_admin_grants[] = {
 	"REVOKE ALL ON TABLE audit_rows FROM PUBLIC",
 	"REVOKE ALL ON TABLE audit_rows FROM %1$s",
 	"GRANT SELECT, INSERT ON TABLE audit_rows TO %1$s",
+	/* Conflicts after an outage: report and read back. */
+	"REVOKE ALL ON TABLE device_conflicts FROM PUBLIC",
+	"REVOKE ALL ON TABLE device_conflicts FROM %1$s",
+	"REVOKE ALL ON SEQUENCE device_conflicts_id_seq FROM PUBLIC",
+	"REVOKE ALL ON SEQUENCE device_conflicts_id_seq FROM %1$s",
+	"GRANT SELECT, INSERT ON TABLE device_conflicts TO %1$s",
+	"GRANT USAGE ON SEQUENCE device_conflicts_id_seq TO %1$s",
 };
 
 static int

@@ -170,6 +170,47 @@ const char *const plant_migrations[] = {
 	" count(*) FILTER (WHERE event = 'provisioned') AS provisioned,"
 	" count(*) FILTER (WHERE event = 'released') AS failed_before_cert"
 	" FROM device_history GROUP BY station, date_trunc('hour', time);",
+	/*
+	 * 3 -> 4: conflicts found after an outage ([registry] offline =
+	 * local, docs/plant.md "offline = local"): a station that
+	 * provisioned a device while the registry was unreachable, and found
+	 * on reconnecting that the registry gives the device ID to another
+	 * board, records it here, with both sides.  One row per (device,
+	 * station, certificate): a station reconciling again after a crash
+	 * adds nothing.  Append-only like the history.
+	 */
+	"CREATE TABLE device_conflicts ("
+	" id bigserial PRIMARY KEY,"
+	" detected_at timestamptz NOT NULL DEFAULT now(),"
+	" device_id text NOT NULL,"
+	" station text NOT NULL,"
+	" slot integer NOT NULL,"
+	" board_serial text,"
+	" key_fpr text,"
+	" cert_serial text,"
+	" cert_fpr text NOT NULL,"
+	" made_at timestamptz,"
+	" holder_state text NOT NULL,"
+	" holder_station text NOT NULL,"
+	" holder_slot integer,"
+	" holder_board_serial text,"
+	" holder_cert_serial text,"
+	" holder_cert_fpr text,"
+	" holder_time timestamptz,"
+	" UNIQUE (device_id, station, cert_fpr));"
+	"CREATE INDEX device_conflicts_station ON device_conflicts(station);"
+	"CREATE INDEX device_conflicts_holder"
+	" ON device_conflicts(holder_station);"
+	"CREATE TRIGGER device_conflicts_append_only"
+	" BEFORE UPDATE OR DELETE ON device_conflicts"
+	" FOR EACH ROW EXECUTE FUNCTION keyline_append_only();"
+	"CREATE TRIGGER device_conflicts_no_truncate"
+	" BEFORE TRUNCATE ON device_conflicts"
+	" FOR EACH STATEMENT EXECUTE FUNCTION keyline_append_only();"
+	"CREATE VIEW mes_conflicts AS SELECT id, detected_at, device_id,"
+	" station, slot, board_serial, cert_serial, made_at, holder_state,"
+	" holder_station, holder_slot, holder_board_serial,"
+	" holder_cert_serial, holder_time FROM device_conflicts;",
 };
 
 const int plant_schema_version =

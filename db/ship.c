@@ -701,9 +701,17 @@ ship_open(struct ship **out, const struct ship_params *p, struct audit *a,
 	snprintf(app, sizeof(app), "keyline ship %s", s->station);
 	if ((r = ship_connect(&s->conn, s->conninfo, s->root_cert,
 	    s->password, app, s->timeout_s, why, whysz)) != 0 ||
-	    (r = ship_sync(s, why, whysz)) != 0)
-		goto fail;
-	s->connected = 1;
+	    (r = ship_sync(s, why, whysz)) != 0) {
+		/* Lazy: the thread makes that check when the server is
+		 * back, and stops shipping (loudly) if it fails then. */
+		if (r != KL_ERR_UNAVAILABLE || !p->lazy)
+			goto fail;
+		log_warn("audit shipping: %s; rows wait in the local log "
+		    "until the plant store can be reached", why);
+		ship_drop(s);
+		s->failures = 1;
+	} else
+		s->connected = 1;
 	if (audit_head(a, &rows, head, sizeof(head)) == 0)
 		s->local = rows;
 	/* Signals stay with the threads that wait for them. */

@@ -35,13 +35,18 @@ struct ship_params {
 	int timeout_s;			/* connect and statement timeout, > 0 */
 	int poll_ms;			/* how often to look for new rows;
 					 * 0: 200 */
+	int lazy;			/* a server that cannot be reached at
+					 * start-up is not an error: the
+					 * thread checks the plant store's
+					 * head when it first connects */
 };
 
 /*
  * Connect, check that the plant store and the local log agree (the
  * server's newest row of this station is in the local log with the same
  * row_hash), then start the shipper thread on a (borrowed until
- * ship_close).  0 and *out; KL_ERR_CONFIG (conninfo, password file, TLS);
+ * ship_close).  With p->lazy, a server that cannot be reached is left to
+ * the thread, which makes the same check when it first connects.  0 and *out; KL_ERR_CONFIG (conninfo, password file, TLS);
  * KL_ERR_UNAVAILABLE (no server); KL_ERR_AUDIT_CHAIN (the plant store
  * holds rows of this station that the local log does not: truncated,
  * replaced or rewritten); KL_ERR_DB; words in why, never a password.

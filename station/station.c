@@ -279,12 +279,16 @@ station_ca_cmp(struct station *st, const char *pin, char *err, size_t errsz)
 /*
  * [registry]: the plant registry, when configured; connected and its
  * schema checked before any board, so a wrong password or an untrusted
- * server stops the station at start-up.
+ * server stops the station at start-up.  With offline = local a server
+ * that cannot be reached does not: boards go on the local check until it
+ * is back.  A second connection serves the reconciliation thread, so its
+ * reads never hold up a claim.
  */
 static int
 station_plant_open(struct station *st, char *err, size_t errsz)
 {
 	const struct config *cfg = st->cfg;
+	int local = cfg->registry_offline == CONFIG_OFFLINE_LOCAL;
 	struct plant_params pp;
 	char why[600] = "";
 	int r;
@@ -298,12 +302,24 @@ station_plant_open(struct station *st, char *err, size_t errsz)
 	pp.station = cfg->station_id;
 	pp.lease_s = cfg->registry_lease_s;
 	pp.timeout_s = cfg->registry_timeout_s;
+	pp.lazy = local;
 	if ((r = plant_open(&st->plant, &pp, why, sizeof(why))) != 0) {
 		snprintf(err, errsz, "%s: [registry]: %s", cfg->path, why);
 		return r;
 	}
-	log_info("registry: connected (station %s, lease %d s)",
-	    cfg->station_id, cfg->registry_lease_s);
+	if (why[0] != '\0')
+		log_warn("registry: %s; offline = local: boards go on this "
+		    "station's own duplicate check and are reconciled when "
+		    "it is back", why);
+	else
+		log_info("registry: connected (station %s, lease %d s, "
+		    "offline = %s)", cfg->station_id, cfg->registry_lease_s,
+		    local ? "local" : "wait");
+	pp.lazy = 1;
+	if ((r = plant_open(&st->plant_rec, &pp, why, sizeof(why))) != 0) {
+		snprintf(err, errsz, "%s: [registry]: %s", cfg->path, why);
+		return r;
+	}
 	return 0;
 }
 
@@ -328,6 +344,7 @@ station_ship_open(struct station *st, char *err, size_t errsz)
 	sp.root_cert = cfg->registry_root_cert;
 	sp.station = cfg->station_id;
 	sp.timeout_s = cfg->registry_timeout_s;
+	sp.lazy = cfg->registry_offline == CONFIG_OFFLINE_LOCAL;
 	if ((r = ship_open(&st->ship, &sp, st->audit, why, sizeof(why))) != 0) {
 		snprintf(err, errsz, "%s: [registry]: audit shipping: %s",
 		    cfg->path, why);
@@ -526,6 +543,7 @@ station_close(struct station *st)
 	usbjig_close(st->jig);
 	vjig_close(st->vjig);
 	plant_close(st->plant);
+	plant_close(st->plant_rec);
 	ca_free(st->ca);
 	audit_close(st->audit);
 	checkpoint_signer_free(st->ckpt);
@@ -545,6 +563,7 @@ station_engine_opts(struct station *st, struct engine_opts *eo)
 	eo->trust = st->trust;
 	eo->ota = &st->ota;
 	eo->plant = st->plant;
+	eo->plant_reconcile = st->plant_rec;
 	if (st->ship != NULL) {
 		eo->halted = station_ship_halted;
 		eo->halted_arg = st->ship;

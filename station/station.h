@@ -36,6 +36,8 @@ struct station {
 	struct checkpoint_signer *ckpt;	/* owned; NULL without [audit]
 					 * checkpoint_key_id */
 	struct plant *plant;		/* owned; NULL without [registry] */
+	struct plant *plant_rec;	/* owned; the reconciliation
+					 * thread's own connection */
 	struct ship *ship;		/* owned; the audit shipper, NULL
 					 * without [registry] */
 };

@@ -327,6 +327,45 @@ con_upper(char *out, size_t outsz, const char *in)
 }
 
 /*
+ * The plant registry at the right end of the header's second line, when
+ * it needs the operator: conflicts found after an outage (until the
+ * station restarts: the audit log and the registry keep them), or boards
+ * going on the local check while it is unreachable.
+ */
+static void
+con_draw_registry(struct con *c)
+{
+	const struct engine_status *s = &c->status;
+	struct engine_conflict cf;
+	char reg[160];
+	int x;
+
+	if (s->registry_conflicts > 0) {
+		if (engine_registry_conflicts(c->e, &cf, 1) == 1)
+			snprintf(reg, sizeof(reg), " REGISTRY CONFLICTS %lld: "
+			    "%.48s also %.12s by %.48s ",
+			    (long long)s->registry_conflicts,
+			    cf.device_id, cf.holder_state,
+			    strcmp(cf.holder_station, c->st->cfg->station_id) ==
+			    0 ? cf.station : cf.holder_station);
+		else
+			snprintf(reg, sizeof(reg), " REGISTRY CONFLICTS %lld ",
+			    (long long)s->registry_conflicts);
+	} else if (s->registry_offline || s->registry_queued > 0)
+		snprintf(reg, sizeof(reg), " registry %s: %lld queued ",
+		    s->registry_offline ? "OFFLINE" : "back",
+		    (long long)s->registry_queued);
+	else
+		return;
+	x = COLS - (int)strlen(reg);
+	if (x < COLS / 2)
+		x = COLS / 2;
+	con_put(1, x, COLS - x, A_BOLD | A_REVERSE |
+	    con_pair_attr(s->registry_conflicts > 0 ? PAIR_WARN :
+	    PAIR_WAITING_CA), "%s", reg);
+}
+
+/*
  * Two lines.  The CA state sits at the right end of the first, so it is on
  * screen however long the station, operator and work order are.
  */
@@ -379,6 +418,7 @@ con_draw_header(struct con *c, int64_t now)
 	    "  passed %d  failed %d%s  yield %s  in flight %d  %s boards/h",
 	    s->counts.passed, s->counts.failed, already, yield,
 	    s->counts.in_flight, rate);
+	con_draw_registry(c);
 }
 
 /*
@@ -622,6 +662,11 @@ con_draw_events(struct con *c, int y0, int rows, int64_t now)
 			    " %s IN DOUBT %s (board %s): %s", t,
 			    ev->device_id[0] ? ev->device_id : "-",
 			    ev->serial[0] ? ev->serial : "-", ev->message);
+			break;
+		case EV_CONFLICT:
+			con_put(y, 0, COLS, con_pair_attr(PAIR_WARN) | A_BOLD,
+			    " %s CONFLICT %s: %s", t, ev->device_id[0] ?
+			    ev->device_id : "-", ev->message);
 			break;
 		case EV_STEP:
 			con_put(y, 0, COLS, A_DIM, " %s #%-2d %-10s step %s",

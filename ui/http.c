@@ -582,6 +582,38 @@ http_ship_json(struct ship *sh)
 	    "failures", (json_int_t)st.failures);
 }
 
+/* Conflicts the registry reported after an outage, newest first. */
+static json_t *
+http_conflicts_json(struct engine *e)
+{
+	struct engine_conflict c[ENGINE_CONFLICTS];
+	json_t *a, *o;
+	int i, n;
+
+	if ((a = json_array()) == NULL)
+		return NULL;
+	n = engine_registry_conflicts(e, c, ENGINE_CONFLICTS);
+	for (i = 0; i < n; i++) {
+		o = json_pack("{s:I, s:o, s:o, s:o, s:i, s:o, s:o, s:i, s:o, "
+		    "s:o}",
+		    "id", (json_int_t)c[i].id,
+		    "detected_at", http_jstr(c[i].detected_at, 1),
+		    "device_id", http_jstr(c[i].device_id, 0),
+		    "station", http_jstr(c[i].station, 0),
+		    "slot", c[i].slot,
+		    "cert_serial", http_jstr(c[i].cert_serial, 1),
+		    "holder_station", http_jstr(c[i].holder_station, 0),
+		    "holder_slot", c[i].holder_slot,
+		    "holder_state", http_jstr(c[i].holder_state, 1),
+		    "holder_cert_serial", http_jstr(c[i].holder_cert_serial, 1));
+		if (o == NULL || json_array_append_new(a, o) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
 static int
 http_status(struct http_req *rq, struct http_reply *rp)
 {
@@ -600,7 +632,7 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	}
 	rp->json = json_pack("{s:I, s:{s:o, s:o, s:o}, "
 	    "s:{s:s, s:I, s:I, s:f}, s:{s:i, s:i, s:i, s:i}, s:{s:o, s:o, s:i}, "
-	    "s:{s:b, s:i, s:o}, s:i, s:{s:I, s:s?}}",
+	    "s:{s:b, s:s, s:b, s:i, s:o, s:I, s:I, s:o}, s:i, s:{s:I, s:s?}}",
 	    "time_ms", (json_int_t)http_now_ms(),
 	    "station",
 	    "id", http_jstr(cfg->station_id, 0),
@@ -622,8 +654,14 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	    "slots_waiting", s.slots_waiting_ca,
 	    "registry",
 	    "configured", cfg->registry_conninfo[0] != '\0',
+	    "offline_mode", cfg->registry_offline == CONFIG_OFFLINE_LOCAL ?
+	    "local" : "wait",
+	    "offline", s.registry_offline,
 	    "slots_waiting", s.slots_waiting_registry,
 	    "shipping", http_ship_json(rq->h->ship),
+	    "queued", (json_int_t)s.registry_queued,
+	    "conflicts", (json_int_t)s.registry_conflicts,
+	    "recent_conflicts", http_conflicts_json(rq->h->engine),
 	    "slots", cfg->nslots,
 	    "audit",
 	    "rows", (json_int_t)rows,
@@ -983,6 +1021,21 @@ http_metrics(struct http_req *rq, struct http_reply *rp)
 	    "Slots held for the operator (too many boards too fast, or too "
 	    "many failures in a row).", "gauge",
 	    (uint64_t)(s.slots_held > 0 ? s.slots_held : 0))) != 0)
+		goto out;
+	/* After an outage (docs/plant.md, "offline = local"). */
+	if (rq->h->cfg->registry_conninfo[0] != '\0' &&
+	    ((r = http_put_counter(b, "keyline_registry_queued",
+	    "Devices provisioned while the plant registry was unreachable, "
+	    "not yet reconciled with it.", "gauge",
+	    (uint64_t)(s.registry_queued > 0 ? s.registry_queued : 0))) != 0 ||
+	    (r = http_put_counter(b, "keyline_registry_conflicts",
+	    "Devices this station is part of that two boards were "
+	    "provisioned as (found after an outage).", "gauge",
+	    (uint64_t)(s.registry_conflicts > 0 ? s.registry_conflicts :
+	    0))) != 0 ||
+	    (r = http_put_counter(b, "keyline_registry_offline",
+	    "Whether the last claim found the plant registry unreachable.",
+	    "gauge", (uint64_t)(s.registry_offline != 0))) != 0))
 		goto out;
 	/* Shipping lag to the plant store, in rows (docs/plant.md). */
 	if (rq->h->ship != NULL) {

@@ -41,6 +41,7 @@ enum config_type {
 	CT_CAURL,	/* http:// or https:// URL of a remote CA */
 	CT_USB_IDS,	/* VID:PID, VID:PID ... (struct config_usb_ids) */
 	CT_POWER,	/* none | usb-hub | virtual-jig */
+	CT_OFFLINE,	/* wait | local */
 };
 
 struct config_key {
@@ -120,6 +121,7 @@ static const struct config_key config_keys[] = {
 	{ "registry", "timeout_s", CT_INT, CF(registry_timeout_s), 1, 60 },
 	{ "registry", "wait_deadline_s", CT_INT, CF(registry_wait_deadline_s),
 	    0, 86400 },
+	{ "registry", "offline", CT_OFFLINE, CF(registry_offline), 0, 0 },
 
 	{ "http", "enabled", CT_BOOL, CF(http_enabled), 0, 0 },
 	{ "http", "bind", CT_ADDR, CF(http_bind), 0, 0 },
@@ -163,6 +165,11 @@ static const char *const config_key_types[] = {
 /* [jig] power, in enum config_jig_power order. */
 static const char *const config_powers[] = {
 	"none", "usb-hub", "virtual-jig",
+};
+
+/* [registry] offline, in enum config_offline order. */
+static const char *const config_offlines[] = {
+	"wait", "local",
 };
 
 static const char *const config_backends[] = {
@@ -473,6 +480,27 @@ config_set_module_env(struct config_parse *cp, const char *v, char *out,
 	return 0;
 }
 
+/* One of names, stored as its index ("unknown <what> 'x' (a, b, c)"). */
+static int
+config_set_choice(const char *v, const char *const *names, size_t n,
+    const char *what, void *field, char *why, size_t whysz)
+{
+	size_t i, len;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(v, names[i]) == 0) {
+			*(int *)field = (int)i;
+			return 0;
+		}
+	len = (size_t)snprintf(why, whysz, "unknown %s '%s' (", what, v);
+	for (i = 0; i < n && len < whysz; i++)
+		len += (size_t)snprintf(why + len, whysz - len, "%s%s",
+		    i > 0 ? ", " : "", names[i]);
+	if (len < whysz)
+		snprintf(why + len, whysz - len, ")");
+	return KL_ERR_CONFIG;
+}
+
 static int
 config_set(struct config_parse *cp, const struct config_key *k,
     const char *v, char *why, size_t whysz)
@@ -559,20 +587,11 @@ config_set(struct config_parse *cp, const struct config_key *k,
 		return config_set_usb_ids(v, (struct config_usb_ids *)(void *)
 		    field, why, whysz);
 	case CT_POWER:
-		{
-			size_t i;
-
-			for (i = 0; i < NELEM(config_powers); i++)
-				if (strcmp(v, config_powers[i]) == 0)
-					break;
-			if (i == NELEM(config_powers)) {
-				snprintf(why, whysz, "unknown power control "
-				    "'%s' (none, usb-hub, virtual-jig)", v);
-				return KL_ERR_CONFIG;
-			}
-			*(int *)(void *)field = (int)i;
-		}
-		return 0;
+		return config_set_choice(v, config_powers, NELEM(config_powers),
+		    "power control", field, why, whysz);
+	case CT_OFFLINE:
+		return config_set_choice(v, config_offlines,
+		    NELEM(config_offlines), "offline mode", field, why, whysz);
 	}
 	snprintf(why, whysz, "internal: no checker for this key");
 	return KL_ERR_INTERNAL;
@@ -959,6 +978,27 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 	return 0;
 }
 
+/* A [registry] key without conninfo would do nothing: a typo, or a
+ * registry the plant thinks this station uses and it does not. */
+static int
+config_check_registry(const struct config_parse *cp, char *err,
+    size_t errsz)
+{
+	size_t i;
+
+	if (cp->cfg->registry_conninfo[0] != '\0')
+		return 0;
+	for (i = 0; i < CONFIG_NKEYS; i++)
+		if (cp->seen[i] &&
+		    strcmp(config_keys[i].section, "registry") == 0) {
+			snprintf(err, errsz, "%s: [registry] %s: only with "
+			    "conninfo (without it the station has no plant "
+			    "registry)", cp->cfg->path, config_keys[i].key);
+			return KL_ERR_CONFIG;
+		}
+	return 0;
+}
+
 int
 config_load(const char *path, struct config *out, char *err, size_t errsz)
 {
@@ -996,7 +1036,8 @@ config_load(const char *path, struct config *out, char *err, size_t errsz)
 	}
 	if ((r = ini_parse_file(path, config_cb, cp, err, errsz)) != 0)
 		goto out;
-	if ((r = config_check_required(cp->cfg, err, errsz)) != 0)
+	if ((r = config_check_required(cp->cfg, err, errsz)) != 0 ||
+	    (r = config_check_registry(cp, err, errsz)) != 0)
 		goto out;
 	memcpy(out, cp->cfg, sizeof(*out));
 	r = 0;

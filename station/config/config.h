@@ -47,6 +47,14 @@ enum config_jig_power {
 					 * control socket) */
 };
 
+enum config_offline {
+	CONFIG_OFFLINE_WAIT = 0,	/* offline = wait: boards wait for the
+					 * registry */
+	CONFIG_OFFLINE_LOCAL,		/* offline = local: boards go on the
+					 * station's own check; reconciled
+					 * when the registry is back */
+};
+
 struct config {
 	char path[PATH_MAX];
 
@@ -141,6 +149,8 @@ struct config {
 						 * a board waiting this long for
 						 * an unreachable registry
 						 * fails */
+	int registry_offline;			/* offline: enum config_offline,
+						 * default wait */
 
 	/* [http]  read-only status API (docs/http-api.md) */
 	int http_enabled;			/* enabled: bool, default no */

@@ -67,7 +67,12 @@ enum engine_event_kind {
 			 * no failure */
 	EV_IN_DOUBT,	/* at start-up (slot 0): the audit log shows this
 			 * device's last attempt in doubt */
+	EV_CONFLICT,	/* (slot 0) the plant registry reports a device ID
+			 * this station provisioned and another board holds
+			 * too: two certificates, found after an outage
+			 * (docs/plant.md, "offline = local") */
 };
+#define EV__LAST EV_CONFLICT
 
 const char *engine_event_kind_name(enum engine_event_kind k);
 
@@ -127,6 +132,10 @@ struct engine_opts {
 	const struct engine_jig_ops *jig;	/* borrowed; NULL = plain */
 	struct plant *plant;			/* borrowed; NULL without a
 						 * plant registry */
+	struct plant *plant_reconcile;		/* borrowed; a second
+						 * connection for the
+						 * reconciliation thread (NULL:
+						 * plant is shared) */
 	/* Asked before each board starts: a KL_ERR_* (with the reason in
 	 * why) stops the station from provisioning: the board fails before
 	 * anything is sent to it, saying why.  0 to go on.  NULL: never.
@@ -242,9 +251,40 @@ struct engine_status {
 	int slots_waiting_ca;
 	int slots_waiting_registry;
 	int slots_held;
+	/* The plant registry (all 0 without one): */
+	int registry_offline;	/* the last claim found it unreachable, and
+				 * boards go on the local check */
+	int64_t registry_queued;	/* devices provisioned offline, not
+					 * yet reconciled */
+	int64_t registry_conflicts;	/* conflicts this station is part
+					 * of, as its audit log holds them */
 };
 
 void engine_status(struct engine *e, struct engine_status *s);
+
+/*
+ * The newest conflicts the plant registry reported to this station (either
+ * side), newest first, at most max; returns how many.  The full list is
+ * the audit log's "registry conflict" rows and the registry's
+ * device_conflicts table.
+ */
+#define ENGINE_CONFLICTS 16
+
+struct engine_conflict {
+	int64_t id;			/* device_conflicts.id */
+	char detected_at[40];		/* UTC */
+	char device_id[80];
+	char station[128];		/* who provisioned it offline */
+	int slot;
+	char cert_serial[80];
+	char holder_station[128];	/* whom the registry gives it to */
+	int holder_slot;
+	char holder_state[16];
+	char holder_cert_serial[80];
+};
+
+int engine_registry_conflicts(struct engine *e, struct engine_conflict *out,
+    int max);
 
 /* The steps of the board in a slot, for a detail view. */
 struct engine_step_rec {

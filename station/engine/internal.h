@@ -2,7 +2,7 @@
  * internal.h: what the engine's own files share (station/engine/); nothing
  * outside this folder includes it.  The public interface is engine.h.
  *
- * Three files, one concern each:
+ * Four files, one concern each:
  *   line.c    the engine's life (new, run, start, stop), the slot threads
  *             of line mode (probes, holds, operator requests) and the
  *             snapshots front-ends take;
@@ -10,7 +10,10 @@
  *             events (board_emit), audit rows (board_audit), the first
  *             failure in words (board_fail), link exchanges (board_call),
  *             the clean-up after a failure (board_clear) and the finish;
- *   steps.c   what each step does, and the step table itself.
+ *   steps.c   what each step does, and the step table itself;
+ *   reconcile.c  the plant registry after an outage (offline = local):
+ *             a thread that records devices provisioned offline and
+ *             reports conflicts.
  *
  * Locking: e->mu guards views, counts, the event sequence, in-flight
  * device IDs and line state; e->key_mu makes the key-uniqueness check and
@@ -93,6 +96,19 @@ struct engine {
 	int64_t running_since;		/* 0 when not running */
 	struct engine_event_copy ring[ENGINE_RING];
 	struct engine_metrics metrics;
+	/* The plant registry after an outage (reconcile.c), under rec_mu. */
+	pthread_mutex_t rec_mu;
+	pthread_cond_t rec_cond;
+	pthread_t rec_thread;
+	int rec_init;			/* rec_mu and rec_cond exist */
+	int rec_started, rec_stop, rec_wake;
+	int registry_offline;		/* the last claim found it down */
+	int64_t rec_queued;		/* devices waiting to be reconciled */
+	int64_t rec_conflicts;		/* "registry conflict" rows */
+	int64_t rec_last_id;		/* newest device_conflicts.id seen */
+	struct engine_conflict rec_list[ENGINE_CONFLICTS];	/* newest
+								 * first */
+	int rec_n;
 };
 
 /* Everything known about the board in one slot. */
@@ -137,6 +153,12 @@ struct board {
 	int plant_claimed;		/* holds the device ID's claim in the
 					 * plant registry */
 	struct plant_owner plant_owner;	/* who holds it, when refused */
+	int plant_offline;		/* [registry] offline = local, and the
+					 * registry could not be reached for
+					 * the claim: provisioned on the
+					 * local check, reconciled later */
+	int plant_done;			/* the registry learnt the pass, or
+					 * it was queued for reconciliation */
 	char why[512];			/* failure in words */
 	struct buf req, resp;
 };
@@ -175,6 +197,9 @@ struct engine_step_def {
 extern const struct engine_step_def engine_steps[];
 extern const size_t engine_nsteps;
 
+/* The operator asked to re-provision device ID id (steps.c). */
+int engine_reprovision_allowed(const struct engine *e, const char *id);
+
 /* ---- runner.c ----------------------------------------------------------- */
 
 int64_t engine_now_ms(void);		/* wall clock, for what is shown */
@@ -205,9 +230,24 @@ int board_registry_wait(struct board *b, const char *what,
 void board_set_state(struct board *b, enum slot_state st);
 void slot_provision(struct engine_slot *s);
 
+/* ---- reconcile.c: the plant registry after an outage -------------------- */
+
+int reconcile_start(struct engine *e);	/* no-op without a registry */
+void reconcile_stop(struct engine *e);	/* a last round, then joins */
+void reconcile_wake(struct engine *e);	/* a device was queued */
+void reconcile_set_offline(struct engine *e, int offline);
+void reconcile_status(struct engine *e, struct engine_status *s);
+
+/* The "registry queued" row's words start so when re-provisioning was
+ * asked for: the reconciliation claims the device as re-provisioned. */
+#define BOARD_REPROVISION_NOTE "re-provisioning asked for; "
+
 /* ---- line.c ------------------------------------------------------------- */
 
 int slot_device(struct engine_slot *s, char *path, size_t pathsz);
+/* An event that belongs to no board (slot 0). */
+void engine_note(struct engine *e, int slot, enum engine_event_kind kind,
+    const char *serial, const char *device_id, const char *msg);
 void engine_wait(struct engine *e, int ms);	/* under e->mu */
 
 #endif

@@ -23,10 +23,6 @@
 #include "common/log.h"
 #include "station/link/serial.h"
 
-static void engine_note(struct engine *e, int slot,
-    enum engine_event_kind kind, const char *serial, const char *device_id,
-    const char *msg);
-
 static const char *const step_names[STEP__COUNT] = {
 	[STEP_CONNECT] = "connect",
 	[STEP_IDENTIFY] = "identify",
@@ -57,6 +53,7 @@ static const char *const kind_names[] = {
 	[EV_INFO] = "info",
 	[EV_ALREADY] = "already_provisioned",
 	[EV_IN_DOUBT] = "in_doubt",
+	[EV_CONFLICT] = "registry_conflict",
 };
 
 const char *
@@ -74,7 +71,7 @@ engine_state_name(enum slot_state s)
 const char *
 engine_event_kind_name(enum engine_event_kind k)
 {
-	return (unsigned)k <= EV_IN_DOUBT ? kind_names[k] : "unknown";
+	return (unsigned)k <= EV__LAST ? kind_names[k] : "unknown";
 }
 
 /* The device path of slot s now (see struct engine_jig_ops). */
@@ -423,8 +420,7 @@ out:
 	return r;
 }
 
-/* An event that belongs to no board (slot 0). */
-static void
+void
 engine_note(struct engine *e, int slot, enum engine_event_kind kind,
     const char *serial, const char *device_id, const char *msg)
 {
@@ -534,6 +530,8 @@ engine_new(struct engine **out, const struct engine_opts *o)
 		    (long long)more);
 		engine_note(e, 0, EV_IN_DOUBT, "", "", msg);
 	}
+	if ((r = reconcile_start(e)) != 0)
+		goto fail;
 	*out = e;
 	return 0;
 fail:
@@ -546,6 +544,7 @@ engine_free(struct engine *e)
 {
 	if (e == NULL)
 		return;
+	reconcile_stop(e);
 	pthread_mutex_destroy(&e->mu);
 	pthread_mutex_destroy(&e->emit_mu);
 	pthread_mutex_destroy(&e->key_mu);
@@ -819,6 +818,7 @@ engine_status(struct engine *e, struct engine_status *s)
 	    done * 3600000.0 / (double)s->running_ms : 0.0;
 	s->ca_name = e->o.ca != NULL ? e->o.ca->name : "";
 	s->ca_state = s->slots_waiting_ca > 0 ? "waiting" : "ok";
+	reconcile_status(e, s);
 }
 
 int

@@ -565,6 +565,47 @@ board_plant_record(struct board *b, char *why, size_t whysz)
 	    b->cert_serial, b->cert_fpr, why, whysz);
 }
 
+/*
+ * offline = local, a board that passed: the registry learns it now if it
+ * can (one try), or else the device is queued for reconciliation by a
+ * "registry queued" row (docs/plant.md), written before the "done passed"
+ * row so that no pass in the log lacks it.  0, or the audit error.
+ */
+static int
+board_plant_local_pass(struct board *b)
+{
+	struct engine *e = b->e;
+	char why[600] = "", msg[900];
+	int r;
+
+	if (e->o.plant == NULL || b->already ||
+	    e->o.cfg->registry_offline != CONFIG_OFFLINE_LOCAL ||
+	    (!b->plant_offline && !b->plant_claimed))
+		return 0;
+	if (b->plant_claimed) {
+		r = board_plant_record(b, why, sizeof(why));
+		if (r == 0)
+			b->plant_done = 1;
+		/* Refusals are said by board_plant_finish, as ever. */
+		if (r != KL_ERR_UNAVAILABLE)
+			return 0;
+		reconcile_set_offline(e, 1);
+		(void)board_text(why);
+	}
+	snprintf(msg, sizeof(msg), "%sprovisioned while the plant registry "
+	    "was unreachable%s%s%s; queued: the device is reconciled with the "
+	    "registry when it is back",
+	    engine_reprovision_allowed(e, b->device_id) ?
+	    BOARD_REPROVISION_NOTE : "", why[0] != '\0' ? " (" : "", why,
+	    why[0] != '\0' ? ")" : "");
+	if ((r = board_audit(b, "registry", "queued", msg)) != 0)
+		return r;
+	b->plant_done = 1;
+	reconcile_wake(e);
+	board_emit(b, EV_INFO, 0, msg);
+	return 0;
+}
+
 static void
 board_plant_finish(struct board *b, int r)
 {
@@ -572,7 +613,7 @@ board_plant_finish(struct board *b, int r)
 	char why[600] = "", msg[700];
 	int pr;
 
-	if (pl == NULL || !b->plant_claimed)
+	if (pl == NULL || !b->plant_claimed || b->plant_done)
 		return;
 	/* A pass the registry does not hold would let the claim run out
 	 * and another station make a second certificate: waited for. */
@@ -601,6 +642,8 @@ board_finish(struct board *b, int r)
 	struct engine_slot_view *v = &b->slot->view;
 	char msg[600];
 
+	if (r == 0)
+		r = board_plant_local_pass(b);
 	if (r == 0) {
 		if (board_audit(b, "done", b->already ? "already" : "passed",
 		    NULL) != 0) {

@@ -111,7 +111,7 @@ step_identify(struct board *b)
 	return 0;
 }
 
-static int
+int
 engine_reprovision_allowed(const struct engine *e, const char *id)
 {
 	int i;
@@ -397,9 +397,34 @@ board_plant_claim(struct board *b)
 
 	if (e->o.plant == NULL)
 		return 0;
-	/* An unreachable registry is waited for, like a CA. */
-	r = board_registry_wait(b, "claim", board_plant_claim_once, why,
-	    sizeof(why));
+	if (e->o.cfg->registry_offline == CONFIG_OFFLINE_LOCAL) {
+		/* offline = local: one try; an unreachable registry leaves
+		 * the board to this station's own check (done above), and
+		 * the device to be reconciled when it is back. */
+		r = board_plant_claim_once(b, why, sizeof(why));
+		if (r == KL_ERR_UNAVAILABLE) {
+			char msg[900];
+
+			(void)board_text(why);
+			snprintf(msg, sizeof(msg), "plant registry unreachable "
+			    "(%s); offline = local: provisioning on this "
+			    "station's own duplicate check, the device is "
+			    "reconciled with the registry when it is back",
+			    why);
+			if ((r = board_audit(b, "registry", "offline",
+			    msg)) != 0)
+				return r;
+			reconcile_set_offline(e, 1);
+			board_emit(b, EV_INFO, 0, msg);
+			b->plant_offline = 1;
+			return 0;
+		}
+		if (r != KL_ERR_DB)
+			reconcile_set_offline(e, 0);
+	} else
+		/* An unreachable registry is waited for, like a CA. */
+		r = board_registry_wait(b, "claim", board_plant_claim_once,
+		    why, sizeof(why));
 	if (r == KL_ERR_DUPLICATE) {
 		(void)board_audit(b, "dupcheck", "refused", why);
 		return board_fail(b, r, "device ID %s %s", b->device_id, why);

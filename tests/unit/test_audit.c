@@ -166,7 +166,7 @@ test_open_schema(void **state)
 	audit_close(NULL);
 	assert_int_equal(audit_open(&f->a, f->path), 0);
 	raw_text(f->path, "PRAGMA user_version", v, sizeof(v));
-	assert_string_equal(v, "4");
+	assert_string_equal(v, "5");
 	raw_text(f->path, "PRAGMA journal_mode", v, sizeof(v));
 	assert_string_equal(v, "wal");
 	raw_text(f->path, "SELECT count(*) FROM sqlite_master WHERE name IN "
@@ -827,6 +827,88 @@ append_done(struct audit *a, const char *dev, const char *outcome,
 	ev.outcome = outcome;
 	ev.cert_serial = serial;
 	assert_int_equal(audit_append(a, &ev, NULL), 0);
+}
+
+/* ---- the plant registry's offline queue */
+
+static void
+append_registry(struct audit *a, const char *dev, const char *outcome,
+    const char *cert_fpr, const char *note)
+{
+	struct audit_event ev;
+
+	ev_fill(&ev, 0);
+	ev.device_id = dev;
+	ev.step = "registry";
+	ev.outcome = outcome;
+	ev.cert_fpr = cert_fpr;
+	ev.error = note;
+	assert_int_equal(audit_append(a, &ev, NULL), 0);
+}
+
+struct queue_seen {
+	char ids[8][16];
+	int n;
+};
+
+static int
+queue_collect(void *arg, const struct audit_row *row)
+{
+	struct queue_seen *q = arg;
+
+	assert_true(q->n < 8);
+	snprintf(q->ids[q->n++], sizeof(q->ids[0]), "%s", row->device_id);
+	return 0;
+}
+
+/* A queued device leaves the queue only by a later reconciled or conflict
+ * row for the same device and certificate. */
+static void
+test_registry_queue(void **state)
+{
+	struct fx *f = *state;
+	struct queue_seen q;
+	char last[64];
+	int64_t count = -1;
+	int more = -1;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	append_registry(f->a, "D1", "queued", "f1", "n");
+	append_registry(f->a, "D2", "queued", "f2", "n");
+	append_registry(f->a, "D3", "queued", "f3", "n");
+	/* Not closing: another certificate, another device, a closing row
+	 * before the queued one, another outcome. */
+	append_registry(f->a, "D1", "reconciled", "f9", "n");
+	append_registry(f->a, "D4", "reconciled", "f2", "n");
+	append_registry(f->a, "D3", "info", "f3", "n");
+	memset(&q, 0, sizeof(q));
+	assert_int_equal(audit_registry_queue(f->a, queue_collect, &q, &more),
+	    0);
+	assert_int_equal(q.n, 3);
+	assert_int_equal(more, 0);
+	assert_string_equal(q.ids[0], "D1");
+	assert_string_equal(q.ids[2], "D3");
+	/* Closing: reconciled D1, conflict D3. */
+	append_registry(f->a, "D1", "reconciled", "f1", "n");
+	append_registry(f->a, "D3", "conflict", "f3", "plant conflict #7: x");
+	append_registry(f->a, "D5", "conflict", NULL, "plant conflict #9: y");
+	memset(&q, 0, sizeof(q));
+	assert_int_equal(audit_registry_queue(f->a, queue_collect, &q, NULL),
+	    0);
+	assert_int_equal(q.n, 1);
+	assert_string_equal(q.ids[0], "D2");
+	/* D2 queued again after a close stays closed only for the old
+	 * row: the new one is queued. */
+	append_registry(f->a, "D2", "conflict", "f2", "plant conflict #10: z");
+	append_registry(f->a, "D2", "queued", "f2", "n");
+	memset(&q, 0, sizeof(q));
+	assert_int_equal(audit_registry_queue(f->a, queue_collect, &q, NULL),
+	    0);
+	assert_int_equal(q.n, 1);
+	assert_int_equal(audit_registry_conflicts(f->a, &count, last,
+	    sizeof(last)), 0);
+	assert_int_equal(count, 3);
+	assert_string_equal(last, "plant conflict #10: z");
 }
 
 static void
@@ -1779,6 +1861,7 @@ test_schema_v1_readable(void **state)
 	f->a = NULL;
 	assert_int_equal(raw_exec(f->path, "DROP TABLE station_start; "
 	    "DROP TABLE checkpoints; DROP INDEX events_key_fpr; "
+	    "DROP INDEX events_registry; "
 	    "PRAGMA user_version = 1", NULL, 0), SQLITE_OK);
 	assert_int_equal(audit_open_readonly(&ro, f->path), 0);
 	assert_int_equal(audit_verify(ro, &rows, &bad, why, sizeof(why)), 0);
@@ -1787,7 +1870,7 @@ test_schema_v1_readable(void **state)
 	assert_int_equal(audit_open(&f->a, f->path), 0);
 	assert_int_equal(audit_probe_write(f->a, "st-1"), 0);
 	raw_text(f->path, "PRAGMA user_version", v, sizeof(v));
-	assert_string_equal(v, "4");
+	assert_string_equal(v, "5");
 }
 
 int
@@ -1795,6 +1878,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_schema, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_registry_queue, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_append_verify, setup,
 		    teardown),
