@@ -65,12 +65,12 @@ init_fails 'no password here' --admin "$ADMIN password=x" --station-role kl_stat
 # ---- init, then again
 "$KL" plant init --admin "$ADMIN" --station-role kl_station \
     --password-file "$T/station.pw" >"$T/init1" 2>&1 || fail "plant init: $(cat "$T/init1")"
-[ "$(admin 'SELECT version FROM keyline_schema')" = 3 ] || fail "schema version after init"
+[ "$(admin 'SELECT version FROM keyline_schema')" = 4 ] || fail "schema version after init"
 admin "INSERT INTO device_history (device_id, station, slot, event)
     VALUES ('seen-by-admin', 'admin', 0, 'before the second init')" >/dev/null
 "$KL" plant init --admin "$ADMIN" --station-role kl_station \
     --password-file "$T/station.pw" >"$T/init2" 2>&1 || fail "second plant init: $(cat "$T/init2")"
-[ "$(admin 'SELECT count(*), max(version) FROM keyline_schema')" = "1|3" ] ||
+[ "$(admin 'SELECT count(*), max(version) FROM keyline_schema')" = "1|4" ] ||
 	fail "keyline_schema after the second init: $(admin 'SELECT * FROM keyline_schema')"
 [ "$(admin 'SELECT count(*) FROM device_history')" = 1 ] || fail "the second init touched history"
 ! grep -qF -- "$pw" "$PG_DIR/server.log" || fail "the password is in the server log"
@@ -82,7 +82,7 @@ station 'SELECT version FROM keyline_schema' >/dev/null || fail "station cannot 
 PGPASSFILE=$T/pgpass-wrong pg_psql "$ST" 'SELECT 1' >/dev/null 2>"$T/err" &&
 	fail "station logged in with a wrong password"
 grep -q 'password authentication failed' "$T/err" || fail "wrong password: $(cat "$T/err")"
-want='audit_rows:INSERT audit_rows:SELECT device_history:INSERT device_history:SELECT devices:INSERT devices:SELECT devices:UPDATE keyline_schema:SELECT'
+want='audit_rows:INSERT audit_rows:SELECT device_conflicts:INSERT device_conflicts:SELECT device_history:INSERT device_history:SELECT devices:INSERT devices:SELECT devices:UPDATE keyline_schema:SELECT'
 got=$(admin "SELECT string_agg(table_name || ':' || privilege_type, ' '
     ORDER BY table_name, privilege_type) FROM information_schema.role_table_grants
     WHERE grantee = 'kl_station'")
@@ -100,6 +100,9 @@ station "UPDATE devices SET state = 'provisioned' WHERE device_id = 'dev-1'" >/d
 	fail "station cannot UPDATE devices"
 station "INSERT INTO device_history (device_id, station, slot, event)
     VALUES ('dev-1', 'st-a', 0, 'claim')" >/dev/null || fail "station cannot append history"
+station "INSERT INTO device_conflicts (device_id, station, slot, cert_fpr,
+    holder_state, holder_station) VALUES ('dev-1', 'st-b', 1, 'f', 'provisioned', 'st-a')" >/dev/null ||
+	fail "station cannot report a conflict"
 
 # What it may not.
 refused station "UPDATE device_history SET event = 'x'" 'permission denied for table device_history'
@@ -109,6 +112,9 @@ refused station "TRUNCATE devices" 'permission denied for table devices'
 refused station "TRUNCATE device_history" 'permission denied for table device_history'
 refused station "UPDATE keyline_schema SET version = 0" 'permission denied for table keyline_schema'
 refused station "ALTER TABLE device_history DISABLE TRIGGER USER" 'must be owner'
+refused station "UPDATE device_conflicts SET station = 'x'" 'permission denied for table device_conflicts'
+refused station "DELETE FROM device_conflicts" 'permission denied for table device_conflicts'
+refused station "TRUNCATE device_conflicts" 'permission denied for table device_conflicts'
 
 # Nor may the owner: the triggers.
 refused admin "UPDATE device_history SET event = 'x'" 'device_history is append-only'
@@ -116,6 +122,8 @@ refused admin "DELETE FROM device_history" 'device_history is append-only'
 refused admin "TRUNCATE device_history" 'device_history is append-only'
 refused admin "DELETE FROM devices" 'devices is append-only'
 refused admin "TRUNCATE devices" 'devices is append-only'
+refused admin "DELETE FROM device_conflicts" 'device_conflicts is append-only'
+refused admin "TRUNCATE device_conflicts" 'device_conflicts is append-only'
 [ "$(admin 'SELECT count(*) FROM device_history')" = 2 ] || fail "history changed"
 
 # ---- roles that would get round the grants; a name that needs quoting
@@ -130,10 +138,10 @@ odd="kl \"odd'role"
 
 # ---- a schema newer than this keyline
 admin 'UPDATE keyline_schema SET version = 99' >/dev/null
-init_fails 'schema is version 99, newer than this keyline knows \(3\)' \
+init_fails 'schema is version 99, newer than this keyline knows \(4\)' \
     --admin "$ADMIN" --station-role kl_station
 [ "$(admin 'SELECT version FROM keyline_schema')" = 99 ] || fail "a refused init changed the version"
-admin 'UPDATE keyline_schema SET version = 3' >/dev/null
+admin 'UPDATE keyline_schema SET version = 4' >/dev/null
 
 # ---- inits at once on a new database: all succeed, one migrates (without
 # the advisory lock, CREATE TABLE IF NOT EXISTS races: "duplicate key value
@@ -146,10 +154,10 @@ done
 for i in 1 2 3 4 5 6; do
 	wait %$i || fail "parallel init $i: $(cat "$T/par$i")"
 done
-if cat "$T"/par[1-6] | grep -qv '^plant registry: schema version 3, station role kl_station$'; then
+if cat "$T"/par[1-6] | grep -qv '^plant registry: schema version 4, station role kl_station$'; then
 	fail "the inits said more than their line: $(cat "$T"/par[1-6])"
 fi
-[ "$(pg_psql "$A2" 'SELECT count(*), max(version) FROM keyline_schema')" = "1|3" ] ||
+[ "$(pg_psql "$A2" 'SELECT count(*), max(version) FROM keyline_schema')" = "1|4" ] ||
 	fail "parallel inits: keyline_schema is $(pg_psql "$A2" 'SELECT * FROM keyline_schema')"
 
 # ---- the admin over TCP: only to a verified server

@@ -315,6 +315,12 @@ test_bad_keys(void **state)
 		    "[ca] max_validity_days: out of range 1..36500: '0'" },
 		{ "[registry]\nlease_s = 5\n", 2,
 		    "[registry] lease_s: out of range 10..86400: '5'" },
+		{ "[registry]\noffline = maybe\n", 2,
+		    "[registry] offline: unknown offline mode 'maybe' (wait, "
+		    "local)" },
+		{ "[jig]\npower = relay\n", 2,
+		    "[jig] power: unknown power control 'relay' (none, "
+		    "usb-hub, virtual-jig)" },
 		{ "[registry]\nconninfo = a\nconninfo = b\n", 3,
 		    "[registry] conninfo: duplicate key" },
 		{ "[registry]\npasword_file = x\n", 2,
@@ -565,6 +571,12 @@ test_required(void **state)
 		    "cmp_secret_file = s\ncmp_ref = k\nserver_cert = t.pem\n"
 		    "[ota]\ncredentials_zip = c.zip\n",
 		    "[ca] server_cert: only with an https:// url" },
+		/* A [registry] key without conninfo would do nothing. */
+		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+		    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+		    "credentials_zip = c.zip\n[registry]\noffline = local\n",
+		    "[registry] offline: only with conninfo (without it the "
+		    "station has no plant registry)" },
 	};
 	struct fixture *f = *state;
 	char want[768];
@@ -587,6 +599,15 @@ test_required(void **state)
 	    "[ota]\ncredentials_zip = c.zip\n", NULL), 0);
 	assert_int_equal(f->cfg->ca_dev_allow_pem, 1);
 	assert_int_equal(f->cfg->nslots, 0);
+	assert_int_equal(f->cfg->registry_offline, CONFIG_OFFLINE_WAIT);
+
+	/* With conninfo, offline = local is taken. */
+	assert_int_equal(load_text(f,
+	    "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
+	    "fleet_root = r\nkey_id = 01\npin_env = P\n[ota]\n"
+	    "credentials_zip = c.zip\n[registry]\nconninfo = host=/run/pg\n"
+	    "offline = local\n", NULL), 0);
+	assert_int_equal(f->cfg->registry_offline, CONFIG_OFFLINE_LOCAL);
 }
 
 static void
