@@ -39,6 +39,17 @@ struct plant;
 extern const char *const plant_migrations[];
 extern const int plant_schema_version;
 
+/*
+ * The two statements a board costs the registry, as sent (parameters $1
+ * ...): a claim ($1 device, $2 station, $3 slot, $4 board serial, $5 lease
+ * in s, $6 reprovision) and its record ($1 device, $2 station, $3 key fpr,
+ * $4 certificate serial, $5 certificate fpr, $6 made at or NULL, $7 more
+ * history words or NULL).  Exported for `keyline plant sql`, which the
+ * load generator of make bench-plant runs, so it plays exactly these.
+ */
+extern const char plant_claim_sql[];
+extern const char plant_provisioned_sql[];
+
 /* How a station reaches the registry ([registry] in station.conf). */
 struct plant_params {
 	const char *conninfo;		/* libpq connection string or

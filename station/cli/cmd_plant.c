@@ -29,11 +29,23 @@ struct cmd_plant_verb {
 };
 
 static int cmd_plant_init(int argc, char **argv);
+static int cmd_plant_sql(int argc, char **argv);
 
 static const struct cmd_plant_verb cmd_plant_verbs[] = {
 	{ .name = "init", .run = cmd_plant_init,
 	  .usage = "keyline plant init --admin CONNINFO --station-role ROLE "
 	      "[--password-file FILE]" },
+	{ .name = "sql", .run = cmd_plant_sql,
+	  .usage = "keyline plant sql claim|provisioned   (the statement a "
+	      "station sends, for load tests)" },
+};
+
+static const struct {
+	const char *name;
+	const char *sql;
+} cmd_plant_statements[] = {
+	{ "claim", plant_claim_sql },
+	{ "provisioned", plant_provisioned_sql },
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -111,6 +123,26 @@ cmd_plant_init(int argc, char **argv)
 	    plant_schema_version, role,
 	    pwfile != NULL ? " (password set)" : "");
 	return CMD_PLANT_OK;
+}
+
+/* Print one of the statements a station sends, on one line. */
+static int
+cmd_plant_sql(int argc, char **argv)
+{
+	size_t i;
+
+	if (argc != 2) {
+		cmd_plant_usage(stderr);
+		return CMD_PLANT_USAGE;
+	}
+	for (i = 0; i < NELEM(cmd_plant_statements); i++)
+		if (strcmp(argv[1], cmd_plant_statements[i].name) == 0) {
+			printf("%s\n", cmd_plant_statements[i].sql);
+			return CMD_PLANT_OK;
+		}
+	fprintf(stderr, "keyline plant: no statement \"%s\" (claim, "
+	    "provisioned)\n", argv[1]);
+	return CMD_PLANT_USAGE;
 }
 
 int

@@ -41,7 +41,7 @@
 
 #define RECONCILE_POLL_MS 2000
 #define RECONCILE_BACKOFF_MIN_MS 500
-#define RECONCILE_BACKOFF_MAX_MS 30000
+#define RECONCILE_BACKOFF_MAX_MS 10000
 #define RECONCILE_CONFLICT_TAG "plant conflict #"
 
 /* One queued device, copied out of its "registry queued" row. */
@@ -402,6 +402,16 @@ reconcile_stop(struct engine *e)
 	e->rec_init = 0;
 }
 
+/* A claim found the registry back: work the queue now. */
+static void
+reconcile_wake_only(struct engine *e)
+{
+	pthread_mutex_lock(&e->rec_mu);
+	e->rec_wake = 1;
+	pthread_cond_broadcast(&e->rec_cond);
+	pthread_mutex_unlock(&e->rec_mu);
+}
+
 void
 reconcile_wake(struct engine *e)
 {
@@ -425,9 +435,11 @@ reconcile_set_offline(struct engine *e, int offline)
 	was = e->registry_offline;
 	e->registry_offline = offline;
 	pthread_mutex_unlock(&e->rec_mu);
-	if (was && !offline)
+	if (was && !offline) {
 		log_info("registry: reachable again; boards are claimed in it "
 		    "as before");
+		reconcile_wake_only(e);
+	}
 	else if (!was && offline)
 		log_warn("registry: unreachable; offline = local: boards go on "
 		    "this station's own duplicate check and are reconciled "
