@@ -3,6 +3,7 @@
 #   make            release binaries in build/bin
 #   make test       sanitizer build, unit tests, integration tests
 #   make demo       provision a jig of 8 virtual boards (build/demo)
+#   make demo-qemu  provision two Linux boards in QEMU (build/demo-qemu)
 #   make bench      throughput figures (64 boards, manual-way comparison)
 #   make bench-http the status API under wrk load while 32 boards provision
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (docs/fuzzing.md)
@@ -221,8 +222,10 @@ unit: san
 	@scripts/check-banned
 	@tests/run-unit $(addprefix $(SAN)/tests/,$(UNIT_TESTS))
 
+# The QEMU boards (130-qemu-board) run the release build of the test
+# agent: under TCG the sanitizer build's boot and run cost twice as long.
 integration: san all $(AARCH64)/bin/keyline-agent
-	@tests/run-integration
+	@KEYLINE_QEMU_AGENT=$(abspath $(REL))/bin/keyline-agent-test tests/run-integration
 
 test: setup
 	@$(MAKE) --no-print-directory unit
@@ -238,6 +241,12 @@ demo: setup
 demo-plant: setup
 	@$(MAKE) --no-print-directory all
 	@scripts/demo-plant
+
+# Two Linux boards in QEMU provisioned over their UARTs; prints where
+# their disk images are (docs/boards.md).
+demo-qemu: setup
+	@$(MAKE) --no-print-directory all
+	@KEYLINE_BIN=$(abspath $(REL))/bin scripts/demo-qemu
 
 bench: setup
 	@$(MAKE) --no-print-directory all
@@ -256,7 +265,7 @@ bench-plant: setup
 clean:
 	rm -rf build
 
-.PHONY: all san setup unit integration test demo demo-plant bench bench-http bench-plant clean \
+.PHONY: all san setup unit integration test demo demo-plant demo-qemu bench bench-http bench-plant clean \
 	agent-aarch64
 .SECONDARY:
 

@@ -33,11 +33,13 @@ agent=${KEYLINE_QEMU_AGENT:-$KEYLINE_AGENT}
     --fault-at 1:hang-in-keygen-once --fault-at 2:die-in-commit:2 \
     >"$T/init.log" 2>&1 || fail "qemu-board init: $(cat "$T/init.log")"
 line_write_conf "$T" 2
-# A hung KEYGEN is given up after 2 x 1.5 s; a HELLO waits 2 x 6 s, which
-# covers a board booting again after its power cycle.
-conf_set "$T/station.conf" link keygen_timeout_ms 1500
+# A hung KEYGEN is given up after 2 x 2 s; a HELLO waits 2 x 15 s, which
+# covers a board booting again after its power cycle on a busy machine
+# (the suite runs two tests at a time).  A board whose QEMU is killed is
+# seen at once (the pty hangs up), not after a timeout.
+conf_set "$T/station.conf" link keygen_timeout_ms 2000
 conf_set "$T/station.conf" link attempts 2
-conf_set "$T/station.conf" link timeout_ms 6000
+conf_set "$T/station.conf" link timeout_ms 15000
 on_exit "'$QB' stop --dir '$T'"
 bg_start "$QB" power --dir "$T" 2>"$T/power.err"
 wait_for 10 "the power switch's socket" test -S "$T/jig.sock"
