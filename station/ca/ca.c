@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
@@ -255,6 +256,63 @@ ca_tls_bio_cb(BIO *bio, void *arg, int connect, int detail)
 		return cbio;
 	}
 	return bio;
+}
+
+int
+ca_http_connect(const char *host, const char *port, int timeout_s,
+    BIO **out, char *err, size_t errsz)
+{
+	time_t max = time(NULL) + (timeout_s > 0 ? timeout_s : 1);
+	unsigned long e, f;
+	const char *what;
+	BIO *b;
+	int rv, en;
+
+	*out = NULL;
+	ERR_clear_error();
+	errno = 0;
+	if ((b = BIO_new_connect(host)) == NULL ||
+	    BIO_set_conn_port(b, port) != 1 || BIO_set_nbio(b, 1) != 1) {
+		BIO_free_all(b);
+		snprintf(err, errsz, "cannot set up a connection to %s:%s",
+		    host, port);
+		return KL_ERR_NOMEM;
+	}
+	for (;;) {
+		if ((rv = BIO_do_connect(b)) > 0) {
+			*out = b;
+			return 0;
+		}
+		if (!BIO_should_retry(b))
+			break;
+		/* In progress: wait for it, at most until the deadline. */
+		if ((rv = BIO_wait(b, max, 100)) <= 0) {
+			if (rv == 0) {
+				BIO_free_all(b);
+				ERR_clear_error();
+				snprintf(err, errsz, "cannot connect to %s:%s "
+				    "within %d s", host, port, timeout_s);
+				return KL_ERR_UNAVAILABLE;
+			}
+			break;
+		}
+	}
+	/* The system's words (connection refused, no route) when there
+	 * are some: OpenSSL files them as ERR_LIB_SYS with errno as the
+	 * reason. */
+	en = errno;
+	for (e = 0; (f = ERR_get_error()) != 0; )
+		if (ERR_GET_LIB(f) == ERR_LIB_SYS || e == 0)
+			e = f;
+	if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SYS)
+		what = strerror(ERR_GET_REASON(e));
+	else if (e != 0 && ERR_reason_error_string(e) != NULL)
+		what = ERR_reason_error_string(e);
+	else
+		what = en != 0 ? strerror(en) : "failed";
+	snprintf(err, errsz, "cannot connect to %s:%s: %s", host, port, what);
+	BIO_free_all(b);
+	return KL_ERR_UNAVAILABLE;
 }
 
 int

@@ -230,6 +230,16 @@ struct ca_tls_call {
 BIO *ca_tls_bio_cb(BIO *bio, void *arg, int connect, int detail);
 
 /*
+ * One TCP connection to host:port, non-blocking, within timeout_s: a
+ * refused or unreachable server fails at once (KL_ERR_UNAVAILABLE, words
+ * in err) instead of being tried again and again until the timeout, as
+ * OpenSSL's HTTP client does with a connection it makes itself.  0 and
+ * *out (the caller BIO_free_all()s it), for OSSL_HTTP_transfer's bio.
+ */
+int ca_http_connect(const char *host, const char *port, int timeout_s,
+    BIO **out, char *err, size_t errsz);
+
+/*
  * Shared by the remote backends' error classification, so they sort the
  * same failure the same way: an HTTP status that says "try again later"
  * (5xx, 408, 429), and a first OpenSSL error that says an https URL met a

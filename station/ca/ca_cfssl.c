@@ -344,8 +344,8 @@ ca_cfssl_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 {
 	struct ca_cfssl *c = ctx;
 	struct ca_tls_call call = { .tls = c->tls, .host = c->host };
-	char *body = NULL, *resp = NULL;
-	BIO *rq = NULL, *rsp = NULL;
+	char *body = NULL, *resp = NULL, why[300];
+	BIO *rq = NULL, *rsp = NULL, *conn = NULL;
 	size_t rlen = 0;
 	int n, r = KL_ERR_CA;
 
@@ -359,10 +359,16 @@ ca_cfssl_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 		r = KL_ERR_NOMEM;
 		goto out;
 	}
-	/* proxy "": never one from the environment; the CA is where the
-	 * config says. */
+	/* Our own connection, to where the config says (never a proxy
+	 * from the environment): a server that refuses it fails now, not
+	 * after the timeout. */
+	if ((r = ca_http_connect(c->host, c->port, c->timeout_s, &conn, why,
+	    sizeof(why))) != 0) {
+		snprintf(err, errsz, "cannot reach the CFSSL server: %s", why);
+		goto out;
+	}
 	rsp = OSSL_HTTP_transfer(NULL, c->host, c->port, c->path, c->tls != NULL,
-	    "", NULL, NULL, NULL, ca_tls_bio_cb, &call, 0, NULL,
+	    NULL, NULL, conn, NULL, ca_tls_bio_cb, &call, 0, NULL,
 	    "application/json", rq, NULL, 0, CFSSL_MAX_RESP, c->timeout_s, 0);
 	if (rsp == NULL) {
 		r = cfssl_classify(&call, err, errsz);
@@ -380,6 +386,7 @@ ca_cfssl_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 out:
 	ERR_clear_error();
 	BIO_free(rsp);
+	BIO_free_all(conn);
 	BIO_free(rq);
 	free(resp);
 	free(body);

@@ -79,7 +79,12 @@ struct cmp_call {
 	int rejected;
 	char why[512];
 	struct ca_tls_call tls;	/* https: what the TLS callback learned */
+	int conn_failed;	/* cmp_transfer could not connect */
+	char conn_why[300];
 };
+
+/* Largest CMP answer taken: a certificate, its chain, protection. */
+#define CMP_MAX_RESP (256 * 1024)
 
 static void
 ca_cmp_free(void *arg)
@@ -207,6 +212,12 @@ cmp_classify(OSSL_CMP_CTX *ctx, const struct cmp_call *call, char *err,
 		snprintf(err, errsz, "%s", call->why);
 		return KL_ERR_CERT_INVALID;
 	}
+	if (call->conn_failed) {
+		ERR_clear_error();
+		snprintf(err, errsz, "cannot reach the CMP server: %s",
+		    call->conn_why);
+		return KL_ERR_UNAVAILABLE;
+	}
 	if (call->tls.pin_failed) {
 		snprintf(err, errsz, "the CMP server's TLS certificate is not "
 		    "the pinned server_cert");
@@ -268,6 +279,44 @@ cmp_classify(OSSL_CMP_CTX *ctx, const struct cmp_call *call, char *err,
 	return KL_ERR_CA;
 }
 
+/*
+ * OSSL_CMP_transfer_cb_t: one CMP message over HTTP(S) on a connection
+ * made by ca_http_connect, so a server that refuses connections fails at
+ * once rather than after the timeout (OpenSSL's own transfer keeps
+ * reconnecting until then).  NULL on any failure; cmp_classify sorts it.
+ */
+static OSSL_CMP_MSG *
+cmp_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+	struct cmp_call *call = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+	struct ca_cmp *c = call->c;
+	BIO *conn = NULL, *rq = NULL, *rsp = NULL;
+	OSSL_CMP_MSG *res = NULL;
+	char port[8];
+
+	snprintf(port, sizeof(port), "%d", c->port);
+	if (ca_http_connect(c->host, port, c->timeout_s, &conn,
+	    call->conn_why, sizeof(call->conn_why)) != 0) {
+		call->conn_failed = 1;
+		return NULL;
+	}
+	if ((rq = BIO_new(BIO_s_mem())) == NULL ||
+	    i2d_OSSL_CMP_MSG_bio(rq, req) <= 0)
+		goto out;
+	rsp = OSSL_HTTP_transfer(NULL, c->host, port, c->path, c->tls != NULL,
+	    NULL, NULL, conn, NULL, c->tls != NULL ? ca_tls_bio_cb : NULL,
+	    c->tls != NULL ? &call->tls : NULL, 0, NULL,
+	    "application/pkixcmp", rq, "application/pkixcmp", 1, CMP_MAX_RESP,
+	    c->timeout_s, 0);
+	if (rsp != NULL)
+		res = d2i_OSSL_CMP_MSG_bio(rsp, NULL);
+out:
+	BIO_free(rsp);
+	BIO_free(rq);
+	BIO_free_all(conn);
+	return res;
+}
+
 static int
 cmp_setup_ctx(struct ca_cmp *c, OSSL_CMP_CTX *ctx, X509_REQ *csr,
     struct cmp_call *call)
@@ -286,14 +335,14 @@ cmp_setup_ctx(struct ca_cmp *c, OSSL_CMP_CTX *ctx, X509_REQ *csr,
 	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 0) &&
 	    OSSL_CMP_CTX_set1_p10CSR(ctx, csr) &&
 	    OSSL_CMP_CTX_set_certConf_cb(ctx, cmp_certconf_cb) &&
-	    OSSL_CMP_CTX_set_certConf_cb_arg(ctx, call);
+	    OSSL_CMP_CTX_set_certConf_cb_arg(ctx, call) &&
+	    OSSL_CMP_CTX_set_transfer_cb(ctx, cmp_transfer) &&
+	    OSSL_CMP_CTX_set_transfer_cb_arg(ctx, call);
 
-	/* OpenSSL 3.0 uses TLS when the http callback has an argument. */
+	/* cmp_transfer puts TLS on its connection (ca_tls_bio_cb). */
 	if (ok && c->tls != NULL) {
 		call->tls.tls = c->tls;
 		call->tls.host = c->host;
-		ok = OSSL_CMP_CTX_set_http_cb(ctx, ca_tls_bio_cb) &&
-		    OSSL_CMP_CTX_set_http_cb_arg(ctx, &call->tls);
 	}
 
 	if (ok && c->secret_len > 0)
