@@ -33,6 +33,11 @@ agent=${KEYLINE_QEMU_AGENT:-$KEYLINE_AGENT}
     --fault-at 1:hang-in-keygen-once --fault-at 2:die-in-commit:2 \
     >"$T/init.log" 2>&1 || fail "qemu-board init: $(cat "$T/init.log")"
 line_write_conf "$T" 2
+# Where the station runs as an ordinary user (KEYLINE_STATION_USER), what
+# line_setup gives it: its token and its PIN; qemu-board gives it the
+# boards' ptys and the power switch's socket.
+[ -z "${KEYLINE_STATION_USER:-}" ] ||
+	chown -R "$KEYLINE_STATION_USER:" "$T/station" "$(dirname "$(line_pin_file "$T")")"
 # A hung KEYGEN is given up after 2 x 2 s; a HELLO waits 2 x 15 s, which
 # covers a board booting again after its power cycle on a busy machine
 # (the suite runs two tests at a time).  A board whose QEMU is killed is
@@ -50,7 +55,8 @@ t0=$SECONDS
 "$QB" start --dir "$T" || fail "the boards did not boot"
 echo "boot: $((SECONDS - t0)) s ($("$QB" accel))"
 
-q() { sqlite3 "$T/audit.db" "$1"; }
+# -readonly: a query must never create the station's audit log before it does.
+q() { sqlite3 -readonly "$T/audit.db" "$1"; }
 rows() { q "SELECT count(*) FROM events WHERE board_serial = '$1' AND step = '$2' AND outcome = '$3'" 2>/dev/null || echo 0; }
 
 # ---- first run: power cycle, then power cuts ----------------------------
