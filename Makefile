@@ -13,7 +13,7 @@
 
 CC ?= cc
 PKGS = openssl libp11 sqlite3 jansson zlib libzip p11-kit-1 ncursesw libmicrohttpd \
-	libusb-1.0 libpq
+	libusb-1.0 libpq libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -45,6 +45,8 @@ STATION_SRC = station/config/config.c station/config/devid.c station/ca/certchec
 	ui/console.c ui/http.c ui/http_parse.c
 # Real USB jigs (docs/usb-jig.md).
 STATION_SRC += station/checkpoint.c
+# Readiness, watchdog and journal fields under systemd (docs/install.md).
+STATION_SRC += station/service.c
 STATION_SRC += station/jig/usbjig.c station/jig/vjig.c station/cli/cmd_jig.c
 KEYLINE_MAIN = station/cli/main.c
 AGENT_SRC = fixtures/agent/agent.c
@@ -105,20 +107,20 @@ $(SAN)/obj-faults/%.o: %.c
 # --- release binaries
 $(REL)/bin/keyline: $(call rel_obj,$(LIB_SRC) $(KEYLINE_MAIN))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS_REL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(REL)/bin/keyline-agent: $(call rel_obj,$(COMMON_SRC) $(HSM_SRC) $(AGENT_SRC))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS_REL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(REL)/bin/keyline-jig: $(call rel_obj,$(COMMON_SRC) $(JIG_SRC))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS_REL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(REL)/bin/keyline-agent-test: $(call rel_obj,$(COMMON_SRC) $(HSM_SRC)) \
     $(patsubst %.c,$(REL)/obj-faults/%.o,$(AGENT_SRC))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS_REL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # --- sanitizer binaries (used by make test)
 $(SAN)/bin/keyline: $(call san_obj,$(LIB_SRC) $(KEYLINE_MAIN))

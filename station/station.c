@@ -33,11 +33,17 @@ static int station_read_secret(const struct config *cfg, const char *key,
     size_t errsz);
 static void station_free_secret(uint8_t *p, size_t len);
 
-/* The CA token PIN: pin_env wins over pin_file.  Caller wipes pin. */
+/*
+ * The CA token PIN: pin_env wins over pin_file; pin_credential (a systemd
+ * credential) came into pin_file as $CREDENTIALS_DIRECTORY/NAME when the
+ * config was loaded, and errors name it by its own key.  Caller wipes
+ * pin.
+ */
 static int
 station_read_pin(const struct config *cfg, char *pin, size_t pinsz,
     char *err, size_t errsz)
 {
+	const char *key;
 	char *v;
 	uint8_t *data;
 	size_t n;
@@ -70,14 +76,16 @@ station_read_pin(const struct config *cfg, char *pin, size_t pinsz,
 	}
 	if (cfg->ca_pin_file[0] == '\0')
 		return 0;
+	key = cfg->ca_pin_credential[0] != '\0' ? "pin_credential" :
+	    "pin_file";
 	/* Same reader as the other secret files: capped, mode warning,
 	 * trailing newline dropped, wiped on every path. */
-	if ((r = station_read_secret(cfg, "pin_file", cfg->ca_pin_file, 0,
+	if ((r = station_read_secret(cfg, key, cfg->ca_pin_file, 0,
 	    &data, &n, err, errsz)) != 0)
 		return r;
 	if (n >= pinsz || memchr(data, '\0', n) != NULL) {
-		snprintf(err, errsz, "%s: [ca] pin_file: %s must hold a PIN of "
-		    "at most %zu bytes, without NUL", cfg->path,
+		snprintf(err, errsz, "%s: [ca] %s: %s must hold a PIN of "
+		    "at most %zu bytes, without NUL", cfg->path, key,
 		    cfg->ca_pin_file, pinsz - 1);
 		station_free_secret(data, n);
 		return KL_ERR_CONFIG;
@@ -401,8 +409,8 @@ station_checkpoint_open(struct station *st, const char *pin, char *err,
 	}
 	if (cfg->audit_checkpoint_cert[0] == '\0' || pin[0] == '\0') {
 		snprintf(err, errsz, "%s: [audit] checkpoint_key_id needs "
-		    "checkpoint_cert and the station token's PIN ([ca] pin_file "
-		    "or pin_env)", cfg->path);
+		    "checkpoint_cert and the station token's PIN ([ca] pin_file, "
+		    "pin_env or pin_credential)", cfg->path);
 		return KL_ERR_CONFIG;
 	}
 	if ((r = checkpoint_signer_new(&st->ckpt, cfg->ca_module,

@@ -29,6 +29,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "station/config/ota.h"
+#include "station/service.h"
 #include "station/station.h"
 
 #define BATCH_MAX_REPROVISION 256
@@ -73,6 +74,7 @@ batch_event(void *arg, const struct engine_event *ev)
 		bt->bytes += ev->bytes_tx + ev->bytes_rx;
 		bt->retries += ev->retries;
 	}
+	service_event(ev);
 	if (bt->quiet && ev->kind == EV_STEP)
 		return;
 	o = json_pack("{s:I, s:I, s:s, s:i, s:s, s:s, s:s, s:I}",
@@ -217,6 +219,8 @@ cmd_batch(int argc, char **argv)
 	front.nreprovision = nreprov;
 	front.on_event = batch_event;
 	front.arg = &bt;
+	/* Under systemd: log lines into the journal with board fields. */
+	(void)service_journal_init();
 	if (cli_station_open(&cs, "batch", config_path, &front) != 0)
 		return 2;
 	batch_engine = cs.engine;
@@ -243,9 +247,13 @@ cmd_batch(int argc, char **argv)
 			goto out;
 		}
 		engine_set_running(batch_engine, 1);
-		while (!batch_stop)
+		service_ready(batch_engine);
+		while (!batch_stop) {
 			usleep(100 * 1000);
+			service_tick(batch_engine);
+		}
 		/* Boards not yet writing roll back; writing ones finish. */
+		service_stopping();
 		engine_stop(batch_engine);
 	} else {
 		(void)engine_run(batch_engine, (int)count);

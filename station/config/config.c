@@ -42,6 +42,7 @@ enum config_type {
 	CT_USB_IDS,	/* VID:PID, VID:PID ... (struct config_usb_ids) */
 	CT_POWER,	/* none | usb-hub | virtual-jig */
 	CT_OFFLINE,	/* wait | local */
+	CT_CREDENTIAL,	/* a systemd credential's name */
 };
 
 struct config_key {
@@ -87,6 +88,7 @@ static const struct config_key config_keys[] = {
 	{ "ca", "key_id", CT_HEXID, CF(ca_key_id), 0, 0 },
 	{ "ca", "pin_file", CT_PATH, CF(ca_pin_file), 0, 0 },
 	{ "ca", "pin_env", CT_ENVNAME, CF(ca_pin_env), 0, 0 },
+	{ "ca", "pin_credential", CT_CREDENTIAL, CF(ca_pin_credential), 0, 0 },
 	{ "ca", "validity_days", CT_INT, CF(validity_days), 1, 36500 },
 	{ "ca", "subject_extra", CT_STR, CF(ca_subject_extra), 0, 0 },
 	{ "ca", "max_validity_days", CT_INT, CF(ca_max_validity_days), 1,
@@ -127,6 +129,8 @@ static const struct config_key config_keys[] = {
 	{ "http", "bind", CT_ADDR, CF(http_bind), 0, 0 },
 	{ "http", "port", CT_INT, CF(http_port), 1, 65535 },
 	{ "http", "token_file", CT_PATH, CF(http_token_file), 0, 0 },
+	{ "http", "token_credential", CT_CREDENTIAL, CF(http_token_credential),
+	    0, 0 },
 	{ "http", "tls_cert", CT_PATH, CF(http_tls_cert), 0, 0 },
 	{ "http", "tls_key", CT_PATH, CF(http_tls_key), 0, 0 },
 	{ "http", "max_connections", CT_INT, CF(http_max_connections), 1,
@@ -307,6 +311,32 @@ config_check_url(const char *url, char *why, size_t whysz)
 			snprintf(why, whysz, "URL has a bad port: '%s'", url);
 			return KL_ERR_CONFIG;
 		}
+	}
+	return 0;
+}
+
+/*
+ * A systemd credential's name: it becomes one file name under
+ * $CREDENTIALS_DIRECTORY, so no '/', no leading '.', nothing a shell or
+ * a unit file would quote.
+ */
+static int
+config_check_credential(const char *v, char *why, size_t whysz)
+{
+	size_t i, n = strlen(v);
+
+	for (i = 0; i < n; i++) {
+		char c = v[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+		    (c == '.' && i > 0)))
+			break;
+	}
+	if (n == 0 || n > 64 || i != n) {
+		snprintf(why, whysz, "not a credential name (1..64 of "
+		    "A-Z a-z 0-9 . _ -, not starting with '.'): '%s'", v);
+		return KL_ERR_CONFIG;
 	}
 	return 0;
 }
@@ -592,6 +622,10 @@ config_set(struct config_parse *cp, const struct config_key *k,
 	case CT_OFFLINE:
 		return config_set_choice(v, config_offlines,
 		    NELEM(config_offlines), "offline mode", field, why, whysz);
+	case CT_CREDENTIAL:
+		if ((rc = config_check_credential(v, why, whysz)) != 0)
+			return rc;
+		return ini_to_str(v, field, k->size, why, whysz);
 	}
 	snprintf(why, whysz, "internal: no checker for this key");
 	return KL_ERR_INTERNAL;
@@ -851,6 +885,68 @@ config_check_ca_backend(const struct config *c, char *err, size_t errsz)
 	return 0;
 }
 
+/*
+ * [SECTION] KEY = NAME (a systemd credential) into the file path the
+ * station reads, $CREDENTIALS_DIRECTORY/NAME.  Only the service manager
+ * sets that variable (LoadCredential=, SetCredential=, for this process
+ * and readable only by its user), so without it the credential cannot
+ * be meant: refused, rather than looked for somewhere else.  The other
+ * sources of the same secret (others, a NULL-terminated list of
+ * key names and values) must be unset.
+ */
+static int
+config_credential(const struct config *c, const char *section,
+    const char *key, const char *name, const char *const *others,
+    char *file, size_t filesz, char *err, size_t errsz)
+{
+	const char *dir;
+	size_t i;
+
+	if (name[0] == '\0')
+		return 0;
+	for (i = 0; others[i] != NULL; i += 2) {
+		if (others[i + 1][0] != '\0') {
+			snprintf(err, errsz, "%s: [%s] %s: set either %s or %s, "
+			    "not both", c->path, section, key, key, others[i]);
+			return KL_ERR_CONFIG;
+		}
+	}
+	dir = getenv("CREDENTIALS_DIRECTORY");
+	if (dir == NULL || dir[0] != '/') {
+		snprintf(err, errsz, "%s: [%s] %s: $CREDENTIALS_DIRECTORY is "
+		    "not set: systemd sets it for a service with "
+		    "LoadCredential= or SetCredential= (outside systemd use "
+		    "the file or environment keys)", c->path, section, key);
+		return KL_ERR_CONFIG;
+	}
+	if (snprintf(file, filesz, "%s/%s", dir, name) >= (int)filesz) {
+		snprintf(err, errsz, "%s: [%s] %s: $CREDENTIALS_DIRECTORY is "
+		    "too long", c->path, section, key);
+		return KL_ERR_CONFIG;
+	}
+	return 0;
+}
+
+static int
+config_resolve_credentials(struct config *c, char *err, size_t errsz)
+{
+	const char *pin_others[] = {
+		"pin_file", c->ca_pin_file, "pin_env", c->ca_pin_env, NULL,
+	};
+	const char *token_others[] = {
+		"token_file", c->http_token_file, NULL,
+	};
+	int r;
+
+	if ((r = config_credential(c, "ca", "pin_credential",
+	    c->ca_pin_credential, pin_others, c->ca_pin_file,
+	    sizeof(c->ca_pin_file), err, errsz)) != 0)
+		return r;
+	return config_credential(c, "http", "token_credential",
+	    c->http_token_credential, token_others, c->http_token_file,
+	    sizeof(c->http_token_file), err, errsz);
+}
+
 /* Checks across keys, once the whole file is read. */
 static int
 config_check_required(const struct config *c, char *err, size_t errsz)
@@ -934,7 +1030,7 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 	if (c->ca_key_id[0] != '\0') {
 		if (c->ca_pin_file[0] == '\0' && c->ca_pin_env[0] == '\0') {
 			snprintf(err, errsz, "%s: [ca] pin_file: required (or "
-			    "pin_env) with key_id", p);
+			    "pin_env, pin_credential) with key_id", p);
 			return KL_ERR_CONFIG;
 		}
 	}
@@ -942,7 +1038,7 @@ config_check_required(const struct config *c, char *err, size_t errsz)
 	 * no token, no server.  TLS needs both halves. */
 	if (c->http_enabled && c->http_token_file[0] == '\0') {
 		snprintf(err, errsz, "%s: [http] token_file: required when "
-		    "enabled", p);
+		    "enabled (or token_credential)", p);
 		return KL_ERR_CONFIG;
 	}
 	if ((c->http_tls_cert[0] == '\0') != (c->http_tls_key[0] == '\0')) {
@@ -1036,7 +1132,8 @@ config_load(const char *path, struct config *out, char *err, size_t errsz)
 	}
 	if ((r = ini_parse_file(path, config_cb, cp, err, errsz)) != 0)
 		goto out;
-	if ((r = config_check_required(cp->cfg, err, errsz)) != 0 ||
+	if ((r = config_resolve_credentials(cp->cfg, err, errsz)) != 0 ||
+	    (r = config_check_required(cp->cfg, err, errsz)) != 0 ||
 	    (r = config_check_registry(cp, err, errsz)) != 0)
 		goto out;
 	memcpy(out, cp->cfg, sizeof(*out));

@@ -2,10 +2,13 @@
  * config.h: station.conf (docs/config.md has every key).
  *
  * Relative paths are resolved against the directory of the config file.
- * Secrets are never in this file: the CA token PIN comes from pin_file or
- * the environment variable named by pin_env, read at start-up into memory
- * that is wiped after login; the HTTP API's bearer token comes from
- * [http] token_file, read when the server starts.
+ * Secrets are never in this file: the CA token PIN comes from pin_file,
+ * the environment variable named by pin_env or the systemd credential
+ * named by pin_credential, read at start-up into memory that is wiped
+ * after login; the HTTP API's bearer token comes from [http] token_file
+ * or token_credential, read when the server starts.  A credential name
+ * is resolved at load time into the matching *_file field as
+ * $CREDENTIALS_DIRECTORY/NAME (docs/install.md).
  */
 #ifndef KL_CONFIG_H
 #define KL_CONFIG_H
@@ -90,8 +93,11 @@ struct config {
 						 * path resolved like others */
 	char ca_token_label[CONFIG_STR];	/* token_label */
 	char ca_key_id[33];			/* key_id, hex */
-	char ca_pin_file[PATH_MAX];		/* pin_file */
+	char ca_pin_file[PATH_MAX];		/* pin_file; with pin_credential,
+						 * $CREDENTIALS_DIRECTORY/NAME */
 	char ca_pin_env[CONFIG_STR];		/* pin_env */
+	char ca_pin_credential[CONFIG_STR];	/* pin_credential: a systemd
+						 * credential's name */
 	int validity_days;			/* validity_days, default 3650:
 						 * what the local CA issues */
 	char ca_subject_extra[512];		/* subject_extra: fixed subject
@@ -158,7 +164,10 @@ struct config {
 						 * default 127.0.0.1 */
 	int http_port;				/* port: 1..65535, default 8080 */
 	char http_token_file[PATH_MAX];		/* token_file: required when
-						 * enabled */
+						 * enabled (or token_credential,
+						 * resolved into it) */
+	char http_token_credential[CONFIG_STR];	/* token_credential: a
+						 * systemd credential's name */
 	char http_tls_cert[PATH_MAX];		/* tls_cert: PEM, with tls_key */
 	char http_tls_key[PATH_MAX];		/* tls_key: PEM, with tls_cert */
 	int http_max_connections;		/* max_connections: 1..1024,

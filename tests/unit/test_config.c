@@ -245,7 +245,7 @@ test_http(void **state)
 	assert_int_equal(load_text(f, base_conf, "[http]\nenabled = yes\n"),
 	    KL_ERR_CONFIG);
 	snprintf(want, sizeof(want), "%s: [http] token_file: required when "
-	    "enabled", f->path);
+	    "enabled (or token_credential)", f->path);
 	assert_string_equal(f->err, want);
 	assert_int_equal(load_text(f, base_conf, "[http]\nenabled = yes\n"
 	    "token_file = t\ntls_cert = c.pem\n"), KL_ERR_CONFIG);
@@ -536,7 +536,8 @@ test_required(void **state)
 		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
 		    "fleet_root = r\nkey_id = 01\n[ota]\n"
 		    "credentials_zip = c.zip\n",
-		    "[ca] pin_file: required (or pin_env) with key_id" },
+		    "[ca] pin_file: required (or pin_env, pin_credential) with "
+		    "key_id" },
 		{ "[station]\nid = s\naudit_db = a\n[ca]\nissuer_cert = i\n"
 		    "fleet_root = r\ndev_key_pem = ca.key\n[ota]\n"
 		    "credentials_zip = c.zip\n",
@@ -701,6 +702,120 @@ test_truncated_and_flipped(void **state)
 	assert_true(ok < (int)(len * 8) / 2);
 }
 
+/* base_conf without its pin_file line, then extra. */
+static int
+load_no_pin(struct fixture *f, const char *extra)
+{
+	char text[sizeof(base_conf)];
+	const char *pin = strstr(base_conf, "pin_file = pin\n");
+	size_t head = (size_t)(pin - base_conf);
+
+	memcpy(text, base_conf, head);
+	snprintf(text + head, sizeof(text) - head, "%s",
+	    pin + strlen("pin_file = pin\n"));
+	return load_text(f, text, extra);
+}
+
+/*
+ * [ca] pin_credential and [http] token_credential: systemd credentials,
+ * read from $CREDENTIALS_DIRECTORY/NAME; refused without that variable
+ * and beside the file or environment key of the same secret.
+ */
+static void
+test_credentials(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = f->cfg;
+	char want[768];
+	static const struct {
+		const char *snippet, *err;
+	} bad[] = {
+		{ "[ca]\npin_credential = ../pin\n",
+		    ":15: [ca] pin_credential: not a credential name (1..64 of "
+		    "A-Z a-z 0-9 . _ -, not starting with '.'): '../pin'" },
+		{ "[ca]\npin_credential = .pin\n",
+		    ":15: [ca] pin_credential: not a credential name (1..64 of "
+		    "A-Z a-z 0-9 . _ -, not starting with '.'): '.pin'" },
+		{ "[ca]\npin_credential = a/b\n",
+		    ":15: [ca] pin_credential: not a credential name (1..64 of "
+		    "A-Z a-z 0-9 . _ -, not starting with '.'): 'a/b'" },
+		{ "[http]\ntoken_credential = a b\n",
+		    ":15: [http] token_credential: not a credential name "
+		    "(1..64 of A-Z a-z 0-9 . _ -, not starting with '.'): "
+		    "'a b'" },
+		{ "[ca]\npin_credential = ca-pin\npin_credential = x\n",
+		    ":16: [ca] pin_credential: duplicate key" },
+		{ "[ca]\npin_credential = ca-pin\npin_env = PIN\n",
+		    ": [ca] pin_credential: set either pin_credential or "
+		    "pin_env, not both" },
+		{ "[ca]\npin_credential = ca-pin\npin_file = p\n",
+		    ": [ca] pin_credential: set either pin_credential or "
+		    "pin_file, not both" },
+		{ "[ca]\npin_credential = ca-pin\n[http]\nenabled = yes\n"
+		    "token_credential = t\ntoken_file = t\n",
+		    ": [http] token_credential: set either token_credential "
+		    "or token_file, not both" },
+	};
+	size_t i;
+
+	/* A 65-character name is one too many. */
+	char longname[128];
+
+	assert_int_equal(setenv("CREDENTIALS_DIRECTORY",
+	    "/run/credentials/keyline-line@l1.service", 1), 0);
+	assert_int_equal(load_no_pin(f, "[ca]\npin_credential = ca-pin\n"
+	    "[http]\nenabled = yes\ntoken_credential = api.token\n"), 0);
+	assert_string_equal(c->ca_pin_credential, "ca-pin");
+	assert_string_equal(c->ca_pin_file,
+	    "/run/credentials/keyline-line@l1.service/ca-pin");
+	assert_string_equal(c->ca_pin_env, "");
+	assert_string_equal(c->http_token_credential, "api.token");
+	assert_string_equal(c->http_token_file,
+	    "/run/credentials/keyline-line@l1.service/api.token");
+	/* The credential satisfies "a PIN with key_id" and "a token when
+	 * enabled" on its own. */
+	assert_int_equal(load_no_pin(f, "[ca]\npin_credential = A_b-9.x\n"),
+	    0);
+	assert_string_equal(c->ca_pin_file,
+	    "/run/credentials/keyline-line@l1.service/A_b-9.x");
+	assert_string_equal(c->http_token_file, "");
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(load_no_pin(f, bad[i].snippet),
+		    KL_ERR_CONFIG);
+		snprintf(want, sizeof(want), "%s%s", f->path, bad[i].err);
+		assert_string_equal(f->err, want);
+	}
+	memset(longname, 'a', 65);
+	longname[65] = '\0';
+	snprintf(want, sizeof(want), "[ca]\npin_credential = %s\n", longname);
+	assert_int_equal(load_no_pin(f, want), KL_ERR_CONFIG);
+	longname[64] = '\0';
+	snprintf(want, sizeof(want), "[ca]\npin_credential = %s\n", longname);
+	assert_int_equal(load_no_pin(f, want), 0);
+
+	/* Outside systemd (or a relative value, which systemd never
+	 * sets): refused, naming the key. */
+	assert_int_equal(setenv("CREDENTIALS_DIRECTORY", "run/creds", 1), 0);
+	assert_int_equal(load_no_pin(f, "[ca]\npin_credential = ca-pin\n"),
+	    KL_ERR_CONFIG);
+	assert_int_equal(unsetenv("CREDENTIALS_DIRECTORY"), 0);
+	memset(c, 0x5a, sizeof(*c));
+	assert_int_equal(load_no_pin(f, "[http]\nenabled = yes\n"
+	    "token_credential = api\n[ca]\npin_env = PIN\n"),
+	    KL_ERR_CONFIG);
+	snprintf(want, sizeof(want), "%s: [http] token_credential: "
+	    "$CREDENTIALS_DIRECTORY is not set: systemd sets it for a service "
+	    "with LoadCredential= or SetCredential= (outside systemd use the "
+	    "file or environment keys)", f->path);
+	assert_string_equal(f->err, want);
+	/* Nothing written on failure. */
+	assert_int_equal((unsigned char)c->station_id[0], 0x5a);
+	/* The file keys are untouched by all this. */
+	assert_int_equal(load_text(f, base_conf, NULL), 0);
+	assert_string_equal(c->ca_pin_credential, "");
+}
+
 int
 main(void)
 {
@@ -712,6 +827,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test(test_bad_urls),
 		cmocka_unit_test_setup_teardown(test_http, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_credentials, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_usb_jig, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_required, setup,
