@@ -51,6 +51,8 @@ STATION_SRC += station/jig/usbjig.c station/jig/vjig.c station/cli/cmd_jig.c
 KEYLINE_MAIN = station/cli/main.c
 AGENT_SRC = fixtures/agent/agent.c
 JIG_SRC = fixtures/jig/jig.c
+# The QEMU boards' power switch (scripts/qemu-board power, docs/boards.md).
+QPOWER_SRC = fixtures/board/qemu-power.c
 
 LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(PLANT_SRC) $(STATION_SRC)
 
@@ -72,6 +74,7 @@ rel_obj = $(patsubst %.c,$(REL)/obj/%.o,$(1))
 san_obj = $(patsubst %.c,$(SAN)/obj/%.o,$(1))
 
 BINS = keyline keyline-agent keyline-jig keyline-agent-test
+BINS += keyline-qemu-power
 
 all: $(addprefix $(REL)/bin/,$(BINS))
 
@@ -122,6 +125,10 @@ $(REL)/bin/keyline-agent-test: $(call rel_obj,$(COMMON_SRC) $(HSM_SRC)) \
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_REL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(REL)/bin/keyline-qemu-power: $(call rel_obj,$(COMMON_SRC) $(QPOWER_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+
 # --- sanitizer binaries (used by make test)
 $(SAN)/bin/keyline: $(call san_obj,$(LIB_SRC) $(KEYLINE_MAIN))
 	@mkdir -p $(dir $@)
@@ -132,6 +139,10 @@ $(SAN)/bin/keyline-agent: $(call san_obj,$(COMMON_SRC) $(HSM_SRC) $(AGENT_SRC))
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
 $(SAN)/bin/keyline-jig: $(call san_obj,$(COMMON_SRC) $(JIG_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
+
+$(SAN)/bin/keyline-qemu-power: $(call san_obj,$(COMMON_SRC) $(QPOWER_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) -o $@ $^ $(LDLIBS)
 
