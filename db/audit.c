@@ -1309,8 +1309,19 @@ audit_events_since(struct audit *a, int64_t since_id, int limit,
 	return r;
 }
 
+/* A queued device is closed by a later "reconciled" or "conflict" row
+ * for the same device and certificate. */
+#define AUDIT_QUEUE_WHERE \
+	" FROM events q WHERE step = 'registry' AND outcome = 'queued'" \
+	" AND NOT EXISTS (SELECT 1 FROM events c" \
+	"  WHERE c.device_id = q.device_id AND c.id > q.id" \
+	"  AND c.step = 'registry'" \
+	"  AND c.outcome IN ('reconciled', 'conflict')" \
+	"  AND c.cert_fpr IS q.cert_fpr)"
+
 int
-audit_registry_queue(struct audit *a, audit_row_fn fn, void *arg, int *more)
+audit_registry_queue(struct audit *a, audit_row_fn fn, void *arg,
+    int64_t *total)
 {
 	int r, rc, extra = 0;
 	sqlite3_stmt *st = NULL;
@@ -1320,16 +1331,25 @@ audit_registry_queue(struct audit *a, audit_row_fn fn, void *arg, int *more)
 		return KL_ERR_INVALID;
 	if ((r = audit_lock(a)) != 0)
 		return r;
-	/* A queued device is closed by a later "reconciled" or "conflict"
-	 * row for the same device and certificate. */
+	/* One read transaction: the count and the rows agree. */
+	if ((rc = sqlite3_exec(a->db, "BEGIN", NULL, NULL, NULL)) !=
+	    SQLITE_OK) {
+		r = audit_dberr(a->db, "begin", rc);
+		goto unlock;
+	}
+	if (total != NULL) {
+		rc = sqlite3_prepare_v2(a->db, "SELECT count(*)"
+		    AUDIT_QUEUE_WHERE, -1, &st, NULL);
+		if (rc != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+			r = audit_dberr(a->db, "count registry queue", rc);
+			goto out;
+		}
+		*total = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+		st = NULL;
+	}
 	rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
-	    " FROM events q WHERE step = 'registry' AND outcome = 'queued'"
-	    " AND NOT EXISTS (SELECT 1 FROM events c"
-	    "  WHERE c.device_id = q.device_id AND c.id > q.id"
-	    "  AND c.step = 'registry'"
-	    "  AND c.outcome IN ('reconciled', 'conflict')"
-	    "  AND c.cert_fpr IS q.cert_fpr)"
-	    " ORDER BY id LIMIT ?1", -1, &st, NULL);
+	    AUDIT_QUEUE_WHERE " ORDER BY id LIMIT ?1", -1, &st, NULL);
 	if (rc != SQLITE_OK) {
 		r = audit_dberr(a->db, "prepare registry queue", rc);
 		goto out;
@@ -1339,13 +1359,11 @@ audit_registry_queue(struct audit *a, audit_row_fn fn, void *arg, int *more)
 		r = audit_dberr(a->db, "bind", rc);
 		goto out;
 	}
-	if ((r = audit_rows_walk(a, st, AUDIT_EVENTS_MAX, fn, arg, &last,
-	    &extra)) != 0)
-		goto out;
-	if (more != NULL)
-		*more = extra;
+	r = audit_rows_walk(a, st, AUDIT_EVENTS_MAX, fn, arg, &last, &extra);
 out:
 	sqlite3_finalize(st);
+	(void)sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL);
+unlock:
 	audit_unlock(a);
 	return r;
 }

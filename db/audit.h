@@ -209,12 +209,12 @@ int audit_events_since(struct audit *a, int64_t since_id, int limit,
  * docs/plant.md): "registry queued" rows (a board provisioned while the
  * registry could not be reached) not yet closed by a later "registry
  * reconciled" or "registry conflict" row for the same device and
- * certificate, oldest first, at most AUDIT_EVENTS_MAX (*more, may be
- * NULL: 1 when there are more).  fn as for audit_events_since.  0,
+ * certificate, oldest first, at most AUDIT_EVENTS_MAX (*total, may be
+ * NULL: how many there are in all).  fn as for audit_events_since.  0,
  * KL_ERR_INVALID, KL_ERR_DB, or fn's non-zero return.
  */
 int audit_registry_queue(struct audit *a, audit_row_fn fn, void *arg,
-    int *more);
+    int64_t *total);
 
 /*
  * How many "registry conflict" rows the log holds, and the newest one's

@@ -129,6 +129,17 @@ fail:
 	return r;
 }
 
+int
+plant_connected(struct plant *pl)
+{
+	int up;
+
+	pthread_mutex_lock(&pl->mu);
+	up = pl->conn != NULL && PQstatus(pl->conn) == CONNECTION_OK;
+	pthread_mutex_unlock(&pl->mu);
+	return up;
+}
+
 void
 plant_close(struct plant *pl)
 {
@@ -157,12 +168,12 @@ plant_exec(struct plant *pl, const char *sql, int n, const char *const *v,
 
 	*res = NULL;
 	for (tries = 0; tries < 2; tries++) {
+		/* A connection that cannot be made now is not tried again
+		 * at once: an unreachable server costs one connect timeout
+		 * per call, not two. */
 		if (pl->conn == NULL || PQstatus(pl->conn) != CONNECTION_OK) {
-			if ((r = plant_connect(pl, why, whysz)) != 0) {
-				if (tries == 0)
-					continue;
+			if ((r = plant_connect(pl, why, whysz)) != 0)
 				return r;
-			}
 		}
 		*res = PQexecParams(pl->conn, sql, n, NULL, v, NULL, NULL, 0);
 		st = PQresultStatus(*res);
@@ -408,7 +419,7 @@ plant_reconcile(struct plant *pl, const struct plant_made *m,
 	char slotbuf[16], lease[16], detail[120];
 	const char *v[8];
 	PGresult *res = NULL;
-	int r, began = 0;
+	int r, began = 0, newer = 0;
 
 	memset(owner, 0, sizeof(*owner));
 	if (m->device_id == NULL || m->cert_fpr == NULL ||
@@ -426,23 +437,41 @@ plant_reconcile(struct plant *pl, const struct plant_made *m,
 		goto out;
 	began = 1;
 	PQclear(res);
-	/* Already there (reconciled before a crash took the local row)?
-	 * The row lock holds it still until COMMIT. */
+	/* What the registry holds, locked until COMMIT: this very
+	 * certificate (reconciled before a crash took the local row), a
+	 * live claim (a board being provisioned now, here or elsewhere:
+	 * its outcome decides, so this waits for it), or a record made
+	 * after this board (a re-provisioning queued here does not
+	 * overwrite it). */
 	v[0] = m->device_id;
-	if ((r = plant_exec_tx(pl, "SELECT cert_fpr, state FROM devices "
-	    "WHERE device_id = $1 FOR UPDATE", 1, v, &res, why, whysz)) != 0)
+	v[1] = m->made_at;
+	if ((r = plant_exec_tx(pl, "SELECT cert_fpr, state,"
+	    " state = 'claimed' AND lease_until >= now(),"
+	    " COALESCE(provisioned_at > $2::timestamptz, false)"
+	    " FROM devices WHERE device_id = $1 FOR UPDATE", 2, v, &res, why,
+	    whysz)) != 0)
 		goto out;
-	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
-	    strcmp(PQgetvalue(res, 0, 0), m->cert_fpr) == 0 &&
-	    strcmp(PQgetvalue(res, 0, 1), "provisioned") == 0)
-		goto commit;
+	if (PQntuples(res) == 1) {
+		if (!PQgetisnull(res, 0, 0) &&
+		    strcmp(PQgetvalue(res, 0, 0), m->cert_fpr) == 0 &&
+		    strcmp(PQgetvalue(res, 0, 1), "provisioned") == 0)
+			goto commit;
+		if (strcmp(PQgetvalue(res, 0, 2), "t") == 0) {
+			snprintf(why, whysz, "registry: device %s is being "
+			    "provisioned now (a live claim); tried again "
+			    "later", m->device_id);
+			r = KL_ERR_BUSY;
+			goto out;
+		}
+		newer = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
+	}
 	PQclear(res);
 	/* As a claim would have been at the time: the same statement. */
 	v[1] = pl->station;
 	v[2] = slotbuf;
 	v[3] = m->board_serial;
 	v[4] = lease;
-	v[5] = m->reprovision ? "true" : "false";
+	v[5] = m->reprovision && !newer ? "true" : "false";
 	if ((r = plant_exec_tx(pl, plant_claim_sql, 6, v, &res, why,
 	    whysz)) != 0)
 		goto out;

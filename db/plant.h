@@ -81,6 +81,9 @@ int plant_open(struct plant **out, const struct plant_params *p, char *why,
     size_t whysz);
 void plant_close(struct plant *pl);
 
+/* 1 when the registry connection is up now (as of the last call). */
+int plant_connected(struct plant *pl);
+
 /* Who holds a device ID, for a refusal's words. */
 struct plant_owner {
 	char state[16];			/* claimed, released, provisioned */
@@ -154,6 +157,10 @@ struct plant_made {
  * 0: the registry holds it.  KL_ERR_DUPLICATE: the device is another
  * board's; the conflict is recorded in device_conflicts (once per device,
  * station and certificate), the holder in *owner, words in why.
+ * KL_ERR_BUSY: the device is under a live claim (a board being
+ * provisioned now, on this station or another): nothing changed, try
+ * again later, when its outcome is known.  A re-provisioning is not taken
+ * over a record made after m->made_at: that is a conflict.
  * KL_ERR_UNAVAILABLE (nothing changed), KL_ERR_DB.
  */
 int plant_reconcile(struct plant *pl, const struct plant_made *m,

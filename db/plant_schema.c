@@ -211,6 +211,25 @@ const char *const plant_migrations[] = {
 	" station, slot, board_serial, cert_serial, made_at, holder_state,"
 	" holder_station, holder_slot, holder_board_serial,"
 	" holder_cert_serial, holder_time FROM device_conflicts;",
+	/*
+	 * 4 -> 5: a conflict's id and time are the server's, given in
+	 * commit order.  Stations read conflicts by "id greater than the
+	 * last one I wrote down": an id chosen by an inserter (any station
+	 * role may insert) could push that cursor past every real one, and
+	 * ids from a sequence commit out of order (two stations reporting
+	 * at once), so one could be passed by.  The trigger takes a
+	 * transaction-long lock before it takes the next id, so the
+	 * inserters of conflicts queue and commit in id order.
+	 */
+	"CREATE FUNCTION keyline_conflict_id() RETURNS trigger"
+	" LANGUAGE plpgsql AS $$ BEGIN"
+	"  PERFORM pg_advisory_xact_lock(4907, 1);"
+	"  NEW.id := nextval('device_conflicts_id_seq');"
+	"  NEW.detected_at := now();"
+	"  RETURN NEW;"
+	" END $$;"
+	"CREATE TRIGGER device_conflicts_id BEFORE INSERT ON device_conflicts"
+	" FOR EACH ROW EXECUTE FUNCTION keyline_conflict_id();",
 };
 
 const int plant_schema_version =

@@ -101,6 +101,10 @@ struct engine {
 	pthread_cond_t rec_cond;
 	pthread_t rec_thread;
 	int rec_init;			/* rec_mu and rec_cond exist */
+	int rec_dirty;			/* the queue may have changed */
+	int64_t rec_logged_ms;		/* thread only: the last failure
+					 * said, and how many since */
+	int64_t rec_unlogged;
 	int rec_started, rec_stop, rec_wake;
 	int registry_offline;		/* the last claim found it down */
 	int64_t rec_queued;		/* devices waiting to be reconciled */

@@ -89,7 +89,10 @@ rec_collect(void *arg, const struct audit_row *row)
 	memset(it, 0, sizeof(*it));
 	rec_copy(it->device_id, sizeof(it->device_id), row->device_id);
 	it->slot = (int)row->slot;
+	/* The registry's text is UTF-8; a board's raw bytes stay in the
+	 * audit log, the registry gets them in words (board_text). */
 	rec_copy(it->serial, sizeof(it->serial), row->board_serial);
+	(void)board_text(it->serial);
 	rec_copy(it->key_fpr, sizeof(it->key_fpr), row->key_fpr);
 	rec_copy(it->cert_serial, sizeof(it->cert_serial), row->cert_serial);
 	rec_copy(it->cert_fpr, sizeof(it->cert_fpr), row->cert_fpr);
@@ -186,20 +189,62 @@ rec_conflict(void *arg, const struct plant_conflict *c)
 	return 0;
 }
 
-/* The queue, read from the log; counts it for the status. */
+/*
+ * The queue, read from the log, and counted for the status; not read at
+ * all while it is known to be empty (the usual case: a registry that
+ * answers), until a board is queued.
+ */
 static int
 rec_read_queue(struct engine *e, struct rec_queue *q)
 {
-	int more = 0, r;
+	int64_t total = 0;
+	int r, dirty;
 
 	q->n = 0;
-	if ((r = audit_registry_queue(e->o.audit, rec_collect, q,
-	    &more)) != 0)
-		return r;
 	pthread_mutex_lock(&e->rec_mu);
-	e->rec_queued = q->n + more;
+	dirty = e->rec_dirty || e->rec_queued > 0;
+	e->rec_dirty = 0;
+	pthread_mutex_unlock(&e->rec_mu);
+	if (!dirty)
+		return 0;
+	if ((r = audit_registry_queue(e->o.audit, rec_collect, q,
+	    &total)) != 0) {
+		pthread_mutex_lock(&e->rec_mu);
+		e->rec_dirty = 1;
+		pthread_mutex_unlock(&e->rec_mu);
+		return r;
+	}
+	pthread_mutex_lock(&e->rec_mu);
+	e->rec_queued = total;
 	pthread_mutex_unlock(&e->rec_mu);
 	return 0;
+}
+
+/* Whether the registry answered this round, for the status. */
+static void
+rec_set_offline(struct engine *e, int offline)
+{
+	pthread_mutex_lock(&e->rec_mu);
+	e->registry_offline = offline;
+	pthread_mutex_unlock(&e->rec_mu);
+}
+
+/* Said at most once a minute: a device that cannot be reconciled is
+ * tried at every round, its reason does not change that often. */
+static void
+rec_log_failure(struct engine *e, const char *device_id, const char *why)
+{
+	int64_t now = engine_mono_ms();
+
+	if (e->rec_logged_ms != 0 && now - e->rec_logged_ms < 60000) {
+		e->rec_unlogged++;
+		return;
+	}
+	log_error("registry: device %s could not be reconciled: %s%s", device_id,
+	    why, e->rec_unlogged > 0 ? " (and more failures since the last "
+	    "such message)" : "");
+	e->rec_logged_ms = now;
+	e->rec_unlogged = 0;
 }
 
 /*
@@ -217,6 +262,11 @@ rec_round(struct engine *e, struct rec_queue *q)
 	int64_t after;
 	int i, r, done = 0;
 
+	/* A station whose audit rows the plant store refused must not
+	 * push its devices into the registry either. */
+	if (e->o.halted != NULL && e->o.halted(e->o.halted_arg, why,
+	    sizeof(why)) != 0)
+		return KL_ERR_AUDIT_CHAIN;
 	if ((r = rec_read_queue(e, q)) != 0) {
 		log_error("registry: cannot read the queue in the audit log: "
 		    "%s", kl_strerror(r));
@@ -236,13 +286,20 @@ rec_round(struct engine *e, struct rec_queue *q)
 		m.reprovision = it->reprovision;
 		why[0] = '\0';
 		r = plant_reconcile(pl, &m, &owner, why, sizeof(why));
-		if (r == KL_ERR_UNAVAILABLE)
+		if (r == KL_ERR_UNAVAILABLE) {
+			rec_set_offline(e, 1);
 			return r;
-		if (r == KL_ERR_DUPLICATE)
-			continue;	/* the conflict is read below */
+		}
+		rec_set_offline(e, 0);
+		/* The conflict is read below; a live claim decides first. */
+		if (r == KL_ERR_DUPLICATE || r == KL_ERR_BUSY)
+			continue;
 		if (r != 0) {
-			log_error("registry: device %s could not be reconciled: "
-			    "%s", it->device_id, why);
+			rec_log_failure(e, it->device_id, why);
+			/* Not the device: the registry itself (an old
+			 * schema, a lost connection): back off. */
+			if (!plant_connected(pl))
+				return r;
 			continue;
 		}
 		snprintf(msg, sizeof(msg), "reconciled with the plant "
@@ -261,11 +318,14 @@ rec_round(struct engine *e, struct rec_queue *q)
 	why[0] = '\0';
 	if ((r = plant_conflicts(pl, after, rec_conflict, e, why,
 	    sizeof(why))) != 0) {
-		if (r != KL_ERR_UNAVAILABLE)
-			log_error("registry: reading conflicts: %s", why[0] ?
-			    why : kl_strerror(r));
+		if (r == KL_ERR_UNAVAILABLE)
+			rec_set_offline(e, 1);
+		else
+			rec_log_failure(e, "(conflicts)", why[0] ? why :
+			    kl_strerror(r));
 		return r;
 	}
+	rec_set_offline(e, 0);
 	if (q->n > 0 && (r = rec_read_queue(e, q)) != 0)
 		return r;
 	if (done > 0)
@@ -318,6 +378,13 @@ rec_main(void *arg)
 		/* Stopping: that was the last round. */
 		if (stop)
 			break;
+		if (r == KL_ERR_AUDIT_CHAIN) {
+			/* Halted: only a restart goes on. */
+			stop = rec_wait(e, RECONCILE_POLL_MS);
+			if (stop)
+				break;
+			continue;
+		}
 		if (r == 0 || r != KL_ERR_UNAVAILABLE) {
 			backoff = 0;
 			stop = rec_wait(e, RECONCILE_POLL_MS);
@@ -328,6 +395,10 @@ rec_main(void *arg)
 		    RECONCILE_BACKOFF_MAX_MS : backoff * 2;
 		stop = rec_wait(e, backoff / 2 + (int)(rand_r(&seed) %
 		    (unsigned)(backoff / 2 + 1)));
+		/* Stopping while the registry is away: no last round to
+		 * wait a connect timeout for; the queue is in the log. */
+		if (stop)
+			break;
 	}
 	free(q.items);
 	return NULL;
@@ -354,6 +425,10 @@ reconcile_start(struct engine *e)
 	e->rec_init = 1;
 	if (rec_plant(e) == NULL)
 		return 0;
+	/* The first round reads the queue; until it answers, a registry
+	 * the station could not reach at start is offline. */
+	e->rec_dirty = 1;
+	e->registry_offline = !plant_connected(e->o.plant);
 	/* Where the conflicts written down so far end. */
 	if ((r = audit_registry_conflicts(e->o.audit, &count, last,
 	    sizeof(last))) != 0) {
@@ -418,9 +493,14 @@ reconcile_wake(struct engine *e)
 	if (!e->rec_init)
 		return;
 	pthread_mutex_lock(&e->rec_mu);
-	e->rec_wake = 1;
 	e->rec_queued++;
-	pthread_cond_broadcast(&e->rec_cond);
+	e->rec_dirty = 1;
+	/* While the registry is away the thread keeps its back-off;
+	 * a claim that finds it back wakes it (reconcile_set_offline). */
+	if (!e->registry_offline) {
+		e->rec_wake = 1;
+		pthread_cond_broadcast(&e->rec_cond);
+	}
 	pthread_mutex_unlock(&e->rec_mu);
 }
 

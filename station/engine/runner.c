@@ -656,7 +656,12 @@ board_finish(struct board *b, int r)
 		if (b->why[0] == '\0')
 			snprintf(b->why, sizeof(b->why), "%s: %s",
 			    engine_step_name(b->step), kl_strerror(r));
-		board_clear(b);
+		/* A board whose pass the plant registry holds, or will
+		 * (queued), keeps what it was given: clearing it would leave
+		 * the registry naming a certificate no board has.  Only the
+		 * final record is missing, and that is said. */
+		if (!b->plant_done)
+			board_clear(b);
 		snprintf(msg, sizeof(msg), "%s: %s", engine_step_name(b->step),
 		    b->why);
 		(void)board_audit(b, engine_step_name(b->step), "failed", msg);

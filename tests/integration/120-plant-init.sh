@@ -65,12 +65,12 @@ init_fails 'no password here' --admin "$ADMIN password=x" --station-role kl_stat
 # ---- init, then again
 "$KL" plant init --admin "$ADMIN" --station-role kl_station \
     --password-file "$T/station.pw" >"$T/init1" 2>&1 || fail "plant init: $(cat "$T/init1")"
-[ "$(admin 'SELECT version FROM keyline_schema')" = 4 ] || fail "schema version after init"
+[ "$(admin 'SELECT version FROM keyline_schema')" = 5 ] || fail "schema version after init"
 admin "INSERT INTO device_history (device_id, station, slot, event)
     VALUES ('seen-by-admin', 'admin', 0, 'before the second init')" >/dev/null
 "$KL" plant init --admin "$ADMIN" --station-role kl_station \
     --password-file "$T/station.pw" >"$T/init2" 2>&1 || fail "second plant init: $(cat "$T/init2")"
-[ "$(admin 'SELECT count(*), max(version) FROM keyline_schema')" = "1|4" ] ||
+[ "$(admin 'SELECT count(*), max(version) FROM keyline_schema')" = "1|5" ] ||
 	fail "keyline_schema after the second init: $(admin 'SELECT * FROM keyline_schema')"
 [ "$(admin 'SELECT count(*) FROM device_history')" = 1 ] || fail "the second init touched history"
 ! grep -qF -- "$pw" "$PG_DIR/server.log" || fail "the password is in the server log"
@@ -100,9 +100,13 @@ station "UPDATE devices SET state = 'provisioned' WHERE device_id = 'dev-1'" >/d
 	fail "station cannot UPDATE devices"
 station "INSERT INTO device_history (device_id, station, slot, event)
     VALUES ('dev-1', 'st-a', 0, 'claim')" >/dev/null || fail "station cannot append history"
-station "INSERT INTO device_conflicts (device_id, station, slot, cert_fpr,
-    holder_state, holder_station) VALUES ('dev-1', 'st-b', 1, 'f', 'provisioned', 'st-a')" >/dev/null ||
-	fail "station cannot report a conflict"
+# A conflict's id and time are the server's: an id chosen by a station
+# would push every station's "newer than" cursor past the real ones.
+station "INSERT INTO device_conflicts (id, detected_at, device_id, station, slot, cert_fpr,
+    holder_state, holder_station) VALUES (9223372036854775000, '2000-01-01', 'dev-1', 'st-b', 1, 'f',
+    'provisioned', 'st-a')" >/dev/null || fail "station cannot report a conflict"
+[ "$(admin "SELECT id < 1000 AND detected_at > now() - interval '1 hour' FROM device_conflicts")" = t ] ||
+	fail "a station chose a conflict's id or time: $(admin 'SELECT id, detected_at FROM device_conflicts')"
 
 # What it may not.
 refused station "UPDATE device_history SET event = 'x'" 'permission denied for table device_history'
@@ -138,10 +142,10 @@ odd="kl \"odd'role"
 
 # ---- a schema newer than this keyline
 admin 'UPDATE keyline_schema SET version = 99' >/dev/null
-init_fails 'schema is version 99, newer than this keyline knows \(4\)' \
+init_fails 'schema is version 99, newer than this keyline knows \(5\)' \
     --admin "$ADMIN" --station-role kl_station
 [ "$(admin 'SELECT version FROM keyline_schema')" = 99 ] || fail "a refused init changed the version"
-admin 'UPDATE keyline_schema SET version = 4' >/dev/null
+admin 'UPDATE keyline_schema SET version = 5' >/dev/null
 
 # ---- inits at once on a new database: all succeed, one migrates (without
 # the advisory lock, CREATE TABLE IF NOT EXISTS races: "duplicate key value
@@ -154,10 +158,10 @@ done
 for i in 1 2 3 4 5 6; do
 	wait %$i || fail "parallel init $i: $(cat "$T/par$i")"
 done
-if cat "$T"/par[1-6] | grep -qv '^plant registry: schema version 4, station role kl_station$'; then
+if cat "$T"/par[1-6] | grep -qv '^plant registry: schema version 5, station role kl_station$'; then
 	fail "the inits said more than their line: $(cat "$T"/par[1-6])"
 fi
-[ "$(pg_psql "$A2" 'SELECT count(*), max(version) FROM keyline_schema')" = "1|4" ] ||
+[ "$(pg_psql "$A2" 'SELECT count(*), max(version) FROM keyline_schema')" = "1|5" ] ||
 	fail "parallel inits: keyline_schema is $(pg_psql "$A2" 'SELECT * FROM keyline_schema')"
 
 # ---- the admin over TCP: only to a verified server

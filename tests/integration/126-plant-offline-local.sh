@@ -74,6 +74,11 @@ rows() {
 	sqlite3 "$1/audit.db" "SELECT count(*) FROM events WHERE step = 'registry' AND outcome = '$2'${3:-}"
 }
 
+# A board elsewhere is being provisioned as KL000701 (a live claim of
+# another station): what A makes of it offline waits for that outcome.
+q "INSERT INTO devices (device_id, state, station, slot, board_serial, lease_until)
+    VALUES ('keyline-virtual-KL000701', 'claimed', 'station-x', 9, 'X1', now() + interval '1 hour')" >/dev/null
+
 # 1. Station A loses the server mid-batch: board 1 is claimed and passes
 # online; boards 2 and 3 (KL000701, KL000702) wait before HELLO, the
 # server stops, they pass on the local check and are queued.
@@ -127,13 +132,24 @@ bg_start "$KL" batch --line --config "$T/a/station.conf" >"$T/a2.jsonl" 2>"$T/a2
 pa=$!
 wait_for -p "$pa" -l "$T/a2.err" 30 "A's API to show 2 queued" reg "$T/a" '.registry.queued == 2'
 
-# 5. The server is back: everything is reconciled; KL000702, provisioned
-# by both, is one conflict, reported on both stations.
+# 5. The server is back: everything is reconciled but KL000701, still
+# under station-x's live claim; KL000702, provisioned by both, is one
+# conflict, reported on both stations.  station-x's board fails before
+# its certificate (its claim is given back): A's KL000701 goes in.
 pg_up
-for s in a b; do
-	wait_for -l "$T/${s}2.err" 40 "$s to reconcile and see the conflict" \
-	    reg "$T/$s" '.registry.queued == 0 and .registry.conflicts == 1 and (.registry.offline | not)'
-done
+wait_for -l "$T/b2.err" 40 "b to reconcile and see the conflict" \
+    reg "$T/b" '.registry.queued == 0 and .registry.conflicts == 1 and (.registry.offline | not)'
+wait_for -l "$T/a2.err" 40 "a to see the conflict, KL000701 waiting" \
+    reg "$T/a" '.registry.queued == 1 and .registry.conflicts == 1 and (.registry.offline | not)'
+sleep 2.5	# more than one round: KL000701 stays queued under the live claim
+reg "$T/a" '.registry.queued == 1' || fail "A's KL000701 was taken past a live claim"
+[ "$(q "SELECT state || ' ' || station FROM devices WHERE device_id = 'keyline-virtual-KL000701'")" = "claimed station-x" ] ||
+	fail "the live claim on KL000701 changed"
+q "UPDATE devices SET state = 'released', lease_until = NULL WHERE device_id = 'keyline-virtual-KL000701'" >/dev/null
+wait_for -l "$T/a2.err" 20 "a to reconcile KL000701 once the claim is given back" \
+    reg "$T/a" '.registry.queued == 0 and .registry.conflicts == 1'
+[ "$(q "SELECT made_station FROM devices WHERE device_id = 'keyline-virtual-KL000701'")" = station-a ] ||
+	fail "KL000701 is not A's in the registry"
 [ "$(q "SELECT count(*) FROM device_conflicts")" = 1 ] || fail "not one conflict on the server"
 [ "$(q "SELECT device_id FROM mes_conflicts")" = keyline-virtual-KL000702 ] ||
 	fail "mes_conflicts does not show KL000702"

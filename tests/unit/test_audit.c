@@ -869,8 +869,7 @@ test_registry_queue(void **state)
 	struct fx *f = *state;
 	struct queue_seen q;
 	char last[64];
-	int64_t count = -1;
-	int more = -1;
+	int64_t count = -1, total = -1;
 
 	assert_int_equal(audit_open(&f->a, f->path), 0);
 	append_registry(f->a, "D1", "queued", "f1", "n");
@@ -882,10 +881,10 @@ test_registry_queue(void **state)
 	append_registry(f->a, "D4", "reconciled", "f2", "n");
 	append_registry(f->a, "D3", "info", "f3", "n");
 	memset(&q, 0, sizeof(q));
-	assert_int_equal(audit_registry_queue(f->a, queue_collect, &q, &more),
-	    0);
+	assert_int_equal(audit_registry_queue(f->a, queue_collect, &q,
+	    &total), 0);
 	assert_int_equal(q.n, 3);
-	assert_int_equal(more, 0);
+	assert_int_equal(total, 3);
 	assert_string_equal(q.ids[0], "D1");
 	assert_string_equal(q.ids[2], "D3");
 	/* Closing: reconciled D1, conflict D3. */
