@@ -20,9 +20,42 @@ OA=$top/tests/tools/openapi
 [ -d "$OA/node_modules/@apidevtools/swagger-parser" ] && [ -d "$OA/node_modules/ajv" ] ||
 	fail "$OA/node_modules is missing: run scripts/setup (npm ci there)"
 check() { node "$OA/check.mjs" "$@"; }
+# phase WHAT: the test's own timing, in its log.
+phase() { echo "[$SECONDS s] $1"; }
 
 # ---- the file itself
-check lint "$SPEC" >"$T/lint.out" 2>&1 || fail "docs/openapi.yaml: $(cat "$T/lint.out")"
+# (node takes a second or two: it runs while the registry and the line
+# are set up, and is waited for below)
+check lint "$SPEC" >"$T/lint.out" 2>&1 &
+lint_pid=$!
+# ---- a station with a plant registry, three boards (the third fails its
+# proof of possession), keygen slow enough to see a step running; the
+# line is made while the registry server starts.
+# The line has a directory of its own ($L): the registry server must
+# traverse $T, which the line's set-up need not leave open.
+N=3
+L=$T/line
+on_exit_line "$L"
+line_setup "$L" "$N" --keygen-ms 400 --fault-slot 3 --fault bad-signature >"$T/setup.log" 2>&1 &
+setup_pid=$!
+
+phase "registry server"
+# Over TCP with TLS, as a line PC reaches the plant: the socket directory
+# is the server user's alone.  plant init is the plant's admin (root
+# here), not the station.
+pg_start_tls "$T/pg"
+cp "$PG_TLS_ROOT" "$L/registry-root.pem"
+umask 077
+echo "station-secret-$$" >"$T/station.pw"
+umask 022
+"${KL_BIN:-$KL}" plant init --admin "$PG_ADMIN" --station-role keyline_station \
+    --password-file "$T/station.pw" >"$T/init.out" 2>&1 ||
+	fail "plant init: $(cat "$T/init.out")"
+
+phase "line"
+wait "$setup_pid" || fail "line_setup: $(tail -n 5 "$T/setup.log")"
+line_start "$L"
+wait "$lint_pid" || fail "docs/openapi.yaml: $(cat "$T/lint.out")"
 sed -n 's/^path //p' "$T/lint.out" >"$T/spec-paths.raw"
 # Its paths are ui/http.c's route table: "/api/v1/slots/" with a segment
 # is "/api/v1/slots/{n}".
@@ -34,34 +67,15 @@ sed 's/{[^}]*}/{}/' "$T/spec-paths.raw" | sort >"$T/spec-paths"
 diff "$T/routes" "$T/spec-paths" >"$T/paths.diff" ||
 	fail "docs/openapi.yaml's paths (>) differ from ui/http.c's routes (<): $(cat "$T/paths.diff")"
 
-echo "[$SECONDS s] --"
-# ---- a station with a plant registry, three boards (the third fails its
-# proof of possession), keygen slow enough to see a step running
-# Over TCP with TLS, as a line PC reaches the plant: the socket directory
-# is the server user's alone.  plant init is the plant's admin (root
-# here), not the station.
-pg_start_tls "$T/pg"
-cp "$PG_TLS_ROOT" "$T/registry-root.pem"
-umask 077
-echo "station-secret-$$" >"$T/station.pw"
-umask 022
-"${KL_BIN:-$KL}" plant init --admin "$PG_ADMIN" --station-role keyline_station \
-    --password-file "$T/station.pw" >"$T/init.out" 2>&1 ||
-	fail "plant init: $(cat "$T/init.out")"
-
-echo "[$SECONDS s] --"
-N=3
-line_setup "$T" "$N" --keygen-ms 400 --fault-slot 3 --fault bad-signature
-line_start "$T"
 PORT=$(free_port) || fail "no free port"
 U=http://127.0.0.1:$PORT
-head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/api.token"
-chmod 600 "$T/api.token"
-AUTH="Authorization: Bearer $(cat "$T/api.token")"
-cp "$T/station.pw" "$T/registry.pw"
-chmod 600 "$T/registry.pw"
-station_owns "$T/registry.pw" "$T/api.token"
-cat >>"$T/station.conf" <<CONF
+head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$L/api.token"
+chmod 600 "$L/api.token"
+AUTH="Authorization: Bearer $(cat "$L/api.token")"
+cp "$T/station.pw" "$L/registry.pw"
+chmod 600 "$L/registry.pw"
+station_owns "$L/registry.pw" "$L/api.token"
+cat >>"$L/station.conf" <<CONF
 
 [registry]
 conninfo = host=127.0.0.1 port=$PG_TLS_PORT dbname=keyline user=keyline_station
@@ -75,12 +89,12 @@ port = $PORT
 token_file = api.token
 CONF
 
-echo "[$SECONDS s] --"
+phase "station"
 # HOME: libpq looks for a client certificate in ~/.postgresql, which must
 # be the station user's to read (root's is not).
-mkdir -p "$T/home"
-station_owns "$T/home"
-HOME=$T/home bg_start "$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/station.err"
+mkdir -p "$L/home"
+station_owns "$L/home"
+HOME=$L/home bg_start "$KL" batch --line --config "$L/station.conf" >"$T/out.jsonl" 2>"$T/station.err"
 KPID=$!
 stop_station() {
 	if [ -n "${KPID:-}" ]; then
@@ -125,7 +139,7 @@ grep -v ' /.*/a/slot1-running$' "$T/cases" >"$T/cases.new" || true
 echo "/api/v1/slots/{n} 200 application/json $T/a/slot1-running" >>"$T/cases.new"
 mv "$T/cases.new" "$T/cases"
 
-echo "[$SECONDS s] --"
+phase "a step running seen"
 finished() {
 	curl -s -H "$AUTH" "$U/api/v1/status" >"$T/st" &&
 	    [ "$(jq '.counts.passed + .counts.failed' "$T/st")" -ge "$N" ]
@@ -134,7 +148,7 @@ wait_for -p "$KPID" -l "$T/station.err" 60 "$N boards to finish" finished
 jq -e '.counts.passed == 2 and .counts.failed == 1' "$T/st" >/dev/null ||
 	fail "expected 2 passed, 1 failed: $(jq -c .counts "$T/st")"
 
-echo "[$SECONDS s] --"
+phase "boards finished"
 # A conflict in the registry naming this station as the holder (as the
 # registry writes one when another station reconciles a device made
 # offline); the station reads it within its poll (2 s).  cert_serial and
@@ -152,7 +166,7 @@ conflict_seen() {
 }
 wait_for -p "$KPID" -l "$T/station.err" 15 "the station to report the conflict" conflict_seen
 
-echo "[$SECONDS s] --"
+phase "conflict seen"
 # ---- every endpoint, answered
 get status /api/v1/status "$U/api/v1/status" -H "$AUTH"
 jq -e '.registry.configured and .registry.offline_mode == "local"
@@ -207,14 +221,14 @@ get e404-unknown /api/v1/slots/{n} "$U/api/v1/nothing" -H "$AUTH"
 	fail "unknown paths: $(status_of e401-unknown) without a token, $(status_of e404-unknown) with"
 stop_station
 
-echo "[$SECONDS s] --"
+phase "endpoints asked"
 # ---- a second station on the same files: no registry, no slots
 PORT2=$(free_port) || fail "no free port"
 U=http://127.0.0.1:$PORT2
 sed -e '/^\[slots\]/,/^\[/{/^[0-9]/d}' -e "s/^port = .*/port = $PORT2/" \
-    -e '/^\[registry\]/,/^$/d' "$T/station.conf" >"$T/bare.conf"
-grep -q '^\[registry\]' "$T/bare.conf" && fail "bare.conf still has a registry"
-bg_start "$KL" batch --line --config "$T/bare.conf" >"$T/bare.jsonl" 2>"$T/bare.err"
+    -e '/^\[registry\]/,/^$/d' "$L/station.conf" >"$L/bare.conf"
+grep -q '^\[registry\]' "$L/bare.conf" && fail "bare.conf still has a registry"
+bg_start "$KL" batch --line --config "$L/bare.conf" >"$T/bare.jsonl" 2>"$T/bare.err"
 KPID=$!
 wait_for -p "$KPID" -l "$T/bare.err" 15 "the second station's /healthz" healthy
 get bare-status /api/v1/status "$U/api/v1/status" -H "$AUTH"
@@ -226,6 +240,7 @@ jq -e '.registry.configured == false and .registry.shipping == null and .slots =
 	fail "bare station's status: $(cat "$T/a/bare-status")"
 [ "$(status_of bare-slot1)" = 404 ] || fail "bare station's slot 1: $(status_of bare-slot1)"
 
+phase "bare station asked"
 # ---- negative controls: doctored answers, which the check must refuse
 # for their reason.  control NAME TEMPLATE STATUS ERE: $T/a/NAME (written
 # by the caller) is a case expected invalid, refused with ERE.
@@ -252,6 +267,8 @@ jq '.events[0].time = 17' "$T/a/events" >"$T/a/x-event"
 control x-event /api/v1/events 200 '/events/0/time must be string'
 cp "$T/a/e404-slot" "$T/a/x-status"
 control x-status /api/v1/status 404 'status 404 is not documented for GET /api/v1/status'
+cp "$T/a/e404-slot" "$T/a/x-said"
+control x-said /api/v1/slots/{n} 400 "/error/status 404 is not the answer's status 400"
 jq '.error.code = "teapot"' "$T/a/e404-slot" >"$T/a/x-code"
 control x-code /api/v1/slots/{n} 404 '/error/code must be equal to one of the allowed values'
 
@@ -272,4 +289,5 @@ done
 while read -r p; do
 	grep -q "^ok $p 200 " "$T/check.out" || fail "no 200 answer of $p was checked"
 done <"$T/spec-paths.raw"
+phase "checked"
 echo "PASS openapi"

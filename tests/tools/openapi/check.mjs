@@ -123,6 +123,18 @@ async function lint(file) {
 							problems.push(`${m} ${p} ${st} ${ct}: ${e.message}`);
 						}
 					}
+	// Examples must be valid against their own schemas.
+	for (const [name, sch] of Object.entries(api.components?.schemas || {}))
+		if (sch.example !== undefined) {
+			try {
+				const v = ajv.compile(sch);
+				if (!v(sch.example))
+					problems.push(`components.schemas.${name}: example invalid: ` +
+					    v.errors.map((e) => `${e.instancePath || "/"} ${e.message}`).join("; "));
+			} catch (e) {
+				problems.push(`components.schemas.${name}: ${e.message}`);
+			}
+		}
 	// Parameters too: an unknown format is an error there as well.
 	for (const [p, item] of Object.entries(api.paths))
 		for (const [m, op] of Object.entries(item))
@@ -197,6 +209,10 @@ async function responses(file, casesFile) {
 				} catch (e) {
 					errs.push(`body is not JSON: ${e.message}`);
 				}
+				// The body says its status again (the Error schema).
+				const said = data?.error?.status;
+				if (said !== undefined && String(said) !== status)
+					errs.push(`/error/status ${said} is not the answer's status ${status}`);
 				if (data !== undefined && mt.schema !== undefined) {
 					const v = ajv.compile(mt.schema);
 					if (!v(data))
