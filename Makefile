@@ -282,7 +282,7 @@ clean:
 	agent-aarch64
 .SECONDARY:
 
--include $(shell find $(sort $(REL) $(SAN) $(AARCH64)) -name '*.d' 2>/dev/null)
+-include $(shell find $(sort $(REL) $(SAN) $(AARCH64)) -name '*.d' -type f -path '*/obj*' 2>/dev/null)
 
 # One-line mutations of the checks that matter, each against the tests that
 # should notice it (docs/mutants.md); MUTANTS="name ..." for some.  Not part
