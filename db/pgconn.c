@@ -192,14 +192,32 @@ pgconn_check_conn(PGconn *conn, const char *what, char *why, size_t whysz)
 	return KL_ERR_CONFIG;
 }
 
-/* Whether a failed connection is the server's refusal of us (login,
- * TLS) rather than no server at all. */
+/*
+ * Whether a failed connection is a refusal (our login, or TLS: the
+ * server's certificate is not the one we trust) rather than no server at
+ * all.  The server's answer to a ping decides first: a server that
+ * answers and accepts connections refused us (its words may be in any
+ * language); one starting up or shutting down is an outage.  With no
+ * answer, only our own TLS checks are a refusal: a certificate that does
+ * not verify stays a start-up error however the words fall, while a
+ * connection cut mid-handshake (a server restarting) is an outage.
+ */
 static int
-pgconn_refused(const char *m)
+pgconn_refused(const char *const *keys, const char *const *vals,
+    const char *m)
 {
-	return strstr(m, "authentication") != NULL ||
-	    strstr(m, "certificate") != NULL || strstr(m, "SSL") != NULL ||
-	    strstr(m, "role") != NULL || strstr(m, "password") != NULL;
+	switch (PQpingParams(keys, vals, 1)) {
+	case PQPING_OK:
+		return 1;
+	case PQPING_REJECT:
+		return 0;
+	default:
+		break;
+	}
+	if (strstr(m, "SSL SYSCALL") != NULL ||
+	    strstr(m, "closed the connection unexpectedly") != NULL)
+		return 0;
+	return strstr(m, "certificate") != NULL || strstr(m, "SSL") != NULL;
 }
 
 int
@@ -254,7 +272,8 @@ pgconn_connect(PGconn **out, const char *conninfo, const char *root_cert,
 
 		snprintf(words, sizeof(words), "cannot connect to %s", what);
 		pgconn_words(words, m, why, whysz);
-		r = pgconn_refused(m) ? KL_ERR_DB : KL_ERR_UNAVAILABLE;
+		r = pgconn_refused(keys, vals, m) ? KL_ERR_DB :
+		    KL_ERR_UNAVAILABLE;
 		PQfinish(conn);
 		return r;
 	}
