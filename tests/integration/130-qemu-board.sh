@@ -47,7 +47,7 @@ conf_set "$T/station.conf" link attempts 2
 conf_set "$T/station.conf" link timeout_ms 15000
 on_exit "'$QB' stop --dir '$T'"
 bg_start "$QB" power --dir "$T" 2>"$T/power.err"
-wait_for 10 "the power switch's socket" test -S "$T/jig.sock"
+wait_for -l "$T/power.err" 10 "the power switch's socket" test -S "$T/jig.sock"
 
 b1=$T/boards/KQ000001 b2=$T/boards/KQ000002
 id1=qemu-board-KQ000001 id2=qemu-board-KQ000002
@@ -148,7 +148,26 @@ rm -rf "$T/raw2"
 [ ! -e "$T/raw2/sota/import/client.pem" ] || fail "board 2: client.pem in place before the commit got there"
 
 # ---- power on again: recovery, second run -------------------------------
-"$QB" start --dir "$T" || fail "the boards did not boot again"
+# Through the power switch, as an operator's power key would: a board
+# whose QEMU is gone is launched again from its disk image.
+readies() { count "ready on /dev/ttyS1" "$1/console.log"; }
+r1=$(readies "$b1") r2=$(readies "$b2")
+pcs=()
+for n in 1 2; do
+	printf 'power-cycle %d 100' "$n" | socat -t 30 - \
+	    "UNIX-SENDTO:$T/jig.sock,bind=$T/pc$n.sock" >"$T/pc$n.ans" &
+	pcs+=($!)
+	track_pid $!
+done
+for n in 1 2; do
+	wait "${pcs[n - 1]}" || fail "slot $n: the power switch did not answer"
+	[ "$(cat "$T/pc$n.ans")" = ok ] || fail "slot $n: power cycle answered '$(cat "$T/pc$n.ans")'"
+done
+grep -q "slot 2: power on (QEMU started again)" "$T/power.log" ||
+	fail "the power switch did not launch board 2 again: $(cat "$T/power.log")"
+booted() { [ "$(readies "$b1")" -gt "$r1" ] && [ "$(readies "$b2")" -gt "$r2" ]; }
+wait_for -l "$b1/console.log" -l "$b2/console.log" 120 "both boards' agents after power on" booted
+echo "power on: $((SECONDS - t0)) s"
 grep -q "finished an interrupted commit" "$b2/console.log" ||
 	fail "board 2's agent did not finish its commit: $(tail -n 5 "$b2/console.log")"
 # ---- board 1 uses its credentials (while the station runs again) ------------
