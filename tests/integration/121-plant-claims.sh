@@ -12,6 +12,7 @@
 pg_start "$T/pg"
 umask 077
 echo "station-secret-$$" >"$T/station.pw"
+station_owns "$T/station.pw"
 umask 022
 "$KL" plant init --admin "$PG_ADMIN" --station-role keyline_station \
     --password-file "$T/station.pw" >"$T/init.out" 2>&1 ||
@@ -27,6 +28,7 @@ plant_line() {
 	sed -i "s/^id = .*/id = $id/" "$dir/station.conf"
 	cp "$T/station.pw" "$dir/registry.pw"
 	chmod 600 "$dir/registry.pw"
+	station_owns "$dir/registry.pw"
 	printf '\n[registry]\nconninfo = host=%s port=%s dbname=keyline user=keyline_station\npassword_file = registry.pw\nlease_s = %s\n' \
 	    "$PG_DIR" "$PG_PORT" "${5:-900}" >>"$dir/station.conf"
 	if [ -n "${6:-}" ]; then
@@ -97,6 +99,9 @@ q "SELECT event FROM device_history WHERE device_id = 'keyline-virtual-KL000200'
 # 4. A station killed after its claim (board paused before KEYGEN) leaves
 # a claim with a 10 s lease: another station is refused while it lives,
 # and takes the device over once it has run out.
+# Station e's line is set up first: its keys and jig take seconds on a
+# loaded machine, which must not come out of d's 10 s lease.
+plant_line "$T/e" 1 300 station-e
 plant_line "$T/d" 1 300 station-d 10 pause-before:KEYGEN
 bg_start "$KL" batch --config "$T/d/station.conf" >"$T/d.jsonl" 2>"$T/d.err"
 pd=$!
@@ -106,7 +111,6 @@ kill -KILL "$pd"
 wait "$pd" 2>/dev/null || true
 [ "$(q "SELECT state || ' ' || station FROM devices WHERE device_id = 'keyline-virtual-KL000300'")" = "claimed station-d" ] ||
 	fail "station d's claim is not in the registry"
-plant_line "$T/e" 1 300 station-e
 "$KL" batch --config "$T/e/station.conf" >"$T/e1.jsonl" 2>"$T/e1.err" &&
 	fail "station e provisioned a device station d still holds"
 jq -r 'select(.event == "failed") | .message' "$T/e1.jsonl" |
