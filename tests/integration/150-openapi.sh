@@ -121,6 +121,26 @@ get() {
 	echo "$tpl ${out%% *} ${ct:--} $T/a/$name" >>"$T/cases"
 }
 status_of() { cat "$T/a/$1.status"; }
+# ask NAME TEMPLATE URL [CURL-OPTION...]: as get, queued; asked sends the
+# queue in one curl process (a request per --next), and records each.
+queue=()
+ask() {
+	local name=$1 tpl=$2 url=$3
+	shift 3
+	[ ${#queue[@]} -eq 0 ] || queue+=(--next)
+	queue+=(-s -o "$T/a/$name" --max-time 10
+	    -w "$name $tpl %{http_code} %{content_type}\n" "$@" "$url")
+}
+asked() {
+	local name tpl code ct
+	curl "${queue[@]}" >"$T/asked" || fail "curl: exit $? on one of the requests"
+	queue=()
+	while read -r name tpl code ct; do
+		ct=${ct// /}
+		echo "$code" >"$T/a/$name.status"
+		echo "$tpl $code ${ct:--} $T/a/$name" >>"$T/cases"
+	done <"$T/asked"
+}
 
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/healthz")" = 200 ]; }
 wait_for -p "$KPID" -l "$T/station.err" 15 "/healthz to answer" healthy
@@ -153,7 +173,9 @@ phase "boards finished"
 # registry writes one when another station reconciles a device made
 # offline); the station reads it within its poll (2 s).  cert_serial and
 # holder_cert_serial NULL: both are null in the answer.
-id1=$(jq -r '.slots[0].device_id' <(curl -s -H "$AUTH" "$U/api/v1/slots"))
+jq -r '.slots[0].device_id, .slots[2].device_id' <(curl -s -H "$AUTH" "$U/api/v1/slots") >"$T/ids"
+id1=$(sed -n 1p "$T/ids")
+id3=$(sed -n 2p "$T/ids")
 pg_psql "$PG_ADMIN" "INSERT INTO device_conflicts (device_id, station, slot,
     board_serial, cert_fpr, made_at, holder_state, holder_station, holder_slot,
     holder_time) VALUES ('$id1', 'station-elsewhere', 4, 'KL009999',
@@ -167,58 +189,57 @@ conflict_seen() {
 wait_for -p "$KPID" -l "$T/station.err" 15 "the station to report the conflict" conflict_seen
 
 phase "conflict seen"
-# ---- every endpoint, answered
-get status /api/v1/status "$U/api/v1/status" -H "$AUTH"
+# ---- every endpoint, answered, and the errors, each with a status the
+# spec lists for that path; one curl for all (--next between requests)
+last=$(jq .audit.rows "$T/st")
+ask status /api/v1/status "$U/api/v1/status" -H "$AUTH"
+ask healthz /healthz "$U/healthz"
+ask slots /api/v1/slots "$U/api/v1/slots" -H "$AUTH"
+ask slot2 /api/v1/slots/{n} "$U/api/v1/slots/2" -H "$AUTH"
+ask slot3 /api/v1/slots/{n} "$U/api/v1/slots/3" -H "$AUTH"
+ask device1 /api/v1/devices/{device_id} "$U/api/v1/devices/$id1" -H "$AUTH"
+ask device3 /api/v1/devices/{device_id} "$U/api/v1/devices/$id3" -H "$AUTH"
+ask events /api/v1/events "$U/api/v1/events?since=0&limit=500" -H "$AUTH"
+ask events-page /api/v1/events "$U/api/v1/events?since=1&limit=2" -H "$AUTH"
+ask events-empty /api/v1/events "$U/api/v1/events?since=$last" -H "$AUTH"
+ask metrics /metrics "$U/metrics" -H "$AUTH"
+ask e401 /api/v1/status "$U/api/v1/status"
+ask e401-wrong /api/v1/events "$U/api/v1/events" -H "Authorization: Bearer not-the-token-at-all"
+ask e401-metrics /metrics "$U/metrics"
+ask e404-slot /api/v1/slots/{n} "$U/api/v1/slots/99" -H "$AUTH"
+ask e404-device /api/v1/devices/{device_id} "$U/api/v1/devices/keyline-virtual-NOPE" -H "$AUTH"
+ask e400-slot /api/v1/slots/{n} "$U/api/v1/slots/abc" -H "$AUTH"
+ask e400-device /api/v1/devices/{device_id} "$U/api/v1/devices/-x" -H "$AUTH"
+ask e400-limit /api/v1/events "$U/api/v1/events?limit=0" -H "$AUTH"
+ask e400-arg /api/v1/status "$U/api/v1/status?verbose=1" -H "$AUTH"
+ask e400-nul /healthz "$U/healthz%00"
+ask e405 /api/v1/status "$U/api/v1/status" -H "$AUTH" -X POST
+ask e405-healthz /healthz "$U/healthz" -X DELETE
+ask e413 /api/v1/slots "$U/api/v1/slots" -H "$AUTH" -X GET --data-binary 'a body'
+ask e414 /api/v1/devices/{device_id} "$U/api/v1/devices/$(printf 'a%.0s' {1..300})" -H "$AUTH"
+# Unknown paths are no operation of the spec: the body is its Error.
+ask e401-unknown /api/v1/status "$U/no/such/path"
+ask e404-unknown /api/v1/slots/{n} "$U/api/v1/nothing" -H "$AUTH"
+asked
+for e in status:200 healthz:200 slots:200 slot2:200 slot3:200 device1:200 device3:200 \
+    events:200 events-page:200 events-empty:200 metrics:200 \
+    e401:401 e401-wrong:401 e401-metrics:401 e404-slot:404 e404-device:404 \
+    e400-slot:400 e400-device:400 e400-limit:400 e400-arg:400 e400-nul:400 \
+    e405:405 e405-healthz:405 e413:413 e414:414 e401-unknown:401 e404-unknown:404; do
+	[ "$(status_of "${e%:*}")" = "${e#*:}" ] ||
+		fail "${e%:*}: status $(status_of "${e%:*}"), expected ${e#*:}: $(cat "$T/a/${e%:*}")"
+done
 jq -e '.registry.configured and .registry.offline_mode == "local"
     and (.registry.shipping | type) == "object"
     and .registry.recent_conflicts[0].cert_serial == null
     and .registry.recent_conflicts[0].holder_station == "station-01"' "$T/a/status" >/dev/null ||
 	fail "status: no registry, shipping or conflict as expected: $(jq -c .registry "$T/a/status")"
-get healthz /healthz "$U/healthz"
-get slots /api/v1/slots "$U/api/v1/slots" -H "$AUTH"
-get slot2 /api/v1/slots/{n} "$U/api/v1/slots/2" -H "$AUTH"
-get slot3 /api/v1/slots/{n} "$U/api/v1/slots/3" -H "$AUTH"
 jq -e '.state == "failed" and .error != null and any(.steps[]; .failed)' "$T/a/slot3" >/dev/null ||
 	fail "slot 3 did not fail as expected: $(cat "$T/a/slot3")"
-id3=$(jq -r .device_id "$T/a/slot3")
-get device1 /api/v1/devices/{device_id} "$U/api/v1/devices/$id1" -H "$AUTH"
-get device3 /api/v1/devices/{device_id} "$U/api/v1/devices/$id3" -H "$AUTH"
 jq -e '.outcome == "failed" and .error != null' "$T/a/device3" >/dev/null ||
 	fail "device 3's record: $(cat "$T/a/device3")"
-get events /api/v1/events "$U/api/v1/events?since=0&limit=500" -H "$AUTH"
 jq -e 'any(.events[]; .step == "registry" and .outcome == "conflict")' "$T/a/events" >/dev/null ||
 	fail "no registry conflict row among the events"
-get events-page /api/v1/events "$U/api/v1/events?since=1&limit=2" -H "$AUTH"
-last=$(jq .next "$T/a/events")
-get events-empty /api/v1/events "$U/api/v1/events?since=$last" -H "$AUTH"
-get metrics /metrics "$U/metrics" -H "$AUTH"
-
-# ---- errors, each with the status the spec lists for that path
-get e401 /api/v1/status "$U/api/v1/status"
-get e401-wrong /api/v1/events "$U/api/v1/events" -H "Authorization: Bearer not-the-token-at-all"
-get e401-metrics /metrics "$U/metrics"
-get e404-slot /api/v1/slots/{n} "$U/api/v1/slots/99" -H "$AUTH"
-get e404-device /api/v1/devices/{device_id} "$U/api/v1/devices/keyline-virtual-NOPE" -H "$AUTH"
-get e400-slot /api/v1/slots/{n} "$U/api/v1/slots/abc" -H "$AUTH"
-get e400-device /api/v1/devices/{device_id} "$U/api/v1/devices/-x" -H "$AUTH"
-get e400-limit /api/v1/events "$U/api/v1/events?limit=0" -H "$AUTH"
-get e400-arg /api/v1/status "$U/api/v1/status?verbose=1" -H "$AUTH"
-get e400-nul /healthz "$U/healthz%00"
-get e405 /api/v1/status "$U/api/v1/status" -H "$AUTH" -X POST
-get e405-healthz /healthz "$U/healthz" -X DELETE
-get e413 /api/v1/slots "$U/api/v1/slots" -H "$AUTH" -X GET --data-binary 'a body'
-get e414 /api/v1/devices/{device_id} "$U/api/v1/devices/$(printf 'a%.0s' {1..300})" -H "$AUTH"
-for e in e401:401 e401-wrong:401 e401-metrics:401 e404-slot:404 e404-device:404 \
-    e400-slot:400 e400-device:400 e400-limit:400 e400-arg:400 e400-nul:400 \
-    e405:405 e405-healthz:405 e413:413 e414:414; do
-	[ "$(status_of "${e%:*}")" = "${e#*:}" ] ||
-		fail "${e%:*}: status $(status_of "${e%:*}"), expected ${e#*:}: $(cat "$T/a/${e%:*}")"
-done
-# Unknown paths are no operation of the spec: the body is its Error.
-get e401-unknown /api/v1/status "$U/no/such/path"
-get e404-unknown /api/v1/slots/{n} "$U/api/v1/nothing" -H "$AUTH"
-[ "$(status_of e401-unknown)" = 401 ] && [ "$(status_of e404-unknown)" = 404 ] ||
-	fail "unknown paths: $(status_of e401-unknown) without a token, $(status_of e404-unknown) with"
 stop_station
 
 phase "endpoints asked"
@@ -231,9 +252,10 @@ grep -q '^\[registry\]' "$L/bare.conf" && fail "bare.conf still has a registry"
 bg_start "$KL" batch --line --config "$L/bare.conf" >"$T/bare.jsonl" 2>"$T/bare.err"
 KPID=$!
 wait_for -p "$KPID" -l "$T/bare.err" 15 "the second station's /healthz" healthy
-get bare-status /api/v1/status "$U/api/v1/status" -H "$AUTH"
-get bare-slots /api/v1/slots "$U/api/v1/slots" -H "$AUTH"
-get bare-slot1 /api/v1/slots/{n} "$U/api/v1/slots/1" -H "$AUTH"
+ask bare-status /api/v1/status "$U/api/v1/status" -H "$AUTH"
+ask bare-slots /api/v1/slots "$U/api/v1/slots" -H "$AUTH"
+ask bare-slot1 /api/v1/slots/{n} "$U/api/v1/slots/1" -H "$AUTH"
+asked
 stop_station
 jq -e '.registry.configured == false and .registry.shipping == null and .slots == 0
     and .registry.recent_conflicts == []' "$T/a/bare-status" >/dev/null ||
