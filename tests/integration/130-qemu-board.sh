@@ -38,13 +38,13 @@ line_write_conf "$T" 2
 # boards' ptys and the power switch's socket.
 [ -z "${KEYLINE_STATION_USER:-}" ] ||
 	chown -R "$KEYLINE_STATION_USER:" "$T/station" "$(dirname "$(line_pin_file "$T")")"
-# A hung KEYGEN is given up after 2 x 2 s; a HELLO waits 2 x 15 s, which
+# A hung KEYGEN is given up after 2 x 2 s; a HELLO waits 2 x 30 s, which
 # covers a board booting again after its power cycle on a busy machine
-# (the suite runs two tests at a time).  A board whose QEMU is killed is
-# seen at once (the pty hangs up), not after a timeout.
+# (5 s idle, 30 s seen with other suites running).  A board whose QEMU is
+# killed is seen at once (the pty hangs up), not after a timeout.
 conf_set "$T/station.conf" link keygen_timeout_ms 2000
 conf_set "$T/station.conf" link attempts 2
-conf_set "$T/station.conf" link timeout_ms 15000
+conf_set "$T/station.conf" link timeout_ms 30000
 on_exit "'$QB' stop --dir '$T'"
 bg_start "$QB" power --dir "$T" 2>"$T/power.err"
 wait_for -l "$T/power.err" 10 "the power switch's socket" test -S "$T/jig.sock"
@@ -73,7 +73,7 @@ cuts() {
 	[ -n "$cut1" ] && [ -n "$cut2" ]
 }
 wait_for -p "$st" -l "$T/err1.log" -l "$b1/console.log" -l "$b2/console.log" \
-    90 "board 1's COMMIT answer and board 2's death in COMMIT" cuts
+    180 "board 1's COMMIT answer and board 2's death in COMMIT" cuts
 set +e
 wait "$st"
 rc=$?
@@ -210,7 +210,7 @@ done
 echo "second run: $((SECONDS - t0)) s"
 
 # The gateway saw board 1 while the station ran.
-wait_for -l "$b1/console.log" 60 "board 1's gateway client" \
+wait_for -l "$b1/console.log" 120 "board 1's gateway client" \
     grep -q "^gateway-client: mutual TLS with .*: \(ok\|failed\)" "$b1/console.log"
 srv_gone() { ! _alive "$srv"; }
 wait_for 10 "the gateway stand-in to finish its connection" srv_gone
