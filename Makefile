@@ -233,7 +233,8 @@ setup:
 
 unit: san
 	@scripts/check-banned
-	@tests/run-unit $(addprefix $(SAN)/tests/,$(UNIT_TESTS))
+	@KEYLINE_BIN=$(abspath $(SAN))/bin \
+	    tests/run-unit $(addprefix $(SAN)/tests/,$(UNIT_TESTS))
 
 # The QEMU boards (130-qemu-board) run the release build of the test
 # agent: under TCG the sanitizer build's boot and run cost twice as long.
