@@ -14,9 +14,10 @@
 #    interval, so what the agent did not fsync would be gone.
 #  - Board 2 loses power inside its COMMIT (die-in-commit:2: the journal
 #    is durable, the first key moved): its QEMU is killed as the agent
-#    dies.  Booted again from its disk, the agent finishes the commit and
-#    the station's second run finds each board holding the one
-#    certificate it was issued: none or all, never a mix.
+#    dies.  Powered on again through the power switch (which launches a
+#    killed QEMU again from its disk image), the agent finishes the
+#    commit and the station's second run finds each board holding the
+#    one certificate it was issued: none or all, never a mix.
 #  - Board 1 then uses its credentials from inside the guest: openssl
 #    with the PKCS#11 engine, the key in its token, client.pem, root.crt
 #    and gateway.url, over a virtio-serial port bridged to a gateway
