@@ -276,11 +276,16 @@ bench-plant: setup
 	@$(MAKE) --no-print-directory all
 	@scripts/bench-plant
 
+# Debian packages keyline and keyline-agent in build/deb/, lintian-checked
+# (scripts/deb; docs/install.md).
+deb: setup
+	@scripts/deb
+
 clean:
 	rm -rf build
 
 .PHONY: all san setup unit integration test demo demo-plant demo-qemu bench bench-http bench-plant clean \
-	agent-aarch64
+	agent-aarch64 deb
 .SECONDARY:
 
 -include $(shell find $(sort $(REL) $(SAN) $(AARCH64)) -name '*.d' -type f -path '*/obj*' 2>/dev/null)
