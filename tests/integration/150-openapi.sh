@@ -28,15 +28,16 @@ phase() { echo "[$SECONDS s] $1"; }
 # are set up, and is waited for below)
 check lint "$SPEC" >"$T/lint.out" 2>&1 &
 lint_pid=$!
-# ---- a station with a plant registry, three boards (the third fails its
-# proof of possession), keygen slow enough to see a step running; the
-# line is made while the registry server starts.
+# ---- a station with a plant registry, three boards (the first waits
+# before KEYGEN until told, so that a step is seen running; the third
+# fails its proof of possession); the line is made while the registry
+# server starts.
 # The line has a directory of its own ($L): the registry server must
 # traverse $T, which the line's set-up need not leave open.
 N=3
 L=$T/line
 on_exit_line "$L"
-line_setup "$L" "$N" --keygen-ms 400 --fault-slot 3 --fault bad-signature >"$T/setup.log" 2>&1 &
+line_setup "$L" "$N" --fault-slot 3 --fault bad-signature >"$T/setup.log" 2>&1 &
 setup_pid=$!
 
 phase "registry server"
@@ -54,6 +55,9 @@ umask 022
 
 phase "line"
 wait "$setup_pid" || fail "line_setup: $(tail -n 5 "$T/setup.log")"
+b1=$L/boards/$(sed -n 1p "$L/boards.list")
+sed -i 's/^fault = none$/fault = pause-before:KEYGEN/' "$b1/board.conf"
+grep -q '^fault = pause-before:KEYGEN$' "$b1/board.conf" || fail "board 1 has no pause"
 line_start "$L"
 wait "$lint_pid" || fail "docs/openapi.yaml: $(cat "$T/lint.out")"
 sed -n 's/^path //p' "$T/lint.out" >"$T/spec-paths.raw"
@@ -105,24 +109,14 @@ stop_station() {
 }
 on_exit stop_station
 
-# get NAME TEMPLATE URL [CURL-OPTION...]: fetch URL into $T/a/NAME and
-# add it to the cases ("TEMPLATE STATUS CONTENT-TYPE FILE"); the status
-# is left in $T/a/NAME.status.
 mkdir -p "$T/a"
 : >"$T/cases"
-get() {
-	local name=$1 tpl=$2 url=$3 out ct
-	shift 3
-	out=$(curl -s -o "$T/a/$name" -w '%{http_code} %{content_type}' --max-time 10 \
-	    "$@" "$url") || fail "curl $url failed"
-	ct=${out#* }
-	ct=${ct// /}
-	echo "${out%% *}" >"$T/a/$name.status"
-	echo "$tpl ${out%% *} ${ct:--} $T/a/$name" >>"$T/cases"
-}
 status_of() { cat "$T/a/$1.status"; }
-# ask NAME TEMPLATE URL [CURL-OPTION...]: as get, queued; asked sends the
-# queue in one curl process (a request per --next), and records each.
+# ask NAME TEMPLATE URL [CURL-OPTION...]: queue a request whose answer
+# goes to $T/a/NAME, to be checked against the spec's TEMPLATE; asked
+# sends the queue in one curl process (a request per --next, one
+# connection), leaves each status in $T/a/NAME.status and adds each
+# answer to the cases ("TEMPLATE STATUS CONTENT-TYPE FILE").
 queue=()
 ask() {
 	local name=$1 tpl=$2 url=$3
@@ -143,21 +137,21 @@ asked() {
 }
 
 healthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/healthz")" = 200 ]; }
-wait_for -p "$KPID" -l "$T/station.err" 15 "/healthz to answer" healthy
+wait_for -p "$KPID" -l "$T/station.err" 30 "/healthz to answer" healthy
 
-# A board in flight: a step still running has end_ms and duration_ms null.
-running_step() {
-	get slot1-running /api/v1/slots/{n} "$U/api/v1/slots/1" -H "$AUTH"
-	jq -e 'any(.steps[]; .end_ms == null and .duration_ms == null)' \
-	    "$T/a/slot1-running" >/dev/null
-}
-wait_for -p "$KPID" -l "$T/station.err" 20 "slot 1 with a step running" running_step
-get status-busy /api/v1/status "$U/api/v1/status" -H "$AUTH"
-get slots-busy /api/v1/slots "$U/api/v1/slots" -H "$AUTH"
-# Only the last of the polls above stays a case.
-grep -v ' /.*/a/slot1-running$' "$T/cases" >"$T/cases.new" || true
-echo "/api/v1/slots/{n} 200 application/json $T/a/slot1-running" >>"$T/cases.new"
-mv "$T/cases.new" "$T/cases"
+# A board in flight: board 1 waits before answering KEYGEN, so slot 1's
+# keygen step runs (end_ms and duration_ms null) until .paused goes.
+wait_for -p "$KPID" -l "$T/station.err" 30 "board 1 to pause before KEYGEN" test -e "$b1/.paused"
+ask slot1-running /api/v1/slots/{n} "$U/api/v1/slots/1" -H "$AUTH"
+ask status-busy /api/v1/status "$U/api/v1/status" -H "$AUTH"
+ask slots-busy /api/v1/slots "$U/api/v1/slots" -H "$AUTH"
+asked
+rm -f "$b1/.paused"
+jq -e '.state == "working" and .steps[-1].step == "keygen"
+    and .steps[-1].end_ms == null and .steps[-1].duration_ms == null' \
+    "$T/a/slot1-running" >/dev/null || fail "slot 1 not in keygen: $(cat "$T/a/slot1-running")"
+jq -e '.counts.in_flight >= 1' "$T/a/status-busy" >/dev/null ||
+	fail "no board in flight: $(jq -c .counts "$T/a/status-busy")"
 
 phase "a step running seen"
 finished() {
@@ -186,7 +180,7 @@ conflict_seen() {
 	    jq -e '.registry.conflicts >= 1 and (.registry.recent_conflicts | length) >= 1' \
 	    "$T/st" >/dev/null
 }
-wait_for -p "$KPID" -l "$T/station.err" 15 "the station to report the conflict" conflict_seen
+wait_for -p "$KPID" -l "$T/station.err" 30 "the station to report the conflict" conflict_seen
 
 phase "conflict seen"
 # ---- every endpoint, answered, and the errors, each with a status the
@@ -251,7 +245,7 @@ sed -e '/^\[slots\]/,/^\[/{/^[0-9]/d}' -e "s/^port = .*/port = $PORT2/" \
 grep -q '^\[registry\]' "$L/bare.conf" && fail "bare.conf still has a registry"
 bg_start "$KL" batch --line --config "$L/bare.conf" >"$T/bare.jsonl" 2>"$T/bare.err"
 KPID=$!
-wait_for -p "$KPID" -l "$T/bare.err" 15 "the second station's /healthz" healthy
+wait_for -p "$KPID" -l "$T/bare.err" 30 "the second station's /healthz" healthy
 ask bare-status /api/v1/status "$U/api/v1/status" -H "$AUTH"
 ask bare-slots /api/v1/slots "$U/api/v1/slots" -H "$AUTH"
 ask bare-slot1 /api/v1/slots/{n} "$U/api/v1/slots/1" -H "$AUTH"
