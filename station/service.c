@@ -13,6 +13,8 @@
 #include <time.h>
 
 #include <systemd/sd-daemon.h>
+/* CODE_FILE/CODE_LINE would name this file's sink for every message. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
 #include "common/log.h"
