@@ -127,7 +127,7 @@ $(REL)/bin/keyline-agent-test: $(call rel_obj,$(COMMON_SRC) $(HSM_SRC)) \
 
 $(REL)/bin/keyline-qemu-power: $(call rel_obj,$(COMMON_SRC) $(QPOWER_SRC))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_REL) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS_REL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # --- sanitizer binaries (used by make test)
 $(SAN)/bin/keyline: $(call san_obj,$(LIB_SRC) $(KEYLINE_MAIN))
