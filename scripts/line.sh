@@ -12,6 +12,13 @@
 # tests use keyline-agent-test, which also takes board.conf faults).
 # The CA token PIN goes to a RAM-backed file under
 # /dev/shm, never into DIR.
+#
+# KEYLINE_STATION_USER (the integration tests set it when run as root):
+# the user the station runs as.  line_setup gives it the line's directory
+# to write in (root's, the user's group, mode 1770: sticky like /tmp, which
+# is what the board agents accept above their import directories), the
+# station token and the PIN file; line_start gives it the jig's station-
+# side ttys and control socket.  The jig and the agents stay root.
 
 KEYLINE_TOP=${KEYLINE_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 KEYLINE_BIN=${KEYLINE_BIN:-$KEYLINE_TOP/build/bin}
@@ -86,6 +93,11 @@ line_setup() {
 	    >"$dir/jig-init.log" 2>&1 ||
 	    { cat "$dir/jig-init.log" >&2; return 1; }
 	line_write_conf "$dir" "$n"
+	if [ -n "${KEYLINE_STATION_USER:-}" ]; then
+		chgrp "$KEYLINE_STATION_USER" "$dir" && chmod 1770 "$dir" &&
+		    chown -R "$KEYLINE_STATION_USER:" "$dir/station" \
+		    "$(dirname "$(line_pin_file "$dir")")"
+	fi
 }
 
 line_start() {
@@ -96,7 +108,12 @@ line_start() {
 	    --agent "$KEYLINE_AGENT" "$@" 2>>"$dir/jig.log" &
 	echo $! >"$dir/jig.bgpid"
 	for ((i = 0; i < 300; i++)); do
-		[ -e "$dir/jig.ready" ] && return 0
+		if [ -e "$dir/jig.ready" ]; then
+			[ -z "${KEYLINE_STATION_USER:-}" ] ||
+			    chown "$KEYLINE_STATION_USER:" "$dir/jig.sock" \
+			    $(readlink -f "$dir"/slots/*)
+			return
+		fi
 		kill -0 "$(cat "$dir/jig.bgpid")" 2>/dev/null || break
 		sleep 0.1
 	done

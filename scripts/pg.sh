@@ -81,6 +81,11 @@ _pg_init() {
 	_pg_user
 	mkdir -m 700 "$dir"
 	chown "$PG_USER:" "$dir"
+	# A station run as its own user (the tests' KEYLINE_STATION_USER,
+	# tests/integration/lib.sh) connects through the socket too.
+	if [ -n "${KEYLINE_STATION_USER:-}" ]; then
+		chgrp "$KEYLINE_STATION_USER" "$dir" && chmod 710 "$dir"
+	fi
 	_pg_reach "$dir"
 	_pg_as "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
 	    --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 ||

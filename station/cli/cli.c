@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "station/config/config.h"
 #include "common/err.h"
@@ -19,6 +20,20 @@ cli_station_open(struct cli_station *cs, const char *cmd,
 	int r;
 
 	memset(cs, 0, sizeof(*cs));
+	/*
+	 * Before anything is read: root could open any file station.conf
+	 * names and would hold the CA token's session and the API's socket
+	 * with every privilege.  A plant runs the station as a dedicated
+	 * user with the udev rule for the jig (docs/install.md); a lab that
+	 * knows better says so.
+	 */
+	if (geteuid() == 0 && !front->allow_root) {
+		fprintf(stderr, "keyline %s: refusing to run as root: a "
+		    "network-facing station holding the CA PIN should run as "
+		    "a dedicated user (see docs/install.md), or pass "
+		    "--allow-root\n", cmd);
+		return 2;
+	}
 	if ((r = station_open(&cs->st, config_path, err, sizeof(err))) != 0) {
 		fprintf(stderr, "keyline %s: %s\n", cmd, err);
 		return 2;

@@ -22,6 +22,17 @@ int cmd_jig(int argc, char **argv);	/* cmd_jig.c */
 int cmd_plant(int argc, char **argv);	/* cmd_plant.c */
 
 /*
+ * The option every station command takes to run as root anyway, and the
+ * line its usage prints for it.  Batch and console refuse root because
+ * they open the CA token with its PIN and may serve the status API;
+ * audit, jig, plant, help and version do neither and run as anyone.
+ */
+#define CLI_OPT_ALLOW_ROOT "allow-root"
+#define CLI_USAGE_ALLOW_ROOT \
+	"      --allow-root     run even as root (refused otherwise; see " \
+	"keyline(1))\n"
+
+/*
  * A station running an engine, with the status API beside it when
  * station.conf enables it: what batch and console start the same way.
  */
@@ -37,11 +48,13 @@ struct cli_front {
 	void *arg;
 	const char *const *reprovision;	/* borrowed for the station's life */
 	int nreprovision;
+	int allow_root;			/* --allow-root: run even as root */
 };
 
 /*
- * station_open -> the engine (with front's additions) -> the USB jig's
- * hotplug bound to it -> the status API if enabled.  0, or 2 with the
+ * The refusal to run as root (unless front->allow_root) -> station_open
+ * -> the engine (with front's additions) -> the USB jig's hotplug bound
+ * to it -> the status API if enabled.  0, or 2 with the
  * reason printed on stderr after "keyline CMD: " (cmd names the
  * command), and nothing left open.  Close with cli_station_close.
  */

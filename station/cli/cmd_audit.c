@@ -37,7 +37,8 @@ enum {
 struct cmd_audit_verb {
 	const char *name;
 	int (*run)(int argc, char **argv);
-	const char *usage;
+	const char *usage;	/* synopsis lines */
+	const char *options;	/* one line per option */
 };
 
 struct cmd_audit_format {
@@ -55,27 +56,81 @@ static int cmd_audit_export(int argc, char **argv);
 
 static const struct cmd_audit_verb cmd_audit_verbs[] = {
 	{ .name = "verify", .run = cmd_audit_verify,
-	  .usage = "keyline audit verify --db FILE [--anchor HEAD-HASH]\n"
+	  .usage = "  keyline audit verify --db FILE [--anchor HEAD-HASH]\n"
 	      "      [--checkpoint-cert FILE [--root FILE] "
 	      "[--require-checkpoints]]\n"
 	      "  keyline audit verify --plant CONNINFO [--station ID] "
 	      "[--db FILE]\n"
-	      "      [--password-file FILE]" },
+	      "      [--password-file FILE]\n",
+	  .options =
+	      "  -d, --db FILE        the audit log (opened read-only)\n"
+	      "  -a, --anchor HEAD-HASH\n"
+	      "                       a head written down earlier must still "
+	      "be a row\n"
+	      "  -c, --checkpoint-cert FILE\n"
+	      "                       check the signed checkpoints with this "
+	      "certificate\n"
+	      "  -r, --root FILE      which must chain to these roots (PEM)\n"
+	      "  -R, --require-checkpoints\n"
+	      "                       fail when the log holds no checkpoint\n"
+	      "  -p, --plant CONNINFO every station's chain in the plant "
+	      "store; with --db,\n"
+	      "                       also that the local head is there\n"
+	      "  -s, --station ID     with --plant: that station only\n"
+	      "  -P, --password-file FILE\n"
+	      "                       with --plant: the role's password "
+	      "(mode 600)\n"
+	      "  -h, --help           this text\n"
+	      "  exit: 0 intact, 1 broken, 2 could not look (usage, open)\n" },
 	{ .name = "export", .run = cmd_audit_export,
-	  .usage = "keyline audit export --db FILE --format csv|json "
-	      "[--out FILE]" },
+	  .usage = "  keyline audit export --db FILE --format csv|json "
+	      "[--out FILE]\n",
+	  .options =
+	      "  -d, --db FILE        the audit log (opened read-only)\n"
+	      "  -f, --format csv|json\n"
+	      "                       every row: CSV with a header line, or a "
+	      "JSON array\n"
+	      "  -o, --out FILE       write to a new FILE (never overwritten; "
+	      "default stdout)\n"
+	      "  -h, --help           this text\n"
+	      "  exit: 0 done, 1 export failed part way, 2 usage or open\n" },
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Every verb's synopsis; verb (NULL: all) adds the options. */
 static void
-cmd_audit_usage(FILE *fp)
+cmd_audit_usage_of(FILE *fp, const struct cmd_audit_verb *verb)
 {
 	size_t i;
 
 	fputs("usage:\n", fp);
 	for (i = 0; i < NELEM(cmd_audit_verbs); i++)
-		fprintf(fp, "  %s\n", cmd_audit_verbs[i].usage);
+		if (verb == NULL || verb == &cmd_audit_verbs[i])
+			fputs(cmd_audit_verbs[i].usage, fp);
+	for (i = 0; i < NELEM(cmd_audit_verbs); i++)
+		if (verb == NULL || verb == &cmd_audit_verbs[i])
+			fprintf(fp, "\n%s:\n%s",
+			    verb == NULL ? cmd_audit_verbs[i].name : "options",
+			    cmd_audit_verbs[i].options);
+}
+
+static void
+cmd_audit_usage(FILE *fp)
+{
+	cmd_audit_usage_of(fp, NULL);
+}
+
+/* The verb running now, for its own --help (argv[0] is the verb). */
+static const struct cmd_audit_verb *
+cmd_audit_verb_named(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NELEM(cmd_audit_verbs); i++)
+		if (strcmp(name, cmd_audit_verbs[i].name) == 0)
+			return &cmd_audit_verbs[i];
+	return NULL;
 }
 
 /*
@@ -367,7 +422,8 @@ cmd_audit_verify(int argc, char **argv)
 			require_ckpt = 1;
 			break;
 		case 'h':
-			cmd_audit_usage(stdout);
+			cmd_audit_usage_of(stdout,
+			    cmd_audit_verb_named(argv[0]));
 			return CMD_AUDIT_OK;
 		default:
 			cmd_audit_usage(stderr);
@@ -526,7 +582,8 @@ cmd_audit_export(int argc, char **argv)
 			outpath = optarg;
 			break;
 		case 'h':
-			cmd_audit_usage(stdout);
+			cmd_audit_usage_of(stdout,
+			    cmd_audit_verb_named(argv[0]));
 			return CMD_AUDIT_OK;
 		default:
 			cmd_audit_usage(stderr);
@@ -590,6 +647,10 @@ cmd_audit(int argc, char **argv)
 	if (argc < 2 || argv == NULL || argv[1] == NULL) {
 		cmd_audit_usage(stderr);
 		return CMD_AUDIT_USAGE;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		cmd_audit_usage(stdout);
+		return CMD_AUDIT_OK;
 	}
 	for (i = 0; i < NELEM(cmd_audit_verbs); i++)
 		if (strcmp(argv[1], cmd_audit_verbs[i].name) == 0)

@@ -1,6 +1,7 @@
 /*
  * cmd_batch.c: `keyline batch --config station.conf [--count N | --line]
- * [--reprovision DEVICE-ID]...` (cli.h; the output is docs/batch.md).
+ * [--reprovision DEVICE-ID]...` (cli.h; the output is docs/batch.md,
+ * the manual keyline-batch(1)).
  *
  * Builds the station from its config (audit log, CA, trust anchors, OTA
  * files), runs the engine once over the jig and reports every event as a
@@ -123,11 +124,29 @@ static void
 batch_usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: keyline batch --config FILE [--count N | --line] "
-	    "[--reprovision DEVICE-ID]... [--quiet] [--verbose]\n"
-	    "  --count N  one pass over the first N slots (default: all)\n"
-	    "  --line     run the line until SIGINT/SIGTERM: each new board\n"
-	    "             is provisioned as it arrives\n");
+	    "usage: keyline batch --config FILE [--count N | --line]\n"
+	    "           [--reprovision DEVICE-ID]... [--quiet] [--verbose] "
+	    "[--allow-root]\n"
+	    "  provision the jig headless: one JSON object per event on "
+	    "stdout\n"
+	    "  -c, --config FILE    station.conf (station.conf(5))\n"
+	    "  -n, --count N        one pass over the first N slots "
+	    "(default: all)\n"
+	    "  -l, --line           run the line until SIGINT/SIGTERM: each "
+	    "new board\n"
+	    "                       is provisioned as it arrives\n"
+	    "  -r, --reprovision DEVICE-ID\n"
+	    "                       provision DEVICE-ID again although it "
+	    "was\n"
+	    "                       provisioned (repeatable; audited)\n"
+	    "  -q, --quiet          leave out the step events\n"
+	    "  -v, --verbose        debug log on stderr\n"
+	    CLI_USAGE_ALLOW_ROOT
+	    "  -h, --help           this text\n"
+	    "  exit: 0 every board passed or was already provisioned, 1 a "
+	    "board failed,\n"
+	    "  2 usage, configuration or start-up error (see keyline-batch(1))"
+	    "\n");
 }
 
 static double
@@ -149,6 +168,7 @@ cmd_batch(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "line", no_argument, NULL, 'l' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ CLI_OPT_ALLOW_ROOT, no_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -164,7 +184,7 @@ cmd_batch(int argc, char **argv)
 	int64_t audit_rows;
 	long count = 0;
 	char *end;
-	int nreprov = 0, c, r, n, exit_code = 2, line = 0;
+	int nreprov = 0, c, r, n, exit_code = 2, line = 0, allow_root = 0;
 	double t0, elapsed, cpu;
 
 	memset(&bt, 0, sizeof(bt));
@@ -202,6 +222,9 @@ cmd_batch(int argc, char **argv)
 		case 'v':
 			log_init("keyline", LOG_LVL_DEBUG);
 			break;
+		case 'A':
+			allow_root = 1;
+			break;
 		case 'h':
 			batch_usage(stdout);
 			return 0;
@@ -217,6 +240,7 @@ cmd_batch(int argc, char **argv)
 	memset(&front, 0, sizeof(front));
 	front.reprovision = reprov;
 	front.nreprovision = nreprov;
+	front.allow_root = allow_root;
 	front.on_event = batch_event;
 	front.arg = &bt;
 	/* Under systemd: log lines into the journal with board fields. */

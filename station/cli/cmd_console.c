@@ -14,10 +14,15 @@
 static void
 console_usage(FILE *f)
 {
-	fprintf(f, "usage: keyline console --config FILE [--start]\n"
+	fprintf(f, "usage: keyline console --config FILE [--start] "
+	    "[--allow-root]\n"
 	    "  the operator console (ncurses) over the line; keys are listed "
-	    "on screen.\n"
-	    "  --start  start the line running at once (default: paused)\n");
+	    "on screen\n"
+	    "  -c, --config FILE    station.conf (station.conf(5))\n"
+	    "  -s, --start          start the line running at once "
+	    "(default: paused)\n"
+	    CLI_USAGE_ALLOW_ROOT
+	    "  -h, --help           this text\n");
 }
 
 int
@@ -26,6 +31,7 @@ cmd_console(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "start", no_argument, NULL, 's' },
+		{ CLI_OPT_ALLOW_ROOT, no_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -34,6 +40,7 @@ cmd_console(int argc, char **argv)
 	const char *config_path = NULL;
 	int opt, start = 0, rc;
 
+	memset(&front, 0, sizeof(front));
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "c:sh", opts, NULL)) != -1) {
 		switch (opt) {
@@ -42,6 +49,9 @@ cmd_console(int argc, char **argv)
 			break;
 		case 's':
 			start = 1;
+			break;
+		case 'A':
+			front.allow_root = 1;
 			break;
 		case 'h':
 			console_usage(stdout);
@@ -55,9 +65,8 @@ cmd_console(int argc, char **argv)
 		console_usage(stderr);
 		return 2;
 	}
-	/* The ring, polled: the screen never runs inside the engine's
-	 * lock. */
-	memset(&front, 0, sizeof(front));
+	/* The ring, polled (no on_event): the screen never runs inside the
+	 * engine's lock. */
 	if (cli_station_open(&cs, "console", config_path, &front) != 0)
 		return 2;
 	rc = console_run(&cs.st, cs.engine, config_path, start);

@@ -28,7 +28,8 @@ enum {
 struct cmd_jig_verb {
 	const char *name;
 	int (*run)(int argc, char **argv);
-	const char *usage;
+	const char *usage;	/* synopsis line */
+	const char *options;	/* one line per option */
 };
 
 static int cmd_jig_scan(int argc, char **argv);
@@ -36,21 +37,46 @@ static int cmd_jig_power(int argc, char **argv);
 
 static const struct cmd_jig_verb cmd_jig_verbs[] = {
 	{ .name = "scan", .run = cmd_jig_scan,
-	  .usage = "keyline jig scan --config FILE [--json]" },
+	  .usage = "  keyline jig scan --config FILE [--json]\n",
+	  .options =
+	      "  -c, --config FILE    station.conf: [jig] usb_ids and the "
+	      "usb: slots\n"
+	      "  -j, --json           one JSON object instead of a table\n"
+	      "  -h, --help           this text\n" },
 	{ .name = "power", .run = cmd_jig_power,
-	  .usage = "keyline jig power --config FILE --slot N" },
+	  .usage = "  keyline jig power --config FILE --slot N\n",
+	  .options =
+	      "  -c, --config FILE    station.conf: [jig] power = usb-hub\n"
+	      "  -s, --slot N         the slot to power-cycle (use it on an "
+	      "idle jig)\n"
+	      "  -h, --help           this text\n" },
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Every verb's synopsis; verb (NULL: all) adds the options. */
 static void
-cmd_jig_usage(FILE *fp)
+cmd_jig_usage_of(FILE *fp, const struct cmd_jig_verb *verb)
 {
 	size_t i;
 
 	fputs("usage:\n", fp);
 	for (i = 0; i < NELEM(cmd_jig_verbs); i++)
-		fprintf(fp, "  %s\n", cmd_jig_verbs[i].usage);
+		if (verb == NULL || verb == &cmd_jig_verbs[i])
+			fputs(cmd_jig_verbs[i].usage, fp);
+	for (i = 0; i < NELEM(cmd_jig_verbs); i++)
+		if (verb == NULL || verb == &cmd_jig_verbs[i])
+			fprintf(fp, "\n%s:\n%s",
+			    verb == NULL ? cmd_jig_verbs[i].name : "options",
+			    cmd_jig_verbs[i].options);
+	fputs("  exit: 0 done, 1 the jig failed, 2 usage or configuration\n",
+	    fp);
+}
+
+static void
+cmd_jig_usage(FILE *fp)
+{
+	cmd_jig_usage_of(fp, NULL);
 }
 
 /* The config and an open jig; after saying why, CMD_JIG_USAGE for a
@@ -207,7 +233,7 @@ cmd_jig_scan(int argc, char **argv)
 			json = 1;
 			break;
 		case 'h':
-			cmd_jig_usage(stdout);
+			cmd_jig_usage_of(stdout, &cmd_jig_verbs[0]);
 			return CMD_JIG_OK;
 		default:
 			cmd_jig_usage(stderr);
@@ -265,7 +291,7 @@ cmd_jig_power(int argc, char **argv)
 			slot = optarg;
 			break;
 		case 'h':
-			cmd_jig_usage(stdout);
+			cmd_jig_usage_of(stdout, &cmd_jig_verbs[1]);
 			return CMD_JIG_OK;
 		default:
 			cmd_jig_usage(stderr);
@@ -306,7 +332,8 @@ cmd_jig(int argc, char **argv)
 	for (i = 0; i < NELEM(cmd_jig_verbs); i++)
 		if (strcmp(argv[1], cmd_jig_verbs[i].name) == 0)
 			return cmd_jig_verbs[i].run(argc - 1, argv + 1);
-	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
+	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0) {
 		cmd_jig_usage(stdout);
 		return CMD_JIG_OK;
 	}

@@ -25,7 +25,8 @@ enum {
 struct cmd_plant_verb {
 	const char *name;
 	int (*run)(int argc, char **argv);
-	const char *usage;
+	const char *usage;	/* synopsis line */
+	const char *options;	/* one line per option */
 };
 
 static int cmd_plant_init(int argc, char **argv);
@@ -33,11 +34,31 @@ static int cmd_plant_sql(int argc, char **argv);
 
 static const struct cmd_plant_verb cmd_plant_verbs[] = {
 	{ .name = "init", .run = cmd_plant_init,
-	  .usage = "keyline plant init --admin CONNINFO --station-role ROLE "
-	      "[--password-file FILE]" },
+	  .usage = "  keyline plant init --admin CONNINFO --station-role ROLE "
+	      "[--password-file FILE]\n",
+	  .options =
+	      "  -a, --admin CONNINFO  libpq connection string (or "
+	      "service=NAME) of a role\n"
+	      "                        that may create tables and roles; no "
+	      "password=\n"
+	      "                        (a passfile, a client certificate or "
+	      "peer);\n"
+	      "                        over TCP: sslmode=verify-full "
+	      "sslrootcert=FILE\n"
+	      "  -s, --station-role ROLE\n"
+	      "                        the role stations log in as (created "
+	      "if missing)\n"
+	      "  -p, --password-file FILE\n"
+	      "                        its password (mode 600, ours, one "
+	      "line)\n"
+	      "  -h, --help            this text\n" },
 	{ .name = "sql", .run = cmd_plant_sql,
-	  .usage = "keyline plant sql claim|provisioned   (the statement a "
-	      "station sends, for load tests)" },
+	  .usage = "  keyline plant sql claim|provisioned\n",
+	  .options =
+	      "  claim, provisioned    print that statement as a station "
+	      "sends it,\n"
+	      "                        on one line (for load tests)\n"
+	      "  -h, --help            this text\n" },
 };
 
 static const struct {
@@ -50,27 +71,34 @@ static const struct {
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Every verb's synopsis; verb (NULL: all) adds the options. */
 static void
-cmd_plant_usage(FILE *fp)
+cmd_plant_usage_of(FILE *fp, const struct cmd_plant_verb *verb)
 {
 	size_t i;
 
 	fputs("usage:\n", fp);
 	for (i = 0; i < NELEM(cmd_plant_verbs); i++)
-		fprintf(fp, "  %s\n", cmd_plant_verbs[i].usage);
-	fputs("\n"
-	    "  --admin CONNINFO      libpq connection string (or service=NAME)"
-	    " of a role\n"
-	    "                        that may create tables and roles; no "
-	    "password=\n"
-	    "                        (a passfile, a client certificate or "
-	    "peer);\n"
-	    "                        over TCP: sslmode=verify-full "
-	    "sslrootcert=FILE\n"
-	    "  --station-role ROLE   the role stations log in as (created if "
-	    "missing)\n"
-	    "  --password-file FILE  its password (mode 600, ours, one line)\n",
-	    fp);
+		if (verb == NULL || verb == &cmd_plant_verbs[i])
+			fputs(cmd_plant_verbs[i].usage, fp);
+	for (i = 0; i < NELEM(cmd_plant_verbs); i++)
+		if (verb == NULL || verb == &cmd_plant_verbs[i])
+			fprintf(fp, "\n%s:\n%s",
+			    verb == NULL ? cmd_plant_verbs[i].name : "options",
+			    cmd_plant_verbs[i].options);
+	fputs("  exit: 0 done, 2 usage or failure\n", fp);
+}
+
+static void
+cmd_plant_usage(FILE *fp)
+{
+	cmd_plant_usage_of(fp, NULL);
+}
+
+static int
+cmd_plant_is_help(const char *arg)
+{
+	return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
 }
 
 static int
@@ -101,7 +129,7 @@ cmd_plant_init(int argc, char **argv)
 			pwfile = optarg;
 			break;
 		case 'h':
-			cmd_plant_usage(stdout);
+			cmd_plant_usage_of(stdout, &cmd_plant_verbs[0]);
 			return CMD_PLANT_OK;
 		default:
 			cmd_plant_usage(stderr);
@@ -131,8 +159,12 @@ cmd_plant_sql(int argc, char **argv)
 {
 	size_t i;
 
+	if (argc == 2 && cmd_plant_is_help(argv[1])) {
+		cmd_plant_usage_of(stdout, &cmd_plant_verbs[1]);
+		return CMD_PLANT_OK;
+	}
 	if (argc != 2) {
-		cmd_plant_usage(stderr);
+		cmd_plant_usage_of(stderr, &cmd_plant_verbs[1]);
 		return CMD_PLANT_USAGE;
 	}
 	for (i = 0; i < NELEM(cmd_plant_statements); i++)
@@ -154,7 +186,7 @@ cmd_plant(int argc, char **argv)
 		cmd_plant_usage(stderr);
 		return CMD_PLANT_USAGE;
 	}
-	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+	if (cmd_plant_is_help(argv[1])) {
 		cmd_plant_usage(stdout);
 		return CMD_PLANT_OK;
 	}

@@ -19,6 +19,7 @@ key=$(openssl rand -hex 32)
 umask 077
 echo "$key" >"$T/cfssl/auth.key"
 umask 022
+station_owns "$T/cfssl/auth.key"
 cat >"$T/cfssl/config.json" <<CONF
 {"signing":{"default":{"auth_key":"k1","expiry":"8760h",
   "usages":["digital signature","client auth"]}},

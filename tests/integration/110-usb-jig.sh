@@ -32,8 +32,11 @@ power = usb-hub
 9 = /dev/ttyS1
 CONF
 
+# umockdev-run as the station's user, as on a line PC: its testbed is
+# private to whoever starts it.
 scan() {
-	umockdev-run -d "$JIG" -- "$KL" jig scan --config "$T/station.conf" "$@"
+	as_station umockdev-run -d "$JIG" -- "$KL" jig scan \
+	    --config "$T/station.conf" "$@"
 }
 
 scan --json >"$T/scan.json" || fail "jig scan --json failed"
@@ -60,7 +63,7 @@ grep -Eq '^2 +1-2\.2 +\(empty\)$' "$T/scan.txt" || fail "table: $(cat "$T/scan.t
 
 # A static slot has no switchable power: exit 1 with the reason.
 set +e
-umockdev-run -d "$JIG" -- "$KL" jig power --config "$T/station.conf" \
+as_station umockdev-run -d "$JIG" -- "$KL" jig power --config "$T/station.conf" \
     --slot 9 >"$T/out" 2>"$T/err"
 rc=$?
 set -e

@@ -37,6 +37,7 @@ init_fails() {
 
 pw=$(openssl rand -hex 16)
 (umask 077 && echo "$pw" >"$T/station.pw")
+station_owns "$T/station.pw"
 (umask 077 && echo "*:*:*:kl_station:$pw" >"$T/pgpass")
 (umask 077 && echo "*:*:*:kl_station:wrong-$pw" >"$T/pgpass-wrong")
 
@@ -167,6 +168,7 @@ fi
 # ---- the admin over TCP: only to a verified server
 admin "ALTER ROLE postgres PASSWORD 'admin-$pw'" >/dev/null
 (umask 077 && echo "*:*:*:postgres:admin-$pw" >"$T/pgpass-admin")
+station_owns "$T/pgpass-admin"	# libpq reads it as keyline's user
 export PGPASSFILE=$T/pgpass-admin
 tcp="host=localhost port=$PG_TLS_PORT dbname=keyline user=postgres"
 unverified='a TCP server is not trusted unverified'

@@ -12,6 +12,7 @@
 pg_start "$T/pg"
 umask 077
 echo "station-secret-$$" >"$T/station.pw"
+station_owns "$T/station.pw"
 umask 022
 "$KL" plant init --admin "$PG_ADMIN" --station-role keyline_station \
     --password-file "$T/station.pw" >"$T/init.out" 2>&1 ||
@@ -27,6 +28,7 @@ plant_line() {
 	sed -i "s/^id = .*/id = $id/" "$dir/station.conf"
 	cp "$T/station.pw" "$dir/registry.pw"
 	chmod 600 "$dir/registry.pw"
+	station_owns "$dir/registry.pw"
 	printf '\n[registry]\nconninfo = host=%s port=%s dbname=keyline user=keyline_station\npassword_file = registry.pw\nlease_s = %s\n' \
 	    "$PG_DIR" "$PG_PORT" "${5:-900}" >>"$dir/station.conf"
 	if [ -n "${6:-}" ]; then

@@ -9,6 +9,7 @@
 pg_start "$T/pg"
 umask 077
 echo "station-secret-$$" >"$T/station.pw"
+station_owns "$T/station.pw"
 umask 022
 "$KL" plant init --admin "$PG_ADMIN" --station-role keyline_station \
     --password-file "$T/station.pw" >"$T/init.out" 2>&1 ||
@@ -46,6 +47,7 @@ outage_line() {
 		fail "fault not set"
 	cp "$T/station.pw" "$dir/registry.pw"
 	chmod 600 "$dir/registry.pw"
+	station_owns "$dir/registry.pw"
 	conf_set "$dir/station.conf" link timeout_ms 30000
 	printf '\n[registry]\nconninfo = host=%s port=%s dbname=keyline user=keyline_station\npassword_file = registry.pw\nwait_deadline_s = %s\n' \
 	    "$PG_DIR" "$PG_PORT" "$deadline" >>"$dir/station.conf"
@@ -88,6 +90,7 @@ outage_line "$T/b" 500 120 SIGN
 PORT=$(free_port) || fail "no free port"
 head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/b/api.token"
 chmod 600 "$T/b/api.token"
+station_owns "$T/b/api.token"
 printf '\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' "$PORT" >>"$T/b/station.conf"
 api() {
 	curl -sf -H "Authorization: Bearer $(cat "$T/b/api.token")" \

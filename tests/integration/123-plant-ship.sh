@@ -13,6 +13,7 @@
 pg_start "$T/pg"
 umask 077
 echo "station-secret-$$" >"$T/station.pw"
+station_owns "$T/station.pw"
 echo "*:*:*:keyline_station:station-secret-$$" >"$T/pgpass"
 umask 022
 init() {
@@ -33,6 +34,7 @@ grep -q '^fault = pause-before:KEYGEN$' "$(board_dir 6)/board.conf" || fail "fau
 line_start "$T"
 cp "$T/station.pw" "$T/registry.pw"
 chmod 600 "$T/registry.pw"
+station_owns "$T/registry.pw"
 printf '\n[registry]\nconninfo = host=%s port=%s dbname=keyline user=keyline_station\npassword_file = registry.pw\n' \
     "$PG_DIR" "$PG_PORT" >>"$T/station.conf"
 SID=$(sed -n 's/^id = //p' "$T/station.conf")

@@ -13,6 +13,7 @@
 pg_start "$T/pg"
 umask 077
 echo "station-secret-$$" >"$T/station.pw"
+station_owns "$T/station.pw"
 umask 022
 "$KL" plant init --admin "$PG_ADMIN" --station-role keyline_station \
     --password-file "$T/station.pw" >"$T/init.out" 2>&1 ||
@@ -49,11 +50,13 @@ local_line() {
 	done
 	cp "$T/station.pw" "$dir/registry.pw"
 	chmod 600 "$dir/registry.pw"
+	station_owns "$dir/registry.pw"
 	conf_set "$dir/station.conf" link timeout_ms 30000
 	printf '\n[registry]\nconninfo = host=%s port=%s dbname=keyline user=keyline_station\npassword_file = registry.pw\noffline = local\n' \
 	    "$PG_DIR" "$PG_PORT" >>"$dir/station.conf"
 	head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/api.token"
 	chmod 600 "$dir/api.token"
+	station_owns "$dir/api.token"
 	printf '\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' \
 	    "$(free_port)" >>"$dir/station.conf"
 	line_start "$dir"

@@ -6,9 +6,10 @@
 #    log writable but no room for its -wal; log and directory read-only
 #    with the -wal/-shm a killed station left, which SQLite can open
 #    read-only);
-#  - as root, where mount works: the log's directory bind-mounted
-#    read-only (a file system remounted read-only after errors), and a
-#    full tmpfs.
+#  - where mount works (root, in a private mount namespace; the station
+#    still runs as its own user, its log and directory its own): the
+#    log's directory bind-mounted read-only (a file system remounted
+#    read-only after errors), and a full tmpfs.
 . "$(dirname "$0")/lib.sh"
 
 line_setup "$T" 2
@@ -78,6 +79,7 @@ if unshare -m true 2>/dev/null &&
 	#    crash): root cannot write it either.
 	cp "$T/audit.db" "$T/logs/audit.db"
 	leave_wal "$T/logs/audit.db"
+	station_owns "$T/logs"
 	cat >"$T/ro.sh" <<EOF
 mount --bind "$T/logs" "$T/logs" && mount -o remount,ro,bind "$T/logs" &&
     exec "\$@"
@@ -89,6 +91,7 @@ EOF
 	cat >"$T/full.sh" <<EOF
 mount -t tmpfs -o size=256k tmpfs "$T/logs" &&
     cp "$T/audit.db" "$T/logs/audit.db" &&
+    ${KEYLINE_STATION_USER:+chown -R "$KEYLINE_STATION_USER:" "$T/logs" &&}
     { dd if=/dev/zero of="$T/logs/fill" bs=4k 2>/dev/null || true; } &&
     exec "\$@"
 EOF

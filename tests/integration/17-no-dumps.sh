@@ -30,7 +30,11 @@ not_dumpable() {
 
 line_setup "$T" 2
 pin_dir=$(dirname "$(line_pin_file "$T")")
+# Everything is nobody's here, the jig too: $T is not lib.sh's station
+# dir (root's, group-writable and sticky) but nobody's own, 755, as the
+# agents insist above their import directories.
 chown -R 65534:65534 "$T" "$pin_dir"
+chmod 755 "$T"
 
 # line_start, as the unprivileged user: the jig and its agents.
 "${nobody[@]}" "$KEYLINE_BIN/keyline-jig" run --dir "$T" \
@@ -44,7 +48,7 @@ for ((i = 0; i < 300; i++)); do
 done
 [ -e "$T/jig.ready" ] || { cat "$T/jig.log" >&2; fail "the jig did not come up"; }
 
-"${nobody[@]}" "$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/err" &
+"${nobody[@]}" "$KL_BIN" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/err" &
 st=$!
 for ((i = 0; i < 300; i++)); do
 	[ "$(grep -c '"event":"passed"' "$T/out.jsonl" || true)" -ge 2 ] && break

@@ -56,6 +56,7 @@ sed -i 's|^power_off_ms = 300$|power_off_ms = 300\nhold_boards = 3\nhold_window_
 PORT=$(free_port) || fail "no free port"
 head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$L/api.token"
 chmod 600 "$L/api.token"
+station_owns "$L/api.token"
 AUTH="Authorization: Bearer $(cat "$L/api.token")"
 printf '\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' "$PORT" >>"$L/station.conf"
 line_start_traced "$L"

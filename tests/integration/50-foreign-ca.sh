@@ -9,6 +9,7 @@ openssl req -new -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$T/ca/rogue.key" -subj "/CN=Rogue CA" -days 30 \
     -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign" -out "$T/ca/rogue.pem" 2>/dev/null
+station_owns "$T/ca/rogue.key"
 conf_set "$T/station.conf" ca issuer_cert ca/rogue.pem
 sed -i 's/^key_id = 10$/dev_key_pem = ca\/rogue.key\ndev_allow_pem_key = yes/' "$T/station.conf"
 line_start "$T"

@@ -52,6 +52,7 @@ expect_error "[ca] validity_days: 400 is more than max_validity_days (365)"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
     -out "$T/ca/bundle.pem" 2>/dev/null
 cat "$T/ca/fleet-root.pem" >>"$T/ca/bundle.pem"
+station_owns "$T/ca/bundle.pem"	# genpkey made it 600: the station reads it
 sed -i 's|^fleet_root = .*|&\nintermediates = ca/bundle.pem|' "$T/station.conf"
 expect_error "only certificates may go to boards"
 

@@ -16,6 +16,7 @@ PORT=$(free_port) || fail "no free port"
 U=http://127.0.0.1:$PORT
 head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/api.token"
 chmod 600 "$T/api.token"
+station_owns "$T/api.token"
 TOKEN=$(cat "$T/api.token")
 AUTH="Authorization: Bearer $TOKEN"
 cat >>"$T/station.conf" <<CONF
@@ -285,6 +286,7 @@ stop_station
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
     -keyout "$T/tls.key" -out "$T/tls.crt" 2>/dev/null || fail "openssl req"
+station_owns "$T/tls.key"
 PORT2=$(free_port) || fail "no free port"
 sed -e '/^\[slots\]/,/^\[/{/^[0-9]/d}' -e "s/^port = .*/port = $PORT2/" \
     "$T/station.conf" >"$T/tls.conf"

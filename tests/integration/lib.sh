@@ -3,12 +3,73 @@
 set -euo pipefail
 top=${KEYLINE_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 . "$top/scripts/line.sh"
-KL=$KEYLINE_BIN/keyline
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 
 fail() {
 	echo "FAIL: $*" >&2
 	exit 1
+}
+
+# ---- the station runs as an ordinary user --------------------------------
+#
+# As on a line PC (docs/install.md), the station is not root: $KL is
+# keyline through tests/tools/keyline-as-station, which drops from root to
+# the system user KEYLINE_STATION_USER (keyline-test, created on first use
+# like pg.sh's keyline-pg) with setpriv.  line_setup and line_start
+# (scripts/line.sh) give that user what a station writes; a test that
+# makes other files for the station hands them over with station_owns.
+# The jig and the board agents stay root: they play the boards.  KL_BIN is
+# keyline itself, for a test that runs it as root on purpose (the refusal,
+# 145) or switches users itself (nobody in 13 and 17).
+KL=$top/tests/tools/keyline-as-station
+KL_BIN=$KEYLINE_BIN/keyline
+if [ "$(id -u)" = 0 ]; then
+	export KEYLINE_STATION_USER=${KEYLINE_STATION_USER:-keyline-test}
+else
+	export KEYLINE_STATION_USER=
+fi
+
+# The station's user, created once (a second test racing us is fine), and
+# able to reach keyline: directories above it get o+x (traverse, not
+# list) where they lack it, as pg.sh does for the server.
+_station_user() {
+	local i d
+	for ((i = 0; i < 50; i++)); do
+		id -u "$KEYLINE_STATION_USER" >/dev/null 2>&1 && break
+		useradd --system --no-create-home --home-dir /nonexistent \
+		    --shell /usr/sbin/nologin "$KEYLINE_STATION_USER" \
+		    2>/dev/null && break
+		sleep 0.1
+	done
+	id -u "$KEYLINE_STATION_USER" >/dev/null 2>&1 ||
+		fail "cannot create user $KEYLINE_STATION_USER"
+	d=$(dirname "$KL_BIN")
+	while [ "$d" != / ]; do
+		setpriv --reuid="$KEYLINE_STATION_USER" \
+		    --regid="$KEYLINE_STATION_USER" --clear-groups test -x "$d" ||
+			chmod o+x "$d" || fail "cannot open $d to $KEYLINE_STATION_USER"
+		d=$(dirname "$d")
+	done
+}
+[ -z "$KEYLINE_STATION_USER" ] || _station_user
+
+# as_station CMD...: CMD as the station's user (as this user when the
+# test does not run as root).
+as_station() {
+	if [ -n "$KEYLINE_STATION_USER" ]; then
+		setpriv --reuid="$KEYLINE_STATION_USER" \
+		    --regid="$KEYLINE_STATION_USER" --clear-groups "$@"
+	else
+		"$@"
+	fi
+}
+
+# station_owns PATH...: hand PATH (and what is under it) to the station's
+# user: a file the test wrote for the station that must be its own (a
+# password file, mode 600) or that it must write (an audit log copied in).
+station_owns() {
+	[ -z "$KEYLINE_STATION_USER" ] ||
+		chown -R "$KEYLINE_STATION_USER:" "$@"
 }
 
 # ---- clean-up, whatever way the test ends ------------------------------
@@ -142,9 +203,14 @@ _cleanup() {
 	rm -rf "$T"
 }
 
-# A fresh directory for this test, removed (jig stopped) on exit.
+# A fresh directory for this test, removed (jig stopped) on exit.  The
+# station may create files in it (its audit log): root's, the station's
+# group, sticky like /tmp (line_setup does the same to a line's DIR).
 T=$(mktemp -d /tmp/keyline-it.XXXXXX)
 trap _cleanup EXIT
+if [ -n "$KEYLINE_STATION_USER" ]; then
+	chgrp "$KEYLINE_STATION_USER" "$T" && chmod 1770 "$T"
+fi
 
 # ---- waiting on state, never on time ------------------------------------
 
