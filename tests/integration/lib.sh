@@ -58,7 +58,8 @@ _station_user() {
 as_station() {
 	if [ -n "$KEYLINE_STATION_USER" ]; then
 		setpriv --reuid="$KEYLINE_STATION_USER" \
-		    --regid="$KEYLINE_STATION_USER" --clear-groups "$@"
+		    --regid="$KEYLINE_STATION_USER" --clear-groups \
+		    env HOME=/nonexistent "$@"
 	else
 		"$@"
 	fi
