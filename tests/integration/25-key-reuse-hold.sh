@@ -62,8 +62,10 @@ printf '\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' "$PORT" >>
 line_start_traced "$L"
 bg_start "$KL" batch --line --config "$L/station.conf" >"$L/out.jsonl" 2>"$L/err"
 KPID=$!
-held() { [ "$(sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='hold'" 2>/dev/null || echo 0)" -gt "$1" ]; }
-slot1_boards() { sqlite3 "$L/audit.db" "SELECT count(*) FROM events WHERE step='identify' AND slot=1"; }
+# -readonly: a poll before the station made its log must not create it
+# (root's, which the station, its own user, could then not write).
+held() { [ "$(sqlite3 -readonly "$L/audit.db" "SELECT count(*) FROM events WHERE step='hold'" 2>/dev/null || echo 0)" -gt "$1" ]; }
+slot1_boards() { sqlite3 -readonly "$L/audit.db" "SELECT count(*) FROM events WHERE step='identify' AND slot=1"; }
 wait_for -p "$KPID" 60 "slot 1 to be held" held 0
 n=$(slot1_boards)
 [ "$n" = 4 ] || fail "$n boards started before the hold, expected 4 (more than hold_boards = 3)"

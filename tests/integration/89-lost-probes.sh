@@ -24,7 +24,7 @@ trap 'kill -TERM $st 2>/dev/null || true; wait $st 2>/dev/null || true; line_cle
 # unanswered, HELLOs it answered after them.
 lost() { cat "$1/.probes" 2>/dev/null | awk '$1 == "lost" { print $2 }' | sort -u | wc -l; }
 answered() { cat "$1/.probes" 2>/dev/null | awk '$1 == "answered"' | wc -l; }
-identified() { sqlite3 "$T/audit.db" "SELECT count(*) FROM events WHERE device_id='$1' AND step='identify'" 2>/dev/null || echo 0; }
+identified() { sqlite3 -readonly "$T/audit.db" "SELECT count(*) FROM events WHERE device_id='$1' AND step='identify'" 2>/dev/null || echo 0; }
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds.
 wait_for() {
 	local secs=$1 what=$2 i
