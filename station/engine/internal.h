@@ -221,6 +221,9 @@ int board_audit_row(struct board *b, const char *step, const char *outcome,
     const char *error, int64_t *row);
 int board_audit(struct board *b, const char *step, const char *outcome,
     const char *error);
+struct log_board;
+const struct log_board *board_log_of(const struct board *b,
+    struct log_board *lb);
 int board_fail(struct board *b, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int board_text(char *s);

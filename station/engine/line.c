@@ -460,7 +460,13 @@ engine_doubt_note(void *arg, const char *device_id,
 	snprintf(serial, sizeof(serial), "%s", st->doubt.board_serial);
 	(void)board_text(serial);
 	(void)board_text(msg);
-	log_warn("device %s %s", device_id, msg);
+	{
+		struct log_board lb = { .slot = (int)st->doubt.slot,
+		    .serial = serial, .device_id = device_id };
+
+		log_board_msg(LOG_LVL_WARN, &lb, "device %s %s", device_id,
+		    msg);
+	}
 	engine_note(e, 0, EV_IN_DOUBT, serial, device_id, msg);
 	return 0;
 }

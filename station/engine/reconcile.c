@@ -161,7 +161,13 @@ rec_conflict(void *arg, const struct plant_conflict *c)
 	    ours ? c->cert_serial : c->holder_cert_serial, ours ?
 	    c->cert_fpr : c->holder_cert_fpr, msg)) != 0)
 		return r;
-	log_error("registry: %s", msg);
+	{
+		struct log_board lb = { .slot = ours ? c->slot : c->holder_slot,
+		    .serial = ours ? c->board_serial : c->holder_board_serial,
+		    .device_id = c->device_id };
+
+		log_board_msg(LOG_LVL_ERROR, &lb, "registry: %s", msg);
+	}
 	pthread_mutex_lock(&e->rec_mu);
 	e->rec_last_id = c->id;
 	e->rec_conflicts++;

@@ -150,6 +150,16 @@ board_emit(struct board *b, enum engine_event_kind kind, int err,
 	pthread_mutex_unlock(&e->emit_mu);
 }
 
+/* The board's fields for a log sink (the journal's KEYLINE_SLOT, ...). */
+const struct log_board *
+board_log_of(const struct board *b, struct log_board *lb)
+{
+	lb->slot = b->slot->cs->number;
+	lb->serial = b->serial;
+	lb->device_id = b->device_id;
+	return lb;
+}
+
 int
 board_audit_row(struct board *b, const char *step, const char *outcome,
     const char *error, int64_t *row)
@@ -173,8 +183,11 @@ board_audit_row(struct board *b, const char *step, const char *outcome,
 	int r;
 
 	if ((r = audit_append(b->e->o.audit, &ev, row)) != 0) {
-		log_error("slot %d: cannot write the audit log: %s",
-		    ev.slot, kl_strerror(r));
+		struct log_board lb;
+
+		log_board_msg(LOG_LVL_ERROR, board_log_of(b, &lb),
+		    "slot %d: cannot write the audit log: %s", ev.slot,
+		    kl_strerror(r));
 		/* The first failure names the cause (an I/O error, a full
 		 * disk, with the path); the caller's words follow it. */
 		(void)board_fail(b, r, "audit log write failed (%s)",
@@ -610,6 +623,7 @@ static void
 board_plant_finish(struct board *b, int r)
 {
 	struct plant *pl = b->e->o.plant;
+	struct log_board lb;
 	char why[600] = "", msg[700];
 	int pr;
 
@@ -630,7 +644,8 @@ board_plant_finish(struct board *b, int r)
 	(void)board_text(why);
 	snprintf(msg, sizeof(msg), "plant registry did not take the %s: %s",
 	    r == 0 ? "pass" : "release", why);
-	log_error("slot %d: %s", b->slot->cs->number, msg);
+	log_board_msg(LOG_LVL_ERROR, board_log_of(b, &lb), "slot %d: %s",
+	    b->slot->cs->number, msg);
 	(void)board_audit(b, "registry", "failed", msg);
 	board_emit(b, EV_INFO, pr, msg);
 }
@@ -791,8 +806,11 @@ board_power_retry(struct board *b, int r)
 	if (board_audit(b, "power", pr == 0 ? "info" : "failed", msg) != 0)
 		return 0;
 	if (pr != 0) {
-		log_warn("slot %d: power cycle failed: %s",
-		    b->slot->cs->number, kl_strerror(pr));
+		struct log_board lb;
+
+		log_board_msg(LOG_LVL_WARN, board_log_of(b, &lb),
+		    "slot %d: power cycle failed: %s", b->slot->cs->number,
+		    kl_strerror(pr));
 		return 0;
 	}
 	return 1;
