@@ -241,7 +241,11 @@ unit: san
 integration: san all $(AARCH64)/bin/keyline-agent
 	@KEYLINE_QEMU_AGENT=$(abspath $(REL))/bin/keyline-agent-test tests/run-integration
 
+# Everything built first, two compilers at a time (CI has two cores);
+# then the tests in order.
 test: setup
+	@$(MAKE) --no-print-directory -j2 san all $(AARCH64)/bin/keyline-agent \
+	    $(FUZZ_BINS)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory fuzz-short
