@@ -196,6 +196,19 @@ pg_stop() {
 		_pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -w -t 10 -m immediate stop >/dev/null 2>&1
 }
 
+# pg_down / pg_up: the test's server goes away (fast shutdown) and comes
+# back on the same directory and port: an outage, for the tests of it.
+pg_down() {
+	_pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null ||
+		fail "pg.sh: cannot stop the server"
+}
+
+pg_up() {
+	_pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+	    -t 20 -o "-p $PG_PORT" start >/dev/null ||
+		fail "pg.sh: cannot start the server again"
+}
+
 # pg_psql CONNINFO SQL: run SQL, stop at the first error; output unaligned,
 # tuples only.
 pg_psql() {

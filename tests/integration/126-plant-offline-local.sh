@@ -23,16 +23,6 @@ q() {
 	pg_psql "$PG_ADMIN" "$1"
 }
 
-pg_down() {
-	_pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null ||
-		fail "cannot stop the registry server"
-}
-
-pg_up() {
-	_pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
-	    -t 20 -o "-p $PG_PORT" start >/dev/null || fail "cannot restart the registry server"
-}
-
 nth_board() {
 	echo "$1/boards/$(sed -n "${2}p" "$1/boards.list")"
 }
