@@ -1003,24 +1003,41 @@ certcheck_trust_check(const struct certcheck_trust *t, time_t now,
 	return 0;
 }
 
+X509 *
+certcheck_parse_der(const uint8_t *der, size_t len)
+{
+	return certcheck_parse(der, len);
+}
+
 int
 certcheck_verify(const struct certcheck_trust *t, const uint8_t *der,
     size_t der_len, const struct certcheck_expect *want, char *why,
     size_t whysz)
 {
+	X509 *x;
+	int r;
+
+	if ((x = certcheck_parse(der, der_len)) == NULL) {
+		snprintf(why, whysz, "not a DER X.509 certificate");
+		return KL_ERR_INVALID;
+	}
+	r = certcheck_verify_x509(t, x, want, why, whysz);
+	X509_free(x);
+	return r;
+}
+
+int
+certcheck_verify_x509(const struct certcheck_trust *t, X509 *x,
+    const struct certcheck_expect *want, char *why, size_t whysz)
+{
 	time_t now;
-	X509 *x = NULL, *issuer = NULL;
+	X509 *issuer = NULL;
 	int r = KL_ERR_INTERNAL;
 
 	if (t == NULL || want == NULL || want->cn == NULL ||
-	    want->spki == NULL) {
+	    want->spki == NULL || x == NULL) {
 		snprintf(why, whysz, "internal: nothing to check against");
 		return KL_ERR_INVALID;
-	}
-	if ((x = certcheck_parse(der, der_len)) == NULL) {
-		snprintf(why, whysz, "not a DER X.509 certificate");
-		r = KL_ERR_INVALID;
-		goto out;
 	}
 	now = want->now != 0 ? want->now : time(NULL);
 	/* The leaf's own properties before the chain: verification with the
@@ -1038,21 +1055,29 @@ certcheck_verify(const struct certcheck_trust *t, const uint8_t *der,
 	r = 0;
 out:
 	X509_free(issuer);
-	X509_free(x);
 	return r;
 }
 
 int
 certcheck_fingerprint(const uint8_t *der, size_t len, char out[65])
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0, i;
 	X509 *x;
 
 	if ((x = certcheck_parse(der, len)) == NULL)
 		return KL_ERR_INVALID;
 	X509_free(x);
+	return certcheck_fingerprint_der(der, len, out);
+}
+
+int
+certcheck_fingerprint_der(const uint8_t *der, size_t len, char out[65])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0, i;
+
+	if (der == NULL || len == 0)
+		return KL_ERR_INVALID;
 	if (!EVP_Digest(der, len, md, &mdlen, EVP_sha256(), NULL) ||
 	    mdlen != 32) {
 		log_openssl("sha256");
@@ -1069,14 +1094,24 @@ certcheck_fingerprint(const uint8_t *der, size_t len, char out[65])
 int
 certcheck_serial_hex(const uint8_t *der, size_t len, char *out, size_t outsz)
 {
-	BIGNUM *bn = NULL;
-	char *hex = NULL;
-	size_t n, i;
 	X509 *x;
-	int r = KL_ERR_INVALID;
+	int r;
 
 	if ((x = certcheck_parse(der, len)) == NULL)
 		return KL_ERR_INVALID;
+	r = certcheck_serial_hex_x509(x, out, outsz);
+	X509_free(x);
+	return r;
+}
+
+int
+certcheck_serial_hex_x509(X509 *x, char *out, size_t outsz)
+{
+	BIGNUM *bn = NULL;
+	char *hex = NULL;
+	size_t n, i;
+	int r = KL_ERR_INVALID;
+
 	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL)) ==
 	    NULL || (hex = BN_bn2hex(bn)) == NULL) {
 		ERR_clear_error();
@@ -1092,6 +1127,5 @@ certcheck_serial_hex(const uint8_t *der, size_t len, char *out, size_t outsz)
 out:
 	OPENSSL_free(hex);
 	BN_free(bn);
-	X509_free(x);
 	return r;
 }

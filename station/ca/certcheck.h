@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <openssl/x509.h>
+
 struct certcheck_trust;
 
 /*
@@ -105,10 +107,23 @@ int certcheck_verify(const struct certcheck_trust *t, const uint8_t *der,
     size_t der_len, const struct certcheck_expect *want, char *why,
     size_t whysz);
 
+/* The same on a certificate parsed once (certcheck_parse_der), for a
+ * caller that also needs it for other things; x borrowed. */
+int certcheck_verify_x509(const struct certcheck_trust *t, X509 *x,
+    const struct certcheck_expect *want, char *why, size_t whysz);
+
+/* Exactly len bytes of DER (no trailing data, at most CERTCHECK_MAX_DER):
+ * a new X509 the caller X509_free()s, or NULL. */
+X509 *certcheck_parse_der(const uint8_t *der, size_t len);
+
 /* Hex helpers for the audit log: SHA-256 of the DER (64 hex + NUL) and the
- * serial number in hex.  0 or KL_ERR_INVALID. */
+ * serial number in hex.  0 or KL_ERR_INVALID.  certcheck_fingerprint also
+ * requires der to parse; _der hashes the bytes as they are; _x509 takes a
+ * parsed certificate (borrowed). */
 int certcheck_fingerprint(const uint8_t *der, size_t len, char out[65]);
+int certcheck_fingerprint_der(const uint8_t *der, size_t len, char out[65]);
 int certcheck_serial_hex(const uint8_t *der, size_t len, char *out,
     size_t outsz);
+int certcheck_serial_hex_x509(X509 *x, char *out, size_t outsz);
 
 #endif

@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/x509.h>
+
 #include "db/plant.h"
 #include "hsm/hsm.h"
 #include "common/buf.h"
@@ -137,6 +139,8 @@ struct board {
 	size_t cert_len;
 	char cert_serial[80];
 	char cert_fpr[65];
+	X509 *x509;			/* cert parsed, once (board_x509);
+					 * NULL until then */
 	int staged;			/* files staged on the board */
 	int commit_sent;		/* COMMIT went out: the new key, its
 					 * certificate and files may be in
@@ -221,6 +225,9 @@ int board_audit_row(struct board *b, const char *step, const char *outcome,
     const char *error, int64_t *row);
 int board_audit(struct board *b, const char *step, const char *outcome,
     const char *error);
+/* b->cert parsed, once per certificate (OpenSSL's decoder costs about a
+ * million instructions a time); NULL when it does not parse.  Borrowed. */
+X509 *board_x509(struct board *b);
 struct log_board;
 const struct log_board *board_log_of(const struct board *b,
     struct log_board *lb);

@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 
 #include "db/audit.h"
+#include "station/ca/certcheck.h"
 #include "station/config/config.h"
 #include "station/ca/ca.h"
 #include "common/err.h"
@@ -148,6 +149,14 @@ board_emit(struct board *b, enum engine_event_kind kind, int err,
 	if (e->o.on_event != NULL)
 		e->o.on_event(e->o.arg, &ev);
 	pthread_mutex_unlock(&e->emit_mu);
+}
+
+X509 *
+board_x509(struct board *b)
+{
+	if (b->x509 == NULL && b->cert != NULL)
+		b->x509 = certcheck_parse_der(b->cert, b->cert_len);
+	return b->x509;
 }
 
 /* The board's fields for a log sink (the journal's KEYLINE_SLOT, ...). */
@@ -445,6 +454,7 @@ board_cleanup(struct board *b)
 	link_close(b->link);
 	OPENSSL_free(b->spki);
 	OPENSSL_free(b->csr);
+	X509_free(b->x509);
 	OPENSSL_free(b->cert);
 	buf_free(&b->req);
 	buf_free(&b->resp);

@@ -235,7 +235,10 @@ board_adopt(struct board *b, struct board_holding *h,
 	/* board_holds() found these equal to the record's. */
 	memcpy(b->key_fpr, h->key_fpr, sizeof(b->key_fpr));
 	memcpy(b->cert_fpr, h->cert_fpr, sizeof(b->cert_fpr));
-	if (certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
+	X509_free(b->x509);
+	b->x509 = NULL;
+	if (board_x509(b) == NULL ||
+	    certcheck_serial_hex_x509(b->x509, b->cert_serial,
 	    sizeof(b->cert_serial)) != 0)
 		snprintf(b->cert_serial, sizeof(b->cert_serial), "%.*s",
 		    (int)sizeof(b->cert_serial) - 1, rec->cert_serial);
@@ -827,10 +830,11 @@ step_ca(struct board *b)
 		snprintf(b->ok_note, sizeof(b->ok_note), "%s", msg);
 	}
 	/* Each field on its own: whatever can be read goes in the record. */
-	if (certcheck_fingerprint(b->cert, b->cert_len, b->cert_fpr) != 0)
+	if (board_x509(b) == NULL ||
+	    certcheck_fingerprint_der(b->cert, b->cert_len, b->cert_fpr) != 0)
 		snprintf(b->cert_fpr, sizeof(b->cert_fpr), "unparseable");
-	if (certcheck_serial_hex(b->cert, b->cert_len, b->cert_serial,
-	    sizeof(b->cert_serial)) != 0)
+	if (b->x509 == NULL || certcheck_serial_hex_x509(b->x509,
+	    b->cert_serial, sizeof(b->cert_serial)) != 0)
 		snprintf(b->cert_serial, sizeof(b->cert_serial), "unparseable");
 	/* The certificate exists from here on, whatever happens next: the
 	 * runner records its issuance ("issued ok") before anything else,
@@ -849,8 +853,13 @@ step_validate(struct board *b)
 	char why[300] = "";
 	int r;
 
-	if ((r = certcheck_verify(b->e->o.trust, b->cert, b->cert_len, &want,
-	    why, sizeof(why))) != 0) {
+	if (board_x509(b) == NULL) {
+		snprintf(why, sizeof(why), "not a DER X.509 certificate");
+		r = KL_ERR_INVALID;
+	} else
+		r = certcheck_verify_x509(b->e->o.trust, b->x509, &want, why,
+		    sizeof(why));
+	if (r != 0) {
 		(void)board_audit(b, "validate", "refused", why);
 		return board_fail(b, KL_ERR_CERT_INVALID,
 		    "certificate refused, not written to the board: %s", why);
@@ -863,15 +872,18 @@ static int
 make_client_pem_of(struct board *b, const uint8_t *cert, size_t cert_len,
     struct buf *out)
 {
-	const unsigned char *q = cert;
-	X509 *x = d2i_X509(NULL, &q, (long)cert_len);
 	BIO *mem = NULL;
 	char *p;
 	long n;
 	int r = KL_ERR_CRYPTO;
 
-	if (x == NULL || (mem = BIO_new(BIO_s_mem())) == NULL ||
-	    PEM_write_bio_X509(mem, x) != 1)
+	/* The DER validated already (step_validate, or the record a
+	 * recovered board matched): PEM is its base64 between the lines,
+	 * no decoder needed. */
+	if (cert == NULL || cert_len == 0 || cert_len > LONG_MAX ||
+	    (mem = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio(mem, PEM_STRING_X509, "", cert,
+	    (long)cert_len) <= 0)
 		goto out;
 	n = BIO_get_mem_data(mem, &p);
 	if ((r = buf_put(out, p, (size_t)n)) != 0)
@@ -883,7 +895,6 @@ make_client_pem_of(struct board *b, const uint8_t *cert, size_t cert_len,
 	r = 0;
 out:
 	BIO_free(mem);
-	X509_free(x);
 	return r;
 }
 
@@ -1055,10 +1066,8 @@ step_pop(struct board *b)
 {
 	struct engine *e = b->e;
 	uint8_t challenge[ENGINE_CHALLENGE_LEN];
-	const unsigned char *q = b->cert;
 	const uint8_t *sig;
 	EVP_MD_CTX *md = NULL;
-	X509 *x = NULL;
 	size_t n;
 	int r;
 
@@ -1073,10 +1082,9 @@ step_pop(struct board *b)
 		return r;
 	if (board_resp_bytes(b, PT_SIGNATURE, 1024, &sig, &n) != 0)
 		return board_fail(b, KL_ERR_PROTO, "SIGN answer has no signature");
-	if ((x = d2i_X509(NULL, &q, (long)b->cert_len)) == NULL ||
-	    (md = EVP_MD_CTX_new()) == NULL ||
+	if (board_x509(b) == NULL || (md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
-	    X509_get0_pubkey(x)) != 1) {
+	    X509_get0_pubkey(b->x509)) != 1) {
 		r = board_fail(b, KL_ERR_CRYPTO, "cannot set up the check of "
 		    "the board's signature");
 		goto out;
@@ -1096,7 +1104,6 @@ step_pop(struct board *b)
 	r = 0;
 out:
 	EVP_MD_CTX_free(md);
-	X509_free(x);
 	return r;
 }
 
