@@ -33,6 +33,7 @@
 
 #include <libpq-fe.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/secret.h"
@@ -530,13 +531,7 @@ ship_wait(struct ship *s, int ms, int wake_too)
 	struct timespec ts;
 	int stop;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	kl_deadline_ms(&ts, ms);
 	pthread_mutex_lock(&s->mu);
 	while (!s->stop && !(wake_too && s->wake))
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0)

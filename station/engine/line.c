@@ -18,6 +18,7 @@
 
 #include "db/audit.h"
 #include "station/ca/ca.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "station/link/frame.h"
 #include "common/log.h"
@@ -156,13 +157,7 @@ engine_wait(struct engine *e, int ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);	/* e->cond's clock */
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	kl_deadline_ms(&ts, ms);	/* e->cond's clock */
 	pthread_cond_timedwait(&e->cond, &e->mu, &ts);
 }
 

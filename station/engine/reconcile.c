@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "db/audit.h"
@@ -347,13 +348,7 @@ rec_wait(struct engine *e, int ms)
 	struct timespec ts;
 	int stop;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	kl_deadline_ms(&ts, ms);
 	pthread_mutex_lock(&e->rec_mu);
 	while (!e->rec_stop && !e->rec_wake)
 		if (pthread_cond_timedwait(&e->rec_cond, &e->rec_mu,
