@@ -92,7 +92,6 @@ grep -q 'devices provisioned offline wait in the audit log' "$T/a1.err" ||
 	fail "A: KL000702's rows are not offline, queued, passed"
 
 # 2. A station in offline = wait does not start without its registry.
-mkdir -p "$T/w"
 sed '/^offline = local$/d; /^\[http\]/,$d' "$T/a/station.conf" >"$T/a/wait.conf"
 set +e
 "$KL" batch --config "$T/a/wait.conf" >/dev/null 2>"$T/w.err"
