@@ -312,8 +312,11 @@ http_etag_match(const char *list, size_t len, const char *etag)
 		return 0;
 	buf_reader_init(&r, list, len);
 	http_skip_ows(&r);
-	if (buf_reader_remaining(&r) == 1 && r.data[r.off] == '*')
-		return 1;
+	if (buf_reader_remaining(&r) > 0 && r.data[r.off] == '*') {
+		(void)buf_skip(&r, 1);
+		http_skip_ows(&r);
+		return buf_reader_remaining(&r) == 0;
+	}
 	for (;;) {
 		http_skip_ows(&r);
 		if (buf_reader_remaining(&r) == 0)

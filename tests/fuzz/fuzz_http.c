@@ -10,7 +10,8 @@
  * again gives the same target (decoding is exact); a number argument
  * that parses prints back as the same digits; a formatted double has no
  * character a Prometheus parser would refuse (no ',', whatever the
- * locale).
+ * locale); If-None-Match lists of any bytes are read within their
+ * length.
  */
 #include "tests/fuzz/fuzz.h"
 
@@ -146,6 +147,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				    strchr(arg, '/') == NULL,
 				    "segment '%s'", arg);
 		check_roundtrip(&t);
+	}
+	/* If-None-Match: any bytes, never read past len; a list made of
+	 * the input and then the tag itself always matches. */
+	{
+		static const char tag[] = "W/\"0123456789abcdef\"";
+		char list[HTTP_INM_MAX + 1];
+		size_t n = size < HTTP_INM_MAX - sizeof(tag) - 2 ? size :
+		    HTTP_INM_MAX - sizeof(tag) - 2;
+		const char *nul = memchr(data, '\0', n);
+
+		(void)http_etag_match((const char *)data, size, tag);
+		if (nul != NULL)
+			n = (size_t)(nul - (const char *)data);
+		if (memchr(data, '"', n) == NULL) {
+			memcpy(list, data, n);
+			memcpy(list + n, ",", 1);
+			memcpy(list + n + 1, tag, sizeof(tag));
+			/* A bad element before it ends the list: match
+			 * or not, no crash; a list of good ones matches. */
+			(void)http_etag_match(list, strlen(list), tag);
+		}
 	}
 	if (size >= sizeof(d) + 1) {
 		memcpy(&d, data, sizeof(d));
