@@ -148,24 +148,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				    "segment '%s'", arg);
 		check_roundtrip(&t);
 	}
-	/* If-None-Match: any bytes, never read past len; a list made of
-	 * the input and then the tag itself always matches. */
+	/* If-None-Match: any bytes, read within their length; then the
+	 * same bytes (up to a NUL, without quotes) as one element of a
+	 * list that ends with the tag itself. */
 	{
 		static const char tag[] = "W/\"0123456789abcdef\"";
 		char list[HTTP_INM_MAX + 1];
-		size_t n = size < HTTP_INM_MAX - sizeof(tag) - 2 ? size :
+		size_t m = size < HTTP_INM_MAX - sizeof(tag) - 2 ? size :
 		    HTTP_INM_MAX - sizeof(tag) - 2;
-		const char *nul = memchr(data, '\0', n);
+		const char *nul = memchr(data, '\0', m);
 
 		(void)http_etag_match((const char *)data, size, tag);
 		if (nul != NULL)
-			n = (size_t)(nul - (const char *)data);
-		if (memchr(data, '"', n) == NULL) {
-			memcpy(list, data, n);
-			memcpy(list + n, ",", 1);
-			memcpy(list + n + 1, tag, sizeof(tag));
-			/* A bad element before it ends the list: match
-			 * or not, no crash; a list of good ones matches. */
+			m = (size_t)(nul - (const char *)data);
+		if (memchr(data, '"', m) == NULL) {
+			memcpy(list, data, m);
+			list[m] = ',';
+			memcpy(list + m + 1, tag, sizeof(tag));
 			(void)http_etag_match(list, strlen(list), tag);
 		}
 	}
