@@ -315,6 +315,57 @@ ca_local_serial(X509 *x)
 	return ok;
 }
 
+/*
+ * The request's SubjectPublicKeyInfo into the certificate as it came:
+ * its algorithm and key bits copied, no round trip through an EVP_PKEY
+ * (X509_set_pubkey() re-encodes the key through OpenSSL 3's encoders,
+ * the dearest call of an issuance).  0 or -1.
+ */
+static int
+ca_local_copy_pubkey(X509 *x, X509_REQ *csr)
+{
+	X509_PUBKEY *from = X509_REQ_get_X509_PUBKEY(csr);
+	X509_PUBKEY *to = X509_get_X509_PUBKEY(x);
+	const ASN1_OBJECT *alg;
+	const void *pval;
+	const unsigned char *bits;
+	unsigned char *copy = NULL;
+	ASN1_OBJECT *alg_dup = NULL;
+	void *pval_dup = NULL;
+	X509_ALGOR *algor;
+	int ptype, nbits;
+
+	if (from == NULL || to == NULL ||
+	    !X509_PUBKEY_get0_param(NULL, &bits, &nbits, &algor, from) ||
+	    nbits <= 0)
+		return -1;
+	X509_ALGOR_get0(&alg, &ptype, &pval, algor);
+	if ((alg_dup = OBJ_dup(alg)) == NULL)
+		goto fail;
+	switch (ptype) {
+	case V_ASN1_OBJECT:	/* EC: the named curve */
+		if ((pval_dup = OBJ_dup(pval)) == NULL)
+			goto fail;
+		break;
+	case V_ASN1_NULL:	/* RSA */
+	case V_ASN1_UNDEF:
+		break;
+	default:		/* explicit parameters: never from our boards */
+		goto fail;
+	}
+	if ((copy = OPENSSL_memdup(bits, (size_t)nbits)) == NULL ||
+	    !X509_PUBKEY_set0_param(to, alg_dup, ptype, pval_dup, copy,
+	    nbits))
+		goto fail;
+	return 0;
+fail:
+	OPENSSL_free(copy);
+	if (ptype == V_ASN1_OBJECT)
+		ASN1_OBJECT_free(pval_dup);
+	ASN1_OBJECT_free(alg_dup);
+	return -1;
+}
+
 static int
 ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz)
@@ -322,7 +373,7 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	struct ca_local *c = ctx;
 	const unsigned char *p = req->csr_der;
 	unsigned char *der = NULL;
-	X509_REQ *csr = NULL;
+	X509_REQ *csr = NULL, *csr_in;
 	X509_NAME *subj = NULL;
 	EVP_PKEY *pub;
 	X509V3_CTX v3;
@@ -330,27 +381,33 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	time_t now;
 	int len, signed_ok, r = KL_ERR_CA;
 
-	if (req->csr_len > CA_LOCAL_MAX_CSR) {
-		snprintf(err, errsz, "CSR larger than %d bytes",
-		    CA_LOCAL_MAX_CSR);
-		r = KL_ERR_INVALID;
-		goto out;
+	if (req->csr != NULL) {
+		/* Parsed and verified by the engine, from these bytes. */
+		csr_in = req->csr;
+	} else {
+		if (req->csr_len > CA_LOCAL_MAX_CSR) {
+			snprintf(err, errsz, "CSR larger than %d bytes",
+			    CA_LOCAL_MAX_CSR);
+			r = KL_ERR_INVALID;
+			goto out;
+		}
+		if ((csr = d2i_X509_REQ(NULL, &p, (long)req->csr_len)) ==
+		    NULL || p != req->csr_der + req->csr_len) {
+			ERR_clear_error();
+			snprintf(err, errsz, "CSR is not a DER PKCS#10 request");
+			r = KL_ERR_INVALID;
+			goto out;
+		}
+		csr_in = csr;
 	}
-	if ((csr = d2i_X509_REQ(NULL, &p, (long)req->csr_len)) == NULL ||
-	    p != req->csr_der + req->csr_len) {
-		ERR_clear_error();
-		snprintf(err, errsz, "CSR is not a DER PKCS#10 request");
-		r = KL_ERR_INVALID;
-		goto out;
-	}
-	if ((pub = X509_REQ_get0_pubkey(csr)) == NULL) {
+	if ((pub = X509_REQ_get0_pubkey(csr_in)) == NULL) {
 		ERR_clear_error();
 		snprintf(err, errsz, "CSR public key does not parse");
 		r = KL_ERR_INVALID;
 		goto out;
 	}
 	/* Proof that the board holds the private key. */
-	if (X509_REQ_verify(csr, pub) != 1) {
+	if (csr != NULL && X509_REQ_verify(csr, pub) != 1) {
 		ERR_clear_error();
 		snprintf(err, errsz, "CSR signature does not verify");
 		r = KL_ERR_INVALID;
@@ -370,7 +427,7 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	    -CA_LOCAL_BACKDATE_SECS, &now) == NULL ||
 	    X509_time_adj_ex(X509_getm_notAfter(x), (int)c->validity_days, 0,
 	    &now) == NULL ||
-	    !X509_set_pubkey(x, pub)) {
+	    ca_local_copy_pubkey(x, csr_in) != 0) {
 		log_openssl("ca: building certificate");
 		snprintf(err, errsz, "cannot build the certificate");
 		goto out;
