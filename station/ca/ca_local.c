@@ -316,15 +316,16 @@ ca_local_serial(X509 *x)
 }
 
 /*
- * The request's SubjectPublicKeyInfo into the certificate as it came:
- * its algorithm and key bits copied, no round trip through an EVP_PKEY
- * (X509_set_pubkey() re-encodes the key through OpenSSL 3's encoders,
- * the dearest call of an issuance).  0 or -1.
+ * The request's SubjectPublicKeyInfo into the certificate as it came: its
+ * algorithm and key bits copied, no round trip through an EVP_PKEY
+ * (X509_set_pubkey() re-encodes the key through OpenSSL 3's encoders, the
+ * dearest call of an issuance).  From the parsed request csr, or when the
+ * engine checked a P-256 request (csr NULL), from req's SPKI bytes: the
+ * named curve and the point.  0 or -1.
  */
 static int
-ca_local_copy_pubkey(X509 *x, X509_REQ *csr)
+ca_local_copy_pubkey(X509 *x, X509_REQ *csr, const struct ca_request *req)
 {
-	X509_PUBKEY *from = X509_REQ_get_X509_PUBKEY(csr);
 	X509_PUBKEY *to = X509_get_X509_PUBKEY(x);
 	const ASN1_OBJECT *alg;
 	const void *pval;
@@ -333,11 +334,27 @@ ca_local_copy_pubkey(X509 *x, X509_REQ *csr)
 	ASN1_OBJECT *alg_dup = NULL;
 	void *pval_dup = NULL;
 	X509_ALGOR *algor;
-	int ptype, nbits;
+	int ptype = V_ASN1_UNDEF, nbits;
+	size_t off = sizeof(certcheck_spki_p256_prefix) - 1;
 
-	if (from == NULL || to == NULL ||
-	    !X509_PUBKEY_get0_param(NULL, &bits, &nbits, &algor, from) ||
-	    nbits <= 0)
+	if (to == NULL)
+		return -1;
+	if (csr == NULL) {
+		alg_dup = OBJ_nid2obj(NID_X9_62_id_ecPublicKey);
+		pval_dup = OBJ_nid2obj(NID_X9_62_prime256v1);
+		if (alg_dup == NULL || pval_dup == NULL ||
+		    (copy = OPENSSL_memdup(req->spki + off,
+		    req->spki_len - off)) == NULL)
+			return -1;
+		if (!X509_PUBKEY_set0_param(to, alg_dup, V_ASN1_OBJECT,
+		    pval_dup, copy, (int)(req->spki_len - off))) {
+			OPENSSL_free(copy);
+			return -1;
+		}
+		return 0;
+	}
+	if (!X509_PUBKEY_get0_param(NULL, &bits, &nbits, &algor,
+	    X509_REQ_get_X509_PUBKEY(csr)) || nbits <= 0)
 		return -1;
 	X509_ALGOR_get0(&alg, &ptype, &pval, algor);
 	if ((alg_dup = OBJ_dup(alg)) == NULL)
@@ -373,7 +390,7 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	struct ca_local *c = ctx;
 	const unsigned char *p = req->csr_der;
 	unsigned char *der = NULL;
-	X509_REQ *csr = NULL, *csr_in;
+	X509_REQ *csr = NULL;
 	X509_NAME *subj = NULL;
 	EVP_PKEY *pub;
 	X509V3_CTX v3;
@@ -381,9 +398,11 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	time_t now;
 	int len, signed_ok, r = KL_ERR_CA;
 
-	if (req->csr != NULL) {
-		/* Parsed and verified by the engine, from these bytes. */
-		csr_in = req->csr;
+	if (req->key != NULL &&
+	    certcheck_spki_is_p256(req->spki, req->spki_len)) {
+		/* Checked by the engine, from these bytes
+		 * (certcheck_csr_p256): its key and SPKI as they are. */
+		pub = req->key;
 	} else {
 		if (req->csr_len > CA_LOCAL_MAX_CSR) {
 			snprintf(err, errsz, "CSR larger than %d bytes",
@@ -398,20 +417,19 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 			r = KL_ERR_INVALID;
 			goto out;
 		}
-		csr_in = csr;
-	}
-	if ((pub = X509_REQ_get0_pubkey(csr_in)) == NULL) {
-		ERR_clear_error();
-		snprintf(err, errsz, "CSR public key does not parse");
-		r = KL_ERR_INVALID;
-		goto out;
-	}
-	/* Proof that the board holds the private key. */
-	if (csr != NULL && X509_REQ_verify(csr, pub) != 1) {
-		ERR_clear_error();
-		snprintf(err, errsz, "CSR signature does not verify");
-		r = KL_ERR_INVALID;
-		goto out;
+		if ((pub = X509_REQ_get0_pubkey(csr)) == NULL) {
+			ERR_clear_error();
+			snprintf(err, errsz, "CSR public key does not parse");
+			r = KL_ERR_INVALID;
+			goto out;
+		}
+		/* Proof that the board holds the private key. */
+		if (X509_REQ_verify(csr, pub) != 1) {
+			ERR_clear_error();
+			snprintf(err, errsz, "CSR signature does not verify");
+			r = KL_ERR_INVALID;
+			goto out;
+		}
 	}
 	if ((r = ca_local_check_key(pub, err, errsz)) != 0)
 		goto out;
@@ -427,7 +445,7 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	    -CA_LOCAL_BACKDATE_SECS, &now) == NULL ||
 	    X509_time_adj_ex(X509_getm_notAfter(x), (int)c->validity_days, 0,
 	    &now) == NULL ||
-	    ca_local_copy_pubkey(x, csr_in) != 0) {
+	    ca_local_copy_pubkey(x, csr, req) != 0) {
 		log_openssl("ca: building certificate");
 		snprintf(err, errsz, "cannot build the certificate");
 		goto out;

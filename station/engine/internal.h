@@ -135,8 +135,8 @@ struct board {
 	char key_fpr[65];
 	uint8_t *csr;
 	size_t csr_len;
-	X509_REQ *csr_req;		/* csr parsed and its signature
-					 * verified (step_csr); owned */
+	EVP_PKEY *csr_key;		/* a P-256 CSR's key, the CSR
+					 * checked (step_csr); owned */
 	uint8_t *cert;
 	size_t cert_len;
 	char cert_serial[80];

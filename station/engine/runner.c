@@ -454,7 +454,7 @@ board_cleanup(struct board *b)
 	link_close(b->link);
 	OPENSSL_free(b->spki);
 	OPENSSL_free(b->csr);
-	X509_REQ_free(b->csr_req);
+	EVP_PKEY_free(b->csr_key);
 	X509_free(b->x509);
 	OPENSSL_free(b->cert);
 	buf_free(&b->req);
