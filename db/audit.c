@@ -70,6 +70,9 @@ struct audit {
 	pthread_cond_t gc_cv;
 	struct audit_pending *gc_queue, **gc_tail;
 	int gc_busy;			/* a thread is writing a batch */
+	int gc_lost;			/* error of a batch that lost rows
+					 * appended with audit_append_later;
+					 * the next audit_append returns it */
 	/* Statements of the append path, prepared once (under lock). */
 	sqlite3_stmt *st_insert, *st_head;
 };
@@ -913,6 +916,8 @@ audit_close(struct audit *a)
 
 	if (a == NULL)
 		return;
+	if (audit_flush(a) != 0)
+		log_error("audit: rows appended for later were lost at close");
 	sqlite3_finalize(a->st_insert);
 	sqlite3_finalize(a->st_head);
 	if ((rc = sqlite3_close(a->db)) != SQLITE_OK)
@@ -1043,6 +1048,10 @@ struct audit_pending {
 	int64_t id;
 	int r;
 	int done;
+	int later;		/* audit_append_later: heap, owns its text
+				 * (after the struct); freed once written */
+	pthread_cond_t cv;	/* its waiter's (not later rows'): signalled
+				 * when done, or when it is to lead */
 	struct audit_pending *next;
 };
 
@@ -1131,16 +1140,13 @@ audit_write_batch(struct audit *a, struct audit_pending *batch)
 		p->r = r;
 }
 
-int
-audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
+/* The event's text fields into v[]: 0 or KL_ERR_TOO_BIG. */
+static int
+audit_event_vals(const struct audit_event *ev, struct audit_val *v)
 {
-	struct audit_pending me, *batch, *p, *next;
 	const char *text[AUDIT_NCOLS] = { NULL };
 	int r, c;
 
-	if (a == NULL || ev == NULL)
-		return KL_ERR_INVALID;
-	memset(&me, 0, sizeof(me));
 	text[C_STATION] = ev->station;
 	text[C_OPERATOR] = ev->operator_name;
 	text[C_BOARD_SERIAL] = ev->board_serial;
@@ -1155,14 +1161,92 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 	for (c = C_STATION; c <= C_ERROR; c++) {
 		if (c == C_SLOT)
 			continue;
-		if ((r = audit_text_val(&me.v[c], text[c])) != 0) {
+		if ((r = audit_text_val(&v[c], text[c])) != 0) {
 			log_error("audit: field %s longer than %d bytes",
 			    audit_cols[c].name, AUDIT_FIELD_MAX);
 			return r;
 		}
 	}
-	me.v[C_SLOT].sqlint = 1;
-	me.v[C_SLOT].i = ev->slot;
+	memset(&v[C_SLOT], 0, sizeof(v[C_SLOT]));
+	v[C_SLOT].sqlint = 1;
+	v[C_SLOT].i = ev->slot;
+	return 0;
+}
+
+/*
+ * Under gc_mu, with gc_busy clear: write everything queued, as one batch,
+ * then mark it done and wake the waiters.  Rows appended for later are
+ * freed here; a batch that lost some leaves its error in gc_lost.
+ * Returns with gc_mu held.
+ */
+static void
+audit_lead_batch(struct audit *a)
+{
+	struct audit_pending *batch, *p, *next;
+	int64_t first = 0, last = 0;
+	int lost = 0, r = 0, ckpt;
+
+	a->gc_busy = 1;
+	batch = a->gc_queue;
+	a->gc_queue = NULL;
+	a->gc_tail = &a->gc_queue;
+	pthread_mutex_unlock(&a->gc_mu);
+	audit_write_batch(a, batch);
+	pthread_mutex_lock(&a->gc_mu);
+	for (p = batch; p != NULL; p = next) {
+		next = p->next;	/* p may be gone once done is set */
+		r = p->r;
+		if (first == 0)
+			first = p->id;
+		last = p->id;
+		if (p->later) {
+			lost += p->r != 0;
+			free(p);
+		} else {
+			p->done = 1;
+			pthread_cond_signal(&p->cv);
+		}
+	}
+	if (lost > 0) {
+		log_error("audit: %d row(s) could not be written: %s", lost,
+		    kl_strerror(r));
+		a->gc_lost = r;
+	}
+	a->gc_busy = 0;
+	/* The next batch's first waiter leads it (one thread woken, not
+	 * every waiter); audit_flush waits on gc_cv. */
+	for (p = a->gc_queue; p != NULL && p->later; p = p->next)
+		;
+	if (p != NULL)
+		pthread_cond_signal(&p->cv);
+	pthread_cond_broadcast(&a->gc_cv);
+	/* Every checkpoint_every rows, a signed checkpoint of the new head,
+	 * whoever the caller.  The rows stand either way: a missing
+	 * checkpoint weakens the evidence, it does not undo the step. */
+	ckpt = r == 0 && a->ckpt_sign != NULL && a->ckpt_every > 0 &&
+	    first > 0 && (first - 1) / a->ckpt_every != last / a->ckpt_every;
+	if (ckpt) {
+		pthread_mutex_unlock(&a->gc_mu);
+		if (audit_checkpoint(a, "rows", NULL) != 0)
+			log_error("audit: checkpoint after row %" PRId64
+			    " failed: %s", last, audit_last_error());
+		pthread_mutex_lock(&a->gc_mu);
+	}
+}
+
+int
+audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
+{
+	struct audit_pending me;
+	int r;
+
+	if (a == NULL || ev == NULL)
+		return KL_ERR_INVALID;
+	memset(&me, 0, sizeof(me));
+	if ((r = audit_event_vals(ev, me.v)) != 0)
+		return r;
+	if (pthread_cond_init(&me.cv, NULL) != 0)
+		return KL_ERR_INTERNAL;
 
 	/* Queue the row; the first thread to find no batch being written
 	 * writes every row queued by then, its own among them. */
@@ -1170,38 +1254,81 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 	*a->gc_tail = &me;
 	a->gc_tail = &me.next;
 	while (!me.done) {
-		if (a->gc_busy) {
-			pthread_cond_wait(&a->gc_cv, &a->gc_mu);
-			continue;
-		}
-		a->gc_busy = 1;
-		batch = a->gc_queue;
-		a->gc_queue = NULL;
-		a->gc_tail = &a->gc_queue;
-		pthread_mutex_unlock(&a->gc_mu);
-		audit_write_batch(a, batch);
-		pthread_mutex_lock(&a->gc_mu);
-		for (p = batch; p != NULL; p = next) {
-			next = p->next;	/* p may be gone once done is set */
-			p->done = 1;
-		}
-		a->gc_busy = 0;
-		pthread_cond_broadcast(&a->gc_cv);
+		if (a->gc_busy)
+			pthread_cond_wait(&me.cv, &a->gc_mu);
+		else
+			audit_lead_batch(a);
+	}
+	/* Rows appended for later that a batch lost fail the next caller
+	 * that waits: its board stops, the cause in the log above. */
+	if (me.r == 0 && a->gc_lost != 0) {
+		me.r = a->gc_lost;
+		a->gc_lost = 0;
 	}
 	pthread_mutex_unlock(&a->gc_mu);
+	pthread_cond_destroy(&me.cv);
 	if ((r = me.r) != 0)
 		return r;
 	if (id != NULL)
 		*id = me.id;
-	/* Every checkpoint_every rows, a signed checkpoint of the new head,
-	 * whoever the caller.  The row stands either way: a missing
-	 * checkpoint weakens the evidence, it does not undo the step. */
-	if (a->ckpt_sign != NULL && a->ckpt_every > 0 &&
-	    me.id % a->ckpt_every == 0 &&
-	    audit_checkpoint(a, "rows", NULL) != 0)
-		log_error("audit: checkpoint after row %" PRId64 " failed: %s",
-		    me.id, audit_last_error());
 	return 0;
+}
+
+int
+audit_append_later(struct audit *a, const struct audit_event *ev)
+{
+	struct audit_val v[AUDIT_NCOLS];
+	struct audit_pending *p;
+	size_t need = sizeof(*p), off;
+	char *text;
+	int r, c;
+
+	if (a == NULL || ev == NULL)
+		return KL_ERR_INVALID;
+	memset(v, 0, sizeof(v));
+	if ((r = audit_event_vals(ev, v)) != 0)
+		return r;
+	for (c = 0; c < AUDIT_NCOLS; c++)
+		if (!v[c].null && !v[c].sqlint && v[c].p != NULL)
+			need += v[c].n + 1;
+	if ((p = calloc(1, need)) == NULL)
+		return KL_ERR_NOMEM;
+	p->later = 1;
+	text = (char *)(p + 1);
+	for (off = 0, c = 0; c < AUDIT_NCOLS; c++) {
+		p->v[c] = v[c];
+		if (v[c].null || v[c].sqlint || v[c].p == NULL)
+			continue;
+		memcpy(text + off, v[c].p, v[c].n);
+		text[off + v[c].n] = '\0';
+		p->v[c].p = text + off;
+		off += v[c].n + 1;
+	}
+	pthread_mutex_lock(&a->gc_mu);
+	*a->gc_tail = p;
+	a->gc_tail = &p->next;
+	pthread_mutex_unlock(&a->gc_mu);
+	return 0;
+}
+
+int
+audit_flush(struct audit *a)
+{
+	int r;
+
+	if (a == NULL)
+		return KL_ERR_INVALID;
+	pthread_mutex_lock(&a->gc_mu);
+	while (a->gc_busy || a->gc_queue != NULL) {
+		if (a->gc_busy)
+			pthread_cond_wait(&a->gc_cv, &a->gc_mu);
+		else
+			audit_lead_batch(a);
+	}
+	r = a->gc_lost;
+	a->gc_lost = 0;
+	pthread_mutex_unlock(&a->gc_mu);
+	return r;
 }
 
 /* ---- find */
