@@ -135,6 +135,8 @@ struct board {
 	char key_fpr[65];
 	uint8_t *csr;
 	size_t csr_len;
+	EVP_PKEY *csr_key;		/* a P-256 CSR's key, the CSR
+					 * checked (step_csr); owned */
 	uint8_t *cert;
 	size_t cert_len;
 	char cert_serial[80];
