@@ -5,6 +5,7 @@
 #       development CA (scripts/devca), N virtual boards, DIR/station.conf
 #   line_start DIR [keyline-jig run options...]   start the jig, wait ready
 #   line_wait_boards DIR     wait until every agent has its token open
+#   line_emu_cpu DIR         CPU seconds of the jig and of its live agents
 #   line_stop DIR                                 stop the jig and its agents
 #
 # KEYLINE_BIN names the folder with keyline, keyline-agent, keyline-jig
@@ -162,6 +163,22 @@ line_wait_boards() {
 	done
 	echo "line_wait_boards: $got of $n agents ready after 60 s" >&2
 	return 1
+}
+
+# "RELAY AGENTS": user + system seconds so far of the running jig and of
+# the agents now running under it (/proc), for a benchmark to take the
+# difference across a run: what the emulation took from the station PC.
+line_emu_cpu() {
+	local jig p f agents=0 relay tck
+	jig=$(cat "$1/jig.pid")
+	tck=$(getconf CLK_TCK)
+	f=($(sed 's/.*) //' "/proc/$jig/stat"))
+	relay=$((f[11] + f[12]))
+	for p in $(cat "/proc/$jig/task/$jig/children" 2>/dev/null); do
+		f=($(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null)) || continue
+		agents=$((agents + ${f[11]:-0} + ${f[12]:-0}))
+	done
+	echo "$relay $agents" | awk -v t="$tck" '{ printf "%.3f %.3f\n", $1 / t, $2 / t }'
 }
 
 line_stop() {
