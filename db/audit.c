@@ -75,6 +75,13 @@ struct audit {
 					 * the next audit_append returns it */
 	/* Statements of the append path, prepared once (under lock). */
 	sqlite3_stmt *st_insert, *st_head;
+	/* The per-board queries, prepared once, found by their SQL text's
+	 * address (audit_cached; under lock). */
+	struct {
+		const char *sql;
+		sqlite3_stmt *st;
+	} stc[8];
+	int nstc;
 };
 
 enum audit_coltype { AUDIT_COL_INT, AUDIT_COL_TEXT };
@@ -460,20 +467,63 @@ audit_unlock(struct audit *a)
 	(void)pthread_mutex_unlock(&a->lock);
 }
 
+/*
+ * A statement asked for on every board, prepared the first time and kept:
+ * sql must be a string literal (it is found again by its address).  Under
+ * lock; hand it back with audit_release, never sqlite3_finalize.
+ */
+static int
+audit_cached(struct audit *a, const char *sql, const char *what,
+    sqlite3_stmt **st)
+{
+	int i, rc;
+
+	for (i = 0; i < a->nstc; i++)
+		if (a->stc[i].sql == sql) {
+			*st = a->stc[i].st;
+			return 0;
+		}
+	if (a->nstc == (int)(sizeof(a->stc) / sizeof(a->stc[0]))) {
+		log_error("audit: statement cache full (%s)", what);
+		return KL_ERR_INTERNAL;
+	}
+	rc = sqlite3_prepare_v3(a->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
+	    NULL);
+	if (rc != SQLITE_OK) {
+		*st = NULL;
+		return audit_dberr(a->db, what, rc);
+	}
+	a->stc[a->nstc].sql = sql;
+	a->stc[a->nstc].st = *st;
+	a->nstc++;
+	return 0;
+}
+
+/* A cached statement done with: its read transaction ended, its
+ * parameters cleared. */
+static void
+audit_release(sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return;
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
 /* A statement whose ?1 is a device ID; what names the query in the log.
- * *st (sqlite3_finalize) only on success. */
+ * *st (audit_release) only on success. */
 static int
 audit_prepare_device(struct audit *a, const char *sql, const char *what,
     const char *device_id, sqlite3_stmt **st)
 {
 	sqlite3_stmt *s = NULL;
-	int rc;
+	int r, rc;
 
-	if ((rc = sqlite3_prepare_v2(a->db, sql, -1, &s, NULL)) != SQLITE_OK)
-		return audit_dberr(a->db, what, rc);
+	if ((r = audit_cached(a, sql, what, &s)) != 0)
+		return r;
 	if ((rc = sqlite3_bind_text(s, 1, device_id, -1, SQLITE_STATIC)) !=
 	    SQLITE_OK) {
-		sqlite3_finalize(s);
+		audit_release(s);
 		return audit_dberr(a->db, "bind", rc);
 	}
 	*st = s;
@@ -920,6 +970,8 @@ audit_close(struct audit *a)
 		log_error("audit: rows appended for later were lost at close");
 	sqlite3_finalize(a->st_insert);
 	sqlite3_finalize(a->st_head);
+	while (a->nstc > 0)
+		sqlite3_finalize(a->stc[--a->nstc].st);
 	if ((rc = sqlite3_close(a->db)) != SQLITE_OK)
 		(void)audit_dberr(a->db, "close", rc);
 	pthread_mutex_destroy(&a->lock);
@@ -1039,6 +1091,20 @@ audit_read_head(struct audit *a, int64_t *last_id,
 	return r;
 }
 
+/* A statement without parameters or rows (BEGIN, COMMIT), cached. */
+static int
+audit_step_cached(struct audit *a, const char *sql, const char *what)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = audit_cached(a, sql, what, &st)) != 0)
+		return r;
+	rc = sqlite3_step(st);
+	audit_release(st);
+	return rc == SQLITE_DONE ? 0 : audit_dberr(a->db, what, rc);
+}
+
 /* One row waiting for the group commit; on its caller's stack. */
 struct audit_pending {
 	struct audit_val v[AUDIT_NCOLS];
@@ -1072,7 +1138,7 @@ audit_write_batch(struct audit *a, struct audit_pending *batch)
 		goto done;
 	/* The write lock before reading the head: two writers can then never
 	 * both chain onto the same row. */
-	if ((r = audit_exec(a->db, "BEGIN IMMEDIATE", "begin append")) != 0)
+	if ((r = audit_step_cached(a, "BEGIN IMMEDIATE", "begin append")) != 0)
 		goto out;
 	if ((r = audit_read_head(a, &last, batch->prev)) != 0)
 		goto out;
@@ -1123,7 +1189,7 @@ audit_write_batch(struct audit *a, struct audit_pending *batch)
 			goto out;
 		}
 	}
-	if ((r = audit_exec(a->db, "COMMIT", "commit append")) != 0)
+	if ((r = audit_step_cached(a, "COMMIT", "commit append")) != 0)
 		goto out;
 	for (p = batch; p->next != NULL; p = p->next)
 		;
@@ -1444,7 +1510,7 @@ audit_find_provisioned(struct audit *a, const char *device_id, int *found,
 	*found = hit;
 	r = 0;
  out:
-	sqlite3_finalize(st);
+	audit_release(st);
 	audit_unlock(a);
 	return r;
 }
@@ -1762,7 +1828,7 @@ audit_device_record(struct audit *a, const char *device_id,
 	memcpy(rec, d, sizeof(*rec));
 	r = 0;
  out:
-	sqlite3_finalize(st);
+	audit_release(st);
 	if (locked)
 		audit_unlock(a);
 	free(d);
@@ -2012,7 +2078,7 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 	memcpy(out, s, sizeof(*out));
 	r = 0;
  out:
-	sqlite3_finalize(st);
+	audit_release(st);
 	if (locked)
 		audit_unlock(a);
 	free(j);
@@ -2125,14 +2191,12 @@ audit_key_owner(struct audit *a, const char *key_fpr, const char *device_id,
 	locked = 1;
 	/* A CA request or an issued certificate for this key, under any
 	 * other device ID. */
-	if ((rc = sqlite3_prepare_v2(a->db, "SELECT " AUDIT_COLS_SQL
+	if ((r = audit_cached(a, "SELECT " AUDIT_COLS_SQL
 	    " FROM events WHERE key_fpr = ?1 AND device_id IS NOT NULL"
 	    " AND device_id != ?2 AND ((step = 'ca' AND outcome = 'requested')"
-	    " OR step = 'issued') ORDER BY id DESC LIMIT 1", -1, &st,
-	    NULL)) != SQLITE_OK) {
-		r = audit_dberr(a->db, "prepare key owner", rc);
+	    " OR step = 'issued') ORDER BY id DESC LIMIT 1",
+	    "prepare key owner", &st)) != 0)
 		goto out;
-	}
 	if ((rc = sqlite3_bind_text(st, 1, key_fpr, -1, SQLITE_STATIC)) !=
 	    SQLITE_OK ||
 	    (rc = sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC)) !=
@@ -2159,7 +2223,7 @@ audit_key_owner(struct audit *a, const char *key_fpr, const char *device_id,
 	*found = 1;
 	r = 0;
  out:
-	sqlite3_finalize(st);
+	audit_release(st);
 	if (locked)
 		audit_unlock(a);
 	return r;

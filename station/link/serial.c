@@ -22,6 +22,8 @@
 
 struct serial_ctx {
 	int fd;
+	int drained;	/* the last read() emptied the tty (or nothing was
+			 * read yet since a write): wait before reading */
 };
 
 struct serial_baud {
@@ -162,15 +164,21 @@ serial_read(void *ctx, void *p, size_t n, int timeout_ms)
 	int r;
 
 	for (;;) {
+		/* After a request, or a read that emptied the tty, nothing
+		 * is there yet: wait first rather than pay for a read()
+		 * that says so. */
+		if (s->drained && (r = serial_wait(s->fd, POLLIN, deadline)) != 1)
+			return r;
 		got = read(s->fd, p, n);
-		if (got > 0)
+		if (got > 0) {
+			s->drained = (size_t)got < n;
 			return (int)got;
+		}
 		if (got == 0 || (got < 0 && errno == EIO))
 			return KL_ERR_CLOSED;
 		if (errno != EAGAIN && errno != EINTR)
 			return KL_ERR_IO;
-		if ((r = serial_wait(s->fd, POLLIN, deadline)) != 1)
-			return r;
+		s->drained = 1;
 	}
 }
 
@@ -197,6 +205,7 @@ serial_write(void *ctx, const void *p, size_t n, int timeout_ms)
 		if ((r = serial_wait(s->fd, POLLOUT, deadline)) != 1)
 			return r;
 	}
+	s->drained = 1;		/* the answer takes the board a while */
 	return 0;
 }
 
