@@ -175,3 +175,55 @@ proto_type_name(uint8_t type)
 			return proto_names[i].name;
 	return "UNKNOWN";
 }
+
+int
+proto_readback_put(struct buf *b, uint8_t kind, const void *name,
+    size_t name_len, const uint8_t sha256[32], uint32_t size)
+{
+	size_t start = b->len;
+	int r;
+
+	if ((kind != PROTO_RB_FILE && kind != PROTO_RB_CERT) ||
+	    name_len == 0 || name_len > PROTO_RB_MAX_NAME)
+		return KL_ERR_INVALID;
+	if ((r = buf_put_u8(b, kind)) != 0 ||
+	    (r = buf_put_u8(b, (uint8_t)name_len)) != 0 ||
+	    (r = buf_put(b, name, name_len)) != 0 ||
+	    (r = buf_put(b, sha256, 32)) != 0 ||
+	    (r = buf_put_u32(b, size)) != 0) {
+		b->len = start;
+		return r;
+	}
+	return 0;
+}
+
+int
+proto_readback_next(const uint8_t *p, size_t n, size_t *off,
+    struct proto_readback *rb)
+{
+	struct buf_reader r;
+	const uint8_t *name, *sha;
+	uint8_t kind, nlen;
+	uint32_t size;
+
+	if (*off > n)
+		return KL_ERR_INVALID;
+	buf_reader_init(&r, p + *off, n - *off);
+	if (buf_reader_remaining(&r) == 0)
+		return 0;
+	if (buf_get_u8(&r, &kind) != 0 || buf_get_u8(&r, &nlen) != 0)
+		return KL_ERR_TRUNCATED;
+	if ((kind != PROTO_RB_FILE && kind != PROTO_RB_CERT) || nlen == 0 ||
+	    nlen > PROTO_RB_MAX_NAME)
+		return KL_ERR_INVALID;
+	if (buf_get_bytes(&r, nlen, &name) != 0 ||
+	    buf_get_bytes(&r, 32, &sha) != 0 || buf_get_u32(&r, &size) != 0)
+		return KL_ERR_TRUNCATED;
+	rb->kind = kind;
+	memcpy(rb->name, name, nlen);
+	rb->name_len = nlen;
+	memcpy(rb->sha256, sha, 32);
+	rb->size = size;
+	*off += r.off;
+	return 1;
+}

@@ -21,7 +21,7 @@
 #include "common/buf.h"
 
 #define PROTO_VERSION_MIN 1
-#define PROTO_VERSION_MAX 1
+#define PROTO_VERSION_MAX 2	/* 2: docs/protocol.md "Version 2" */
 #define PROTO_MAX_STR 256	/* longest string field accepted */
 
 enum proto_type {
@@ -82,6 +82,8 @@ enum proto_tag {
 	PT_KEY_ID = 21,		/* bytes, 1..16 (CKA_ID) */
 	PT_KEY_LABEL = 22,	/* str */
 	PT_SPKI = 23,		/* bytes */
+	PT_SPKI_SHA256 = 24,	/* v2 KEYGEN answer: 32 bytes, SHA-256 of the
+				 * new key's SPKI (the SPKI is in the CSR) */
 	PT_SUBJECT_CN = 30,	/* str */
 	PT_CSR = 31,		/* bytes */
 	PT_FILE_NAME = 40,	/* str: a plain name, no '/' */
@@ -89,8 +91,14 @@ enum proto_tag {
 	PT_FILE_DATA = 42,	/* bytes */
 	PT_SHA256 = 43,		/* 32 bytes */
 	PT_FILE_SIZE = 44,	/* u32 */
+	PT_FILE_DER = 45,	/* v2 PUT_FILE: bytes, one DER certificate;
+				 * the board writes its PEM */
+	PT_READBACK = 46,	/* v2 COMMIT answer: readback records
+				 * (proto_readback_next) */
 	PT_CERT = 50,		/* bytes */
 	PT_CERT_ID = 51,	/* bytes, 1..16 (CKA_ID of a certificate) */
+	PT_CERT_FILE = 52,	/* v2 PUT_CERT: str, an import file to stage
+				 * as well: PEM of CERT, then FILE_DATA */
 	PT_CHALLENGE = 60,	/* bytes */
 	PT_SIGNATURE = 61,	/* bytes */
 	PT_ERR_CODE = 70,	/* u32: a negative KL_ERR_* as two's complement */
@@ -123,6 +131,36 @@ int proto_get_str(const uint8_t *payload, size_t len, uint8_t tag,
     char *out, size_t outsz);
 int proto_get_u32(const uint8_t *payload, size_t len, uint8_t tag,
     uint32_t *v);
+
+/*
+ * v2 COMMIT answer (PT_READBACK): what the board read back after the
+ * commit, one record per staged file and certificate object:
+ *   kind u8 (PROTO_RB_FILE, PROTO_RB_CERT), name length u8 (1..64),
+ *   name (file name, or the certificate's CKA_ID), SHA-256 (32), size u32.
+ */
+enum proto_rb_kind { PROTO_RB_FILE = 1, PROTO_RB_CERT = 2 };
+#define PROTO_RB_MAX_NAME 64
+#define PROTO_RB_MAX 16		/* records a station reads */
+
+struct proto_readback {
+	uint8_t kind;
+	uint8_t name[PROTO_RB_MAX_NAME];
+	size_t name_len;
+	uint8_t sha256[32];
+	uint32_t size;
+};
+
+/* Appends one record.  0, KL_ERR_INVALID (kind, name length), buf errors. */
+int proto_readback_put(struct buf *b, uint8_t kind, const void *name,
+    size_t name_len, const uint8_t sha256[32], uint32_t size);
+/*
+ * The next record of a PT_READBACK value at *off: 1 and *rb (copied),
+ * 0 at the end, KL_ERR_TRUNCATED for a record cut short, KL_ERR_INVALID
+ * for an unknown kind or a name length of 0 or above PROTO_RB_MAX_NAME.
+ * *off moves only on success.
+ */
+int proto_readback_next(const uint8_t *p, size_t n, size_t *off,
+    struct proto_readback *rb);
 
 /* Name of a message type for logs ("HELLO"); never NULL. */
 const char *proto_type_name(uint8_t type);
