@@ -453,6 +453,7 @@ board_cleanup(struct board *b)
 	}
 	link_close(b->link);
 	OPENSSL_free(b->spki);
+	OPENSSL_free(b->keygen_csr);
 	OPENSSL_free(b->csr);
 	X509_free(b->x509);
 	OPENSSL_free(b->cert);

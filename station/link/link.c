@@ -174,6 +174,9 @@ link_pump(struct link *l, struct link_req *rq, struct link_slot *sl,
 				return LINK_RESEND;
 			}
 			l->st.frames_rx++;
+			log_debug("%s: got %s seq %u flags %u, %u bytes of "
+			    "fields", l->path, proto_type_name(f.type), f.seq,
+			    f.flags, (unsigned int)f.len);
 			if (!(f.flags & FRAME_F_RESPONSE))
 				continue;	/* our own echo; ignore */
 			if (f.flags & FRAME_F_NAK) {
@@ -240,6 +243,8 @@ link_send_slot(struct link *l, struct link_slot *s, int timeout_ms)
 		return r;
 	l->st.bytes_tx += s->frame->len;
 	l->st.frames_tx++;
+	log_debug("%s: sent seq %u, %zu bytes", l->path, s->seq,
+	    s->frame->len);
 	s->sent = 1;
 	return 0;
 }

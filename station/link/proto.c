@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "common/err.h"
 
 int
@@ -176,54 +178,64 @@ proto_type_name(uint8_t type)
 	return "UNKNOWN";
 }
 
-int
-proto_readback_put(struct buf *b, uint8_t kind, const void *name,
-    size_t name_len, const uint8_t sha256[32], uint32_t size)
+static int
+proto_rb_cmp(const struct proto_readback *x, const struct proto_readback *y)
 {
-	size_t start = b->len;
-	int r;
+	size_t m = x->name_len < y->name_len ? x->name_len : y->name_len;
+	int c;
 
-	if ((kind != PROTO_RB_FILE && kind != PROTO_RB_CERT) ||
-	    name_len == 0 || name_len > PROTO_RB_MAX_NAME)
-		return KL_ERR_INVALID;
-	if ((r = buf_put_u8(b, kind)) != 0 ||
-	    (r = buf_put_u8(b, (uint8_t)name_len)) != 0 ||
-	    (r = buf_put(b, name, name_len)) != 0 ||
-	    (r = buf_put(b, sha256, 32)) != 0 ||
-	    (r = buf_put_u32(b, size)) != 0) {
-		b->len = start;
-		return r;
-	}
-	return 0;
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
+	if ((c = memcmp(x->name, y->name, m)) != 0)
+		return c;
+	return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
 }
 
 int
-proto_readback_next(const uint8_t *p, size_t n, size_t *off,
-    struct proto_readback *rb)
+proto_readback_digest(const struct proto_readback *rb, size_t n,
+    uint8_t out[32])
 {
-	struct buf_reader r;
-	const uint8_t *name, *sha;
-	uint8_t kind, nlen;
-	uint32_t size;
+	const struct proto_readback *order[PROTO_RB_MAX], *t;
+	EVP_MD_CTX *md = NULL;
+	uint8_t head[2], size[4];
+	unsigned int len = 0;
+	size_t i, j;
+	int r = KL_ERR_CRYPTO;
 
-	if (*off > n)
+	if (n > PROTO_RB_MAX)
 		return KL_ERR_INVALID;
-	buf_reader_init(&r, p + *off, n - *off);
-	if (buf_reader_remaining(&r) == 0)
-		return 0;
-	if (buf_get_u8(&r, &kind) != 0 || buf_get_u8(&r, &nlen) != 0)
-		return KL_ERR_TRUNCATED;
-	if ((kind != PROTO_RB_FILE && kind != PROTO_RB_CERT) || nlen == 0 ||
-	    nlen > PROTO_RB_MAX_NAME)
-		return KL_ERR_INVALID;
-	if (buf_get_bytes(&r, nlen, &name) != 0 ||
-	    buf_get_bytes(&r, 32, &sha) != 0 || buf_get_u32(&r, &size) != 0)
-		return KL_ERR_TRUNCATED;
-	rb->kind = kind;
-	memcpy(rb->name, name, nlen);
-	rb->name_len = nlen;
-	memcpy(rb->sha256, sha, 32);
-	rb->size = size;
-	*off += r.off;
-	return 1;
+	for (i = 0; i < n; i++) {
+		if ((rb[i].kind != PROTO_RB_FILE &&
+		    rb[i].kind != PROTO_RB_CERT) || rb[i].name_len == 0 ||
+		    rb[i].name_len > PROTO_RB_MAX_NAME)
+			return KL_ERR_INVALID;
+		/* insertion sort: a handful of records */
+		for (j = i; j > 0 && proto_rb_cmp(order[j - 1], &rb[i]) > 0;
+		    j--)
+			order[j] = order[j - 1];
+		order[j] = &rb[i];
+	}
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+		goto out;
+	for (i = 0; i < n; i++) {
+		t = order[i];
+		head[0] = t->kind;
+		head[1] = (uint8_t)t->name_len;
+		size[0] = (uint8_t)(t->size >> 24);
+		size[1] = (uint8_t)(t->size >> 16);
+		size[2] = (uint8_t)(t->size >> 8);
+		size[3] = (uint8_t)t->size;
+		if (EVP_DigestUpdate(md, head, 2) != 1 ||
+		    EVP_DigestUpdate(md, t->name, t->name_len) != 1 ||
+		    EVP_DigestUpdate(md, t->sha256, 32) != 1 ||
+		    EVP_DigestUpdate(md, size, 4) != 1)
+			goto out;
+	}
+	if (EVP_DigestFinal_ex(md, out, &len) != 1 || len != 32)
+		goto out;
+	r = 0;
+out:
+	EVP_MD_CTX_free(md);
+	return r;
 }

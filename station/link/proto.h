@@ -82,8 +82,9 @@ enum proto_tag {
 	PT_KEY_ID = 21,		/* bytes, 1..16 (CKA_ID) */
 	PT_KEY_LABEL = 22,	/* str */
 	PT_SPKI = 23,		/* bytes */
-	PT_SPKI_SHA256 = 24,	/* v2 KEYGEN answer: 32 bytes, SHA-256 of the
-				 * new key's SPKI (the SPKI is in the CSR) */
+	PT_KEY_CHECK = 24,	/* v2 KEYGEN answer: the first 8 bytes of the
+				 * SHA-256 of the new key's SPKI (the SPKI
+				 * itself is in the CSR) */
 	PT_SUBJECT_CN = 30,	/* str */
 	PT_CSR = 31,		/* bytes */
 	PT_FILE_NAME = 40,	/* str: a plain name, no '/' */
@@ -93,8 +94,8 @@ enum proto_tag {
 	PT_FILE_SIZE = 44,	/* u32 */
 	PT_FILE_DER = 45,	/* v2 PUT_FILE: bytes, one DER certificate;
 				 * the board writes its PEM */
-	PT_READBACK = 46,	/* v2 COMMIT answer: readback records
-				 * (proto_readback_next) */
+	PT_READBACK_SHA256 = 46, /* v2 COMMIT answer: 32 bytes
+				 * (proto_readback_digest) */
 	PT_CERT = 50,		/* bytes */
 	PT_CERT_ID = 51,	/* bytes, 1..16 (CKA_ID of a certificate) */
 	PT_CERT_FILE = 52,	/* v2 PUT_CERT: str, an import file to stage
@@ -110,6 +111,7 @@ enum proto_tag {
 #define PROTO_MAX_FILE (32u * 1024u)	/* largest file the agent stages */
 #define PROTO_MAX_CHALLENGE 64
 #define PROTO_MAX_KEY_ID 16
+#define PROTO_KEY_CHECK_LEN 8
 
 /* Writers: append one field. 0, KL_ERR_TOO_BIG, KL_ERR_NOMEM. */
 int proto_put_bytes(struct buf *b, uint8_t tag, const void *p, size_t n);
@@ -133,14 +135,17 @@ int proto_get_u32(const uint8_t *payload, size_t len, uint8_t tag,
     uint32_t *v);
 
 /*
- * v2 COMMIT answer (PT_READBACK): what the board read back after the
- * commit, one record per staged file and certificate object:
+ * v2 COMMIT answer (PT_READBACK_SHA256): one SHA-256 over what the board
+ * read back after the commit, one record per staged file and certificate
+ * object, sorted by kind, then name (so the order things were staged in
+ * does not matter):
  *   kind u8 (PROTO_RB_FILE, PROTO_RB_CERT), name length u8 (1..64),
  *   name (file name, or the certificate's CKA_ID), SHA-256 (32), size u32.
+ * The station computes the same over what it wrote.
  */
 enum proto_rb_kind { PROTO_RB_FILE = 1, PROTO_RB_CERT = 2 };
 #define PROTO_RB_MAX_NAME 64
-#define PROTO_RB_MAX 16		/* records a station reads */
+#define PROTO_RB_MAX 24		/* records in one digest */
 
 struct proto_readback {
 	uint8_t kind;
@@ -150,17 +155,10 @@ struct proto_readback {
 	uint32_t size;
 };
 
-/* Appends one record.  0, KL_ERR_INVALID (kind, name length), buf errors. */
-int proto_readback_put(struct buf *b, uint8_t kind, const void *name,
-    size_t name_len, const uint8_t sha256[32], uint32_t size);
-/*
- * The next record of a PT_READBACK value at *off: 1 and *rb (copied),
- * 0 at the end, KL_ERR_TRUNCATED for a record cut short, KL_ERR_INVALID
- * for an unknown kind or a name length of 0 or above PROTO_RB_MAX_NAME.
- * *off moves only on success.
- */
-int proto_readback_next(const uint8_t *p, size_t n, size_t *off,
-    struct proto_readback *rb);
+/* 0 and out, or KL_ERR_INVALID (n, a kind or name length out of range),
+ * KL_ERR_CRYPTO. */
+int proto_readback_digest(const struct proto_readback *rb, size_t n,
+    uint8_t out[32]);
 
 /* Name of a message type for logs ("HELLO"); never NULL. */
 const char *proto_type_name(uint8_t type);
