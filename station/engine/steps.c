@@ -69,6 +69,8 @@ step_identify(struct board *b)
 		return board_fail(b, KL_ERR_VERSION,
 		    "board answered HELLO without a protocol version we speak");
 	b->version = version;
+	/* Every later frame's fields in the short form (proto.h). */
+	link_set_compact(b->link, version >= 2);
 	if (board_resp_str(b, PT_SERIAL, b->serial, sizeof(b->serial)) != 0 ||
 	    b->serial[0] == '\0')
 		return board_fail(b, KL_ERR_PROTO,
@@ -704,8 +706,8 @@ step_keygen_v2(struct board *b)
 	struct engine *e = b->e;
 	const struct config *cfg = e->o.cfg;
 	const struct ota_files *ota = e->o.ota;
-	struct link_req rq[3];
-	struct buf req[3], resp[3];
+	struct link_req rq[2];
+	struct buf req[2], resp[2];
 	unsigned char *der = NULL;
 	const uint8_t *p;
 	long der_len = 0;
@@ -713,7 +715,7 @@ step_keygen_v2(struct board *b)
 	int r;
 
 	memset(rq, 0, sizeof(rq));
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 2; i++) {
 		buf_init(&req[i], FRAME_MAX_PAYLOAD);
 		buf_init(&resp[i], FRAME_MAX_PAYLOAD);
 		rq[i].req = &req[i];
@@ -722,7 +724,7 @@ step_keygen_v2(struct board *b)
 	}
 	rq[0].type = PROTO_KEYGEN;
 	rq[0].timeout_ms = cfg->keygen_timeout_ms;
-	rq[1].type = rq[2].type = PROTO_PUT_FILE;
+	rq[1].type = PROTO_PUT_FILE;
 	if ((r = proto_put_str(&req[0], PT_KEY_TYPE,
 	    hsm_key_type_name(e->key_type))) ||
 	    (r = proto_put_bytes(&req[0], PT_KEY_ID, e->tls_id,
@@ -737,17 +739,19 @@ step_keygen_v2(struct board *b)
 	else
 		r = proto_put_bytes(&req[1], PT_FILE_DATA, ota->root_crt,
 		    ota->root_crt_len);
+	/* One PUT_FILE, two files (a version 2 PUT_FILE's fields are read
+	 * in order): a frame and an answer fewer. */
 	if (r != 0 ||
-	    (r = proto_put_str(&req[2], PT_FILE_NAME, "gateway.url")) ||
-	    (r = proto_put_bytes(&req[2], PT_FILE_DATA, ota->gateway_url,
+	    (r = proto_put_str(&req[1], PT_FILE_NAME, "gateway.url")) ||
+	    (r = proto_put_bytes(&req[1], PT_FILE_DATA, ota->gateway_url,
 	    strlen(ota->gateway_url))))
 		goto out;
 	b->staged = 1;
-	if ((r = link_call_many(b->link, rq, 3, &failed)) != 0) {
+	if ((r = link_call_many(b->link, rq, 2, &failed)) != 0) {
 		r = board_many_fail(b, &rq[failed], r);
 		goto out;
 	}
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < 2; i++)
 		if (rq[i].rc != 0) {
 			r = board_many_fail(b, &rq[i], rq[i].rc);
 			goto out;
@@ -769,7 +773,7 @@ step_keygen_v2(struct board *b)
 	r = keygen_v2_key(b, p);
 out:
 	OPENSSL_free(der);
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 2; i++) {
 		buf_free(&req[i]);
 		buf_free(&resp[i]);
 	}

@@ -43,6 +43,8 @@ struct link {
 	struct buf out[LINK_PIPE_MAX];	/* frames of link_call_many */
 	struct link_stats st;
 	const volatile int *cancel;
+	int compact;		/* v2 compact fields after HELLO */
+	struct buf scratch;	/* a payload converted to or from them */
 };
 
 int
@@ -60,6 +62,7 @@ link_open(struct link **out, const struct link_ops *ops, const char *path,
 	l->resends = LINK_DEFAULT_RESENDS;
 	snprintf(l->path, sizeof(l->path), "%s", path);
 	frame_decoder_init(&l->dec);
+	buf_init(&l->scratch, FRAME_MAX_PAYLOAD);
 	for (i = 0; i < LINK_PIPE_MAX; i++)
 		buf_init(&l->out[i], FRAME_MAX_LEN);
 	if ((r = ops->open(path, p, &l->ctx)) != 0) {
@@ -87,6 +90,7 @@ link_close(struct link *l)
 	if (l->ctx != NULL)
 		l->ops->close(l->ctx);
 	frame_decoder_free(&l->dec);
+	buf_free(&l->scratch);
 	for (i = 0; i < LINK_PIPE_MAX; i++)
 		buf_free(&l->out[i]);
 	free(l);
@@ -102,6 +106,12 @@ void
 link_set_resends(struct link *l, int resends)
 {
 	l->resends = resends >= 0 ? resends : 0;
+}
+
+void
+link_set_compact(struct link *l, int on)
+{
+	l->compact = on;
 }
 
 void
@@ -200,6 +210,18 @@ link_pump(struct link *l, struct link_req *rq, struct link_slot *sl,
 			buf_reset(rq[i].resp);
 			rq[i].rc = 0;
 			rq[i].err[0] = '\0';
+			if (f.flags & FRAME_F_COMPACT) {
+				if (proto_tlv_expand(f.payload, f.len,
+				    &l->scratch) != 0) {
+					log_error("%s: %s answer has malformed "
+					    "fields", l->path,
+					    proto_type_name(rq[i].type));
+					rq[i].rc = KL_ERR_PROTO;
+					goto next;
+				}
+				f.payload = l->scratch.data;
+				f.len = l->scratch.len;
+			}
 			if (f.flags & FRAME_F_ERROR)
 				rq[i].rc = link_remote_error(&f, rq[i].err,
 				    sizeof(rq[i].err));
@@ -210,6 +232,7 @@ link_pump(struct link *l, struct link_req *rq, struct link_slot *sl,
 			} else if ((r = buf_put(rq[i].resp, f.payload,
 			    f.len)) != 0)
 				return r;
+next:
 			if (i == from)
 				return 0;
 		}
@@ -269,9 +292,19 @@ link_call_many(struct link *l, struct link_req *rq, size_t n, size_t *failed)
 		sl[i].seq = l->seq;
 		rq[i].rc = 0;
 		rq[i].err[0] = '\0';
-		if ((r = frame_encode(sl[i].frame, rq[i].type, 0, sl[i].seq,
-		    rq[i].req != NULL ? rq[i].req->data : NULL,
-		    rq[i].req != NULL ? rq[i].req->len : 0)) != 0)
+		if (l->compact && rq[i].type != PROTO_HELLO &&
+		    rq[i].req != NULL) {
+			if ((r = proto_tlv_compact(rq[i].req->data,
+			    rq[i].req->len, &l->scratch)) != 0)
+				goto out;
+			r = frame_encode(sl[i].frame, rq[i].type,
+			    FRAME_F_COMPACT, sl[i].seq, l->scratch.data,
+			    l->scratch.len);
+		} else
+			r = frame_encode(sl[i].frame, rq[i].type, 0, sl[i].seq,
+			    rq[i].req != NULL ? rq[i].req->data : NULL,
+			    rq[i].req != NULL ? rq[i].req->len : 0);
+		if (r != 0)
 			goto out;
 	}
 	while (oldest < n) {

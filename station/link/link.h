@@ -89,6 +89,14 @@ int link_call(struct link *l, uint8_t type, const struct buf *req,
     struct buf *resp, int timeout_ms, char *remote_err, size_t errsz);
 
 /*
+ * From now on, requests but HELLO go with their fields in the compact
+ * form of protocol version 2 (FRAME_F_COMPACT, proto_tlv_compact); the
+ * engine sets it once HELLO agreed version 2.  Answers flagged so are
+ * read whatever this says.  Callers keep the 4-byte form.
+ */
+void link_set_compact(struct link *l, int on);
+
+/*
  * Pipelining (protocol v2, docs/protocol.md "Pipelining"): up to
  * LINK_PIPE_MAX requests outstanding at once, their frames together at
  * most LINK_PIPE_MAX_BYTES (well under a 4 KiB tty buffer; a request

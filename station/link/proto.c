@@ -56,6 +56,21 @@ proto_next(struct buf_reader *r, uint8_t *tag, const uint8_t **val,
 }
 
 int
+proto_walk(const uint8_t *payload, size_t len, size_t off, uint8_t *tag,
+    const uint8_t **val, size_t *vlen, size_t *next)
+{
+	struct buf_reader r;
+	int got;
+
+	if (off > len)
+		return KL_ERR_TRUNCATED;
+	buf_reader_init(&r, payload + off, len - off);
+	if ((got = proto_next(&r, tag, val, vlen)) == 1)
+		*next = off + r.off;
+	return got;
+}
+
+int
 proto_validate(const uint8_t *payload, size_t len)
 {
 	struct buf_reader r;
@@ -238,4 +253,68 @@ proto_readback_digest(const struct proto_readback *rb, size_t n,
 out:
 	EVP_MD_CTX_free(md);
 	return r;
+}
+
+int
+proto_tlv_compact(const uint8_t *in, size_t n, struct buf *out)
+{
+	struct buf_reader r;
+	const uint8_t *v;
+	uint8_t tag;
+	size_t len;
+	int got, e;
+
+	buf_reset(out);
+	buf_reader_init(&r, in, n);
+	while ((got = proto_next(&r, &tag, &v, &len)) == 1) {
+		if ((e = buf_put_u8(out, tag)) != 0)
+			return e;
+		if (len < 0x80)
+			e = buf_put_u8(out, (uint8_t)len);
+		else if (len < 0x4000)
+			e = buf_put_u16(out, (uint16_t)(0x8000 | len));
+		else if ((e = buf_put_u8(out, 0xc0)) == 0)
+			e = buf_put_u32(out, (uint32_t)len);
+		if (e != 0 || (e = buf_put(out, v, len)) != 0)
+			return e;
+	}
+	return got;
+}
+
+int
+proto_tlv_expand(const uint8_t *in, size_t n, struct buf *out)
+{
+	struct buf_reader r;
+	const uint8_t *v;
+	uint8_t tag, b0, b1;
+	uint32_t len;
+	int e;
+
+	buf_reset(out);
+	buf_reader_init(&r, in, n);
+	while (buf_reader_remaining(&r) > 0) {
+		if (buf_get_u8(&r, &tag) != 0 || buf_get_u8(&r, &b0) != 0)
+			return KL_ERR_TRUNCATED;
+		if (b0 < 0x80)
+			len = b0;
+		else if (b0 < 0xc0) {
+			if (buf_get_u8(&r, &b1) != 0)
+				return KL_ERR_TRUNCATED;
+			len = ((uint32_t)(b0 & 0x3f) << 8) | b1;
+			if (len < 0x80)
+				return KL_ERR_INVALID;
+		} else {
+			if (b0 != 0xc0)
+				return KL_ERR_INVALID;
+			if (buf_get_u32(&r, &len) != 0)
+				return KL_ERR_TRUNCATED;
+			if (len < 0x4000)
+				return KL_ERR_INVALID;
+		}
+		if (buf_get_bytes(&r, len, &v) != 0)
+			return KL_ERR_TRUNCATED;
+		if ((e = proto_put_bytes(out, tag, v, len)) != 0)
+			return e;
+	}
+	return 0;
 }

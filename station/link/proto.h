@@ -122,6 +122,14 @@ int proto_put_u32(struct buf *b, uint8_t tag, uint32_t v);
 int proto_validate(const uint8_t *payload, size_t len);
 
 /*
+ * Walks the fields in order, for messages where order carries meaning (a
+ * version 2 PUT_FILE's files): 1 with the field at off (its tag, value,
+ * and *next the offset after it), 0 at the end, KL_ERR_TRUNCATED.
+ */
+int proto_walk(const uint8_t *payload, size_t len, size_t off, uint8_t *tag,
+    const uint8_t **val, size_t *vlen, size_t *next);
+
+/*
  * Readers.  Each validates the payload first.  *p is borrowed from payload.
  * KL_ERR_NOT_FOUND when the tag is absent; KL_ERR_INVALID for a value of the
  * wrong shape (u32 not 4 bytes, string with NUL); KL_ERR_TOO_BIG when a
@@ -159,6 +167,24 @@ struct proto_readback {
  * KL_ERR_CRYPTO. */
 int proto_readback_digest(const struct proto_readback *rb, size_t n,
     uint8_t out[32]);
+
+/*
+ * Version 2 sends fields with short lengths ("compact" fields): after the
+ * tag, a length below 0x80 is one byte; below 0x4000 two bytes, the first
+ * 0x80 | high bits; anything else 0xc0 and four bytes.  Always the
+ * shortest form.  Both ends keep the 4-byte form above the link and
+ * convert at it (link.c, the agent), for every frame after a HELLO that
+ * agreed version 2 (HELLO itself is always the 4-byte form).
+ *
+ * proto_tlv_compact: out = in (well-formed 4-byte fields) in compact
+ * form; 0, KL_ERR_TRUNCATED, buf errors.
+ * proto_tlv_expand: out = in (compact fields) in the 4-byte form; 0,
+ * KL_ERR_TRUNCATED (a field runs past the end), KL_ERR_INVALID (a length
+ * not in its shortest form), KL_ERR_TOO_BIG (out's max), KL_ERR_NOMEM.
+ * out is reset first; on error it holds nothing usable.
+ */
+int proto_tlv_compact(const uint8_t *in, size_t n, struct buf *out);
+int proto_tlv_expand(const uint8_t *in, size_t n, struct buf *out);
 
 /* Name of a message type for logs ("HELLO"); never NULL. */
 const char *proto_type_name(uint8_t type);
