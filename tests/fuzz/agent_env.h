@@ -154,7 +154,10 @@ fz_agent_start(struct agent *a)
 
 	memset(a, 0, sizeof(*a));
 	a->import_fd = -1;
-	buf_init(&a->cache, FRAME_MAX_LEN);
+	for (size_t ci = 0; ci < AGENT_CACHE_N; ci++)
+		buf_init(&a->cache[ci].frame, FRAME_MAX_LEN);
+	buf_init(&a->scratch, FRAME_MAX_PAYLOAD);
+	a->version = 1;
 	FUZZ_CHECK(conf_load(&a->conf, fz_conf_path) == 0, "board.conf");
 	FUZZ_CHECK(fsutil_mkdirs(a->conf.import_dir, 0755) == 0, "mkdirs");
 	a->import_fd = open(a->conf.import_dir, O_RDONLY | O_DIRECTORY |
