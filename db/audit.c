@@ -58,6 +58,23 @@ struct audit {
 	void *ckpt_arg;
 	int64_t ckpt_every;
 	char ckpt_station[128];
+	/*
+	 * Group commit (audit_append): rows that arrive while one thread
+	 * commits wait in gc_queue and go into the next transaction
+	 * together, one WAL sync for all of them.  Each caller returns only
+	 * once its own row is durable, so "recorded before the CSR leaves"
+	 * holds for every row as before; a lone slot commits alone, as
+	 * before.  Under gc_mu.
+	 */
+	pthread_mutex_t gc_mu;
+	pthread_cond_t gc_cv;
+	struct audit_pending *gc_queue, **gc_tail;
+	int gc_busy;			/* a thread is writing a batch */
+	int gc_lost;			/* error of a batch that lost rows
+					 * appended with audit_append_later;
+					 * the next audit_append returns it */
+	/* Statements of the append path, prepared once (under lock). */
+	sqlite3_stmt *st_insert, *st_head;
 };
 
 enum audit_coltype { AUDIT_COL_INT, AUDIT_COL_TEXT };
@@ -738,6 +755,18 @@ audit_open_mode(struct audit **out, const char *path, int readonly)
 		pthread_mutex_destroy(&a->lock);
 		goto out;
 	}
+	if (pthread_mutex_init(&a->gc_mu, NULL) != 0) {
+		pthread_mutex_destroy(&a->lock);
+		pthread_mutex_destroy(&a->head_mu);
+		goto out;
+	}
+	if (pthread_cond_init(&a->gc_cv, NULL) != 0) {
+		pthread_mutex_destroy(&a->lock);
+		pthread_mutex_destroy(&a->head_mu);
+		pthread_mutex_destroy(&a->gc_mu);
+		goto out;
+	}
+	a->gc_tail = &a->gc_queue;
 	mutex_ok = 1;
 	rc = sqlite3_open_v2(path, &a->db, readonly ? SQLITE_OPEN_READONLY :
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
@@ -813,6 +842,8 @@ done:
 		if (mutex_ok) {
 			pthread_mutex_destroy(&a->lock);
 			pthread_mutex_destroy(&a->head_mu);
+			pthread_mutex_destroy(&a->gc_mu);
+			pthread_cond_destroy(&a->gc_cv);
 		}
 		free(a);
 	}
@@ -885,10 +916,16 @@ audit_close(struct audit *a)
 
 	if (a == NULL)
 		return;
+	if (audit_flush(a) != 0)
+		log_error("audit: rows appended for later were lost at close");
+	sqlite3_finalize(a->st_insert);
+	sqlite3_finalize(a->st_head);
 	if ((rc = sqlite3_close(a->db)) != SQLITE_OK)
 		(void)audit_dberr(a->db, "close", rc);
 	pthread_mutex_destroy(&a->lock);
 	pthread_mutex_destroy(&a->head_mu);
+	pthread_mutex_destroy(&a->gc_mu);
+	pthread_cond_destroy(&a->gc_cv);
 	free(a);
 }
 
@@ -936,21 +973,42 @@ audit_text_val(struct audit_val *v, const char *s)
 	return v->n <= AUDIT_FIELD_MAX ? 0 : KL_ERR_TOO_BIG;
 }
 
+/* A statement of the append path, prepared on first use and kept (under
+ * lock): preparing costs more than the insert itself. */
+static int
+audit_stmt(struct audit *a, sqlite3_stmt **st, const char *sql,
+    const char *what)
+{
+	int rc;
+
+	if (*st != NULL) {
+		sqlite3_reset(*st);
+		sqlite3_clear_bindings(*st);
+		return 0;
+	}
+	rc = sqlite3_prepare_v3(a->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
+	    NULL);
+	if (rc != SQLITE_OK) {
+		*st = NULL;
+		return audit_dberr(a->db, what, rc);
+	}
+	return 0;
+}
+
 /* Inside the write transaction: the id and hash of the newest row. */
 static int
-audit_read_head(sqlite3 *db, int64_t *last_id, char head[AUDIT_HASH_HEX + 1])
+audit_read_head(struct audit *a, int64_t *last_id,
+    char head[AUDIT_HASH_HEX + 1])
 {
 	int r = KL_ERR_INTERNAL, rc;
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st;
 	const unsigned char *h;
 
-	rc = sqlite3_prepare_v2(db,
-	    "SELECT id, row_hash FROM events ORDER BY id DESC LIMIT 1", -1,
-	    &st, NULL);
-	if (rc != SQLITE_OK) {
-		r = audit_dberr(db, "read head", rc);
-		goto out;
-	}
+	if ((r = audit_stmt(a, &a->st_head,
+	    "SELECT id, row_hash FROM events ORDER BY id DESC LIMIT 1",
+	    "read head")) != 0)
+		return r;
+	st = a->st_head;
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE) {
 		*last_id = 0;
@@ -959,7 +1017,7 @@ audit_read_head(sqlite3 *db, int64_t *last_id, char head[AUDIT_HASH_HEX + 1])
 		goto out;
 	}
 	if (rc != SQLITE_ROW) {
-		r = audit_dberr(db, "read head", rc);
+		r = audit_dberr(a->db, "read head", rc);
 		goto out;
 	}
 	h = sqlite3_column_text(st, 1);
@@ -977,23 +1035,118 @@ audit_read_head(sqlite3 *db, int64_t *last_id, char head[AUDIT_HASH_HEX + 1])
 	head[AUDIT_HASH_HEX] = '\0';
 	r = 0;
  out:
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return r;
 }
 
-int
-audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
-{
-	int r = KL_ERR_INTERNAL, rc, c;
-	sqlite3_stmt *st = NULL;
+/* One row waiting for the group commit; on its caller's stack. */
+struct audit_pending {
 	struct audit_val v[AUDIT_NCOLS];
 	char now[AUDIT_TIME_LEN + 1];
-	char prev[AUDIT_HASH_HEX + 1], hash[AUDIT_HASH_HEX + 1];
-	int64_t last = 0;
-	const char *text[AUDIT_NCOLS] = { NULL };
+	char prev[AUDIT_HASH_HEX + 1];
+	char hash[AUDIT_HASH_HEX + 1];
+	int64_t id;
+	int r;
+	int done;
+	int later;		/* audit_append_later: heap, owns its text
+				 * (after the struct); freed once written */
+	pthread_cond_t cv;	/* its waiter's (not later rows'): signalled
+				 * when done, or when it is to lead */
+	struct audit_pending *next;
+};
 
-	if (a == NULL || ev == NULL)
-		return KL_ERR_INVALID;
+/*
+ * Every row of the batch in one transaction, chained in queue order;
+ * one COMMIT (one WAL sync) for all.  Sets each row's id and r: all
+ * succeed or, the transaction rolled back, all fail with the same error.
+ */
+static void
+audit_write_batch(struct audit *a, struct audit_pending *batch)
+{
+	struct audit_pending *p;
+	const char *prev;
+	int64_t last = 0;
+	int r, rc, c;
+
+	if ((r = audit_lock(a)) != 0)
+		goto done;
+	/* The write lock before reading the head: two writers can then never
+	 * both chain onto the same row. */
+	if ((r = audit_exec(a->db, "BEGIN IMMEDIATE", "begin append")) != 0)
+		goto out;
+	if ((r = audit_read_head(a, &last, batch->prev)) != 0)
+		goto out;
+	prev = batch->prev;
+	for (p = batch; p != NULL; prev = p->hash, p = p->next) {
+		if (last < 0 || last == INT64_MAX) {
+			log_error("audit: newest row id %" PRId64 " cannot be "
+			    "followed", last);
+			r = KL_ERR_DB;
+			goto out;
+		}
+		if (p != batch)
+			memcpy(p->prev, prev, AUDIT_HASH_HEX + 1);
+		if ((r = audit_now(p->now)) != 0)
+			goto out;
+		p->id = ++last;
+		memset(&p->v[C_ID], 0, sizeof(p->v[C_ID]));
+		p->v[C_ID].sqlint = 1;
+		p->v[C_ID].i = p->id;
+		(void)audit_text_val(&p->v[C_TIME], p->now);
+		(void)audit_text_val(&p->v[C_PREV_HASH], p->prev);
+		if ((r = audit_row_hash(p->v, p->hash)) != 0)
+			goto out;
+		(void)audit_text_val(&p->v[C_ROW_HASH], p->hash);
+		if ((r = audit_stmt(a, &a->st_insert, "INSERT INTO events ("
+		    AUDIT_COLS_SQL ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+		    "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)", "prepare insert"))
+		    != 0)
+			goto out;
+		for (c = 0; c < AUDIT_NCOLS; c++) {
+			if (p->v[c].null)
+				rc = sqlite3_bind_null(a->st_insert, c + 1);
+			else if (audit_cols[c].type == AUDIT_COL_INT)
+				rc = sqlite3_bind_int64(a->st_insert, c + 1,
+				    p->v[c].i);
+			else
+				rc = sqlite3_bind_text(a->st_insert, c + 1,
+				    p->v[c].p, (int)p->v[c].n, SQLITE_STATIC);
+			if (rc != SQLITE_OK) {
+				r = audit_dberr(a->db, "bind", rc);
+				goto out;
+			}
+		}
+		rc = sqlite3_step(a->st_insert);
+		sqlite3_reset(a->st_insert);
+		if (rc != SQLITE_DONE) {
+			r = audit_dberr(a->db, "insert", rc);
+			goto out;
+		}
+	}
+	if ((r = audit_exec(a->db, "COMMIT", "commit append")) != 0)
+		goto out;
+	for (p = batch; p->next != NULL; p = p->next)
+		;
+	audit_head_set(a, p->id, p->hash);
+	r = 0;
+ out:
+	if (a->st_insert != NULL)
+		sqlite3_clear_bindings(a->st_insert);
+	if (r != 0)
+		audit_rollback(a->db);
+	audit_unlock(a);
+ done:
+	for (p = batch; p != NULL; p = p->next)
+		p->r = r;
+}
+
+/* The event's text fields into v[]: 0 or KL_ERR_TOO_BIG. */
+static int
+audit_event_vals(const struct audit_event *ev, struct audit_val *v)
+{
+	const char *text[AUDIT_NCOLS] = { NULL };
+	int r, c;
+
 	text[C_STATION] = ev->station;
 	text[C_OPERATOR] = ev->operator_name;
 	text[C_BOARD_SERIAL] = ev->board_serial;
@@ -1017,75 +1170,164 @@ audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
 	memset(&v[C_SLOT], 0, sizeof(v[C_SLOT]));
 	v[C_SLOT].sqlint = 1;
 	v[C_SLOT].i = ev->slot;
+	return 0;
+}
 
-	if ((r = audit_lock(a)) != 0)
-		return r;
-	rc = sqlite3_prepare_v2(a->db, "INSERT INTO events (" AUDIT_COLS_SQL
-	    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-	    " ?14, ?15, ?16)", -1, &st, NULL);
-	if (rc != SQLITE_OK) {
-		r = audit_dberr(a->db, "prepare insert", rc);
-		goto out;
-	}
-	/* The write lock before reading the head: two writers can then never
-	 * both chain onto the same row. */
-	if ((r = audit_exec(a->db, "BEGIN IMMEDIATE", "begin append")) != 0)
-		goto out;
-	if ((r = audit_read_head(a->db, &last, prev)) != 0)
-		goto out;
-	if (last < 0 || last == INT64_MAX) {
-		log_error("audit: newest row id %" PRId64 " cannot be followed",
-		    last);
-		r = KL_ERR_DB;
-		goto out;
-	}
-	if ((r = audit_now(now)) != 0)
-		goto out;
-	memset(&v[C_ID], 0, sizeof(v[C_ID]));
-	v[C_ID].sqlint = 1;
-	v[C_ID].i = last + 1;
-	(void)audit_text_val(&v[C_TIME], now);
-	(void)audit_text_val(&v[C_PREV_HASH], prev);
-	if ((r = audit_row_hash(v, hash)) != 0)
-		goto out;
-	(void)audit_text_val(&v[C_ROW_HASH], hash);
+/*
+ * Under gc_mu, with gc_busy clear: write everything queued, as one batch,
+ * then mark it done and wake the waiters.  Rows appended for later are
+ * freed here; a batch that lost some leaves its error in gc_lost.
+ * Returns with gc_mu held.
+ */
+static void
+audit_lead_batch(struct audit *a)
+{
+	struct audit_pending *batch, *p, *next;
+	int64_t first = 0, last = 0;
+	int lost = 0, r = 0, ckpt;
 
-	for (c = 0; c < AUDIT_NCOLS; c++) {
-		if (v[c].null)
-			rc = sqlite3_bind_null(st, c + 1);
-		else if (audit_cols[c].type == AUDIT_COL_INT)
-			rc = sqlite3_bind_int64(st, c + 1, v[c].i);
-		else
-			rc = sqlite3_bind_text(st, c + 1, v[c].p, (int)v[c].n,
-			    SQLITE_STATIC);
-		if (rc != SQLITE_OK) {
-			r = audit_dberr(a->db, "bind", rc);
-			goto out;
+	a->gc_busy = 1;
+	batch = a->gc_queue;
+	a->gc_queue = NULL;
+	a->gc_tail = &a->gc_queue;
+	pthread_mutex_unlock(&a->gc_mu);
+	audit_write_batch(a, batch);
+	pthread_mutex_lock(&a->gc_mu);
+	for (p = batch; p != NULL; p = next) {
+		next = p->next;	/* p may be gone once done is set */
+		r = p->r;
+		if (first == 0)
+			first = p->id;
+		last = p->id;
+		if (p->later) {
+			lost += p->r != 0;
+			free(p);
+		} else {
+			p->done = 1;
+			pthread_cond_signal(&p->cv);
 		}
 	}
-	if ((rc = sqlite3_step(st)) != SQLITE_DONE) {
-		r = audit_dberr(a->db, "insert", rc);
-		goto out;
+	if (lost > 0) {
+		log_error("audit: %d row(s) could not be written: %s", lost,
+		    kl_strerror(r));
+		a->gc_lost = r;
 	}
-	if ((r = audit_exec(a->db, "COMMIT", "commit append")) != 0)
-		goto out;
-	audit_head_set(a, last + 1, hash);
-	if (id != NULL)
-		*id = last + 1;
-	r = 0;
- out:
-	sqlite3_finalize(st);
-	if (r != 0)
-		audit_rollback(a->db);
-	audit_unlock(a);
+	a->gc_busy = 0;
+	/* The next batch's first waiter leads it (one thread woken, not
+	 * every waiter); audit_flush waits on gc_cv. */
+	for (p = a->gc_queue; p != NULL && p->later; p = p->next)
+		;
+	if (p != NULL)
+		pthread_cond_signal(&p->cv);
+	pthread_cond_broadcast(&a->gc_cv);
 	/* Every checkpoint_every rows, a signed checkpoint of the new head,
-	 * whoever the caller.  The row stands either way: a missing
+	 * whoever the caller.  The rows stand either way: a missing
 	 * checkpoint weakens the evidence, it does not undo the step. */
-	if (r == 0 && a->ckpt_sign != NULL && a->ckpt_every > 0 &&
-	    (last + 1) % a->ckpt_every == 0 &&
-	    audit_checkpoint(a, "rows", NULL) != 0)
-		log_error("audit: checkpoint after row %" PRId64 " failed: %s",
-		    last + 1, audit_last_error());
+	ckpt = r == 0 && a->ckpt_sign != NULL && a->ckpt_every > 0 &&
+	    first > 0 && (first - 1) / a->ckpt_every != last / a->ckpt_every;
+	if (ckpt) {
+		pthread_mutex_unlock(&a->gc_mu);
+		if (audit_checkpoint(a, "rows", NULL) != 0)
+			log_error("audit: checkpoint after row %" PRId64
+			    " failed: %s", last, audit_last_error());
+		pthread_mutex_lock(&a->gc_mu);
+	}
+}
+
+int
+audit_append(struct audit *a, const struct audit_event *ev, int64_t *id)
+{
+	struct audit_pending me;
+	int r;
+
+	if (a == NULL || ev == NULL)
+		return KL_ERR_INVALID;
+	memset(&me, 0, sizeof(me));
+	if ((r = audit_event_vals(ev, me.v)) != 0)
+		return r;
+	if (pthread_cond_init(&me.cv, NULL) != 0)
+		return KL_ERR_INTERNAL;
+
+	/* Queue the row; the first thread to find no batch being written
+	 * writes every row queued by then, its own among them. */
+	pthread_mutex_lock(&a->gc_mu);
+	*a->gc_tail = &me;
+	a->gc_tail = &me.next;
+	while (!me.done) {
+		if (a->gc_busy)
+			pthread_cond_wait(&me.cv, &a->gc_mu);
+		else
+			audit_lead_batch(a);
+	}
+	/* Rows appended for later that a batch lost fail the next caller
+	 * that waits: its board stops, the cause in the log above. */
+	if (me.r == 0 && a->gc_lost != 0) {
+		me.r = a->gc_lost;
+		a->gc_lost = 0;
+	}
+	pthread_mutex_unlock(&a->gc_mu);
+	pthread_cond_destroy(&me.cv);
+	if ((r = me.r) != 0)
+		return r;
+	if (id != NULL)
+		*id = me.id;
+	return 0;
+}
+
+int
+audit_append_later(struct audit *a, const struct audit_event *ev)
+{
+	struct audit_val v[AUDIT_NCOLS];
+	struct audit_pending *p;
+	size_t need = sizeof(*p), off;
+	char *text;
+	int r, c;
+
+	if (a == NULL || ev == NULL)
+		return KL_ERR_INVALID;
+	memset(v, 0, sizeof(v));
+	if ((r = audit_event_vals(ev, v)) != 0)
+		return r;
+	for (c = 0; c < AUDIT_NCOLS; c++)
+		if (!v[c].null && !v[c].sqlint && v[c].p != NULL)
+			need += v[c].n + 1;
+	if ((p = calloc(1, need)) == NULL)
+		return KL_ERR_NOMEM;
+	p->later = 1;
+	text = (char *)(p + 1);
+	for (off = 0, c = 0; c < AUDIT_NCOLS; c++) {
+		p->v[c] = v[c];
+		if (v[c].null || v[c].sqlint || v[c].p == NULL)
+			continue;
+		memcpy(text + off, v[c].p, v[c].n);
+		text[off + v[c].n] = '\0';
+		p->v[c].p = text + off;
+		off += v[c].n + 1;
+	}
+	pthread_mutex_lock(&a->gc_mu);
+	*a->gc_tail = p;
+	a->gc_tail = &p->next;
+	pthread_mutex_unlock(&a->gc_mu);
+	return 0;
+}
+
+int
+audit_flush(struct audit *a)
+{
+	int r;
+
+	if (a == NULL)
+		return KL_ERR_INVALID;
+	pthread_mutex_lock(&a->gc_mu);
+	while (a->gc_busy || a->gc_queue != NULL) {
+		if (a->gc_busy)
+			pthread_cond_wait(&a->gc_cv, &a->gc_mu);
+		else
+			audit_lead_batch(a);
+	}
+	r = a->gc_lost;
+	a->gc_lost = 0;
+	pthread_mutex_unlock(&a->gc_mu);
 	return r;
 }
 
@@ -1111,7 +1353,7 @@ audit_head(struct audit *a, int64_t *rows, char *head, size_t headsz)
 	/* Nothing appended through this handle yet: read it once. */
 	if ((r = audit_lock(a)) != 0)
 		return r;
-	r = audit_read_head(a->db, rows, head);
+	r = audit_read_head(a, rows, head);
 	audit_unlock(a);
 	if (r == 0)
 		audit_head_set(a, *rows, head);
@@ -2373,7 +2615,7 @@ audit_checkpoint(struct audit *a, const char *reason, int64_t *id)
 	 * the head, and no row can slip in between read and insert. */
 	if ((r = audit_exec(a->db, "BEGIN IMMEDIATE", "begin checkpoint")) != 0)
 		goto out;
-	if ((r = audit_read_head(a->db, &last, head)) != 0)
+	if ((r = audit_read_head(a, &last, head)) != 0)
 		goto out;
 	if ((r = audit_now(now)) != 0)
 		goto out;

@@ -90,6 +90,24 @@ struct audit_event {
 int audit_append(struct audit *a, const struct audit_event *ev, int64_t *id);
 
 /*
+ * Group commit: rows from every thread that arrive while one thread writes
+ * go into the next transaction together, one WAL sync for all, and
+ * audit_append() returns once its own row is durable.
+ *
+ * audit_append_later() queues a row without waiting (its fields copied):
+ * it is written, in order, with the next audit_append() of any thread, or
+ * by audit_flush() or audit_close().  For progress rows that gate nothing
+ * outside the station; a row whose durability must precede an action (a
+ * CSR leaving, a COMMIT, an outcome) goes through audit_append().  If the
+ * batch carrying such rows fails, the next audit_append() returns its
+ * error.  0, KL_ERR_TOO_BIG or KL_ERR_NOMEM.
+ */
+int audit_append_later(struct audit *a, const struct audit_event *ev);
+
+/* Write every queued row now; 0, or the error of rows lost. */
+int audit_flush(struct audit *a);
+
+/*
  * Whether a certificate for device_id has reached a board: a row with step
  * "done" and outcome "passed", with step "write" and outcome "ok" (files
  * committed on the board, even if a later step failed), or "recover"

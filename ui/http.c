@@ -36,11 +36,13 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -95,6 +97,9 @@
 /* /metrics is a few KiB; the cap only stops a bug from growing it. */
 #define HTTP_METRICS_MAX (256 * 1024)
 #define HTTP_EVENTS_DEFAULT 100
+/* Client addresses whose token buckets are remembered; past it, the
+ * address heard from least recently is forgotten (and starts full). */
+#define HTTP_RATE_ADDRS 256
 
 /* Why a connection was refused at accept or closed by us. */
 enum http_drop {
@@ -138,6 +143,25 @@ struct http_conn {
 	int target_over;	/* longer than HTTP_TARGET_MAX */
 };
 
+/* One client address's token bucket (rate_limit, rate_burst). */
+struct http_bucket {
+	struct sockaddr_storage addr;	/* ss_family 0: unused */
+	int64_t tokens;		/* thousandths of a request */
+	int64_t at_ms;		/* monotonic: last refill */
+};
+
+/*
+ * The status document as last built: the same bytes (and the same
+ * MHD_Response, reference-counted by MHD) go to every client until
+ * status_cache_ms has passed.  Only MHD's one thread touches it.
+ */
+struct http_doc {
+	struct MHD_Response *ok;	/* 200, with ETag */
+	struct MHD_Response *unchanged;	/* 304, same ETag */
+	char etag[24];			/* W/"16 hex digits" */
+	int64_t built_ms;		/* monotonic */
+};
+
 struct http {
 	struct MHD_Daemon *d;
 	struct engine *engine;
@@ -152,6 +176,10 @@ struct http {
 	struct http_conn *conns;	/* under mu */
 	int nlive;			/* conns not dying */
 	uint64_t drops[DROP__COUNT];		/* since start, for /metrics */
+	struct http_bucket buckets[HTTP_RATE_ADDRS];	/* under mu */
+	uint64_t limited;		/* 429s since start, under mu */
+	uint64_t status_builds;		/* MHD's thread only */
+	struct http_doc status;		/* MHD's thread only */
 	uint64_t drops_logged[DROP__COUNT];	/* as of the last summary */
 	unsigned int mhd_lines;		/* MHD messages this interval */
 	uint64_t mhd_suppressed;
@@ -179,6 +207,9 @@ struct http_reply {
 	json_t *json;		/* owned */
 	struct buf text;	/* used when json is NULL */
 	const char *content_type;
+	/* Instead of the above: a response built earlier (the status
+	 * cache), queued as it is; borrowed. */
+	struct MHD_Response *ready;
 };
 
 typedef int (*http_handler)(struct http_req *rq, struct http_reply *rp);
@@ -301,6 +332,8 @@ http_queue(struct MHD_Connection *c, struct http_reply *rp, int auth_fail,
 	char *body = NULL;
 	size_t len;
 
+	if (rp->ready != NULL)
+		return MHD_queue_response(c, rp->status, rp->ready);
 	if (rp->json != NULL) {
 		body = json_dumps(rp->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
 		if (body == NULL)
@@ -428,6 +461,124 @@ http_has_body(struct MHD_Connection *c)
  * second call: an answer queued on the first one would also close the
  * connection, and keep-alive matters to a poller.
  */
+/*
+ * Run the calling thread (MHD's, the warden) only when the cores have
+ * nothing else to do: the slots' threads always go first, so a flood of
+ * requests takes the time the line leaves, not the line's.  SCHED_IDLE
+ * still gets a small share under full load (CFS weight 3 against 1024),
+ * enough for the MES and a scrape; nice 19 where SCHED_IDLE is refused.
+ * Once per thread: a thread cannot go back from SCHED_IDLE unprivileged,
+ * and never needs to.
+ */
+static void
+http_thread_lower(void)
+{
+	static __thread int lowered;
+	struct sched_param sp;
+
+	if (lowered)
+		return;
+	lowered = 1;
+	memset(&sp, 0, sizeof(sp));
+#ifdef SCHED_IDLE
+	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) == 0)
+		return;
+#endif
+	/* On Linux the "process" of PRIO_PROCESS is a thread id. */
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+}
+
+static int
+http_addr_same(const struct sockaddr_storage *a, const struct sockaddr *b);
+
+/*
+ * A token bucket per client address: rate_limit requests a second,
+ * rate_burst at once.  1 when addr may make a request now (one token
+ * taken); 0 and *retry_s, the whole seconds until it may (at least 1).
+ * With mu held.
+ */
+static int
+http_rate_take(struct http *h, const struct sockaddr_storage *addr,
+    int64_t now, int *retry_s)
+{
+	const int64_t rate = h->cfg->http_rate_limit;
+	const int64_t cap = (int64_t)h->cfg->http_rate_burst * 1000;
+	struct http_bucket *b = NULL, *old = NULL;
+	int64_t wait_ms;
+	size_t i;
+
+	if (rate <= 0)
+		return 1;
+	for (i = 0; i < HTTP_RATE_ADDRS; i++) {
+		struct http_bucket *p = &h->buckets[i];
+
+		if (p->addr.ss_family != 0 &&
+		    http_addr_same(&p->addr, (const struct sockaddr *)addr)) {
+			b = p;
+			break;
+		}
+		if (old == NULL || p->addr.ss_family == 0 ||
+		    (old->addr.ss_family != 0 && p->at_ms < old->at_ms))
+			old = p;
+	}
+	if (b == NULL) {
+		/* New, or forgotten: a full bucket. */
+		b = old;
+		b->addr = *addr;
+		b->tokens = cap;
+		b->at_ms = now;
+	}
+	if (now > b->at_ms) {
+		/* rate a second is rate thousandths a millisecond. */
+		b->tokens += (now - b->at_ms) * rate;
+		if (b->tokens > cap)
+			b->tokens = cap;
+	}
+	b->at_ms = now;
+	if (b->tokens >= 1000) {
+		b->tokens -= 1000;
+		return 1;
+	}
+	wait_ms = (1000 - b->tokens + rate - 1) / rate;
+	*retry_s = (int)((wait_ms + 999) / 1000);
+	if (*retry_s < 1)
+		*retry_s = 1;
+	return 0;
+}
+
+/*
+ * 429 for a client over its rate: a fixed body, made without jansson,
+ * and the connection kept alive (closing it would only cost another
+ * accept when the client comes back).
+ */
+static enum MHD_Result
+http_queue_limited(struct MHD_Connection *c, int retry_s)
+{
+	static const char body[] = "{\"error\":{\"status\":429,"
+	    "\"code\":\"rate_limited\",\"message\":\"too many requests "
+	    "from this address; see Retry-After\"}}";
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char retry[16];
+
+	resp = MHD_create_response_from_buffer(sizeof(body) - 1,
+	    (void *)body, MHD_RESPMEM_PERSISTENT);
+	if (resp == NULL)
+		return MHD_NO;
+	snprintf(retry, sizeof(retry), "%d", retry_s);
+	(void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+	    "application/json");
+	(void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+	    "no-store");
+	(void)MHD_add_response_header(resp, "X-Content-Type-Options",
+	    "nosniff");
+	(void)MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER,
+	    retry);
+	ret = MHD_queue_response(c, MHD_HTTP_TOO_MANY_REQUESTS, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
 static struct http_conn *
 http_conn_of(struct MHD_Connection *c)
 {
@@ -458,18 +609,29 @@ http_access(void *cls, struct MHD_Connection *c, const char *url,
 	const struct http_route *route;
 	const char *bad;
 	enum MHD_Result ret;
-	int r, auth_fail = 0, bad_method = 0;
+	int r, auth_fail = 0, bad_method = 0, allowed = 1, retry_s = 0;
 
 	static int first_seen;
 
 	(void)url;	/* decoded by MHD, NULs and all: hc->target instead */
 	(void)upload_data;
+	http_thread_lower();
 	if (hc == NULL)		/* no record (out of memory at accept) */
 		return MHD_NO;
-	/* The head is complete: the header deadline no longer applies. */
+	/* The head is complete: the header deadline no longer applies.
+	 * The rate is counted once per request, on MHD's second call,
+	 * where an answer keeps the connection alive. */
 	pthread_mutex_lock(&h->mu);
 	hc->waiting = 0;
+	if (*con_cls != NULL) {
+		allowed = http_rate_take(h, &hc->addr, http_mono_ms(),
+		    &retry_s);
+		if (!allowed)
+			h->limited++;
+	}
 	pthread_mutex_unlock(&h->mu);
+	if (!allowed)
+		return http_queue_limited(c, retry_s);
 
 	memset(&rp, 0, sizeof(rp));
 	buf_init(&rp.text, HTTP_METRICS_MAX);
@@ -614,26 +776,27 @@ http_conflicts_json(struct engine *e)
 	return a;
 }
 
-static int
-http_status(struct http_req *rq, struct http_reply *rp)
+/* The status document as an object (time_ms 0: set by the caller). */
+static json_t *
+http_status_json(struct http *h)
 {
-	const struct config *cfg = rq->h->cfg;
+	const struct config *cfg = h->cfg;
 	struct engine_status s;
 	char head[AUDIT_HASH_HEX + 1];
 	int64_t rows;
 
 	memset(&s, 0, sizeof(s));
-	engine_status(rq->h->engine, &s);
+	engine_status(h->engine, &s);
 	/* The head, for an MES to keep as an anchor (docs/audit.md); null
 	 * if the log cannot be read right now. */
-	if (audit_head(rq->h->audit, &rows, head, sizeof(head)) != 0) {
+	if (audit_head(h->audit, &rows, head, sizeof(head)) != 0) {
 		rows = -1;
 		head[0] = '\0';
 	}
-	rp->json = json_pack("{s:I, s:{s:o, s:o, s:o}, "
+	return json_pack("{s:I, s:{s:o, s:o, s:o}, "
 	    "s:{s:s, s:I, s:I, s:f}, s:{s:i, s:i, s:i, s:i}, s:{s:o, s:o, s:i}, "
 	    "s:{s:b, s:s, s:b, s:i, s:o, s:I, s:I, s:o}, s:i, s:{s:I, s:s?}}",
-	    "time_ms", (json_int_t)http_now_ms(),
+	    "time_ms", (json_int_t)0,
 	    "station",
 	    "id", http_jstr(cfg->station_id, 0),
 	    "operator", http_jstr(cfg->operator_name, 1),
@@ -658,15 +821,132 @@ http_status(struct http_req *rq, struct http_reply *rp)
 	    "local" : "wait",
 	    "offline", s.registry_offline,
 	    "slots_waiting", s.slots_waiting_registry,
-	    "shipping", http_ship_json(rq->h->ship),
+	    "shipping", http_ship_json(h->ship),
 	    "queued", (json_int_t)s.registry_queued,
 	    "conflicts", (json_int_t)s.registry_conflicts,
-	    "recent_conflicts", http_conflicts_json(rq->h->engine),
+	    "recent_conflicts", http_conflicts_json(h->engine),
 	    "slots", cfg->nslots,
 	    "audit",
 	    "rows", (json_int_t)rows,
 	    "head", head[0] != '\0' ? head : NULL);
-	return rp->json != NULL ? 0 : KL_ERR_NOMEM;
+}
+
+/* FNV-1a, 64 bits: an ETag only has to change when the bytes do. */
+static uint64_t
+http_fnv1a(const char *p, size_t n)
+{
+	uint64_t x = 0xcbf29ce484222325ULL;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		x ^= (unsigned char)p[i];
+		x *= 0x100000001b3ULL;
+	}
+	return x;
+}
+
+/*
+ * Headers every status answer carries, 200 and 304 alike (RFC 9110
+ * 15.4.5).  private: it is behind a token, no shared cache may keep it;
+ * max-age=0: a client may keep it and ask again with If-None-Match.
+ */
+static void
+http_doc_headers(struct MHD_Response *resp, const char *etag)
+{
+	(void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+	    "private, max-age=0");
+	(void)MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+	(void)MHD_add_response_header(resp, "X-Content-Type-Options",
+	    "nosniff");
+}
+
+/*
+ * Build the status document anew into h->status: engine_status (the
+ * engine's lock) and audit_head once for every client served until the
+ * next build.  The ETag is weak and hashes the document without time_ms:
+ * two builds of the same state a moment apart are the same answer to a
+ * client (RFC 9110 8.8.1), so a poller of an idle station gets 304.
+ */
+static int
+http_status_build(struct http *h, int64_t now)
+{
+	struct MHD_Response *ok = NULL, *unchanged = NULL;
+	json_t *o = NULL;
+	char *body = NULL, etag[sizeof(h->status.etag)];
+	int r = KL_ERR_NOMEM;
+
+	if ((o = http_status_json(h)) == NULL ||
+	    (body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
+		goto out;
+	snprintf(etag, sizeof(etag), "W/\"%016" PRIx64 "\"",
+	    http_fnv1a(body, strlen(body)));
+	free(body);
+	/* Replacing a key keeps its place: time_ms stays first. */
+	if (json_object_set_new(o, "time_ms",
+	    json_integer((json_int_t)http_now_ms())) != 0 ||
+	    (body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
+		goto out;
+	if ((ok = MHD_create_response_from_buffer(strlen(body), body,
+	    MHD_RESPMEM_MUST_FREE)) == NULL)
+		goto out;
+	body = NULL;
+	if ((unchanged = MHD_create_response_from_buffer(0, NULL,
+	    MHD_RESPMEM_PERSISTENT)) == NULL)
+		goto out;
+	(void)MHD_add_response_header(ok, MHD_HTTP_HEADER_CONTENT_TYPE,
+	    "application/json");
+	http_doc_headers(ok, etag);
+	http_doc_headers(unchanged, etag);
+	/* Connections still sending the old ones hold MHD's references. */
+	if (h->status.ok != NULL)
+		MHD_destroy_response(h->status.ok);
+	if (h->status.unchanged != NULL)
+		MHD_destroy_response(h->status.unchanged);
+	h->status.ok = ok;
+	h->status.unchanged = unchanged;
+	ok = unchanged = NULL;
+	memcpy(h->status.etag, etag, sizeof(etag));
+	h->status.built_ms = now;
+	h->status_builds++;
+	r = 0;
+ out:
+	if (ok != NULL)
+		MHD_destroy_response(ok);
+	if (unchanged != NULL)
+		MHD_destroy_response(unchanged);
+	free(body);
+	json_decref(o);
+	return r;
+}
+
+/*
+ * GET /api/v1/status from the cache, built again once status_cache_ms
+ * has passed (at once with 0); 304 when If-None-Match names it.
+ */
+static int
+http_status(struct http_req *rq, struct http_reply *rp)
+{
+	struct http *h = rq->h;
+	int64_t now = http_mono_ms();
+	const char *inm;
+	int r;
+
+	if (h->status.ok == NULL ||
+	    now - h->status.built_ms >= h->cfg->http_status_cache_ms) {
+		if ((r = http_status_build(h, now)) != 0)
+			return r;
+	}
+	inm = MHD_lookup_connection_value(rq->c, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_IF_NONE_MATCH);
+	if (inm != NULL && http_etag_match(inm, strnlen(inm,
+	    HTTP_INM_MAX + 1), h->status.etag)) {
+		rp->status = MHD_HTTP_NOT_MODIFIED;
+		rp->ready = h->status.unchanged;
+	} else {
+		rp->status = MHD_HTTP_OK;
+		rp->ready = h->status.ok;
+	}
+	return 0;
 }
 
 static json_t *
@@ -944,7 +1224,7 @@ http_put_hist(struct buf *b, const char *name, const char *label,
 static int
 http_put_process(struct http *h, struct buf *b)
 {
-	uint64_t drops[DROP__COUNT];
+	uint64_t drops[DROP__COUNT], limited;
 	char start[48];
 	int r, i;
 
@@ -963,6 +1243,7 @@ http_put_process(struct http *h, struct buf *b)
 		return r;
 	pthread_mutex_lock(&h->mu);
 	memcpy(drops, h->drops, sizeof(drops));
+	limited = h->limited;
 	pthread_mutex_unlock(&h->mu);
 	if ((r = http_put(b, "# HELP keyline_http_connections_dropped_total "
 	    "Status API connections refused at accept or closed by the "
@@ -974,7 +1255,14 @@ http_put_process(struct http *h, struct buf *b)
 		    "{reason=\"%s\"} %" PRIu64 "\n", http_drops[i].metric,
 		    drops[i])) != 0)
 			return r;
-	return 0;
+	if ((r = http_put_counter(b, "keyline_http_requests_limited_total",
+	    "Status API requests answered 429 (over rate_limit).", "counter",
+	    limited)) != 0)
+		return r;
+	/* Read in MHD's thread, the only one that writes it. */
+	return http_put_counter(b, "keyline_http_status_builds_total",
+	    "Times /api/v1/status was built (at most one per "
+	    "status_cache_ms).", "counter", h->status_builds);
 }
 
 static int
@@ -1196,6 +1484,7 @@ http_accept_cb(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 	enum MHD_Result ok = MHD_YES;
 	int mine;
 
+	http_thread_lower();
 	if (http_addr_len(addr) == 0 || addrlen < http_addr_len(addr))
 		return MHD_NO;
 	pthread_mutex_lock(&h->mu);
@@ -1344,6 +1633,7 @@ http_warden(void *arg)
 	int64_t now;
 	int i, any;
 
+	http_thread_lower();
 	pthread_mutex_lock(&h->mu);
 	while (!h->stopping) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1512,7 +1802,12 @@ http_free(struct http *h)
 {
 	if (h == NULL)
 		return;
-	/* MHD is stopped: every CLOSED was notified, the list is empty. */
+	/* MHD is stopped: every CLOSED was notified, the list is empty,
+	 * and no connection holds the cached responses any more. */
+	if (h->status.ok != NULL)
+		MHD_destroy_response(h->status.ok);
+	if (h->status.unchanged != NULL)
+		MHD_destroy_response(h->status.unchanged);
 	pthread_cond_destroy(&h->cv);
 	pthread_mutex_destroy(&h->mu);
 	secret_free(h->token, HTTP_TOKEN_MAX);

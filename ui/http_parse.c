@@ -259,3 +259,81 @@ http_fmt_double(char *out, size_t outsz, double v, int decimals, int trim)
 	}
 	return 0;
 }
+
+/* The quoted opaque tag of one entity-tag, W/ skipped: *p and *n. */
+static int
+http_etag_opaque(struct buf_reader *r, const uint8_t **p, size_t *n)
+{
+	const uint8_t *w, *q;
+	uint8_t c;
+	size_t len;
+
+	if (buf_reader_remaining(r) >= 2 && r->data[r->off] == 'W' &&
+	    r->data[r->off + 1] == '/')
+		(void)buf_get_bytes(r, 2, &w);
+	if (buf_reader_remaining(r) < 2 || r->data[r->off] != '"')
+		return KL_ERR_INVALID;
+	/* etagc: '!', '#'..'~', obs-text; up to the closing quote. */
+	for (len = 1; len < buf_reader_remaining(r); len++) {
+		c = r->data[r->off + len];
+		if (c == '"')
+			break;
+		if (c < 0x21 || c == 0x7f)
+			return KL_ERR_INVALID;
+	}
+	if (len >= buf_reader_remaining(r))
+		return KL_ERR_INVALID;	/* no closing quote */
+	if (buf_get_bytes(r, len + 1, &q) != 0)
+		return KL_ERR_INVALID;
+	*p = q;
+	*n = len + 1;
+	return 0;
+}
+
+static void
+http_skip_ows(struct buf_reader *r)
+{
+	while (buf_reader_remaining(r) > 0 &&
+	    (r->data[r->off] == ' ' || r->data[r->off] == '\t'))
+		(void)buf_skip(r, 1);
+}
+
+int
+http_etag_match(const char *list, size_t len, const char *etag)
+{
+	struct buf_reader r, er;
+	const uint8_t *mine, *theirs;
+	size_t nmine, ntheirs;
+
+	if (list == NULL || etag == NULL || len > HTTP_INM_MAX)
+		return 0;
+	buf_reader_init(&er, etag, strlen(etag));
+	if (http_etag_opaque(&er, &mine, &nmine) != 0)
+		return 0;
+	buf_reader_init(&r, list, len);
+	http_skip_ows(&r);
+	if (buf_reader_remaining(&r) > 0 && r.data[r.off] == '*') {
+		(void)buf_skip(&r, 1);
+		http_skip_ows(&r);
+		return buf_reader_remaining(&r) == 0;
+	}
+	for (;;) {
+		http_skip_ows(&r);
+		if (buf_reader_remaining(&r) == 0)
+			return 0;
+		if (r.data[r.off] == ',') {	/* empty list element */
+			(void)buf_skip(&r, 1);
+			continue;
+		}
+		if (http_etag_opaque(&r, &theirs, &ntheirs) != 0)
+			return 0;
+		if (ntheirs == nmine && memcmp(theirs, mine, nmine) == 0)
+			return 1;
+		http_skip_ows(&r);
+		if (buf_reader_remaining(&r) == 0)
+			return 0;
+		if (r.data[r.off] != ',')
+			return 0;
+		(void)buf_skip(&r, 1);
+	}
+}

@@ -64,6 +64,18 @@ int http_route_match(const char *path, const char *route, int segment,
 int http_parse_num(const char *v, long long min, long long max,
     long long *out);
 
+/* Longest If-None-Match value looked at; a longer one matches nothing. */
+#define HTTP_INM_MAX 4096
+
+/*
+ * Whether an If-None-Match value (len bytes: "*", or entity-tags
+ * separated by commas) names etag, compared weakly as RFC 9110 13.1.2
+ * asks: W/ is ignored on both sides, the quoted opaque tags must be the
+ * same bytes.  etag is the server's own, e.g. W/"0123abcd".  1 or 0; a
+ * malformed list matches nothing (the full answer is sent).
+ */
+int http_etag_match(const char *list, size_t len, const char *etag);
+
 /*
  * v formatted for a machine whatever the locale: '.' as the decimal point,
  * no grouping; "NaN", "+Inf", "-Inf" as Prometheus spells them.  decimals

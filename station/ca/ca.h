@@ -27,6 +27,14 @@ struct ca_request {
 	const uint8_t *csr_der;	/* borrowed: the board's PKCS#10 */
 	size_t csr_len;
 	const char *device_id;	/* subject CN the certificate must carry */
+	/* Optional, borrowed: csr_der checked by the engine
+	 * (certcheck_csr_p256: a P-256 request for spki, signed by key).
+	 * A backend in the station's process (local) then signs from
+	 * these instead of decoding and verifying the same bytes again;
+	 * remote ones send csr_der.  key NULL: nothing checked yet. */
+	EVP_PKEY *key;
+	const uint8_t *spki;
+	size_t spki_len;
 };
 
 struct ca_ops {

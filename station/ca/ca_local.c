@@ -315,6 +315,74 @@ ca_local_serial(X509 *x)
 	return ok;
 }
 
+/*
+ * The request's SubjectPublicKeyInfo into the certificate as it came: its
+ * algorithm and key bits copied, no round trip through an EVP_PKEY
+ * (X509_set_pubkey() re-encodes the key through OpenSSL 3's encoders, the
+ * dearest call of an issuance).  From the parsed request csr, or when the
+ * engine checked a P-256 request (csr NULL), from req's SPKI bytes: the
+ * named curve and the point.  0 or -1.
+ */
+static int
+ca_local_copy_pubkey(X509 *x, X509_REQ *csr, const struct ca_request *req)
+{
+	X509_PUBKEY *to = X509_get_X509_PUBKEY(x);
+	const ASN1_OBJECT *alg;
+	const void *pval;
+	const unsigned char *bits;
+	unsigned char *copy = NULL;
+	ASN1_OBJECT *alg_dup = NULL;
+	void *pval_dup = NULL;
+	X509_ALGOR *algor;
+	int ptype = V_ASN1_UNDEF, nbits;
+	size_t off = sizeof(certcheck_spki_p256_prefix) - 1;
+
+	if (to == NULL)
+		return -1;
+	if (csr == NULL) {
+		alg_dup = OBJ_nid2obj(NID_X9_62_id_ecPublicKey);
+		pval_dup = OBJ_nid2obj(NID_X9_62_prime256v1);
+		if (alg_dup == NULL || pval_dup == NULL ||
+		    (copy = OPENSSL_memdup(req->spki + off,
+		    req->spki_len - off)) == NULL)
+			return -1;
+		if (!X509_PUBKEY_set0_param(to, alg_dup, V_ASN1_OBJECT,
+		    pval_dup, copy, (int)(req->spki_len - off))) {
+			OPENSSL_free(copy);
+			return -1;
+		}
+		return 0;
+	}
+	if (!X509_PUBKEY_get0_param(NULL, &bits, &nbits, &algor,
+	    X509_REQ_get_X509_PUBKEY(csr)) || nbits <= 0)
+		return -1;
+	X509_ALGOR_get0(&alg, &ptype, &pval, algor);
+	if ((alg_dup = OBJ_dup(alg)) == NULL)
+		goto fail;
+	switch (ptype) {
+	case V_ASN1_OBJECT:	/* EC: the named curve */
+		if ((pval_dup = OBJ_dup(pval)) == NULL)
+			goto fail;
+		break;
+	case V_ASN1_NULL:	/* RSA */
+	case V_ASN1_UNDEF:
+		break;
+	default:		/* explicit parameters: never from our boards */
+		goto fail;
+	}
+	if ((copy = OPENSSL_memdup(bits, (size_t)nbits)) == NULL ||
+	    !X509_PUBKEY_set0_param(to, alg_dup, ptype, pval_dup, copy,
+	    nbits))
+		goto fail;
+	return 0;
+fail:
+	OPENSSL_free(copy);
+	if (ptype == V_ASN1_OBJECT)
+		ASN1_OBJECT_free(pval_dup);
+	ASN1_OBJECT_free(alg_dup);
+	return -1;
+}
+
 static int
 ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
     size_t *cert_len, char *err, size_t errsz)
@@ -330,31 +398,38 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	time_t now;
 	int len, signed_ok, r = KL_ERR_CA;
 
-	if (req->csr_len > CA_LOCAL_MAX_CSR) {
-		snprintf(err, errsz, "CSR larger than %d bytes",
-		    CA_LOCAL_MAX_CSR);
-		r = KL_ERR_INVALID;
-		goto out;
-	}
-	if ((csr = d2i_X509_REQ(NULL, &p, (long)req->csr_len)) == NULL ||
-	    p != req->csr_der + req->csr_len) {
-		ERR_clear_error();
-		snprintf(err, errsz, "CSR is not a DER PKCS#10 request");
-		r = KL_ERR_INVALID;
-		goto out;
-	}
-	if ((pub = X509_REQ_get0_pubkey(csr)) == NULL) {
-		ERR_clear_error();
-		snprintf(err, errsz, "CSR public key does not parse");
-		r = KL_ERR_INVALID;
-		goto out;
-	}
-	/* Proof that the board holds the private key. */
-	if (X509_REQ_verify(csr, pub) != 1) {
-		ERR_clear_error();
-		snprintf(err, errsz, "CSR signature does not verify");
-		r = KL_ERR_INVALID;
-		goto out;
+	if (req->key != NULL &&
+	    certcheck_spki_is_p256(req->spki, req->spki_len)) {
+		/* Checked by the engine, from these bytes
+		 * (certcheck_csr_p256): its key and SPKI as they are. */
+		pub = req->key;
+	} else {
+		if (req->csr_len > CA_LOCAL_MAX_CSR) {
+			snprintf(err, errsz, "CSR larger than %d bytes",
+			    CA_LOCAL_MAX_CSR);
+			r = KL_ERR_INVALID;
+			goto out;
+		}
+		if ((csr = d2i_X509_REQ(NULL, &p, (long)req->csr_len)) ==
+		    NULL || p != req->csr_der + req->csr_len) {
+			ERR_clear_error();
+			snprintf(err, errsz, "CSR is not a DER PKCS#10 request");
+			r = KL_ERR_INVALID;
+			goto out;
+		}
+		if ((pub = X509_REQ_get0_pubkey(csr)) == NULL) {
+			ERR_clear_error();
+			snprintf(err, errsz, "CSR public key does not parse");
+			r = KL_ERR_INVALID;
+			goto out;
+		}
+		/* Proof that the board holds the private key. */
+		if (X509_REQ_verify(csr, pub) != 1) {
+			ERR_clear_error();
+			snprintf(err, errsz, "CSR signature does not verify");
+			r = KL_ERR_INVALID;
+			goto out;
+		}
 	}
 	if ((r = ca_local_check_key(pub, err, errsz)) != 0)
 		goto out;
@@ -370,7 +445,7 @@ ca_local_issue(void *ctx, const struct ca_request *req, uint8_t **cert_der,
 	    -CA_LOCAL_BACKDATE_SECS, &now) == NULL ||
 	    X509_time_adj_ex(X509_getm_notAfter(x), (int)c->validity_days, 0,
 	    &now) == NULL ||
-	    !X509_set_pubkey(x, pub)) {
+	    ca_local_copy_pubkey(x, csr, req) != 0) {
 		log_openssl("ca: building certificate");
 		snprintf(err, errsz, "cannot build the certificate");
 		goto out;

@@ -18,6 +18,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -1127,5 +1128,168 @@ certcheck_serial_hex_x509(X509 *x, char *out, size_t outsz)
 out:
 	OPENSSL_free(hex);
 	BN_free(bn);
+	return r;
+}
+
+/* ---- a P-256 CSR, without the decoders */
+
+/* SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (66
+ * bytes: no unused bits, then 04 and the point's X and Y) } */
+const uint8_t certcheck_spki_p256_prefix[27] = {
+	0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+	0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01,
+	0x07, 0x03, 0x42, 0x00, 0x04,
+};
+
+/* AlgorithmIdentifier { ecdsa-with-SHA256 }, parameters absent (RFC 5758) */
+static const uint8_t csr_alg_ecdsa_sha256[] = {
+	0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+};
+
+int
+certcheck_spki_is_p256(const uint8_t *spki, size_t len)
+{
+	return spki != NULL && len == CERTCHECK_SPKI_P256_LEN &&
+	    memcmp(spki, certcheck_spki_p256_prefix,
+	    sizeof(certcheck_spki_p256_prefix)) == 0;
+}
+
+struct der_cur {
+	const uint8_t *p, *end;
+};
+
+/*
+ * The next TLV, which must have tag: val and vlen its contents, tlv and tlvlen
+ * the whole element.  Minimal DER lengths of at most two bytes (a CSR is
+ * never 64 KiB).  0 or -1.
+ */
+static int
+der_next(struct der_cur *c, uint8_t tag, const uint8_t **val, size_t *vlen,
+    const uint8_t **tlv, size_t *tlvlen)
+{
+	const uint8_t *start = c->p, *q = c->p;
+	size_t left = (size_t)(c->end - c->p), len;
+
+	if (left < 2 || q[0] != tag)
+		return -1;
+	if (q[1] < 0x80) {
+		len = q[1];
+		q += 2;
+	} else if (q[1] == 0x81 && left >= 3 && q[2] >= 0x80) {
+		len = q[2];
+		q += 3;
+	} else if (q[1] == 0x82 && left >= 4 && q[2] != 0) {
+		len = ((size_t)q[2] << 8) | q[3];
+		q += 4;
+	} else
+		return -1;
+	if (len > (size_t)(c->end - q))
+		return -1;
+	*val = q;
+	*vlen = len;
+	c->p = q + len;
+	if (tlv != NULL) {
+		*tlv = start;
+		*tlvlen = (size_t)(c->p - start);
+	}
+	return 0;
+}
+
+int
+certcheck_csr_p256(const uint8_t *csr, size_t len, const uint8_t *spki,
+    size_t spki_len, EVP_PKEY **pk, char *why, size_t whysz)
+{
+	struct der_cur all, req, cri;
+	const uint8_t *v, *info, *tbs, *alg, *sig, *key;
+	size_t vlen, info_len, tbs_len, alg_len, sig_len, key_len;
+	EVP_PKEY_CTX *kctx = NULL;
+	EVP_MD_CTX *md = NULL;
+	EVP_PKEY *k = NULL;
+	OSSL_PARAM params[3];
+	int r = KL_ERR_INVALID;
+
+	*pk = NULL;
+	if (!certcheck_spki_is_p256(spki, spki_len)) {
+		snprintf(why, whysz, "key is not a P-256 key");
+		return KL_ERR_INVALID;
+	}
+	all.p = csr;
+	all.end = csr + len;
+	/* CertificationRequest ::= SEQUENCE { info, algorithm, signature } */
+	if (der_next(&all, 0x30, &v, &vlen, NULL, NULL) != 0 ||
+	    all.p != all.end) {
+		snprintf(why, whysz, "does not parse: not one DER SEQUENCE");
+		return KL_ERR_INVALID;
+	}
+	req.p = v;
+	req.end = v + vlen;
+	if (der_next(&req, 0x30, &info, &info_len, &tbs, &tbs_len) != 0 ||
+	    der_next(&req, 0x30, &v, &vlen, &alg, &alg_len) != 0 ||
+	    der_next(&req, 0x03, &sig, &sig_len, NULL, NULL) != 0 ||
+	    req.p != req.end) {
+		snprintf(why, whysz, "does not parse: not a PKCS#10 request");
+		return KL_ERR_INVALID;
+	}
+	if (alg_len != sizeof(csr_alg_ecdsa_sha256) ||
+	    memcmp(alg, csr_alg_ecdsa_sha256, alg_len) != 0) {
+		snprintf(why, whysz, "is not signed with ecdsa-with-SHA256");
+		return KL_ERR_INVALID;
+	}
+	if (sig_len < 2 || sig[0] != 0) {
+		snprintf(why, whysz, "signature is not a whole number of "
+		    "bytes");
+		return KL_ERR_INVALID;
+	}
+	/* CertificationRequestInfo ::= SEQUENCE { version INTEGER (0),
+	 * subject Name, subjectPKInfo, attributes [0] } */
+	cri.p = info;
+	cri.end = info + info_len;
+	if (der_next(&cri, 0x02, &v, &vlen, NULL, NULL) != 0 || vlen != 1 ||
+	    v[0] != 0 ||
+	    der_next(&cri, 0x30, &v, &vlen, NULL, NULL) != 0 ||
+	    der_next(&cri, 0x30, &v, &vlen, &key, &key_len) != 0 ||
+	    der_next(&cri, 0xa0, &v, &vlen, NULL, NULL) != 0 ||
+	    cri.p != cri.end) {
+		snprintf(why, whysz, "does not parse: its request info is "
+		    "not version 1, subject, key and attributes");
+		return KL_ERR_INVALID;
+	}
+	if (key_len != spki_len || memcmp(key, spki, spki_len) != 0) {
+		snprintf(why, whysz, "is not for the key it just generated");
+		return KL_ERR_INVALID;
+	}
+	/* The key from its point (checked to be on the curve), not from
+	 * the DER through the decoders. */
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
+	    (char *)"prime256v1", 0);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
+	    (void *)(spki + sizeof(certcheck_spki_p256_prefix) - 1), 65);
+	params[2] = OSSL_PARAM_construct_end();
+	if ((kctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
+	    EVP_PKEY_fromdata_init(kctx) != 1 ||
+	    EVP_PKEY_fromdata(kctx, &k, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+		ERR_clear_error();
+		snprintf(why, whysz, "key is not a point on P-256");
+		goto out;
+	}
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, k) != 1) {
+		ERR_clear_error();
+		snprintf(why, whysz, "cannot set up the signature check");
+		r = KL_ERR_CRYPTO;
+		goto out;
+	}
+	if (EVP_DigestVerify(md, sig + 1, sig_len - 1, tbs, tbs_len) != 1) {
+		ERR_clear_error();
+		snprintf(why, whysz, "signature does not verify");
+		goto out;
+	}
+	*pk = k;
+	k = NULL;
+	r = 0;
+out:
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_CTX_free(kctx);
+	EVP_PKEY_free(k);
 	return r;
 }

@@ -116,6 +116,24 @@ int certcheck_verify_x509(const struct certcheck_trust *t, X509 *x,
  * a new X509 the caller X509_free()s, or NULL. */
 X509 *certcheck_parse_der(const uint8_t *der, size_t len);
 
+/*
+ * A board's PKCS#10 request for a P-256 key, checked without OpenSSL's
+ * provider decoders (a third of the station's time per board, in 3.0):
+ * csr must be exactly one DER CertificationRequest whose
+ * SubjectPublicKeyInfo is byte for byte spki (a P-256 key, uncompressed
+ * point: CERTCHECK_SPKI_P256_LEN bytes beginning with
+ * certcheck_spki_p256_prefix), signed with ecdsa-with-SHA256 by that key.
+ * Lengths must be minimal DER, nothing may follow.  0 and *pk (the key, a
+ * new EVP_PKEY the caller frees), or KL_ERR_INVALID with words in why
+ * that follow "the CSR" ("is not for the key it just generated",
+ * "signature does not verify", "does not parse: ...").
+ */
+#define CERTCHECK_SPKI_P256_LEN 91
+extern const uint8_t certcheck_spki_p256_prefix[27];
+int certcheck_spki_is_p256(const uint8_t *spki, size_t len);
+int certcheck_csr_p256(const uint8_t *csr, size_t len, const uint8_t *spki,
+    size_t spki_len, EVP_PKEY **pk, char *why, size_t whysz);
+
 /* Hex helpers for the audit log: SHA-256 of the DER (64 hex + NUL) and the
  * serial number in hex.  0 or KL_ERR_INVALID.  certcheck_fingerprint also
  * requires der to parse; _der hashes the bytes as they are; _x509 takes a

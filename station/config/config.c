@@ -137,6 +137,10 @@ static const struct config_key config_keys[] = {
 	    1024 },
 	{ "http", "max_connections_per_ip", CT_INT,
 	    CF(http_max_connections_per_ip), 1, 1024 },
+	{ "http", "rate_limit", CT_INT, CF(http_rate_limit), 0, 100000 },
+	{ "http", "rate_burst", CT_INT, CF(http_rate_burst), 1, 100000 },
+	{ "http", "status_cache_ms", CT_INT, CF(http_status_cache_ms), 0,
+	    10000 },
 
 	{ "jig", "usb_ids", CT_USB_IDS, CF(jig_usb_ids), 0, 0 },
 	{ "jig", "power", CT_POWER, CF(jig_power), 0, 0 },
@@ -748,6 +752,9 @@ config_defaults(struct config *c)
 	c->http_port = 8080;
 	c->http_max_connections = 16;
 	c->http_max_connections_per_ip = 4;
+	c->http_rate_limit = 20;
+	c->http_rate_burst = 40;
+	c->http_status_cache_ms = 250;
 	c->jig_power = CONFIG_POWER_NONE;
 	c->jig_power_off_ms = 2000;
 	c->jig_power_retry = 1;

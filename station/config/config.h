@@ -174,6 +174,13 @@ struct config {
 						 * default 16 */
 	int http_max_connections_per_ip;	/* max_connections_per_ip:
 						 * 1..1024, default 4 */
+	int http_rate_limit;			/* rate_limit: requests/s per
+						 * client address, 0..100000,
+						 * 0 off, default 20 */
+	int http_rate_burst;			/* rate_burst: 1..100000,
+						 * default 40 */
+	int http_status_cache_ms;		/* status_cache_ms: 0..10000,
+						 * default 250 */
 
 	/* [jig]  real jigs on USB (docs/usb-jig.md) */
 	struct config_usb_ids jig_usb_ids;	/* usb_ids: VID:PID, ... */

@@ -135,6 +135,8 @@ struct board {
 	char key_fpr[65];
 	uint8_t *csr;
 	size_t csr_len;
+	EVP_PKEY *csr_key;		/* a P-256 CSR's key, the CSR
+					 * checked (step_csr); owned */
 	uint32_t version;		/* protocol version HELLO agreed */
 	uint8_t *keygen_csr;		/* v2: the CSR KEYGEN answered, not
 					 * yet checked (step_csr); OPENSSL_free */

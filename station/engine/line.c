@@ -619,6 +619,10 @@ engine_join(struct engine *e)
 			e->slots[i].started = 0;
 		}
 	}
+	/* Every board ends with a durable row, so nothing should be left
+	 * queued; if a row is, it is written now, not at close. */
+	if (audit_flush(e->o.audit) != 0)
+		log_error("engine: audit rows queued by the slots were lost");
 }
 
 int

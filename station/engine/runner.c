@@ -169,9 +169,22 @@ board_log_of(const struct board *b, struct log_board *lb)
 	return lb;
 }
 
-int
-board_audit_row(struct board *b, const char *step, const char *outcome,
-    const char *error, int64_t *row)
+/*
+ * A row of this board's: written and durable before this returns (row
+ * NULL or its id), or with later set queued to go with the next durable
+ * row of any slot (audit_append_later: for progress rows that gate
+ * nothing outside the station).
+ */
+/* Steps whose "ok" row must be durable before the next step starts. */
+static int
+step_row_durable(enum engine_step s)
+{
+	return s == STEP_IDENTIFY || s == STEP_CA;
+}
+
+static int
+board_audit_put(struct board *b, const char *step, const char *outcome,
+    const char *error, int64_t *row, int later)
 {
 	const struct config *cfg = b->e->o.cfg;
 	struct audit_event ev = {
@@ -191,7 +204,9 @@ board_audit_row(struct board *b, const char *step, const char *outcome,
 	};
 	int r;
 
-	if ((r = audit_append(b->e->o.audit, &ev, row)) != 0) {
+	r = later ? audit_append_later(b->e->o.audit, &ev) :
+	    audit_append(b->e->o.audit, &ev, row);
+	if (r != 0) {
 		struct log_board lb;
 
 		log_board_msg(LOG_LVL_ERROR, board_log_of(b, &lb),
@@ -203,6 +218,13 @@ board_audit_row(struct board *b, const char *step, const char *outcome,
 		    audit_last_error());
 	}
 	return r;
+}
+
+int
+board_audit_row(struct board *b, const char *step, const char *outcome,
+    const char *error, int64_t *row)
+{
+	return board_audit_put(b, step, outcome, error, row, 0);
 }
 
 int
@@ -455,6 +477,7 @@ board_cleanup(struct board *b)
 	OPENSSL_free(b->spki);
 	OPENSSL_free(b->keygen_csr);
 	OPENSSL_free(b->csr);
+	EVP_PKEY_free(b->csr_key);
 	X509_free(b->x509);
 	OPENSSL_free(b->cert);
 	buf_free(&b->req);
@@ -773,12 +796,17 @@ board_run_steps(struct board *b)
 		board_set_step(b, d->step);
 		if ((r = d->fn(b)) != 0)
 			break;
-		/* The step's success on record before the next one starts (the
-		 * first failure names the cause: board_audit_row). */
-		if (d->audit != NULL && (r = board_audit_row(b, d->audit,
+		/* The step's success on record (the first failure names the
+		 * cause: board_audit_put).  Durable before the next step for
+		 * identify (dupcheck reads the log up to its row) and the
+		 * issuance (the certificate exists); the others go with the
+		 * next durable row, which every action outside the station
+		 * waits for: the CA request, COMMIT, the outcome
+		 * (docs/audit.md, "When rows are written"). */
+		if (d->audit != NULL && (r = board_audit_put(b, d->audit,
 		    b->ok_outcome != NULL ? b->ok_outcome : "ok",
 		    b->ok_note[0] != '\0' ? b->ok_note : NULL,
-		    &b->rows[d->step])) != 0)
+		    &b->rows[d->step], !step_row_durable(d->step))) != 0)
 			break;
 		if (b->ok_info[0] != '\0')
 			board_emit(b, EV_INFO, 0, b->ok_info);

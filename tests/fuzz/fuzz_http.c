@@ -10,7 +10,8 @@
  * again gives the same target (decoding is exact); a number argument
  * that parses prints back as the same digits; a formatted double has no
  * character a Prometheus parser would refuse (no ',', whatever the
- * locale).
+ * locale); If-None-Match lists of any bytes are read within their
+ * length.
  */
 #include "tests/fuzz/fuzz.h"
 
@@ -146,6 +147,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				    strchr(arg, '/') == NULL,
 				    "segment '%s'", arg);
 		check_roundtrip(&t);
+	}
+	/* If-None-Match: any bytes, read within their length; then the
+	 * same bytes (up to a NUL, without quotes) as one element of a
+	 * list that ends with the tag itself. */
+	{
+		static const char tag[] = "W/\"0123456789abcdef\"";
+		char list[HTTP_INM_MAX + 1];
+		size_t m = size < HTTP_INM_MAX - sizeof(tag) - 2 ? size :
+		    HTTP_INM_MAX - sizeof(tag) - 2;
+		const char *nul = memchr(data, '\0', m);
+
+		(void)http_etag_match((const char *)data, size, tag);
+		if (nul != NULL)
+			m = (size_t)(nul - (const char *)data);
+		if (memchr(data, '"', m) == NULL) {
+			memcpy(list, data, m);
+			list[m] = ',';
+			memcpy(list + m + 1, tag, sizeof(tag));
+			(void)http_etag_match(list, strlen(list), tag);
+		}
 	}
 	if (size >= sizeof(d) + 1) {
 		memcpy(&d, data, sizeof(d));

@@ -4,7 +4,8 @@
 # then every endpoint of a running station (a plant registry with one
 # conflict in it, a board that passes, one that fails, a step caught
 # while it runs) and of a second station without registry or slots is
-# fetched, errors included (401, 404, 400, 405, 413, 414), and each
+# fetched, errors included (401, 404, 400, 405, 413, 414, 429) and a 304
+# on If-None-Match, and each
 # answer's status, content type and body are checked against the spec
 # with ajv (tests/tools/openapi/check.mjs; schemas closed with
 # additionalProperties: false, every key required).  Negative controls:
@@ -214,12 +215,19 @@ ask e414 /api/v1/devices/{device_id} "$U/api/v1/devices/$(printf 'a%.0s' {1..300
 # Unknown paths are no operation of the spec: the body is its Error.
 ask e401-unknown /api/v1/status "$U/no/such/path"
 ask e404-unknown /api/v1/slots/{n} "$U/api/v1/nothing" -H "$AUTH"
+ask status-304 /api/v1/status "$U/api/v1/status" -H "$AUTH" -H "If-None-Match: *"
+# Another address, past its burst (rate_burst 40): 429 with its body.
+for i in $(seq 1 60); do
+	ask e429-$i /healthz "$U/healthz" --interface 127.0.0.3
+done
 asked
+grep -q '^429$' "$T"/a/e429-*.status || fail "60 requests at once from one address got no 429"
 for e in status:200 healthz:200 slots:200 slot2:200 slot3:200 device1:200 device3:200 \
     events:200 events-page:200 events-empty:200 metrics:200 \
     e401:401 e401-wrong:401 e401-metrics:401 e404-slot:404 e404-device:404 \
     e400-slot:400 e400-device:400 e400-limit:400 e400-arg:400 e400-nul:400 \
-    e405:405 e405-healthz:405 e413:413 e414:414 e401-unknown:401 e404-unknown:404; do
+    e405:405 e405-healthz:405 e413:413 e414:414 e401-unknown:401 e404-unknown:404 \
+    status-304:304; do
 	[ "$(status_of "${e%:*}")" = "${e#*:}" ] ||
 		fail "${e%:*}: status $(status_of "${e%:*}"), expected ${e#*:}: $(cat "$T/a/${e%:*}")"
 done

@@ -1341,6 +1341,108 @@ test_threads_shared_handle(void **state)
 	check_chain(f, 2 * PER_WORKER);
 }
 
+#define GC_THREADS 8
+#define GC_ROWS 60
+
+struct gc_worker {
+	struct audit *a;
+	int tag;
+	int failures;
+};
+
+/* Every third row waits for durability; the others are queued for later. */
+static void *
+gc_run(void *arg)
+{
+	struct gc_worker *w = arg;
+	struct audit_event ev;
+	char dev[32];
+	int i;
+
+	for (i = 0; i < GC_ROWS; i++) {
+		ev_fill(&ev, i);
+		snprintf(dev, sizeof(dev), "g%d-%03d", w->tag, i);
+		ev.device_id = dev;
+		ev.slot = w->tag;
+		if ((i % 3 == 2 ? audit_append(w->a, &ev, NULL) :
+		    audit_append_later(w->a, &ev)) != 0)
+			w->failures++;
+	}
+	return NULL;
+}
+
+/*
+ * Group commit: eight threads appending at once, two rows in three queued
+ * for later.  Every row lands once, in each thread's order, on one
+ * unbroken chain; a row queued for later is not in the file until a
+ * durable append or a flush writes it, and close writes what is left.
+ */
+static void
+test_group_commit(void **state)
+{
+	struct fx *f = *state;
+	struct gc_worker w[GC_THREADS];
+	pthread_t t[GC_THREADS];
+	struct audit_event ev;
+	char v[64], sql[400];
+	int64_t id = 0;
+	int i;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	for (i = 0; i < GC_THREADS; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].a = f->a;
+		w[i].tag = i;
+		assert_int_equal(pthread_create(&t[i], NULL, gc_run, &w[i]), 0);
+	}
+	for (i = 0; i < GC_THREADS; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].failures, 0);
+	}
+	/* Each thread's last row waited: everything before it is written. */
+	check_chain(f, GC_THREADS * GC_ROWS);
+	for (i = 0; i < GC_THREADS; i++) {
+		snprintf(sql, sizeof(sql), "SELECT group_concat(device_id, ',')"
+		    " = (SELECT group_concat(device_id, ',') FROM (SELECT "
+		    "device_id FROM events WHERE slot = %d ORDER BY device_id))"
+		    " FROM (SELECT device_id FROM events WHERE slot = %d ORDER "
+		    "BY id)", i, i);
+		raw_text(f->path, sql, v, sizeof(v));
+		assert_string_equal(v, "1");
+	}
+
+	/* A row queued for later: not in the file yet. */
+	ev_fill(&ev, 1);
+	ev.device_id = "later-1";
+	assert_int_equal(audit_append_later(f->a, &ev), 0);
+	raw_text(f->path, "SELECT count(*) FROM events WHERE device_id = "
+	    "'later-1'", v, sizeof(v));
+	assert_string_equal(v, "0");
+	/* A durable one takes it along, before itself. */
+	ev.device_id = "durable-1";
+	assert_int_equal(audit_append(f->a, &ev, &id), 0);
+	assert_int_equal(id, GC_THREADS * GC_ROWS + 2);
+	raw_text(f->path, "SELECT id FROM events WHERE device_id = 'later-1'",
+	    v, sizeof(v));
+	assert_int_equal(strtol(v, NULL, 10), GC_THREADS * GC_ROWS + 1);
+	/* audit_flush, and close, write what is queued. */
+	ev.device_id = "later-2";
+	assert_int_equal(audit_append_later(f->a, &ev), 0);
+	assert_int_equal(audit_flush(f->a), 0);
+	raw_text(f->path, "SELECT count(*) FROM events WHERE device_id = "
+	    "'later-2'", v, sizeof(v));
+	assert_string_equal(v, "1");
+	ev.device_id = "later-3";
+	assert_int_equal(audit_append_later(f->a, &ev), 0);
+	audit_close(f->a);
+	f->a = NULL;
+	raw_text(f->path, "SELECT count(*) FROM events WHERE device_id = "
+	    "'later-3'", v, sizeof(v));
+	assert_string_equal(v, "1");
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	check_chain(f, GC_THREADS * GC_ROWS + 4);
+}
+
 /* Two connections, as two station processes would have: only SQLite's
  * file lock (BEGIN IMMEDIATE) keeps them from forking the chain. */
 static void
@@ -1928,6 +2030,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_threads_shared_handle,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_threads_own_handles,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_processes, setup,

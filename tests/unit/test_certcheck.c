@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include <openssl/err.h>
+
 #include "station/ca/certcheck.h"
 #include "common/err.h"
 #include "tests/unit/pki_util.h"
@@ -899,6 +901,150 @@ test_profile_subject_extra(void **state)
 	certcheck_trust_free(t);
 }
 
+/* OpenSSL's own reading of a CSR: parses, its key is spki, it verifies. */
+static int
+csr_openssl_accepts(const uint8_t *csr, size_t n, const uint8_t *spki,
+    size_t spki_len)
+{
+	const unsigned char *q = csr;
+	unsigned char *der = NULL;
+	X509_REQ *req = d2i_X509_REQ(NULL, &q, (long)n);
+	int len, ok;
+
+	ok = req != NULL && q == csr + n &&
+	    (len = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &der)) > 0 &&
+	    (size_t)len == spki_len && memcmp(der, spki, spki_len) == 0 &&
+	    X509_REQ_verify(req, X509_REQ_get0_pubkey(req)) == 1;
+	OPENSSL_free(der);
+	X509_REQ_free(req);
+	ERR_clear_error();
+	return ok;
+}
+
+static int
+csr_ours_accepts(const uint8_t *csr, size_t n, const uint8_t *spki,
+    size_t spki_len, char *why, size_t whysz)
+{
+	EVP_PKEY *pk = NULL;
+	int r = certcheck_csr_p256(csr, n, spki, spki_len, &pk, why, whysz);
+
+	assert_true(r == 0 || r == KL_ERR_INVALID);
+	assert_true((r == 0) == (pk != NULL));
+	EVP_PKEY_free(pk);
+	return r == 0;
+}
+
+/* The P-256 CSR check the engine makes without OpenSSL's decoders: it
+ * takes what OpenSSL takes for this key and nothing OpenSSL refuses. */
+static void
+test_csr_p256(void **state)
+{
+	EVP_PKEY *key = pki_ec_key(), *other = pki_ec_key(), *rsa;
+	uint8_t *spki, *ospki, *csr, *ocsr, *rspki, *buf;
+	size_t spki_len, ospki_len, n, on, rn, i;
+	char why[200];
+	int x, ours, theirs, accepted = 0;
+	EVP_PKEY *pk = NULL;
+	unsigned char *pub = NULL;
+
+	(void)state;
+	assert_non_null(key);
+	assert_non_null(other);
+	spki = pki_spki(key, &spki_len);
+	ospki = pki_spki(other, &ospki_len);
+	csr = pki_csr(key, "keyline-virtual-KL000001", &n);
+	ocsr = pki_csr(other, "keyline-virtual-KL000001", &on);
+	assert_non_null(spki);
+	assert_non_null(csr);
+	assert_int_equal(spki_len, CERTCHECK_SPKI_P256_LEN);
+	assert_true(certcheck_spki_is_p256(spki, spki_len));
+
+	/* The good one, and the key it gives back is the board's. */
+	why[0] = '\0';
+	x = certcheck_csr_p256(csr, n, spki, spki_len, &pk, why, sizeof(why));
+	if (x != 0)
+		print_error("refused: %s\n", why);
+	assert_int_equal(x, 0);
+	assert_non_null(pk);
+	assert_int_equal(i2d_PUBKEY(pk, &pub), (int)spki_len);
+	assert_memory_equal(pub, spki, spki_len);
+	OPENSSL_free(pub);
+	EVP_PKEY_free(pk);
+
+	/* Another key's valid CSR. */
+	assert_false(csr_ours_accepts(ocsr, on, spki, spki_len, why,
+	    sizeof(why)));
+	assert_string_equal(why, "is not for the key it just generated");
+	buf = malloc(n);
+	assert_non_null(buf);
+	/* A key that is not a point on the curve: the SPKI's last byte
+	 * changed, in the CSR too. */
+	{
+		uint8_t bad[CERTCHECK_SPKI_P256_LEN];
+		uint8_t *at;
+
+		memcpy(bad, spki, spki_len);
+		bad[spki_len - 1] ^= 0x01;
+		memcpy(buf, csr, n);
+		at = memmem(buf, n, spki, spki_len);
+		assert_non_null(at);
+		at[spki_len - 1] ^= 0x01;
+		assert_false(csr_ours_accepts(buf, n, bad, spki_len, why,
+		    sizeof(why)));
+		assert_string_equal(why, "key is not a point on P-256");
+	}
+	memcpy(buf, csr, n);
+	/* Every byte flipped in turn, two ways: never accepted, and never
+	 * accepted where OpenSSL refuses. */
+	for (i = 0; i < n; i++) {
+		for (x = 0x01; x <= 0x80; x <<= 7) {
+			buf[i] ^= (uint8_t)x;
+			ours = csr_ours_accepts(buf, n, spki, spki_len, why,
+			    sizeof(why));
+			theirs = csr_openssl_accepts(buf, n, spki, spki_len);
+			assert_false(ours && !theirs);
+			accepted += ours;
+			buf[i] ^= (uint8_t)x;
+		}
+	}
+	/* The signature covers every byte but its own: nothing passes. */
+	assert_int_equal(accepted, 0);
+	/* Truncated anywhere, or with a byte after it. */
+	for (i = 0; i < n; i++)
+		assert_false(csr_ours_accepts(csr, i, spki, spki_len, why,
+		    sizeof(why)));
+	buf = realloc(buf, n + 1);
+	assert_non_null(buf);
+	memcpy(buf, csr, n);
+	buf[n] = 0;
+	assert_false(csr_ours_accepts(buf, n + 1, spki, spki_len, why,
+	    sizeof(why)));
+	assert_string_equal(why, "does not parse: not one DER SEQUENCE");
+	/* The signature's last byte changed: parses, does not verify. */
+	memcpy(buf, csr, n);
+	buf[n - 1] ^= 0x01;
+	ours = csr_ours_accepts(buf, n, spki, spki_len, why, sizeof(why));
+	assert_false(ours);
+	/* An RSA key is not taken by this check at all. */
+	rsa = EVP_RSA_gen(2048);
+	assert_non_null(rsa);
+	rspki = pki_spki(rsa, &rn);
+	assert_non_null(rspki);
+	assert_false(certcheck_spki_is_p256(rspki, rn));
+	assert_false(csr_ours_accepts(csr, n, rspki, rn, why, sizeof(why)));
+	assert_string_equal(why, "key is not a P-256 key");
+
+	free(buf);
+	OPENSSL_free(rspki);
+	OPENSSL_free(spki);
+	OPENSSL_free(ospki);
+	OPENSSL_free(csr);
+	OPENSSL_free(ocsr);
+	EVP_PKEY_free(rsa);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(other);
+}
+
 int
 main(void)
 {
@@ -913,6 +1059,7 @@ main(void)
 		cmocka_unit_test(test_profile_refused),
 		cmocka_unit_test(test_profile_lifetime),
 		cmocka_unit_test(test_profile_subject_extra),
+		cmocka_unit_test(test_csr_p256),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -84,6 +84,7 @@ tamper_issue(void *ctx, const struct ca_request *req, uint8_t **cert,
 		foreign_csr(req->device_id, &csr, &csr_len);
 		r2.csr_der = csr;
 		r2.csr_len = csr_len;
+		r2.key = NULL;	/* the engine's check was of the old bytes */
 	} else if (strcmp(req->device_id, t->wrong_cn_id) == 0) {
 		r2.device_id = "impostor-0001";
 	}

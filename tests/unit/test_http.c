@@ -1,8 +1,8 @@
 /*
  * test_http.c: the status API's text in and out (ui/http_parse.c):
  * request targets (NUL in every spelling, escapes, limits, truncated and
- * bit-flipped input), route matching, numbers, and number formatting
- * under a comma-decimal locale.
+ * bit-flipped input), route matching, numbers, number formatting
+ * under a comma-decimal locale, and If-None-Match lists.
  */
 #include <locale.h>
 #include <math.h>
@@ -245,6 +245,66 @@ test_fmt_comma_locale(void **state)
 	setlocale(LC_ALL, "C");
 }
 
+/* If-None-Match against the server's weak tag. */
+static void
+test_etag_match(void **state)
+{
+	static const char tag[] = "W/\"00ff00ff00ff00ff\"";
+	static const struct {
+		const char *list;
+		int match;
+	} cases[] = {
+		{ "W/\"00ff00ff00ff00ff\"", 1 },
+		{ "\"00ff00ff00ff00ff\"", 1 },	/* weak comparison */
+		{ "*", 1 },
+		{ "  *  ", 1 },
+		{ "\"a\", W/\"00ff00ff00ff00ff\"", 1 },
+		{ "\"a\",W/\"b\" ,\t\"00ff00ff00ff00ff\"", 1 },
+		{ ", ,\"00ff00ff00ff00ff\"", 1 },	/* empty elements */
+		{ "\"00ff00ff00ff00ff\",", 1 },
+		{ "", 0 },
+		{ "   ", 0 },
+		{ "W/\"00ff00ff00ff00fe\"", 0 },
+		{ "\"00FF00FF00FF00FF\"", 0 },	/* case matters */
+		{ "W/\"00ff00ff00ff00ff", 0 },	/* no closing quote */
+		{ "00ff00ff00ff00ff", 0 },	/* not quoted */
+		{ "w/\"00ff00ff00ff00ff\"", 0 },
+		{ "W/ \"00ff00ff00ff00ff\"", 0 },
+		{ "\"a b\", \"00ff00ff00ff00ff\"", 0 },	/* bad element ends it */
+		{ "\"a\" \"00ff00ff00ff00ff\"", 0 },	/* no comma */
+		{ "**", 0 },
+		{ "*, \"x\"", 0 },
+	};
+	char buf[64];
+	size_t i, n, cut;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (http_etag_match(cases[i].list, strlen(cases[i].list),
+		    tag) != cases[i].match)
+			fail_msg("'%s' should %smatch", cases[i].list,
+			    cases[i].match ? "" : "not ");
+	}
+	/* Only len bytes are read: every prefix of a matching value, in a
+	 * buffer with no NUL after it, is looked at up to its length. */
+	n = strlen(tag);
+	for (cut = 0; cut < n; cut++) {
+		memset(buf, '"', sizeof(buf));
+		memcpy(buf, tag, cut);
+		assert_int_equal(http_etag_match(buf, cut, tag), 0);
+	}
+	/* Bit flips of a matching value: no crash, a match only when the
+	 * flip leaves the tag itself alone. */
+	for (i = 0; i < n * 8; i++) {
+		memcpy(buf, tag, n + 1);
+		buf[i / 8] ^= (char)(1 << (i % 8));
+		(void)http_etag_match(buf, n, tag);
+	}
+	assert_int_equal(http_etag_match(NULL, 0, tag), 0);
+	assert_int_equal(http_etag_match(tag, HTTP_INM_MAX + 1, tag), 0);
+	assert_int_equal(http_etag_match("*", 1, "bad"), 0);
+}
+
 int
 main(void)
 {
@@ -255,6 +315,7 @@ main(void)
 		cmocka_unit_test(test_routes_and_numbers),
 		cmocka_unit_test(test_fmt),
 		cmocka_unit_test(test_fmt_comma_locale),
+		cmocka_unit_test(test_etag_match),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
