@@ -797,8 +797,16 @@ step_keygen_v2(struct board *b)
 	    (r = proto_put_bytes(&req[1], PT_FILE_DATA, ota->gateway_url,
 	    strlen(ota->gateway_url))))
 		goto out;
-	b->staged = 1;
-	if ((r = link_call_many(b->link, rq, 2, &failed)) != 0) {
+	/*
+	 * Files are staged on the board once it got past KEYGEN: only then
+	 * is ABORT worth sending (as with a staged key, a board still busy
+	 * with KEYGEN is not chased; what it stages after goes at its next
+	 * HELLO or start, and an operator's stop is not held up by it).
+	 */
+	r = link_call_many(b->link, rq, 2, &failed);
+	if (r == 0 || failed > 0)
+		b->staged = 1;
+	if (r != 0) {
 		r = board_many_fail(b, &rq[failed], r);
 		goto out;
 	}
