@@ -137,6 +137,13 @@ struct board {
 	size_t csr_len;
 	EVP_PKEY *csr_key;		/* a P-256 CSR's key, the CSR
 					 * checked (step_csr); owned */
+	uint32_t version;		/* protocol version HELLO agreed */
+	uint8_t *keygen_csr;		/* v2: the CSR KEYGEN answered, not
+					 * yet checked (step_csr); OPENSSL_free */
+	size_t keygen_csr_len;
+	uint8_t readback[32];		/* v2: COMMIT's read-back digest */
+	size_t readback_len;
+	int readback_valid;
 	uint8_t *cert;
 	size_t cert_len;
 	char cert_serial[80];

@@ -475,6 +475,7 @@ board_cleanup(struct board *b)
 	}
 	link_close(b->link);
 	OPENSSL_free(b->spki);
+	OPENSSL_free(b->keygen_csr);
 	OPENSSL_free(b->csr);
 	EVP_PKEY_free(b->csr_key);
 	X509_free(b->x509);

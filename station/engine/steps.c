@@ -24,6 +24,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "station/config/ota.h"
+#include "station/link/frame.h"
 #include "station/link/serial.h"
 
 static int
@@ -67,6 +68,9 @@ step_identify(struct board *b)
 	    version > PROTO_VERSION_MAX)
 		return board_fail(b, KL_ERR_VERSION,
 		    "board answered HELLO without a protocol version we speak");
+	b->version = version;
+	/* Every later frame's fields in the short form (proto.h). */
+	link_set_compact(b->link, version >= 2);
 	if (board_resp_str(b, PT_SERIAL, b->serial, sizeof(b->serial)) != 0 ||
 	    b->serial[0] == '\0')
 		return board_fail(b, KL_ERR_PROTO,
@@ -593,6 +597,248 @@ check_spki(struct board *b, const uint8_t *p, size_t n,
 	return 0;
 }
 
+/*
+ * root.crt as one DER certificate, for a version 2 board to PEM-encode:
+ * only when the configured file is exactly what that encoding gives back
+ * (one certificate, no text around it), so the board writes the same
+ * bytes either way.  1 and *der (OPENSSL_free), or 0: send the file.
+ */
+static int
+root_crt_der(const struct ota_files *ota, unsigned char **der, long *der_len)
+{
+	BIO *in = NULL, *out = NULL;
+	char *name = NULL, *header = NULL, *pem;
+	unsigned char *data = NULL;
+	long len = 0, pem_len;
+	int ok = 0;
+
+	if (ota->root_crt_len == 0 || ota->root_crt_len > PROTO_MAX_FILE ||
+	    (in = BIO_new_mem_buf(ota->root_crt,
+	    (int)ota->root_crt_len)) == NULL ||
+	    PEM_read_bio(in, &name, &header, &data, &len) != 1 ||
+	    strcmp(name, PEM_STRING_X509) != 0 || header[0] != '\0' ||
+	    BIO_pending(in) != 0 || (out = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio(out, PEM_STRING_X509, "", data, len) <= 0)
+		goto out;
+	pem_len = BIO_get_mem_data(out, &pem);
+	if (pem_len < 0 || (size_t)pem_len != ota->root_crt_len ||
+	    memcmp(pem, ota->root_crt, ota->root_crt_len) != 0)
+		goto out;
+	*der = data;
+	*der_len = len;
+	data = NULL;
+	ok = 1;
+out:
+	ERR_clear_error();
+	OPENSSL_free(name);
+	OPENSSL_free(header);
+	OPENSSL_free(data);
+	BIO_free(in);
+	BIO_free(out);
+	return ok;
+}
+
+/* A pipelined request that came back refused or malformed. */
+static int
+board_many_fail(struct board *b, const struct link_req *rq, int r)
+{
+	char remote[PROTO_LINK_ERR_MAX];
+
+	if (r == KL_ERR_REMOTE) {
+		snprintf(remote, sizeof(remote), "%s", rq->err);
+		(void)board_text(remote);
+		return board_fail(b, r, "board refused %s: %s",
+		    proto_type_name(rq->type), remote);
+	}
+	if (r == KL_ERR_CRC)
+		return board_fail(b, r, "%s exchange failed: the line is too "
+		    "noisy (%d resends, all corrupt)",
+		    proto_type_name(rq->type), b->e->o.cfg->resends);
+	if (r == KL_ERR_TIMEOUT)
+		return board_fail(b, r, "%s exchange failed: no answer in %d "
+		    "attempts of %d ms", proto_type_name(rq->type),
+		    b->e->o.cfg->attempts, rq->timeout_ms);
+	return board_fail(b, r, "%s exchange failed: %s",
+	    proto_type_name(rq->type), kl_strerror(r));
+}
+
+/* One DER element at r: its tag, content, and the whole element. */
+static int
+der_elem(struct buf_reader *r, uint8_t *tag, const uint8_t **elem,
+    size_t *elem_len, struct buf_reader *content)
+{
+	size_t start = r->off, len = 0, i;
+	const uint8_t *c;
+	uint8_t lb, b;
+
+	if (buf_get_u8(r, tag) != 0 || buf_get_u8(r, &lb) != 0)
+		return KL_ERR_TRUNCATED;
+	if (lb < 0x80)
+		len = lb;
+	else if (lb == 0x80 || lb > 0x83)
+		return KL_ERR_INVALID;
+	else
+		for (i = 0; i < (size_t)(lb & 0x7f); i++) {
+			if (buf_get_u8(r, &b) != 0)
+				return KL_ERR_TRUNCATED;
+			len = (len << 8) | b;
+		}
+	if (buf_get_bytes(r, len, &c) != 0)
+		return KL_ERR_TRUNCATED;
+	buf_reader_init(content, c, len);
+	*elem = r->data + start;
+	*elem_len = r->off - start;
+	return 0;
+}
+
+/*
+ * The SubjectPublicKeyInfo inside a DER PKCS#10 request, as its bytes:
+ * SEQUENCE { SEQUENCE { INTEGER version, Name subject, SPKI, ... } ... }.
+ * Only where it sits is read here; step_csr checks the whole request.
+ */
+static int
+csr_spki_of(const uint8_t *csr, size_t n, const uint8_t **spki, size_t *len)
+{
+	struct buf_reader r, outer, tbs, skip;
+	const uint8_t *e;
+	size_t el;
+	uint8_t tag;
+
+	buf_reader_init(&r, csr, n);
+	if (der_elem(&r, &tag, &e, &el, &outer) != 0 || tag != 0x30 ||
+	    der_elem(&outer, &tag, &e, &el, &tbs) != 0 || tag != 0x30 ||
+	    der_elem(&tbs, &tag, &e, &el, &skip) != 0 || tag != 0x02 ||
+	    der_elem(&tbs, &tag, &e, &el, &skip) != 0 || tag != 0x30 ||
+	    der_elem(&tbs, &tag, spki, len, &skip) != 0 || tag != 0x30)
+		return KL_ERR_INVALID;
+	return 0;
+}
+
+/*
+ * The new key of a version 2 board is the one in its CSR, when the key
+ * check KEYGEN answered (the first bytes of its SPKI's SHA-256) says the
+ * board signed the CSR with the key it made.  When it does not, or the
+ * CSR has no SPKI where one belongs, b->spki stays NULL and step_csr
+ * refuses the CSR.
+ */
+static int
+keygen_v2_key(struct board *b, const uint8_t check[PROTO_KEY_CHECK_LEN])
+{
+	const uint8_t *spki;
+	uint8_t digest[32];
+	size_t len;
+	int r;
+
+	if (csr_spki_of(b->keygen_csr, b->keygen_csr_len, &spki, &len) != 0)
+		return 0;
+	if ((r = engine_sha256(spki, len, digest)) != 0)
+		return r;
+	if (memcmp(digest, check, PROTO_KEY_CHECK_LEN) != 0)
+		return 0;
+	if ((r = check_spki(b, spki, len, b->e->key_type)) != 0)
+		return r;
+	if ((r = engine_dup_bytes(spki, len, &b->spki)) != 0)
+		return r;
+	b->spki_len = len;
+	engine_hex(digest, sizeof(digest), b->key_fpr);
+	return 0;
+}
+
+/*
+ * Version 2: KEYGEN asks for the CSR too (SUBJECT_CN), and while the
+ * board's secure element works, root.crt and gateway.url go down the
+ * line behind it and are staged once it is done (docs/protocol.md,
+ * "Pipelining"): they do not depend on the key.  The CSR is checked in
+ * step_csr; the key's fingerprint is the SHA-256 the board reported.
+ */
+static int
+step_keygen_v2(struct board *b)
+{
+	struct engine *e = b->e;
+	const struct config *cfg = e->o.cfg;
+	const struct ota_files *ota = e->o.ota;
+	struct link_req rq[2];
+	struct buf req[2], resp[2];
+	unsigned char *der = NULL;
+	const uint8_t *p;
+	long der_len = 0;
+	size_t i, n, failed = 0;
+	int r;
+
+	memset(rq, 0, sizeof(rq));
+	for (i = 0; i < 2; i++) {
+		buf_init(&req[i], FRAME_MAX_PAYLOAD);
+		buf_init(&resp[i], FRAME_MAX_PAYLOAD);
+		rq[i].req = &req[i];
+		rq[i].resp = &resp[i];
+		rq[i].timeout_ms = cfg->timeout_ms;
+	}
+	rq[0].type = PROTO_KEYGEN;
+	rq[0].timeout_ms = cfg->keygen_timeout_ms;
+	rq[1].type = PROTO_PUT_FILE;
+	if ((r = proto_put_str(&req[0], PT_KEY_TYPE,
+	    hsm_key_type_name(e->key_type))) ||
+	    (r = proto_put_bytes(&req[0], PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_str(&req[0], PT_KEY_LABEL, cfg->key_label)) ||
+	    (r = proto_put_str(&req[0], PT_SUBJECT_CN, b->device_id)))
+		goto out;
+	if ((r = proto_put_str(&req[1], PT_FILE_NAME, "root.crt")) != 0)
+		goto out;
+	if (root_crt_der(ota, &der, &der_len))
+		r = proto_put_bytes(&req[1], PT_FILE_DER, der, (size_t)der_len);
+	else
+		r = proto_put_bytes(&req[1], PT_FILE_DATA, ota->root_crt,
+		    ota->root_crt_len);
+	/* One PUT_FILE, two files (a version 2 PUT_FILE's fields are read
+	 * in order): a frame and an answer fewer. */
+	if (r != 0 ||
+	    (r = proto_put_str(&req[1], PT_FILE_NAME, "gateway.url")) ||
+	    (r = proto_put_bytes(&req[1], PT_FILE_DATA, ota->gateway_url,
+	    strlen(ota->gateway_url))))
+		goto out;
+	/*
+	 * Files are staged on the board once it got past KEYGEN: only then
+	 * is ABORT worth sending (as with a staged key, a board still busy
+	 * with KEYGEN is not chased; what it stages after goes at its next
+	 * HELLO or start, and an operator's stop is not held up by it).
+	 */
+	r = link_call_many(b->link, rq, 2, &failed);
+	if (r == 0 || failed > 0)
+		b->staged = 1;
+	if (r != 0) {
+		r = board_many_fail(b, &rq[failed], r);
+		goto out;
+	}
+	for (i = 0; i < 2; i++)
+		if (rq[i].rc != 0) {
+			r = board_many_fail(b, &rq[i], rq[i].rc);
+			goto out;
+		}
+	if (proto_get_bytes(resp[0].data, resp[0].len, PT_CSR, 16384, &p,
+	    &n) != 0) {
+		r = board_fail(b, KL_ERR_PROTO, "KEYGEN answer has no CSR");
+		goto out;
+	}
+	if ((r = engine_dup_bytes(p, n, &b->keygen_csr)) != 0)
+		goto out;
+	b->keygen_csr_len = n;
+	if (proto_get_bytes(resp[0].data, resp[0].len, PT_KEY_CHECK,
+	    PROTO_KEY_CHECK_LEN, &p, &n) != 0 || n != PROTO_KEY_CHECK_LEN) {
+		r = board_fail(b, KL_ERR_PROTO, "KEYGEN answer has no key "
+		    "check");
+		goto out;
+	}
+	r = keygen_v2_key(b, p);
+out:
+	OPENSSL_free(der);
+	for (i = 0; i < 2; i++) {
+		buf_free(&req[i]);
+		buf_free(&resp[i]);
+	}
+	return r;
+}
+
 static int
 step_keygen(struct board *b)
 {
@@ -603,6 +849,11 @@ step_keygen(struct board *b)
 	size_t n;
 	int r;
 
+	if (b->version >= 2) {
+		if ((r = step_keygen_v2(b)) != 0)
+			return r;
+		goto uptane;
+	}
 	if ((r = proto_put_str(&b->req, PT_KEY_TYPE,
 	    hsm_key_type_name(e->key_type))) ||
 	    (r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
@@ -621,7 +872,7 @@ step_keygen(struct board *b)
 	if ((r = engine_sha256(p, n, digest)) != 0)
 		return r;
 	engine_hex(digest, sizeof(digest), b->key_fpr);
-
+uptane:
 	if (cfg->uptane_key) {
 		if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->uptane_id,
 		    e->uptane_id_len)) ||
@@ -639,27 +890,21 @@ step_keygen(struct board *b)
 	return 0;
 }
 
-/* The CSR must carry the board's new key and be signed by it. */
+/* The CSR must carry the board's new key and be signed by it.  (A
+ * version 2 board sent it with KEYGEN's answer: step_keygen_v2.) */
 static int
-step_csr(struct board *b)
+csr_check(struct board *b, const uint8_t *p, size_t n)
 {
 	struct engine *e = b->e;
-	const uint8_t *p;
 	const unsigned char *q;
 	unsigned char *der = NULL;
 	X509_REQ *req = NULL;
 	EVP_PKEY *pk;
-	size_t n;
 	int len, r;
 
-	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
-	    e->tls_id_len)) ||
-	    (r = proto_put_str(&b->req, PT_SUBJECT_CN, b->device_id)))
-		return r;
-	if ((r = board_call(b, PROTO_CSR, e->o.cfg->keygen_timeout_ms)) != 0)
-		return r;
-	if (board_resp_bytes(b, PT_CSR, 16384, &p, &n) != 0)
-		return board_fail(b, KL_ERR_PROTO, "CSR answer has no request");
+	if (b->spki == NULL)	/* v2: KEY_CHECK did not match it */
+		return board_fail(b, KL_ERR_PROTO, "board's CSR is not for the "
+		    "key it just generated (or does not parse)");
 	if (e->key_type == HSM_KEY_EC_P256) {
 		char why[160];
 
@@ -702,6 +947,27 @@ out:
 	OPENSSL_free(der);
 	X509_REQ_free(req);
 	return r;
+}
+
+static int
+step_csr(struct board *b)
+{
+	struct engine *e = b->e;
+	const uint8_t *p;
+	size_t n;
+	int r;
+
+	if (b->keygen_csr != NULL)	/* v2: it came with KEYGEN's answer */
+		return csr_check(b, b->keygen_csr, b->keygen_csr_len);
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->tls_id,
+	    e->tls_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_SUBJECT_CN, b->device_id)))
+		return r;
+	if ((r = board_call(b, PROTO_CSR, e->o.cfg->keygen_timeout_ms)) != 0)
+		return r;
+	if (board_resp_bytes(b, PT_CSR, 16384, &p, &n) != 0)
+		return board_fail(b, KL_ERR_PROTO, "CSR answer has no request");
+	return csr_check(b, p, n);
 }
 
 /*
@@ -980,6 +1246,93 @@ board_files(struct board *b, struct buf *pem, struct board_file files[3])
 }
 
 /*
+ * Version 2: root.crt and gateway.url were staged during KEYGEN.  The
+ * certificate goes once, as DER, with COMMIT: the board stages the token
+ * object and client.pem (its PEM, then the intermediates) from it and
+ * commits them with the files.  COMMIT's answer is the digest of what the
+ * board read back (proto_readback_digest), checked in step_verify.
+ */
+static int
+step_write_v2(struct board *b)
+{
+	struct engine *e = b->e;
+	const uint8_t *p;
+	size_t n;
+	int r;
+
+	if ((r = proto_put_bytes(&b->req, PT_KEY_ID, e->cert_id,
+	    e->cert_id_len)) ||
+	    (r = proto_put_str(&b->req, PT_KEY_LABEL, e->o.cfg->key_label)) ||
+	    (r = proto_put_bytes(&b->req, PT_CERT, b->cert, b->cert_len)) ||
+	    (r = proto_put_str(&b->req, PT_CERT_FILE, "client.pem")))
+		goto fail;
+	if (e->intermediates_pem != NULL && (r = proto_put_bytes(&b->req,
+	    PT_FILE_DATA, e->intermediates_pem, e->intermediates_len)) != 0)
+		goto fail;
+	/*
+	 * The intent is on record before COMMIT leaves: if the station dies
+	 * now, the next station to see this board knows to ask it what it
+	 * holds instead of guessing.
+	 */
+	if ((r = board_audit(b, "commit", "requested", NULL)) != 0) {
+		buf_reset(&b->req);
+		return board_fail(b, r, "audit log write failed; COMMIT was "
+		    "not sent");
+	}
+	b->staged = 1;
+	b->commit_sent = 1;
+	if ((r = board_call(b, PROTO_COMMIT, e->o.cfg->timeout_ms)) != 0)
+		return r;
+	b->staged = 0;
+	b->committed = 1;
+	/* Checked in step_verify; none is a mismatch there. */
+	if (board_resp_bytes(b, PT_READBACK_SHA256, 32, &p, &n) == 0 &&
+	    n == 32) {
+		memcpy(b->readback, p, 32);
+		b->readback_len = 32;
+	}
+	b->readback_valid = 1;
+	return 0;
+fail:
+	buf_reset(&b->req);
+	return r;
+}
+
+/*
+ * Version 2: what the board read back after COMMIT, against what was
+ * written.  0 when the digests match; 1 when they do not (the caller
+ * asks the board file by file, to say which one differs).
+ */
+static int
+verify_readback(struct board *b, const struct board_file files[3], int *same)
+{
+	struct engine *e = b->e;
+	struct proto_readback rb[4];
+	uint8_t want[32];
+	size_t i;
+	int r;
+
+	memset(rb, 0, sizeof(rb));
+	for (i = 0; i < 3; i++) {
+		rb[i].kind = PROTO_RB_FILE;
+		rb[i].name_len = strlen(files[i].name);
+		memcpy(rb[i].name, files[i].name, rb[i].name_len);
+		memcpy(rb[i].sha256, files[i].sha, 32);
+		rb[i].size = (uint32_t)files[i].len;
+	}
+	rb[3].kind = PROTO_RB_CERT;
+	rb[3].name_len = e->cert_id_len;
+	memcpy(rb[3].name, e->cert_id, e->cert_id_len);
+	rb[3].size = (uint32_t)b->cert_len;
+	if ((r = engine_sha256(b->cert, b->cert_len, rb[3].sha256)) != 0 ||
+	    (r = proto_readback_digest(rb, 4, want)) != 0)
+		return r;
+	*same = b->readback_len == 32 &&
+	    CRYPTO_memcmp(want, b->readback, 32) == 0;
+	return 0;
+}
+
+/*
  * Stage the files and the certificate object, record the intent, commit.
  * The board keeps its old key, certificate and files until COMMIT, which
  * swaps them all in one board-side commit (docs/protocol.md).
@@ -995,6 +1348,8 @@ step_write(struct board *b)
 	size_t i, n;
 	int r;
 
+	if (b->version >= 2)
+		return step_write_v2(b);
 	buf_init(&pem, ENGINE_MAX_PEM);
 	if ((r = board_files(b, &pem, files)) != 0)
 		goto out;
@@ -1049,7 +1404,7 @@ step_verify(struct board *b)
 	const uint8_t *p;
 	uint32_t size;
 	size_t i, n;
-	int r;
+	int same = 0, r;
 
 	/* A recovered board's credentials are this plant's from here on:
 	 * if they fail a check, they are taken back like fresh ones. */
@@ -1058,6 +1413,13 @@ step_verify(struct board *b)
 	buf_init(&pem, ENGINE_MAX_PEM);
 	if ((r = board_files(b, &pem, files)) != 0)
 		goto out;
+	if (b->readback_valid) {
+		if ((r = verify_readback(b, files, &same)) != 0)
+			goto out;
+		if (same)
+			goto out;
+		/* Something differs: which file, or the certificate? */
+	}
 	for (i = 0; i < 3; i++) {
 		if ((r = proto_put_str(&b->req, PT_FILE_NAME, files[i].name)))
 			goto out;
@@ -1078,6 +1440,11 @@ step_verify(struct board *b)
 			    "was written", files[i].name);
 			goto out;
 		}
+	}
+	if (b->readback_valid) {
+		r = board_fail(b, KL_ERR_MISMATCH, "certificate read back from "
+		    "the board's HSM differs");
+		goto out;
 	}
 	r = 0;
 out:

@@ -35,6 +35,8 @@
 #define FRAME_F_RESPONSE 0x01	/* sent by the board */
 #define FRAME_F_ERROR 0x02	/* response payload is an error (proto.h) */
 #define FRAME_F_NAK 0x04	/* "your last frame arrived corrupt, resend" */
+#define FRAME_F_COMPACT 0x08	/* fields in version 2's compact form
+				 * (proto_tlv_compact) */
 
 struct frame {
 	uint8_t type;

@@ -16,6 +16,8 @@
 
 #include "common/buf.h"
 
+#define PROTO_LINK_ERR_MAX 320	/* an error answer's words and code name */
+
 struct link_params {
 	int baud;		/* serial only; 0 = leave as is */
 };
@@ -85,6 +87,52 @@ void link_set_resends(struct link *l, int resends);
  */
 int link_call(struct link *l, uint8_t type, const struct buf *req,
     struct buf *resp, int timeout_ms, char *remote_err, size_t errsz);
+
+/*
+ * From now on, requests but HELLO go with their fields in the compact
+ * form of protocol version 2 (FRAME_F_COMPACT, proto_tlv_compact); the
+ * engine sets it once HELLO agreed version 2.  Answers flagged so are
+ * read whatever this says.  Callers keep the 4-byte form.
+ */
+void link_set_compact(struct link *l, int on);
+
+/*
+ * Pipelining (protocol v2, docs/protocol.md "Pipelining"): up to
+ * LINK_PIPE_MAX requests outstanding at once, their frames together at
+ * most LINK_PIPE_MAX_BYTES (well under a 4 KiB tty buffer; a request
+ * that would pass it waits until earlier ones are answered).  Only
+ * requests that do not depend on each other's order go in one call: after
+ * a NAK the board may run them in another order.
+ */
+#define LINK_PIPE_MAX 4
+#define LINK_PIPE_MAX_BYTES 3072
+
+struct link_req {
+	uint8_t type;
+	const struct buf *req;	/* NULL: empty payload; borrowed */
+	struct buf *resp;	/* the answer's payload (max >=
+				 * FRAME_MAX_PAYLOAD); borrowed */
+	int timeout_ms;		/* per attempt, from when the request
+				 * before it was answered */
+	int rc;			/* out: 0, KL_ERR_REMOTE (words in err) or
+				 * KL_ERR_PROTO (malformed fields) */
+	char err[PROTO_LINK_ERR_MAX];
+};
+
+/*
+ * Sends rq[0..n-1] (n <= LINK_PIPE_MAX) each under its own seq, without
+ * waiting for one answer before the next request, and collects the
+ * answers, matched by seq.  When the board NAKs, an answer arrives
+ * corrupt or the oldest unanswered request times out, every unanswered
+ * request is sent again with its seq (the board answers a repeat from its
+ * cache of recent answers).  Each request has the budgets of link_call.
+ * 0 when every request got an answer (each rq[i].rc says which kind);
+ * otherwise the exchange failed as link_call would (KL_ERR_TIMEOUT,
+ * KL_ERR_CRC, KL_ERR_CLOSED, KL_ERR_IO, KL_ERR_PROTO, KL_ERR_CANCELLED),
+ * *failed (may be NULL) the index of the request it failed at.
+ */
+int link_call_many(struct link *l, struct link_req *rq, size_t n,
+    size_t *failed);
 
 const struct link_stats *link_stats(const struct link *l);
 

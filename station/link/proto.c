@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "common/err.h"
 
 int
@@ -51,6 +53,21 @@ proto_next(struct buf_reader *r, uint8_t *tag, const uint8_t **val,
 		return KL_ERR_TRUNCATED;
 	*vlen = len;
 	return 1;
+}
+
+int
+proto_walk(const uint8_t *payload, size_t len, size_t off, uint8_t *tag,
+    const uint8_t **val, size_t *vlen, size_t *next)
+{
+	struct buf_reader r;
+	int got;
+
+	if (off > len)
+		return KL_ERR_TRUNCATED;
+	buf_reader_init(&r, payload + off, len - off);
+	if ((got = proto_next(&r, tag, val, vlen)) == 1)
+		*next = off + r.off;
+	return got;
 }
 
 int
@@ -174,4 +191,130 @@ proto_type_name(uint8_t type)
 		if (proto_names[i].type == type)
 			return proto_names[i].name;
 	return "UNKNOWN";
+}
+
+static int
+proto_rb_cmp(const struct proto_readback *x, const struct proto_readback *y)
+{
+	size_t m = x->name_len < y->name_len ? x->name_len : y->name_len;
+	int c;
+
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
+	if ((c = memcmp(x->name, y->name, m)) != 0)
+		return c;
+	return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+int
+proto_readback_digest(const struct proto_readback *rb, size_t n,
+    uint8_t out[32])
+{
+	const struct proto_readback *order[PROTO_RB_MAX], *t;
+	EVP_MD_CTX *md = NULL;
+	uint8_t head[2], size[4];
+	unsigned int len = 0;
+	size_t i, j;
+	int r = KL_ERR_CRYPTO;
+
+	if (n > PROTO_RB_MAX)
+		return KL_ERR_INVALID;
+	for (i = 0; i < n; i++) {
+		if ((rb[i].kind != PROTO_RB_FILE &&
+		    rb[i].kind != PROTO_RB_CERT) || rb[i].name_len == 0 ||
+		    rb[i].name_len > PROTO_RB_MAX_NAME)
+			return KL_ERR_INVALID;
+		/* insertion sort: a handful of records */
+		for (j = i; j > 0 && proto_rb_cmp(order[j - 1], &rb[i]) > 0;
+		    j--)
+			order[j] = order[j - 1];
+		order[j] = &rb[i];
+	}
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+		goto out;
+	for (i = 0; i < n; i++) {
+		t = order[i];
+		head[0] = t->kind;
+		head[1] = (uint8_t)t->name_len;
+		size[0] = (uint8_t)(t->size >> 24);
+		size[1] = (uint8_t)(t->size >> 16);
+		size[2] = (uint8_t)(t->size >> 8);
+		size[3] = (uint8_t)t->size;
+		if (EVP_DigestUpdate(md, head, 2) != 1 ||
+		    EVP_DigestUpdate(md, t->name, t->name_len) != 1 ||
+		    EVP_DigestUpdate(md, t->sha256, 32) != 1 ||
+		    EVP_DigestUpdate(md, size, 4) != 1)
+			goto out;
+	}
+	if (EVP_DigestFinal_ex(md, out, &len) != 1 || len != 32)
+		goto out;
+	r = 0;
+out:
+	EVP_MD_CTX_free(md);
+	return r;
+}
+
+int
+proto_tlv_compact(const uint8_t *in, size_t n, struct buf *out)
+{
+	struct buf_reader r;
+	const uint8_t *v;
+	uint8_t tag;
+	size_t len;
+	int got, e;
+
+	buf_reset(out);
+	buf_reader_init(&r, in, n);
+	while ((got = proto_next(&r, &tag, &v, &len)) == 1) {
+		if ((e = buf_put_u8(out, tag)) != 0)
+			return e;
+		if (len < 0x80)
+			e = buf_put_u8(out, (uint8_t)len);
+		else if (len < 0x4000)
+			e = buf_put_u16(out, (uint16_t)(0x8000 | len));
+		else if ((e = buf_put_u8(out, 0xc0)) == 0)
+			e = buf_put_u32(out, (uint32_t)len);
+		if (e != 0 || (e = buf_put(out, v, len)) != 0)
+			return e;
+	}
+	return got;
+}
+
+int
+proto_tlv_expand(const uint8_t *in, size_t n, struct buf *out)
+{
+	struct buf_reader r;
+	const uint8_t *v;
+	uint8_t tag, b0, b1;
+	uint32_t len;
+	int e;
+
+	buf_reset(out);
+	buf_reader_init(&r, in, n);
+	while (buf_reader_remaining(&r) > 0) {
+		if (buf_get_u8(&r, &tag) != 0 || buf_get_u8(&r, &b0) != 0)
+			return KL_ERR_TRUNCATED;
+		if (b0 < 0x80)
+			len = b0;
+		else if (b0 < 0xc0) {
+			if (buf_get_u8(&r, &b1) != 0)
+				return KL_ERR_TRUNCATED;
+			len = ((uint32_t)(b0 & 0x3f) << 8) | b1;
+			if (len < 0x80)
+				return KL_ERR_INVALID;
+		} else {
+			if (b0 != 0xc0)
+				return KL_ERR_INVALID;
+			if (buf_get_u32(&r, &len) != 0)
+				return KL_ERR_TRUNCATED;
+			if (len < 0x4000)
+				return KL_ERR_INVALID;
+		}
+		if (buf_get_bytes(&r, len, &v) != 0)
+			return KL_ERR_TRUNCATED;
+		if ((e = proto_put_bytes(out, tag, v, len)) != 0)
+			return e;
+	}
+	return 0;
 }

@@ -21,7 +21,7 @@
 #include "common/buf.h"
 
 #define PROTO_VERSION_MIN 1
-#define PROTO_VERSION_MAX 1
+#define PROTO_VERSION_MAX 2	/* 2: docs/protocol.md "Version 2" */
 #define PROTO_MAX_STR 256	/* longest string field accepted */
 
 enum proto_type {
@@ -82,6 +82,9 @@ enum proto_tag {
 	PT_KEY_ID = 21,		/* bytes, 1..16 (CKA_ID) */
 	PT_KEY_LABEL = 22,	/* str */
 	PT_SPKI = 23,		/* bytes */
+	PT_KEY_CHECK = 24,	/* v2 KEYGEN answer: the first 8 bytes of the
+				 * SHA-256 of the new key's SPKI (the SPKI
+				 * itself is in the CSR) */
 	PT_SUBJECT_CN = 30,	/* str */
 	PT_CSR = 31,		/* bytes */
 	PT_FILE_NAME = 40,	/* str: a plain name, no '/' */
@@ -89,8 +92,14 @@ enum proto_tag {
 	PT_FILE_DATA = 42,	/* bytes */
 	PT_SHA256 = 43,		/* 32 bytes */
 	PT_FILE_SIZE = 44,	/* u32 */
+	PT_FILE_DER = 45,	/* v2 PUT_FILE: bytes, one DER certificate;
+				 * the board writes its PEM */
+	PT_READBACK_SHA256 = 46, /* v2 COMMIT answer: 32 bytes
+				 * (proto_readback_digest) */
 	PT_CERT = 50,		/* bytes */
 	PT_CERT_ID = 51,	/* bytes, 1..16 (CKA_ID of a certificate) */
+	PT_CERT_FILE = 52,	/* v2 PUT_CERT: str, an import file to stage
+				 * as well: PEM of CERT, then FILE_DATA */
 	PT_CHALLENGE = 60,	/* bytes */
 	PT_SIGNATURE = 61,	/* bytes */
 	PT_ERR_CODE = 70,	/* u32: a negative KL_ERR_* as two's complement */
@@ -102,6 +111,7 @@ enum proto_tag {
 #define PROTO_MAX_FILE (32u * 1024u)	/* largest file the agent stages */
 #define PROTO_MAX_CHALLENGE 64
 #define PROTO_MAX_KEY_ID 16
+#define PROTO_KEY_CHECK_LEN 8
 
 /* Writers: append one field. 0, KL_ERR_TOO_BIG, KL_ERR_NOMEM. */
 int proto_put_bytes(struct buf *b, uint8_t tag, const void *p, size_t n);
@@ -110,6 +120,14 @@ int proto_put_u32(struct buf *b, uint8_t tag, uint32_t v);
 
 /* 0 if payload is a well-formed TLV sequence, else KL_ERR_TRUNCATED. */
 int proto_validate(const uint8_t *payload, size_t len);
+
+/*
+ * Walks the fields in order, for messages where order carries meaning (a
+ * version 2 PUT_FILE's files): 1 with the field at off (its tag, value,
+ * and *next the offset after it), 0 at the end, KL_ERR_TRUNCATED.
+ */
+int proto_walk(const uint8_t *payload, size_t len, size_t off, uint8_t *tag,
+    const uint8_t **val, size_t *vlen, size_t *next);
 
 /*
  * Readers.  Each validates the payload first.  *p is borrowed from payload.
@@ -123,6 +141,50 @@ int proto_get_str(const uint8_t *payload, size_t len, uint8_t tag,
     char *out, size_t outsz);
 int proto_get_u32(const uint8_t *payload, size_t len, uint8_t tag,
     uint32_t *v);
+
+/*
+ * v2 COMMIT answer (PT_READBACK_SHA256): one SHA-256 over what the board
+ * read back after the commit, one record per staged file and certificate
+ * object, sorted by kind, then name (so the order things were staged in
+ * does not matter):
+ *   kind u8 (PROTO_RB_FILE, PROTO_RB_CERT), name length u8 (1..64),
+ *   name (file name, or the certificate's CKA_ID), SHA-256 (32), size u32.
+ * The station computes the same over what it wrote.
+ */
+enum proto_rb_kind { PROTO_RB_FILE = 1, PROTO_RB_CERT = 2 };
+#define PROTO_RB_MAX_NAME 64
+#define PROTO_RB_MAX 24		/* records in one digest */
+
+struct proto_readback {
+	uint8_t kind;
+	uint8_t name[PROTO_RB_MAX_NAME];
+	size_t name_len;
+	uint8_t sha256[32];
+	uint32_t size;
+};
+
+/* 0 and out, or KL_ERR_INVALID (n, a kind or name length out of range),
+ * KL_ERR_CRYPTO. */
+int proto_readback_digest(const struct proto_readback *rb, size_t n,
+    uint8_t out[32]);
+
+/*
+ * Version 2 sends fields with short lengths ("compact" fields): after the
+ * tag, a length below 0x80 is one byte; below 0x4000 two bytes, the first
+ * 0x80 | high bits; anything else 0xc0 and four bytes.  Always the
+ * shortest form.  Both ends keep the 4-byte form above the link and
+ * convert at it (link.c, the agent), for every frame after a HELLO that
+ * agreed version 2 (HELLO itself is always the 4-byte form).
+ *
+ * proto_tlv_compact: out = in (well-formed 4-byte fields) in compact
+ * form; 0, KL_ERR_TRUNCATED, buf errors.
+ * proto_tlv_expand: out = in (compact fields) in the 4-byte form; 0,
+ * KL_ERR_TRUNCATED (a field runs past the end), KL_ERR_INVALID (a length
+ * not in its shortest form), KL_ERR_TOO_BIG (out's max), KL_ERR_NOMEM.
+ * out is reset first; on error it holds nothing usable.
+ */
+int proto_tlv_compact(const uint8_t *in, size_t n, struct buf *out);
+int proto_tlv_expand(const uint8_t *in, size_t n, struct buf *out);
 
 /* Name of a message type for logs ("HELLO"); never NULL. */
 const char *proto_type_name(uint8_t type);

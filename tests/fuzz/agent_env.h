@@ -55,6 +55,17 @@ fz_agent_write(void *ctx, const void *p, size_t n, int timeout_ms)
 	FUZZ_CHECK(f.len + FRAME_HDR_LEN + FRAME_TRAILER_LEN == n,
 	    "the agent sent bytes after its frame");
 	FUZZ_CHECK(f.flags & FRAME_F_RESPONSE, "answer without RESPONSE");
+	if (f.flags & FRAME_F_COMPACT) {
+		/* Version 2's compact fields: read as the station would. */
+		static struct buf wide;
+
+		if (wide.max == 0)
+			buf_init(&wide, FRAME_MAX_PAYLOAD);
+		FUZZ_CHECK(proto_tlv_expand(f.payload, f.len, &wide) == 0,
+		    "answer with malformed compact fields");
+		f.payload = wide.data;
+		f.len = (uint32_t)wide.len;
+	}
 	FUZZ_CHECK(proto_validate(f.payload, f.len) == 0,
 	    "answer with malformed fields");
 	if ((f.flags & FRAME_F_ERROR) && !(f.flags & FRAME_F_NAK)) {
@@ -154,7 +165,10 @@ fz_agent_start(struct agent *a)
 
 	memset(a, 0, sizeof(*a));
 	a->import_fd = -1;
-	buf_init(&a->cache, FRAME_MAX_LEN);
+	for (size_t ci = 0; ci < AGENT_CACHE_N; ci++)
+		buf_init(&a->cache[ci].frame, FRAME_MAX_LEN);
+	buf_init(&a->scratch, FRAME_MAX_PAYLOAD);
+	a->version = 1;
 	FUZZ_CHECK(conf_load(&a->conf, fz_conf_path) == 0, "board.conf");
 	FUZZ_CHECK(fsutil_mkdirs(a->conf.import_dir, 0755) == 0, "mkdirs");
 	a->import_fd = open(a->conf.import_dir, O_RDONLY | O_DIRECTORY |

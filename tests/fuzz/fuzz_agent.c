@@ -62,7 +62,7 @@ fz_readers(const uint8_t *p, size_t n)
 	size_t id_len;
 
 	why[0] = '\0';
-	if (agent_get_name(p, n, name, why, sizeof(why)) == 0)
+	if (agent_get_name(p, n, PT_FILE_NAME, name, why, sizeof(why)) == 0)
 		FUZZ_CHECK(agent_plain_name(name), "name '%s'", name);
 	FUZZ_CHECK(strlen(why) < sizeof(why), "why");
 	if (agent_get_key_id(p, n, &id, &id_len, why, sizeof(why)) == 0)
@@ -86,7 +86,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t sel, *payload;
 	int before, first = 1;
 
-	fz_a.cache_valid = 0;
+	for (i = 0; i < AGENT_CACHE_N; i++)
+		fz_a.cache[i].valid = 0;
+	/* Inputs whose first byte is odd speak version 2, the rest 1. */
+	fz_a.version = size > 0 && (data[0] & 1) ? 2 : 1;
 	while (size - off >= 3) {
 		sel = data[off];
 		len = (size_t)data[off + 1] << 8 | data[off + 2];
@@ -150,6 +153,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (i = 0; i < ncert; i++)
 		(void)hsm_delete_cert(fz_a.hsm, cert_ids[i], cert_id_len[i]);
 	fz_agent_clear_import();
-	fz_a.cache_valid = 0;
+	for (i = 0; i < AGENT_CACHE_N; i++)
+		fz_a.cache[i].valid = 0;
 	return 0;
 }

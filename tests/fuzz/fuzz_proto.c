@@ -14,6 +14,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "station/link/frame.h"
 #include "station/link/proto.h"
 
 int
@@ -94,5 +95,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	(void)proto_type_name(tag);
 	buf_free(&b);
+
+	/* Version 2's compact fields: what expands is well-formed, and
+	 * compacting it again gives the input back (shortest forms only). */
+	{
+		struct buf wide, small;
+
+		buf_init(&wide, FRAME_MAX_PAYLOAD);
+		buf_init(&small, FRAME_MAX_PAYLOAD);
+		if (proto_tlv_expand(payload, len, &wide) == 0) {
+			FUZZ_CHECK(proto_validate(wide.data, wide.len) == 0,
+			    "expanded fields invalid");
+			FUZZ_CHECK(proto_tlv_compact(wide.data, wide.len,
+			    &small) == 0 && small.len == len &&
+			    (len == 0 || memcmp(small.data, payload, len) == 0),
+			    "compact(expand(x)) != x");
+		}
+		if (valid == 0)
+			FUZZ_CHECK(proto_tlv_compact(payload, len, &small) == 0,
+			    "a valid payload does not compact");
+		buf_free(&wide);
+		buf_free(&small);
+	}
 	return 0;
 }

@@ -8,11 +8,16 @@
 
 line_setup "$T" 1
 b=$(board_dir 1)
-sed -i 's/^fault = .*/fault = pause-before:FILE_HASH/' "$b/board.conf"
+# The first request after COMMIT: version 1 reads the files back with
+# FILE_HASH; version 2 had them read back in COMMIT's answer, and SIGN
+# comes next.
+after=SIGN
+[ "${KEYLINE_PROTOCOL_MAX:-}" = 1 ] && after=FILE_HASH
+sed -i "s/^fault = .*/fault = pause-before:$after/" "$b/board.conf"
 line_start "$T"
 bg_start "$KL" batch --config "$T/station.conf" >"$T/one.jsonl" 2>&1
 st=$!
-wait_for -p "$st" -l "$T/one.jsonl" 30 "the board to reach FILE_HASH" test -e "$b/.paused"
+wait_for -p "$st" -l "$T/one.jsonl" 30 "the board to reach $after" test -e "$b/.paused"
 # COMMIT was answered and "write ok" may or may not be in the log; kill
 # before the read-back either way.
 kill -KILL "$st"

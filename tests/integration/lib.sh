@@ -5,6 +5,28 @@ top=${KEYLINE_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 . "$top/scripts/line.sh"
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 
+# KEYLINE_PROTOCOL_MAX=1 (tests/run-integration sets it for the tests it
+# runs a second time as "NAME-v1"): every board line_setup makes speaks
+# only protocol version 1 (board.conf protocol_max, docs/jig.md), so the
+# same test drives version 1 end to end.  Unset: boards speak the
+# newest, as shipped.
+board_protocol_max() {
+	local b=$1 v=$2
+	sed -i '/^protocol_max *=/d' "$b/board.conf"
+	echo "protocol_max = $v" >>"$b/board.conf"
+}
+if [ -n "${KEYLINE_PROTOCOL_MAX:-}" ]; then
+	eval "$(declare -f line_setup | sed '1s/^line_setup/_line_setup_any/')"
+	line_setup() {
+		local c
+		_line_setup_any "$@" || return
+		for c in "$1"/boards/*/board.conf; do
+			[ -f "$c" ] || continue
+			board_protocol_max "$(dirname "$c")" "$KEYLINE_PROTOCOL_MAX"
+		done
+	}
+fi
+
 fail() {
 	echo "FAIL: $*" >&2
 	exit 1

@@ -84,7 +84,9 @@ assert_alive(void)
 	char got[PROTO_MAX_STR + 1];
 	uint32_t v;
 
-	assert_int_equal(hello(PROTO_VERSION_MIN, PROTO_VERSION_MAX), 0);
+	/* A version 1 session: the requests below are version 1's. */
+	link_set_compact(lk, 0);
+	assert_int_equal(hello(PROTO_VERSION_MIN, 1), 0);
 	assert_int_equal(proto_get_u32(resp.data, resp.len, PT_VERSION, &v), 0);
 	assert_int_equal(v, 1);
 	assert_int_equal(proto_get_str(resp.data, resp.len, PT_SERIAL, got,
@@ -581,6 +583,8 @@ test_unknown_type(void **state)
 static void
 test_hello_version(void **state)
 {
+	uint32_t v = 0;
+
 	(void)state;
 	assert_alive();
 	assert_int_equal(hello(7, 9), KL_ERR_REMOTE);
@@ -590,9 +594,146 @@ test_hello_version(void **state)
 	/* An inverted range meets nothing either. */
 	assert_int_equal(hello(1, 0), KL_ERR_REMOTE);
 	assert_non_null(strstr(msg, "(version)"));
-	/* A range that covers 1 is agreed on 1. */
+	/* A range that covers both is agreed on the board's highest. */
 	assert_int_equal(hello(0, 9), 0);
+	assert_int_equal(proto_get_u32(resp.data, resp.len, PT_VERSION, &v),
+	    0);
+	assert_int_equal(v, PROTO_VERSION_MAX);
 	assert_alive();
+}
+
+/* A version 2 session: compact fields from here on (until assert_alive). */
+static void
+hello_v2(void)
+{
+	uint32_t v;
+
+	link_set_compact(lk, 0);
+	assert_int_equal(hello(1, PROTO_VERSION_MAX), 0);
+	assert_int_equal(proto_get_u32(resp.data, resp.len, PT_VERSION, &v), 0);
+	assert_int_equal(v, 2);
+	link_set_compact(lk, 1);
+}
+
+/*
+ * Version 2's new fields from a hostile station: PUT_FILE's second file
+ * and FILE_DER, and the certificate file COMMIT stages, are held to
+ * allow_files and to one DER SEQUENCE.
+ */
+static void
+test_v2_refusals(void **state)
+{
+	static const uint8_t der[] = { 0x30, 0x03, 0x02, 0x01, 0x05 };
+	static const uint8_t notder[] = { 0x30, 0x05, 0x02, 0x01, 0x05 };
+	char path[1024];
+
+	(void)state;
+	hello_v2();
+	/* A second file in one PUT_FILE is checked like the first. */
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_FILE_NAME, "root.crt"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_FILE_DATA, "x", 1), 0);
+	assert_int_equal(proto_put_str(&req, PT_FILE_NAME, "pkey.pem"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_FILE_DATA, "x", 1), 0);
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "'pkey.pem' refused",
+	    "allow_files", "(path)");
+	snprintf(path, sizeof(path), "%s/pkey.pem", import);
+	assert_int_not_equal(access(path, F_OK), 0);
+	/* FILE_DER must be one DER SEQUENCE, whole. */
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_FILE_NAME, "root.crt"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_FILE_DER, notder,
+	    sizeof(notder)), 0);
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "not one DER SEQUENCE", "(invalid)");
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_FILE_NAME, "root.crt"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_FILE_DER, der,
+	    sizeof(der) - 1), 0);
+	REFUSED(PROTO_PUT_FILE, CALL_MS, "not one DER SEQUENCE", "(invalid)");
+	/* The file COMMIT stages from the certificate: allow_files too. */
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x01", 1), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "keyline"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_CERT, der, sizeof(der)), 0);
+	assert_int_equal(proto_put_str(&req, PT_CERT_FILE, "pkey.pem"), 0);
+	REFUSED(PROTO_COMMIT, CALL_MS, "'pkey.pem' refused", "allow_files");
+	assert_int_not_equal(access(path, F_OK), 0);
+	buf_reset(&req);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x01", 1), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "keyline"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_CERT, "xyz", 3), 0);
+	assert_int_equal(proto_put_str(&req, PT_CERT_FILE, "client.pem"), 0);
+	REFUSED(PROTO_COMMIT, CALL_MS, "not one DER SEQUENCE");
+	snprintf(path, sizeof(path), "%s/client.pem", import);
+	assert_int_not_equal(access(path, F_OK), 0);
+	assert_alive();
+}
+
+/* A version 2 PUT_FILE stages both its files, the DER one as PEM, and
+ * answers nothing but success; a v2 KEYGEN with a CN answers a CSR for
+ * the key it made and the start of that key's SPKI hash. */
+static void
+test_v2_put_file_and_keygen(void **state)
+{
+	static const uint8_t der[] = { 0x30, 0x03, 0x02, 0x01, 0x05 };
+	static const char pem[] = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n"
+	    "-----END CERTIFICATE-----\n";
+	char path[1024], back[256];
+	const uint8_t *p, *chk;
+	const unsigned char *q;
+	unsigned char *spki = NULL;
+	unsigned int mdlen = 0;
+	uint8_t md[32];
+	X509_REQ *csr;
+	size_t n, cn;
+	FILE *f;
+	int len;
+
+	(void)state;
+	hello_v2();
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_FILE_NAME, "root.crt"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_FILE_DER, der, sizeof(der)),
+	    0);
+	assert_int_equal(proto_put_str(&req, PT_FILE_NAME, "gateway.url"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_FILE_DATA, "https://x\n",
+	    10), 0);
+	assert_int_equal(call(PROTO_PUT_FILE, CALL_MS), 0);
+	assert_int_equal(resp.len, 0);
+	snprintf(path, sizeof(path), "%s/.root.crt.keyline-tmp", import);
+	assert_non_null(f = fopen(path, "r"));
+	n = fread(back, 1, sizeof(back), f);
+	fclose(f);
+	assert_int_equal(n, sizeof(pem) - 1);
+	assert_memory_equal(back, pem, n);
+	snprintf(path, sizeof(path), "%s/.gateway.url.keyline-tmp", import);
+	assert_int_equal(access(path, F_OK), 0);
+
+	buf_reset(&req);
+	assert_int_equal(proto_put_str(&req, PT_KEY_TYPE, "ec-p256"), 0);
+	assert_int_equal(proto_put_bytes(&req, PT_KEY_ID, "\x02", 1), 0);
+	assert_int_equal(proto_put_str(&req, PT_KEY_LABEL, "keyline"), 0);
+	assert_int_equal(proto_put_str(&req, PT_SUBJECT_CN, "v2-board"), 0);
+	assert_int_equal(call(PROTO_KEYGEN, KEYGEN_MS), 0);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_SPKI, 4096,
+	    &p, &n), KL_ERR_NOT_FOUND);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_KEY_CHECK,
+	    32, &chk, &cn), 0);
+	assert_int_equal(cn, PROTO_KEY_CHECK_LEN);
+	assert_int_equal(proto_get_bytes(resp.data, resp.len, PT_CSR, 16384,
+	    &p, &n), 0);
+	q = p;
+	assert_non_null(csr = d2i_X509_REQ(NULL, &q, (long)n));
+	assert_int_equal(X509_REQ_verify(csr, X509_REQ_get0_pubkey(csr)), 1);
+	assert_true((len = i2d_PUBKEY(X509_REQ_get0_pubkey(csr), &spki)) > 0);
+	assert_int_equal(EVP_Digest(spki, (size_t)len, md, &mdlen,
+	    EVP_sha256(), NULL), 1);
+	assert_memory_equal(md, chk, PROTO_KEY_CHECK_LEN);
+	OPENSSL_free(spki);
+	X509_REQ_free(csr);
+	/* A new session throws the staged files and key away. */
+	assert_alive();
+	assert_int_not_equal(access(path, F_OK), 0);
 }
 
 static void
@@ -1154,6 +1295,8 @@ main(void)
 		cmocka_unit_test(test_malformed_tlv),
 		cmocka_unit_test(test_unknown_type),
 		cmocka_unit_test(test_hello_version),
+		cmocka_unit_test(test_v2_refusals),
+		cmocka_unit_test(test_v2_put_file_and_keygen),
 		cmocka_unit_test(test_put_file_positive),
 		cmocka_unit_test(test_remove_and_del_cert),
 		cmocka_unit_test(test_inquire_and_staged_key),

@@ -737,6 +737,90 @@ test_open_errors(void **state)
 	link_close(NULL);
 }
 
+/* Protocol v2 pipelining: three requests out before the first answer;
+ * each answer lands in its own request's buffer, matched by seq. */
+static void
+test_pipeline(void **state)
+{
+	struct fixture *fx = *state;
+	struct link_req rq[3];
+	struct buf req[3], resp[3];
+	const uint8_t *p;
+	size_t i, n;
+
+	responder_start(fx, SC_ANSWER);
+	memset(rq, 0, sizeof(rq));
+	for (i = 0; i < 3; i++) {
+		buf_init(&req[i], 64);
+		buf_init(&resp[i], FRAME_MAX_PAYLOAD);
+		assert_int_equal(proto_put_u32(&req[i], PT_FILE_MODE,
+		    (uint32_t)i), 0);
+		rq[i].type = i == 0 ? PROTO_KEYGEN : PROTO_PUT_FILE;
+		rq[i].req = &req[i];
+		rq[i].resp = &resp[i];
+		rq[i].timeout_ms = LONG_MS;
+	}
+	assert_int_equal(link_call_many(fx->l, rq, 3, NULL), 0);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(rq[i].rc, 0);
+		/* the responder echoes the request's fields in PT_CSR */
+		assert_int_equal(proto_get_bytes(resp[i].data, resp[i].len,
+		    PT_CSR, 64, &p, &n), 0);
+		assert_int_equal(n, req[i].len);
+		assert_memory_equal(p, req[i].data, n);
+	}
+	pthread_mutex_lock(&fx->rs.mu);
+	assert_int_equal(fx->rs.requests, 3);
+	assert_int_equal(fx->rs.runs, 3);
+	assert_int_equal(fx->rs.types[0], PROTO_KEYGEN);
+	assert_int_not_equal(fx->rs.seqs[0], fx->rs.seqs[1]);
+	pthread_mutex_unlock(&fx->rs.mu);
+	/* More than LINK_PIPE_MAX at once is the caller's mistake. */
+	assert_int_equal(link_call_many(fx->l, rq, LINK_PIPE_MAX + 1, NULL),
+	    KL_ERR_INVALID);
+	for (i = 0; i < 3; i++) {
+		buf_free(&req[i]);
+		buf_free(&resp[i]);
+	}
+}
+
+/* The first of three is lost: the answers to the other two are kept, and
+ * only the unanswered one goes again once its timeout runs out. */
+static void
+test_pipeline_drop_first(void **state)
+{
+	struct fixture *fx = *state;
+	struct link_req rq[3];
+	struct buf req[3], resp[3];
+	size_t i;
+
+	responder_start(fx, SC_DROP_FIRST);
+	memset(rq, 0, sizeof(rq));
+	for (i = 0; i < 3; i++) {
+		buf_init(&req[i], 64);
+		buf_init(&resp[i], FRAME_MAX_PAYLOAD);
+		assert_int_equal(proto_put_u32(&req[i], PT_FILE_MODE,
+		    (uint32_t)i), 0);
+		rq[i].type = PROTO_PUT_FILE;
+		rq[i].req = &req[i];
+		rq[i].resp = &resp[i];
+		rq[i].timeout_ms = SHORT_MS * 3;
+	}
+	assert_int_equal(link_call_many(fx->l, rq, 3, NULL), 0);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(rq[i].rc, 0);
+	assert_int_equal(link_stats(fx->l)->retries, 1);
+	pthread_mutex_lock(&fx->rs.mu);
+	assert_int_equal(fx->rs.requests, 4);
+	assert_int_equal(fx->rs.runs, 3);
+	assert_int_equal(fx->rs.seqs[3], fx->rs.seqs[0]);
+	pthread_mutex_unlock(&fx->rs.mu);
+	for (i = 0; i < 3; i++) {
+		buf_free(&req[i]);
+		buf_free(&resp[i]);
+	}
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
@@ -758,6 +842,8 @@ main(void)
 		T(test_stale_answer),
 		T(test_hangup),
 		T(test_open_errors),
+		T(test_pipeline),
+		T(test_pipeline_drop_first),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -356,6 +356,143 @@ test_type_name(void **state)
 	assert_string_equal(proto_type_name(0xff), "UNKNOWN");
 }
 
+/* Version 2's compact fields: round trip, shortest forms, and every
+ * truncation and bit flip of a compact payload refused or read whole. */
+static void
+test_tlv_compact(void **state)
+{
+	static uint8_t big[20000];
+	struct buf wide, small, back;
+	size_t i, j;
+	int r;
+
+	(void)state;
+	memset(big, 0xab, sizeof(big));
+	buf_init(&wide, FRAME_MAX_PAYLOAD);
+	buf_init(&small, FRAME_MAX_PAYLOAD);
+	buf_init(&back, FRAME_MAX_PAYLOAD);
+	assert_int_equal(proto_put_str(&wide, PT_SERIAL, "KL000001"), 0);
+	assert_int_equal(proto_put_bytes(&wide, PT_CERT, big, 0x7f), 0);
+	assert_int_equal(proto_put_bytes(&wide, PT_CSR, big, 0x80), 0);
+	assert_int_equal(proto_put_bytes(&wide, PT_FILE_DATA, big, 0x3fff), 0);
+	assert_int_equal(proto_put_bytes(&wide, PT_FILE_DER, big, 0x4000), 0);
+	assert_int_equal(proto_put_bytes(&wide, PT_SPKI, "", 0), 0);
+	assert_int_equal(proto_tlv_compact(wide.data, wide.len, &small), 0);
+	/* 1 + 1 + 2 + 2 + 5 + 1 length bytes instead of 6 * 4 */
+	assert_int_equal(small.len, wide.len - 6 * 4 + 12);
+	assert_int_equal(proto_tlv_expand(small.data, small.len, &back), 0);
+	assert_int_equal(back.len, wide.len);
+	assert_memory_equal(back.data, wide.data, wide.len);
+	/* A length not in its shortest form is refused. */
+	{
+		static const uint8_t two[] = { PT_SERIAL, 0x80, 0x01, 'x' };
+		static const uint8_t five[] = { PT_SERIAL, 0xc0, 0, 0, 0, 1,
+		    'x' };
+		static const uint8_t bad[] = { PT_SERIAL, 0xc1, 0, 0, 0, 1 };
+
+		assert_int_equal(proto_tlv_expand(two, sizeof(two), &back),
+		    KL_ERR_INVALID);
+		assert_int_equal(proto_tlv_expand(five, sizeof(five), &back),
+		    KL_ERR_INVALID);
+		assert_int_equal(proto_tlv_expand(bad, sizeof(bad), &back),
+		    KL_ERR_INVALID);
+	}
+	/* Cut short anywhere but at a field's end: refused. */
+	for (i = 0; i < small.len && i < 300; i++) {
+		r = proto_tlv_expand(small.data, i, &back);
+		assert_true(r == 0 || r == KL_ERR_TRUNCATED);
+		if (r == 0)
+			assert_int_equal(proto_validate(back.data, back.len), 0);
+	}
+	/* Bit flips: never more than the expanded maximum, always valid. */
+	for (i = 0; i < 40 && i < small.len; i++)
+		for (j = 0; j < 8; j++) {
+			small.data[i] ^= (uint8_t)(1u << j);
+			if (proto_tlv_expand(small.data, small.len, &back) == 0)
+				assert_int_equal(proto_validate(back.data,
+				    back.len), 0);
+			small.data[i] ^= (uint8_t)(1u << j);
+		}
+	/* A malformed 4-byte payload is not compacted. */
+	assert_int_equal(proto_tlv_compact(wide.data, wide.len - 1, &small),
+	    KL_ERR_TRUNCATED);
+	buf_free(&wide);
+	buf_free(&small);
+	buf_free(&back);
+}
+
+/* The ordered walk of a version 2 PUT_FILE. */
+static void
+test_walk(void **state)
+{
+	struct buf b;
+	const uint8_t *v;
+	size_t off = 0, next = 0, n = 0, count = 0;
+	uint8_t tag = 0;
+	int r;
+
+	(void)state;
+	buf_init(&b, 1024);
+	assert_int_equal(proto_put_str(&b, PT_FILE_NAME, "a"), 0);
+	assert_int_equal(proto_put_str(&b, PT_FILE_DATA, "1"), 0);
+	assert_int_equal(proto_put_str(&b, PT_FILE_NAME, "b"), 0);
+	while ((r = proto_walk(b.data, b.len, off, &tag, &v, &n, &next)) == 1) {
+		count++;
+		assert_true(next > off && next <= b.len);
+		off = next;
+	}
+	assert_int_equal(r, 0);
+	assert_int_equal(count, 3);
+	assert_int_equal(tag, PT_FILE_NAME);
+	assert_int_equal(proto_walk(b.data, b.len - 1, 12, &tag, &v, &n,
+	    &next), KL_ERR_TRUNCATED);
+	assert_int_equal(proto_walk(b.data, b.len, b.len + 1, &tag, &v, &n,
+	    &next), KL_ERR_TRUNCATED);
+	buf_free(&b);
+}
+
+/* The read-back digest does not depend on the order of its records, and
+ * does on every byte of them. */
+static void
+test_readback_digest(void **state)
+{
+	struct proto_readback rb[3], sw[3];
+	uint8_t d1[32], d2[32];
+
+	(void)state;
+	memset(rb, 0, sizeof(rb));
+	rb[0].kind = PROTO_RB_FILE;
+	memcpy(rb[0].name, "root.crt", 8);
+	rb[0].name_len = 8;
+	rb[0].size = 725;
+	rb[1].kind = PROTO_RB_FILE;
+	memcpy(rb[1].name, "gateway.url", 11);
+	rb[1].name_len = 11;
+	rb[1].size = 37;
+	rb[2].kind = PROTO_RB_CERT;
+	rb[2].name[0] = 1;
+	rb[2].name_len = 1;
+	rb[2].size = 500;
+	rb[2].sha256[5] = 7;
+	sw[0] = rb[2];
+	sw[1] = rb[0];
+	sw[2] = rb[1];
+	assert_int_equal(proto_readback_digest(rb, 3, d1), 0);
+	assert_int_equal(proto_readback_digest(sw, 3, d2), 0);
+	assert_memory_equal(d1, d2, 32);
+	sw[0].sha256[31] ^= 1;
+	assert_int_equal(proto_readback_digest(sw, 3, d2), 0);
+	assert_memory_not_equal(d1, d2, 32);
+	sw[0].sha256[31] ^= 1;
+	sw[1].size++;
+	assert_int_equal(proto_readback_digest(sw, 3, d2), 0);
+	assert_memory_not_equal(d1, d2, 32);
+	sw[1].name_len = 0;
+	assert_int_equal(proto_readback_digest(sw, 3, d2), KL_ERR_INVALID);
+	assert_int_equal(proto_readback_digest(rb, PROTO_RB_MAX + 1, d2),
+	    KL_ERR_INVALID);
+}
+
 int
 main(void)
 {
@@ -371,6 +508,9 @@ main(void)
 		cmocka_unit_test(test_bytes_max),
 		cmocka_unit_test(test_put_rollback),
 		cmocka_unit_test(test_type_name),
+		cmocka_unit_test(test_tlv_compact),
+		cmocka_unit_test(test_walk),
+		cmocka_unit_test(test_readback_digest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
