@@ -1196,6 +1196,32 @@ der_next(struct der_cur *c, uint8_t tag, const uint8_t **val, size_t *vlen,
 }
 
 int
+certcheck_csr_spki(const uint8_t *csr, size_t len, const uint8_t **spki,
+    size_t *spki_len)
+{
+	struct der_cur all, req, cri;
+	const uint8_t *v;
+	size_t vlen;
+
+	all.p = csr;
+	all.end = csr + len;
+	if (der_next(&all, 0x30, &v, &vlen, NULL, NULL) != 0 ||
+	    all.p != all.end)
+		return KL_ERR_INVALID;
+	req.p = v;
+	req.end = v + vlen;
+	if (der_next(&req, 0x30, &v, &vlen, NULL, NULL) != 0)
+		return KL_ERR_INVALID;
+	cri.p = v;
+	cri.end = v + vlen;
+	if (der_next(&cri, 0x02, &v, &vlen, NULL, NULL) != 0 ||
+	    der_next(&cri, 0x30, &v, &vlen, NULL, NULL) != 0 ||
+	    der_next(&cri, 0x30, &v, &vlen, spki, spki_len) != 0)
+		return KL_ERR_INVALID;
+	return 0;
+}
+
+int
 certcheck_csr_p256(const uint8_t *csr, size_t len, const uint8_t *spki,
     size_t spki_len, EVP_PKEY **pk, char *why, size_t whysz)
 {

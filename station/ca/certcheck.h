@@ -134,6 +134,13 @@ int certcheck_spki_is_p256(const uint8_t *spki, size_t len);
 int certcheck_csr_p256(const uint8_t *csr, size_t len, const uint8_t *spki,
     size_t spki_len, EVP_PKEY **pk, char *why, size_t whysz);
 
+/* Where the SubjectPublicKeyInfo sits in a DER PKCS#10 request (*spki
+ * borrowed from csr, the whole element): only its place is read, the
+ * request is checked by certcheck_csr_p256 or OpenSSL.  0 or
+ * KL_ERR_INVALID. */
+int certcheck_csr_spki(const uint8_t *csr, size_t len, const uint8_t **spki,
+    size_t *spki_len);
+
 /* Hex helpers for the audit log: SHA-256 of the DER (64 hex + NUL) and the
  * serial number in hex.  0 or KL_ERR_INVALID.  certcheck_fingerprint also
  * requires der to parse; _der hashes the bytes as they are; _x509 takes a

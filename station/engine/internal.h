@@ -89,6 +89,11 @@ struct engine {
 	size_t tls_id_len, cert_id_len, uptane_id_len;
 	char *intermediates_pem;	/* appended to client.pem, or NULL */
 	size_t intermediates_len;
+	unsigned char *root_der;	/* root.crt as DER for version 2
+					 * boards when the file is exactly
+					 * one PEM certificate, else NULL
+					 * (engine_root_crt_der, once) */
+	long root_der_len;
 	/* Line mode and front-end views, under mu. */
 	pthread_cond_t cond;		/* line state or a slot request changed */
 	enum line_state line;
@@ -213,6 +218,11 @@ struct engine_step_def {
 
 extern const struct engine_step_def engine_steps[];
 extern const size_t engine_nsteps;
+
+/* root.crt as one DER certificate when the file is exactly one PEM
+ * certificate: 1 and *der (OPENSSL_free), else 0 (steps.c). */
+int engine_root_crt_der(const struct ota_files *ota, unsigned char **der,
+    long *der_len);
 
 /* The operator asked to re-provision device ID id (steps.c). */
 int engine_reprovision_allowed(const struct engine *e, const char *id);

@@ -506,6 +506,9 @@ engine_new(struct engine **out, const struct engine_opts *o)
 		r = KL_ERR_CONFIG;
 		goto fail;
 	}
+	if (o->ota != NULL && !engine_root_crt_der(o->ota, &e->root_der,
+	    &e->root_der_len))
+		e->root_der = NULL;	/* sent as the file's own bytes */
 	if ((r = engine_load_intermediates(e)) != 0)
 		goto fail;
 	for (i = 0; i < e->nslots; i++) {
@@ -553,6 +556,7 @@ engine_free(struct engine *e)
 	free(e->slots);
 	free(e->inflight);
 	free(e->intermediates_pem);
+	OPENSSL_free(e->root_der);
 	free(e);
 }
 

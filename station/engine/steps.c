@@ -603,8 +603,9 @@ check_spki(struct board *b, const uint8_t *p, size_t n,
  * (one certificate, no text around it), so the board writes the same
  * bytes either way.  1 and *der (OPENSSL_free), or 0: send the file.
  */
-static int
-root_crt_der(const struct ota_files *ota, unsigned char **der, long *der_len)
+int
+engine_root_crt_der(const struct ota_files *ota, unsigned char **der,
+    long *der_len)
 {
 	BIO *in = NULL, *out = NULL;
 	char *name = NULL, *header = NULL, *pem;
@@ -662,58 +663,6 @@ board_many_fail(struct board *b, const struct link_req *rq, int r)
 	    proto_type_name(rq->type), kl_strerror(r));
 }
 
-/* One DER element at r: its tag, content, and the whole element. */
-static int
-der_elem(struct buf_reader *r, uint8_t *tag, const uint8_t **elem,
-    size_t *elem_len, struct buf_reader *content)
-{
-	size_t start = r->off, len = 0, i;
-	const uint8_t *c;
-	uint8_t lb, b;
-
-	if (buf_get_u8(r, tag) != 0 || buf_get_u8(r, &lb) != 0)
-		return KL_ERR_TRUNCATED;
-	if (lb < 0x80)
-		len = lb;
-	else if (lb == 0x80 || lb > 0x83)
-		return KL_ERR_INVALID;
-	else
-		for (i = 0; i < (size_t)(lb & 0x7f); i++) {
-			if (buf_get_u8(r, &b) != 0)
-				return KL_ERR_TRUNCATED;
-			len = (len << 8) | b;
-		}
-	if (buf_get_bytes(r, len, &c) != 0)
-		return KL_ERR_TRUNCATED;
-	buf_reader_init(content, c, len);
-	*elem = r->data + start;
-	*elem_len = r->off - start;
-	return 0;
-}
-
-/*
- * The SubjectPublicKeyInfo inside a DER PKCS#10 request, as its bytes:
- * SEQUENCE { SEQUENCE { INTEGER version, Name subject, SPKI, ... } ... }.
- * Only where it sits is read here; step_csr checks the whole request.
- */
-static int
-csr_spki_of(const uint8_t *csr, size_t n, const uint8_t **spki, size_t *len)
-{
-	struct buf_reader r, outer, tbs, skip;
-	const uint8_t *e;
-	size_t el;
-	uint8_t tag;
-
-	buf_reader_init(&r, csr, n);
-	if (der_elem(&r, &tag, &e, &el, &outer) != 0 || tag != 0x30 ||
-	    der_elem(&outer, &tag, &e, &el, &tbs) != 0 || tag != 0x30 ||
-	    der_elem(&tbs, &tag, &e, &el, &skip) != 0 || tag != 0x02 ||
-	    der_elem(&tbs, &tag, &e, &el, &skip) != 0 || tag != 0x30 ||
-	    der_elem(&tbs, &tag, spki, len, &skip) != 0 || tag != 0x30)
-		return KL_ERR_INVALID;
-	return 0;
-}
-
 /*
  * The new key of a version 2 board is the one in its CSR, when the key
  * check KEYGEN answered (the first bytes of its SPKI's SHA-256) says the
@@ -729,7 +678,8 @@ keygen_v2_key(struct board *b, const uint8_t check[PROTO_KEY_CHECK_LEN])
 	size_t len;
 	int r;
 
-	if (csr_spki_of(b->keygen_csr, b->keygen_csr_len, &spki, &len) != 0)
+	if (certcheck_csr_spki(b->keygen_csr, b->keygen_csr_len, &spki,
+	    &len) != 0)
 		return 0;
 	if ((r = engine_sha256(spki, len, digest)) != 0)
 		return r;
@@ -759,9 +709,7 @@ step_keygen_v2(struct board *b)
 	const struct ota_files *ota = e->o.ota;
 	struct link_req rq[2];
 	struct buf req[2], resp[2];
-	unsigned char *der = NULL;
 	const uint8_t *p;
-	long der_len = 0;
 	size_t i, n, failed = 0;
 	int r;
 
@@ -785,8 +733,9 @@ step_keygen_v2(struct board *b)
 		goto out;
 	if ((r = proto_put_str(&req[1], PT_FILE_NAME, "root.crt")) != 0)
 		goto out;
-	if (root_crt_der(ota, &der, &der_len))
-		r = proto_put_bytes(&req[1], PT_FILE_DER, der, (size_t)der_len);
+	if (e->root_der != NULL)
+		r = proto_put_bytes(&req[1], PT_FILE_DER, e->root_der,
+		    (size_t)e->root_der_len);
 	else
 		r = proto_put_bytes(&req[1], PT_FILE_DATA, ota->root_crt,
 		    ota->root_crt_len);
@@ -831,7 +780,6 @@ step_keygen_v2(struct board *b)
 	}
 	r = keygen_v2_key(b, p);
 out:
-	OPENSSL_free(der);
 	for (i = 0; i < 2; i++) {
 		buf_free(&req[i]);
 		buf_free(&resp[i]);
