@@ -62,6 +62,7 @@ struct hsm {
 	CK_SESSION_HANDLE sess;
 	int have_sess;
 	int claimed;		/* holds the module's mod_open entry */
+	CK_BYTE ck_major, ck_minor;	/* the module's Cryptoki version */
 };
 
 /*
@@ -297,8 +298,15 @@ static int
 raw_login(struct hsm *h, const char *pin)
 {
 	CK_SLOT_ID slot_id;
+	CK_INFO info;
 	CK_RV rv;
 
+	/* For the certificate template (cert_create), as libp11 asks. */
+	rv = h->fl->C_GetInfo(&info);
+	if (rv != CKR_OK)
+		return ck_fail("C_GetInfo", rv);
+	h->ck_major = info.cryptokiVersion.major;
+	h->ck_minor = info.cryptokiVersion.minor;
 	slot_id = PKCS11_get_slotid_from_slot(h->slot);
 	rv = h->fl->C_OpenSession(slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION,
 	    NULL, NULL, &h->sess);
@@ -1272,13 +1280,136 @@ out:
 	return r;
 }
 
+/* Certificates we expect fit this; a longer one costs a second call. */
+#define HSM_CERT_GUESS 4096
+
+/*
+ * CKA_VALUE of a certificate object in one C_GetAttributeValue when it
+ * fits HSM_CERT_GUESS bytes (a device certificate is well under 1 KiB);
+ * otherwise, or if the module will not say, by size first as
+ * get_attr_alloc() does.
+ */
+static int
+cert_value(struct hsm *h, CK_OBJECT_HANDLE obj, uint8_t **der,
+    size_t *der_len)
+{
+	CK_ATTRIBUTE a;
+	uint8_t *p;
+	CK_RV rv;
+
+	if ((p = OPENSSL_malloc(HSM_CERT_GUESS)) == NULL)
+		return KL_ERR_NOMEM;
+	a.type = CKA_VALUE;
+	a.pValue = p;
+	a.ulValueLen = HSM_CERT_GUESS;
+	rv = h->fl->C_GetAttributeValue(h->sess, obj, &a, 1);
+	if (rv == CKR_OK && a.ulValueLen != 0 &&
+	    a.ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+	    a.ulValueLen <= HSM_CERT_GUESS) {
+		*der = p;
+		*der_len = a.ulValueLen;
+		return 0;
+	}
+	OPENSSL_free(p);
+	if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+		return ck_fail("C_GetAttributeValue", rv);
+	return get_attr_alloc(h, obj, CKA_VALUE, HSM_MAX_CERT, der, der_len);
+}
+
+/*
+ * The template libp11 0.4.12's PKCS11_store_certificate() builds, made
+ * here so that C_CreateObject runs on our session: libp11 would then read
+ * the new object's attributes back one by one (seven calls) into a list
+ * nothing here uses.  CKA_NAME_HASH_ALGORITHM and
+ * CKA_HASH_OF_SUBJECT_PUBLIC_KEY follow the certificate's signature
+ * digest as libp11 does (SHA-1 for a digest it does not list; SHA-3,
+ * which newer libp11 lists, is SHA-1 here too), and only for modules of
+ * Cryptoki 2.30 or later.
+ */
+static int
+cert_create(struct hsm *h, X509 *x, const char *label, const uint8_t *id,
+    size_t id_len)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ctype = CKC_X_509;
+	CK_BBOOL yes = CK_TRUE;
+	CK_MECHANISM_TYPE ckm_md = CKM_SHA_1;
+	CK_ATTRIBUTE a[10];
+	CK_ULONG n = 0;
+	CK_OBJECT_HANDLE obj;
+	const EVP_MD *md;
+	int md_nid = NID_sha1;
+	unsigned char *subj = NULL, *iss = NULL, *val = NULL;
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int dig_len = 0;
+	int subj_len, iss_len, val_len, r = KL_ERR_CRYPTO;
+	CK_RV rv;
+
+	if (!OBJ_find_sigid_algs(X509_get_signature_nid(x), &md_nid, NULL))
+		md_nid = NID_sha1;
+	switch (md_nid) {
+	case NID_sha224:
+		ckm_md = CKM_SHA224;
+		break;
+	case NID_sha256:
+		ckm_md = CKM_SHA256;
+		break;
+	case NID_sha384:
+		ckm_md = CKM_SHA384;
+		break;
+	case NID_sha512:
+		ckm_md = CKM_SHA512;
+		break;
+	default:
+		md_nid = NID_sha1;
+		ckm_md = CKM_SHA_1;
+		break;
+	}
+	md = EVP_get_digestbynid(md_nid);
+	if ((subj_len = i2d_X509_NAME(X509_get_subject_name(x), &subj)) <= 0 ||
+	    (iss_len = i2d_X509_NAME(X509_get_issuer_name(x), &iss)) <= 0 ||
+	    (val_len = i2d_X509(x, &val)) <= 0) {
+		r = crypto_fail("hsm: certificate encoding");
+		goto out;
+	}
+#define ADD(t, v, l) do { \
+	a[n].type = (t); a[n].pValue = (void *)(v); \
+	a[n].ulValueLen = (CK_ULONG)(l); n++; } while (0)
+	ADD(CKA_CLASS, &cls, sizeof(cls));
+	ADD(CKA_TOKEN, &yes, sizeof(yes));
+	ADD(CKA_CERTIFICATE_TYPE, &ctype, sizeof(ctype));
+	ADD(CKA_SUBJECT, subj, subj_len);
+	ADD(CKA_ISSUER, iss, iss_len);
+	if (h->ck_major > 2 || (h->ck_major == 2 && h->ck_minor >= 30)) {
+		ADD(CKA_NAME_HASH_ALGORITHM, &ckm_md, sizeof(ckm_md));
+		if (md != NULL && X509_pubkey_digest(x, md, dig, &dig_len))
+			ADD(CKA_HASH_OF_SUBJECT_PUBLIC_KEY, dig, dig_len);
+		else
+			ERR_clear_error();
+	}
+	ADD(CKA_VALUE, val, val_len);
+	ADD(CKA_LABEL, label, strlen(label));
+	ADD(CKA_ID, id, id_len);
+#undef ADD
+	rv = h->fl->C_CreateObject(h->sess, a, n, &obj);
+	if (rv != CKR_OK) {
+		r = ck_fail("C_CreateObject(certificate)", rv);
+		goto out;
+	}
+	r = 0;
+out:
+	OPENSSL_free(subj);
+	OPENSSL_free(iss);
+	OPENSSL_free(val);
+	return r;
+}
+
 int
 hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
     const char *label, const uint8_t *der, size_t der_len)
 {
 	const unsigned char *p = der;
 	X509 *x = NULL;
-	char *lbl = NULL;
 	int r;
 
 	if (h == NULL || label == NULL || der == NULL || der_len == 0 ||
@@ -1292,23 +1423,10 @@ hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
 		r = KL_ERR_INVALID;
 		goto out;
 	}
-	/* libp11 wants a mutable label. */
-	lbl = OPENSSL_strdup(label);
-	if (lbl == NULL) {
-		r = KL_ERR_NOMEM;
-		goto out;
-	}
 	if ((r = destroy_id(h, CKO_CERTIFICATE, id, id_len)) != 0)
 		goto out;
-	if (PKCS11_store_certificate(h->slot->token, x, lbl,
-	    (unsigned char *)id, id_len, NULL) != 0) {
-		log_openssl("hsm: PKCS11_store_certificate");
-		r = KL_ERR_HSM;
-		goto out;
-	}
-	r = 0;
+	r = cert_create(h, x, label, id, id_len);
 out:
-	OPENSSL_free(lbl);
 	X509_free(x);
 	return r;
 }
@@ -1327,7 +1445,7 @@ hsm_get_cert(struct hsm *h, const uint8_t *id, size_t id_len,
 	r = find_one(h, CKO_CERTIFICATE, id, id_len, &obj);
 	if (r != 0)
 		return r;
-	return get_attr_alloc(h, obj, CKA_VALUE, HSM_MAX_CERT, der, der_len);
+	return cert_value(h, obj, der, der_len);
 }
 
 int
@@ -1378,12 +1496,12 @@ int
 hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
     const uint8_t *to, size_t to_len, int *moved)
 {
-	CK_OBJECT_HANDLE objs[HSM_MAX_OBJS];
+	struct id_objs src, dst;
 	CK_ATTRIBUTE a = { CKA_ID, (void *)to, (CK_ULONG)to_len };
-	CK_ULONG n = 0, i;
+	CK_ULONG i;
 	size_t c;
 	CK_RV rv;
-	int r, count = 0;
+	int r, count = 0, have_dst = 0;
 
 	if (h == NULL)
 		return KL_ERR_INVALID;
@@ -1396,18 +1514,26 @@ hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
 	 * one object per class at from, which staging guarantees (it
 	 * destroys what is at the pending id first); with more, a cut
 	 * between two of them would let the second run destroy the first
-	 * one moved. */
-	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++) {
-		if ((r = find_objs(h, hsm_classes[c], from, from_len, objs,
-		    &n)) != 0)
-			return r;
-		if (n == 0)
+	 * one moved.
+	 * Both ids are searched once, before anything changes (a search
+	 * per class and id made the commit a dozen searches): moving
+	 * one class to "to" leaves the other classes at "to" as they were,
+	 * so what the searches found stays right class by class. */
+	if ((r = find_id(h, from, from_len, &src)) != 0)
+		return r;
+	for (c = 0; c < HSM_NCLASSES; c++) {
+		if (src.n[c] == 0)
 			continue;
-		if ((r = destroy_id(h, hsm_classes[c], to, to_len)) != 0)
+		if (!have_dst) {
+			if ((r = find_id(h, to, to_len, &dst)) != 0)
+				return r;
+			have_dst = 1;
+		}
+		if ((r = destroy_objs(h, &dst, c)) != 0)
 			return r;
-		for (i = 0; i < n; i++) {
-			rv = h->fl->C_SetAttributeValue(h->sess, objs[i], &a,
-			    1);
+		for (i = 0; i < src.n[c]; i++) {
+			rv = h->fl->C_SetAttributeValue(h->sess, src.h[c][i],
+			    &a, 1);
 			if (rv != CKR_OK)
 				return ck_fail("C_SetAttributeValue(CKA_ID)",
 				    rv);
@@ -1422,17 +1548,13 @@ hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
 int
 hsm_destroy_id(struct hsm *h, const uint8_t *id, size_t id_len)
 {
-	size_t c;
 	int r;
 
 	if (h == NULL)
 		return KL_ERR_INVALID;
 	if ((r = check_id(id, id_len)) != 0)
 		return r;
-	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++)
-		if ((r = destroy_id(h, hsm_classes[c], id, id_len)) != 0)
-			return r;
-	return 0;
+	return destroy_all_id(h, id, id_len);
 }
 
 int
