@@ -1557,68 +1557,76 @@ hsm_destroy_id(struct hsm *h, const uint8_t *id, size_t id_len)
 	return destroy_all_id(h, id, id_len);
 }
 
+/*
+ * One search over every object (the template cannot say "ends with"),
+ * each object's class and id in one C_GetAttributeValue, then the
+ * hits destroyed class by class (private keys, public keys,
+ * certificates) as the search per class used to.
+ */
 int
 hsm_destroy_suffix(struct hsm *h, const uint8_t *suffix, size_t suffix_len,
     int *destroyed)
 {
-	CK_OBJECT_HANDLE batch[64], *hit = NULL, *grown;
+	CK_OBJECT_HANDLE batch[64], *hit[HSM_NCLASSES] = { NULL }, *grown;
 	CK_ULONG n, i;
-	size_t nhit = 0, cap = 0, c, k;
+	size_t nhit[HSM_NCLASSES] = { 0 }, cap[HSM_NCLASSES] = { 0 }, c, k;
 	uint8_t id[HSM_MAX_ID + 1];
-	CK_ATTRIBUTE a;
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE a[2];
 	CK_RV rv;
 	int count = 0, r = 0;
 
 	if (h == NULL || suffix == NULL || suffix_len == 0)
 		return KL_ERR_INVALID;
-	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++) {
-		CK_ATTRIBUTE tmpl = { CKA_CLASS, (void *)&hsm_classes[c],
-			sizeof(hsm_classes[c]) };
-
-		/* Collect first, destroy after the search: a search's
-		 * results are undefined once objects go under it. */
-		nhit = 0;
-		rv = h->fl->C_FindObjectsInit(h->sess, &tmpl, 1);
-		if (rv != CKR_OK) {
-			r = ck_fail("C_FindObjectsInit", rv);
-			goto out;
-		}
-		do {
-			n = 0;
-			rv = h->fl->C_FindObjects(h->sess, batch,
-			    sizeof(batch) / sizeof(batch[0]), &n);
-			for (i = 0; rv == CKR_OK && i < n; i++) {
-				a.type = CKA_ID;
-				a.pValue = id;
-				a.ulValueLen = sizeof(id);
-				if (h->fl->C_GetAttributeValue(h->sess, batch[i],
-				    &a, 1) != CKR_OK ||
-				    a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
-				    a.ulValueLen <= suffix_len ||
-				    memcmp(id + a.ulValueLen - suffix_len, suffix,
-				    suffix_len) != 0)
-					continue;
-				if (nhit == cap) {
-					cap = cap ? 2 * cap : 16;
-					grown = realloc(hit, cap * sizeof(*hit));
-					if (grown == NULL) {
-						(void)h->fl->C_FindObjectsFinal(
-						    h->sess);
-						r = KL_ERR_NOMEM;
-						goto out;
-					}
-					hit = grown;
+	/* Collect first, destroy after the search: a search's results are
+	 * undefined once objects go under it. */
+	rv = h->fl->C_FindObjectsInit(h->sess, NULL, 0);
+	if (rv != CKR_OK) {
+		r = ck_fail("C_FindObjectsInit", rv);
+		goto out;
+	}
+	do {
+		n = 0;
+		rv = h->fl->C_FindObjects(h->sess, batch,
+		    sizeof(batch) / sizeof(batch[0]), &n);
+		for (i = 0; rv == CKR_OK && i < n; i++) {
+			a[0].type = CKA_CLASS;
+			a[0].pValue = &cls;
+			a[0].ulValueLen = sizeof(cls);
+			a[1].type = CKA_ID;
+			a[1].pValue = id;
+			a[1].ulValueLen = sizeof(id);
+			if (h->fl->C_GetAttributeValue(h->sess, batch[i], a,
+			    2) != CKR_OK ||
+			    (c = class_index(cls)) == HSM_NCLASSES ||
+			    a[1].ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+			    a[1].ulValueLen <= suffix_len ||
+			    memcmp(id + a[1].ulValueLen - suffix_len, suffix,
+			    suffix_len) != 0)
+				continue;
+			if (nhit[c] == cap[c]) {
+				cap[c] = cap[c] ? 2 * cap[c] : 16;
+				grown = realloc(hit[c], cap[c] *
+				    sizeof(*hit[c]));
+				if (grown == NULL) {
+					(void)h->fl->C_FindObjectsFinal(
+					    h->sess);
+					r = KL_ERR_NOMEM;
+					goto out;
 				}
-				hit[nhit++] = batch[i];
+				hit[c] = grown;
 			}
-		} while (rv == CKR_OK && n == sizeof(batch) / sizeof(batch[0]));
-		(void)h->fl->C_FindObjectsFinal(h->sess);
-		if (rv != CKR_OK) {
-			r = ck_fail("C_FindObjects", rv);
-			goto out;
+			hit[c][nhit[c]++] = batch[i];
 		}
-		for (k = 0; k < nhit; k++) {
-			rv = h->fl->C_DestroyObject(h->sess, hit[k]);
+	} while (rv == CKR_OK && n == sizeof(batch) / sizeof(batch[0]));
+	(void)h->fl->C_FindObjectsFinal(h->sess);
+	if (rv != CKR_OK) {
+		r = ck_fail("C_FindObjects", rv);
+		goto out;
+	}
+	for (c = 0; c < HSM_NCLASSES; c++) {
+		for (k = 0; k < nhit[c]; k++) {
+			rv = h->fl->C_DestroyObject(h->sess, hit[c][k]);
 			if (rv != CKR_OK) {
 				r = ck_fail("C_DestroyObject", rv);
 				goto out;
@@ -1627,7 +1635,8 @@ hsm_destroy_suffix(struct hsm *h, const uint8_t *suffix, size_t suffix_len,
 		}
 	}
 out:
-	free(hit);
+	for (c = 0; c < HSM_NCLASSES; c++)
+		free(hit[c]);
 	if (destroyed != NULL)
 		*destroyed = count;
 	return r;
