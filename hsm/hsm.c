@@ -3,11 +3,15 @@
  *
  * Two handles on the same module live side by side in a struct hsm:
  *  - libp11 (PKCS11_CTX) finds the token and hands out EVP_PKEYs whose
- *    private operations run in the token, and stores certificates;
+ *    private operations run in the token;
  *  - the module's own CK_FUNCTION_LIST (dlopen of the same .so, which
  *    returns the handle libp11 already holds) with our own RW session, for
- *    what libp11 0.4.12 cannot do: generate EC keys, read attributes, find
- *    and destroy objects by CKA_ID without going through libp11's cache.
+ *    what libp11 0.4.12 cannot do or does at a cost: generate EC keys,
+ *    read attributes, find and destroy objects by CKA_ID without going
+ *    through libp11's cache, store certificates.  SoftHSM re-checks its
+ *    object files in every search and attribute read, so each request
+ *    makes as few of them as it can (docs/hsm.md, "How objects are
+ *    found").
  * Login is per application in PKCS#11, so the one C_Login on our session
  * logs libp11's session in too.  We log in on the raw session rather than
  * with PKCS11_login() because that gives us the exact CK_RV for a wrong
