@@ -1332,7 +1332,7 @@ cert_value(struct hsm *h, CK_OBJECT_HANDLE obj, uint8_t **der,
  */
 static int
 cert_create(struct hsm *h, X509 *x, const char *label, const uint8_t *id,
-    size_t id_len)
+    size_t id_len, CK_OBJECT_HANDLE *out)
 {
 	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
 	CK_CERTIFICATE_TYPE ctype = CKC_X_509;
@@ -1400,6 +1400,7 @@ cert_create(struct hsm *h, X509 *x, const char *label, const uint8_t *id,
 		r = ck_fail("C_CreateObject(certificate)", rv);
 		goto out;
 	}
+	*out = obj;
 	r = 0;
 out:
 	OPENSSL_free(subj);
@@ -1408,9 +1409,11 @@ out:
 	return r;
 }
 
-int
-hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
-    const char *label, const uint8_t *der, size_t der_len)
+/* hsm_store_cert(); *obj gets the new object's handle. */
+static int
+store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *label, const uint8_t *der, size_t der_len,
+    CK_OBJECT_HANDLE *obj)
 {
 	const unsigned char *p = der;
 	X509 *x = NULL;
@@ -1429,10 +1432,35 @@ hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
 	}
 	if ((r = destroy_id(h, CKO_CERTIFICATE, id, id_len)) != 0)
 		goto out;
-	r = cert_create(h, x, label, id, id_len);
+	r = cert_create(h, x, label, id, id_len, obj);
 out:
 	X509_free(x);
 	return r;
+}
+
+int
+hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *label, const uint8_t *der, size_t der_len)
+{
+	CK_OBJECT_HANDLE obj;
+
+	return store_cert(h, id, id_len, label, der, der_len, &obj);
+}
+
+int
+hsm_store_cert_back(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *label, const uint8_t *der, size_t der_len, uint8_t **back,
+    size_t *back_len)
+{
+	CK_OBJECT_HANDLE obj;
+	int r;
+
+	if (back == NULL || back_len == NULL)
+		return KL_ERR_INVALID;
+	if ((r = store_cert(h, id, id_len, label, der, der_len, &obj)) != 0)
+		return r;
+	/* By the handle C_CreateObject gave: no second search. */
+	return cert_value(h, obj, back, back_len);
 }
 
 int

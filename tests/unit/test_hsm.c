@@ -407,6 +407,23 @@ test_certs(void **state)
 	assert_int_equal(blen, l2);
 	assert_memory_equal(back, c2, l2);
 	OPENSSL_free(back);
+	/* Stored and read back in one call: what the token holds, and it
+	 * replaced c2 as hsm_store_cert() does. */
+	back = NULL;
+	assert_int_equal(hsm_store_cert_back(H, ID1, 1, "client", c1, l1,
+	    &back, &blen), 0);
+	assert_int_equal(blen, l1);
+	assert_memory_equal(back, c1, l1);
+	OPENSSL_free(back);
+	back = NULL;
+	assert_int_equal(hsm_get_cert(H, ID1, 1, &back, &blen), 0);
+	assert_int_equal(blen, l1);
+	assert_memory_equal(back, c1, l1);
+	OPENSSL_free(back);
+	assert_int_equal(hsm_store_cert_back(H, ID1, 1, "client", c1, l1,
+	    NULL, &blen), KL_ERR_INVALID);
+	assert_int_equal(hsm_store_cert_back(H, ID1, 1, "client", c1, l1 - 1,
+	    &back, &blen), KL_ERR_INVALID);
 	/* Truncated and bit-flipped DER is refused. */
 	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", c1, l1 - 1),
 	    KL_ERR_INVALID);
@@ -499,6 +516,12 @@ test_cert_object(void **state)
 	assert_true(len > 4096);
 	assert_int_equal(hsm_store_cert(H, ID4, 1, "client", der, len), 0);
 	assert_int_equal(hsm_get_cert(H, ID4, 1, &back, &blen), 0);
+	assert_int_equal(blen, len);
+	assert_memory_equal(back, der, len);
+	OPENSSL_free(back);
+	back = NULL;
+	assert_int_equal(hsm_store_cert_back(H, ID4, 1, "client", der, len,
+	    &back, &blen), 0);
 	assert_int_equal(blen, len);
 	assert_memory_equal(back, der, len);
 	OPENSSL_free(back);
