@@ -510,6 +510,18 @@ static const CK_OBJECT_CLASS hsm_classes[] = {
 };
 #define HSM_NCLASSES (sizeof(hsm_classes) / sizeof(hsm_classes[0]))
 
+/* Index of a class in hsm_classes; HSM_NCLASSES for another class. */
+static size_t
+class_index(CK_OBJECT_CLASS cls)
+{
+	size_t c;
+
+	for (c = 0; c < HSM_NCLASSES; c++)
+		if (hsm_classes[c] == cls)
+			break;
+	return c;
+}
+
 /*
  * The private keys, public keys and certificates with one CKA_ID, from
  * one search.  SoftHSM's file store re-checks every object of the token
@@ -553,10 +565,7 @@ find_id(struct hsm *h, const uint8_t *id, size_t id_len, struct id_objs *o)
 		rv = h->fl->C_GetAttributeValue(h->sess, objs[i], &a, 1);
 		if (rv != CKR_OK)
 			return ck_fail("C_GetAttributeValue(CKA_CLASS)", rv);
-		for (c = 0; c < HSM_NCLASSES; c++)
-			if (cls == hsm_classes[c])
-				break;
-		if (c == HSM_NCLASSES)
+		if ((c = class_index(cls)) == HSM_NCLASSES)
 			continue;	/* data objects, secret keys: not ours */
 		if (o->n[c] == HSM_MAX_OBJS) {
 			log_error("hsm: more than %d objects share one CKA_ID",
@@ -566,18 +575,6 @@ find_id(struct hsm *h, const uint8_t *id, size_t id_len, struct id_objs *o)
 		o->h[c][o->n[c]++] = objs[i];
 	}
 	return 0;
-}
-
-/* Index of a class in hsm_classes. */
-static size_t
-class_index(CK_OBJECT_CLASS cls)
-{
-	size_t c;
-
-	for (c = 0; c < HSM_NCLASSES; c++)
-		if (hsm_classes[c] == cls)
-			break;
-	return c;
 }
 
 /* The one object of a class in o, or KL_ERR_NOT_FOUND (as find_one). */
