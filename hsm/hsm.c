@@ -3,11 +3,15 @@
  *
  * Two handles on the same module live side by side in a struct hsm:
  *  - libp11 (PKCS11_CTX) finds the token and hands out EVP_PKEYs whose
- *    private operations run in the token, and stores certificates;
+ *    private operations run in the token;
  *  - the module's own CK_FUNCTION_LIST (dlopen of the same .so, which
  *    returns the handle libp11 already holds) with our own RW session, for
- *    what libp11 0.4.12 cannot do: generate EC keys, read attributes, find
- *    and destroy objects by CKA_ID without going through libp11's cache.
+ *    what libp11 0.4.12 cannot do or does at a cost: generate EC keys,
+ *    read attributes, find and destroy objects by CKA_ID without going
+ *    through libp11's cache, store certificates.  SoftHSM re-checks its
+ *    object files in every search and attribute read, so each request
+ *    makes as few of them as it can (docs/hsm.md, "How objects are
+ *    found").
  * Login is per application in PKCS#11, so the one C_Login on our session
  * logs libp11's session in too.  We log in on the raw session rather than
  * with PKCS11_login() because that gives us the exact CK_RV for a wrong
@@ -62,6 +66,7 @@ struct hsm {
 	CK_SESSION_HANDLE sess;
 	int have_sess;
 	int claimed;		/* holds the module's mod_open entry */
+	CK_BYTE ck_major, ck_minor;	/* the module's Cryptoki version */
 };
 
 /*
@@ -297,8 +302,15 @@ static int
 raw_login(struct hsm *h, const char *pin)
 {
 	CK_SLOT_ID slot_id;
+	CK_INFO info;
 	CK_RV rv;
 
+	/* For the certificate template (cert_create), as libp11 asks. */
+	rv = h->fl->C_GetInfo(&info);
+	if (rv != CKR_OK)
+		return ck_fail("C_GetInfo", rv);
+	h->ck_major = info.cryptokiVersion.major;
+	h->ck_minor = info.cryptokiVersion.minor;
 	slot_id = PKCS11_get_slotid_from_slot(h->slot);
 	rv = h->fl->C_OpenSession(slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION,
 	    NULL, NULL, &h->sess);
@@ -493,6 +505,127 @@ destroy_id(struct hsm *h, CK_OBJECT_CLASS cls, const uint8_t *id,
 	return 0;
 }
 
+static const CK_OBJECT_CLASS hsm_classes[] = {
+	CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_CERTIFICATE,
+};
+#define HSM_NCLASSES (sizeof(hsm_classes) / sizeof(hsm_classes[0]))
+
+/* Index of a class in hsm_classes; HSM_NCLASSES for another class. */
+static size_t
+class_index(CK_OBJECT_CLASS cls)
+{
+	size_t c;
+
+	for (c = 0; c < HSM_NCLASSES; c++)
+		if (hsm_classes[c] == cls)
+			break;
+	return c;
+}
+
+/*
+ * The private keys, public keys and certificates with one CKA_ID, from
+ * one search.  SoftHSM's file store re-checks every object of the token
+ * (open, lock, read the generation, close) in each C_FindObjectsInit
+ * whatever the template, and one object per C_GetAttributeValue; so one
+ * search by CKA_ID and a CKA_CLASS read per hit costs less than a search
+ * per class, and a request that needs two classes looks once.
+ */
+struct id_objs {
+	CK_OBJECT_HANDLE h[HSM_NCLASSES][HSM_MAX_OBJS];
+	CK_ULONG n[HSM_NCLASSES];
+};
+
+static int
+find_id(struct hsm *h, const uint8_t *id, size_t id_len, struct id_objs *o)
+{
+	CK_ATTRIBUTE tmpl = { CKA_ID, (void *)id, (CK_ULONG)id_len };
+	CK_OBJECT_HANDLE objs[HSM_NCLASSES * HSM_MAX_OBJS + 1];
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE a = { CKA_CLASS, &cls, sizeof(cls) };
+	CK_ULONG got = 0, i;
+	size_t c;
+	CK_RV rv;
+
+	memset(o, 0, sizeof(*o));
+	rv = h->fl->C_FindObjectsInit(h->sess, &tmpl, 1);
+	if (rv != CKR_OK)
+		return ck_fail("C_FindObjectsInit", rv);
+	rv = h->fl->C_FindObjects(h->sess, objs,
+	    sizeof(objs) / sizeof(objs[0]), &got);
+	(void)h->fl->C_FindObjectsFinal(h->sess);
+	if (rv != CKR_OK)
+		return ck_fail("C_FindObjects", rv);
+	if (got == sizeof(objs) / sizeof(objs[0])) {
+		log_error("hsm: more than %d objects share one CKA_ID",
+		    (int)(HSM_NCLASSES * HSM_MAX_OBJS));
+		return KL_ERR_HSM;
+	}
+	for (i = 0; i < got; i++) {
+		a.ulValueLen = sizeof(cls);
+		rv = h->fl->C_GetAttributeValue(h->sess, objs[i], &a, 1);
+		if (rv != CKR_OK)
+			return ck_fail("C_GetAttributeValue(CKA_CLASS)", rv);
+		if ((c = class_index(cls)) == HSM_NCLASSES)
+			continue;	/* data objects, secret keys: not ours */
+		if (o->n[c] == HSM_MAX_OBJS) {
+			log_error("hsm: more than %d objects share one CKA_ID",
+			    HSM_MAX_OBJS);
+			return KL_ERR_HSM;
+		}
+		o->h[c][o->n[c]++] = objs[i];
+	}
+	return 0;
+}
+
+/* The one object of a class in o, or KL_ERR_NOT_FOUND (as find_one). */
+static int
+id_objs_one(const struct id_objs *o, CK_OBJECT_CLASS cls,
+    CK_OBJECT_HANDLE *obj)
+{
+	size_t c = class_index(cls);
+
+	if (o->n[c] == 0)
+		return KL_ERR_NOT_FOUND;
+	if (o->n[c] > 1)
+		log_warn("hsm: %lu objects of class %lu share one CKA_ID; "
+		    "using the first", (unsigned long)o->n[c],
+		    (unsigned long)cls);
+	*obj = o->h[c][0];
+	return 0;
+}
+
+/* Destroy the objects of class index c in o. */
+static int
+destroy_objs(struct hsm *h, const struct id_objs *o, size_t c)
+{
+	CK_ULONG i;
+	CK_RV rv;
+
+	for (i = 0; i < o->n[c]; i++) {
+		rv = h->fl->C_DestroyObject(h->sess, o->h[c][i]);
+		if (rv != CKR_OK)
+			return ck_fail("C_DestroyObject", rv);
+	}
+	return 0;
+}
+
+/* Every private key, public key and certificate with that id, in that
+ * order. */
+static int
+destroy_all_id(struct hsm *h, const uint8_t *id, size_t id_len)
+{
+	struct id_objs o;
+	size_t c;
+	int r;
+
+	if ((r = find_id(h, id, id_len, &o)) != 0)
+		return r;
+	for (c = 0; c < HSM_NCLASSES; c++)
+		if ((r = destroy_objs(h, &o, c)) != 0)
+			return r;
+	return 0;
+}
+
 /* Variable-length attribute into an OPENSSL_malloc'd buffer. */
 static int
 get_attr_alloc(struct hsm *h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type,
@@ -525,13 +658,12 @@ get_attr_alloc(struct hsm *h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type,
 	return 0;
 }
 
-/* EVP_PKEY from CKA_EC_POINT (a DER OCTET STRING, or raw from old
- * modules) of a P-256 public key object. */
+/* EVP_PKEY from CKA_EC_PARAMS and CKA_EC_POINT (a DER OCTET STRING, or
+ * raw from old modules) of a P-256 public key object. */
 static int
-pub_ec(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
+ec_parse(const uint8_t *params, size_t plen, const uint8_t *ptval,
+    size_t ptlen, EVP_PKEY **out)
 {
-	uint8_t *ptval = NULL, *params = NULL;
-	size_t ptlen = 0, plen = 0;
 	const unsigned char *p;
 	ASN1_OCTET_STRING *os = NULL;
 	const unsigned char *pt;
@@ -542,17 +674,11 @@ pub_ec(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
 	EVP_PKEY *pk = NULL;
 	int r;
 
-	r = get_attr_alloc(h, obj, CKA_EC_PARAMS, 256, &params, &plen);
-	if (r != 0)
-		goto out;
 	if (plen != sizeof(p256_oid) || memcmp(params, p256_oid, plen) != 0) {
 		log_error("hsm: EC key is not on P-256");
 		r = KL_ERR_UNSUPPORTED;
 		goto out;
 	}
-	r = get_attr_alloc(h, obj, CKA_EC_POINT, 256, &ptval, &ptlen);
-	if (r != 0)
-		goto out;
 	p = ptval;
 	os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)ptlen);
 	if (os != NULL && p == ptval + ptlen) {
@@ -594,16 +720,13 @@ out:
 	OSSL_PARAM_free(prm);
 	OSSL_PARAM_BLD_free(bld);
 	ASN1_OCTET_STRING_free(os);
-	OPENSSL_free(ptval);
-	OPENSSL_free(params);
 	return r;
 }
 
 static int
-pub_rsa(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
+rsa_parse(const uint8_t *mod, size_t mlen, const uint8_t *exp, size_t elen,
+    EVP_PKEY **out)
 {
-	uint8_t *mod = NULL, *exp = NULL;
-	size_t mlen = 0, elen = 0;
 	BIGNUM *bn_n = NULL, *bn_e = NULL;
 	OSSL_PARAM_BLD *bld = NULL;
 	OSSL_PARAM *prm = NULL;
@@ -611,12 +734,6 @@ pub_rsa(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
 	EVP_PKEY *pk = NULL;
 	int r;
 
-	r = get_attr_alloc(h, obj, CKA_MODULUS, 1024, &mod, &mlen);
-	if (r != 0)
-		goto out;
-	r = get_attr_alloc(h, obj, CKA_PUBLIC_EXPONENT, 64, &exp, &elen);
-	if (r != 0)
-		goto out;
 	bn_n = BN_bin2bn(mod, (int)mlen, NULL);
 	bn_e = BN_bin2bn(exp, (int)elen, NULL);
 	bld = OSSL_PARAM_BLD_new();
@@ -643,8 +760,138 @@ out:
 	OSSL_PARAM_BLD_free(bld);
 	BN_free(bn_n);
 	BN_free(bn_e);
-	OPENSSL_free(mod);
-	OPENSSL_free(exp);
+	return r;
+}
+
+/* The attributes' limits: longer is KL_ERR_HSM. */
+#define HSM_MAX_EC_ATTR 256
+#define HSM_MAX_MODULUS 1024
+#define HSM_MAX_EXPONENT 64
+
+/* An attribute read into a fixed buffer: unavailable, empty or longer
+ * than the buffer is KL_ERR_HSM, as get_attr_alloc() says. */
+static int
+attr_ok(const CK_ATTRIBUTE *a, size_t max)
+{
+	if (a->ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+	    a->ulValueLen == 0 || a->ulValueLen > max) {
+		log_error("hsm: attribute 0x%lx unavailable or too long",
+		    (unsigned long)a->type);
+		return KL_ERR_HSM;
+	}
+	return 0;
+}
+
+/* RSA public key: modulus and exponent in one C_GetAttributeValue. */
+static int
+pub_rsa(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
+{
+	uint8_t mod[HSM_MAX_MODULUS], exp[HSM_MAX_EXPONENT];
+	CK_ATTRIBUTE a[] = {
+		{ CKA_MODULUS, mod, sizeof(mod) },
+		{ CKA_PUBLIC_EXPONENT, exp, sizeof(exp) },
+	};
+	CK_RV rv;
+	int r;
+
+	rv = h->fl->C_GetAttributeValue(h->sess, obj, a, 2);
+	if (rv == CKR_BUFFER_TOO_SMALL) {
+		/* As before: longer than we accept. */
+		(void)attr_ok(&a[0], sizeof(mod));
+		(void)attr_ok(&a[1], sizeof(exp));
+		return KL_ERR_HSM;
+	}
+	if (rv != CKR_OK)
+		return ck_fail("C_GetAttributeValue(RSA public key)", rv);
+	if ((r = attr_ok(&a[0], sizeof(mod))) != 0 ||
+	    (r = attr_ok(&a[1], sizeof(exp))) != 0)
+		return r;
+	return rsa_parse(mod, a[0].ulValueLen, exp, a[1].ulValueLen, out);
+}
+
+/* EC public key, one attribute at a time (the way for a module that
+ * refuses the combined read in pub_obj()). */
+static int
+pub_ec_slow(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
+{
+	uint8_t *params = NULL, *pt = NULL;
+	size_t plen = 0, ptlen = 0;
+	int r;
+
+	r = get_attr_alloc(h, obj, CKA_EC_PARAMS, HSM_MAX_EC_ATTR, &params,
+	    &plen);
+	if (r == 0 && (plen != sizeof(p256_oid) ||
+	    memcmp(params, p256_oid, plen) != 0)) {
+		log_error("hsm: EC key is not on P-256");
+		r = KL_ERR_UNSUPPORTED;
+	}
+	if (r == 0)
+		r = get_attr_alloc(h, obj, CKA_EC_POINT, HSM_MAX_EC_ATTR, &pt,
+		    &ptlen);
+	if (r == 0)
+		r = ec_parse(params, plen, pt, ptlen, out);
+	OPENSSL_free(pt);
+	OPENSSL_free(params);
+	return r;
+}
+
+/*
+ * The public key object obj as an OpenSSL public key, and its key type.
+ * An EC key (the common case) takes one C_GetAttributeValue: the key
+ * type, the curve and the point together.  An RSA key has no
+ * CKA_EC_PARAMS, so that read fails with CKR_ATTRIBUTE_TYPE_INVALID;
+ * PKCS#11 still fills in the attributes it has, so the key type says
+ * RSA and the modulus and exponent are read next.  Anything else goes
+ * one attribute at a time as before.
+ */
+static int
+pub_obj(struct hsm *h, CK_OBJECT_HANDLE obj, CK_KEY_TYPE *kt_out,
+    EVP_PKEY **out)
+{
+	uint8_t params[HSM_MAX_EC_ATTR], pt[HSM_MAX_EC_ATTR];
+	CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
+	CK_ATTRIBUTE a[] = {
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_EC_PARAMS, params, sizeof(params) },
+		{ CKA_EC_POINT, pt, sizeof(pt) },
+	};
+	CK_RV rv;
+	int r;
+
+	rv = h->fl->C_GetAttributeValue(h->sess, obj, a, 3);
+	if (rv == CKR_OK && kt == CKK_EC) {
+		if ((r = attr_ok(&a[1], sizeof(params))) != 0)
+			return r;
+		if (a[1].ulValueLen != sizeof(p256_oid) ||
+		    memcmp(params, p256_oid, sizeof(p256_oid)) != 0) {
+			log_error("hsm: EC key is not on P-256");
+			return KL_ERR_UNSUPPORTED;
+		}
+		if ((r = attr_ok(&a[2], sizeof(pt))) != 0)
+			return r;
+		r = ec_parse(params, a[1].ulValueLen, pt, a[2].ulValueLen,
+		    out);
+	} else if (rv == CKR_ATTRIBUTE_TYPE_INVALID &&
+	    a[0].ulValueLen == sizeof(kt) && kt == CKK_RSA) {
+		r = pub_rsa(h, obj, out);
+	} else {
+		a[0].pValue = &kt;
+		a[0].ulValueLen = sizeof(kt);
+		rv = h->fl->C_GetAttributeValue(h->sess, obj, a, 1);
+		if (rv != CKR_OK)
+			return ck_fail("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
+		if (kt == CKK_EC) {
+			r = pub_ec_slow(h, obj, out);
+		} else if (kt == CKK_RSA) {
+			r = pub_rsa(h, obj, out);
+		} else {
+			log_error("hsm: unsupported key type 0x%lx",
+			    (unsigned long)kt);
+			return KL_ERR_UNSUPPORTED;
+		}
+	}
+	if (r == 0 && kt_out != NULL)
+		*kt_out = kt;
 	return r;
 }
 
@@ -653,23 +900,12 @@ static int
 pub_key(struct hsm *h, const uint8_t *id, size_t id_len, EVP_PKEY **out)
 {
 	CK_OBJECT_HANDLE obj;
-	CK_KEY_TYPE kt;
-	CK_ATTRIBUTE a = { CKA_KEY_TYPE, &kt, sizeof(kt) };
-	CK_RV rv;
 	int r;
 
 	r = find_one(h, CKO_PUBLIC_KEY, id, id_len, &obj);
 	if (r != 0)
 		return r;
-	rv = h->fl->C_GetAttributeValue(h->sess, obj, &a, 1);
-	if (rv != CKR_OK)
-		return ck_fail("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
-	if (kt == CKK_EC)
-		return pub_ec(h, obj, out);
-	if (kt == CKK_RSA)
-		return pub_rsa(h, obj, out);
-	log_error("hsm: unsupported key type 0x%lx", (unsigned long)kt);
-	return KL_ERR_UNSUPPORTED;
+	return pub_obj(h, obj, NULL, out);
 }
 
 static int
@@ -704,18 +940,6 @@ hsm_get_spki(struct hsm *h, const uint8_t *id, size_t id_len,
 	return r;
 }
 
-/* Make libp11 re-run its object search so it sees what we created. */
-static void
-p11_refresh(struct hsm *h)
-{
-	PKCS11_KEY *keys;
-	unsigned int n;
-
-	if (PKCS11_enumerate_keys(h->slot->token, &keys, &n) != 0 ||
-	    PKCS11_enumerate_public_keys(h->slot->token, &keys, &n) != 0)
-		log_openssl("hsm: PKCS11_enumerate_keys");
-}
-
 int
 hsm_generate_key(struct hsm *h, enum hsm_key_type t, const uint8_t *id,
     size_t id_len, const char *label, uint8_t **spki, size_t *spki_len)
@@ -743,9 +967,7 @@ hsm_generate_key(struct hsm *h, enum hsm_key_type t, const uint8_t *id,
 
 	/* Re-provisioning: the old pair and its certificate go first, so
 	 * there is never more than one object of a class per id. */
-	if ((r = destroy_id(h, CKO_PRIVATE_KEY, id, id_len)) != 0 ||
-	    (r = destroy_id(h, CKO_PUBLIC_KEY, id, id_len)) != 0 ||
-	    (r = destroy_id(h, CKO_CERTIFICATE, id, id_len)) != 0)
+	if ((r = destroy_all_id(h, id, id_len)) != 0)
 		return r;
 
 #define ADD(arr, n, t, v, l) do { \
@@ -776,9 +998,9 @@ hsm_generate_key(struct hsm *h, enum hsm_key_type t, const uint8_t *id,
 	    &hpub, &hpriv);
 	if (rv != CKR_OK)
 		return ck_fail("C_GenerateKeyPair", rv);
-	p11_refresh(h);
-
-	r = t == HSM_KEY_EC_P256 ? pub_ec(h, hpub, &pk) : pub_rsa(h, hpub, &pk);
+	/* libp11 is not told: only hsm_get_private_key() uses its lists,
+	 * and it has libp11 search again. */
+	r = pub_obj(h, hpub, NULL, &pk);
 	if (r == 0)
 		r = spki_der(pk, spki, spki_len);
 	EVP_PKEY_free(pk);
@@ -803,7 +1025,12 @@ hsm_get_private_key(struct hsm *h, const uint8_t *id, size_t id_len,
 	r = find_one(h, CKO_PRIVATE_KEY, id, id_len, &obj);
 	if (r != 0)
 		return r;
-	if (PKCS11_enumerate_keys(h->slot->token, &keys, &n) != 0) {
+	/* libp11 searches again and appends what it has not seen (it
+	 * used to be told after every key generation; only this function
+	 * needs its lists).  Public keys too: libp11 may look there for an
+	 * EC key's point. */
+	if (PKCS11_enumerate_public_keys(h->slot->token, &keys, &n) != 0 ||
+	    PKCS11_enumerate_keys(h->slot->token, &keys, &n) != 0) {
 		log_openssl("hsm: PKCS11_enumerate_keys");
 		return KL_ERR_HSM;
 	}
@@ -827,17 +1054,37 @@ hsm_get_private_key(struct hsm *h, const uint8_t *id, size_t id_len,
 }
 
 /*
+ * The key pair with that id from one search: the private key's handle,
+ * the public key and its type.  KL_ERR_NOT_FOUND without either.
+ */
+static int
+key_pair(struct hsm *h, const uint8_t *id, size_t id_len,
+    CK_OBJECT_HANDLE *key, CK_KEY_TYPE *kt, EVP_PKEY **pub)
+{
+	struct id_objs o;
+	CK_OBJECT_HANDLE pobj;
+	int r;
+
+	if ((r = find_id(h, id, id_len, &o)) != 0 ||
+	    (r = id_objs_one(&o, CKO_PRIVATE_KEY, key)) != 0 ||
+	    (r = id_objs_one(&o, CKO_PUBLIC_KEY, &pobj)) != 0)
+		return r;
+	return pub_obj(h, pobj, kt, pub);
+}
+
+/*
  * Sign SHA-256(data) with the token key through the module itself, by the
  * key's handle, and check the result against the public key object.  Not
  * through libp11: it caches CKA_ID per handle, and hsm_move_id() changes
- * a key's CKA_ID under it (a committed re-provisioning).
+ * a key's CKA_ID under it (a committed re-provisioning).  kt is the key
+ * type of the public key with the same id: a private key of another type
+ * fails C_SignInit (CKR_KEY_TYPE_INCONSISTENT), as its signature would
+ * fail the check against the public key.
  */
 static int
-raw_sign(struct hsm *h, CK_OBJECT_HANDLE key, const uint8_t *data,
-    size_t len, uint8_t **sig, size_t *sig_len)
+raw_sign(struct hsm *h, CK_OBJECT_HANDLE key, CK_KEY_TYPE kt,
+    const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
 {
-	CK_KEY_TYPE kt;
-	CK_ATTRIBUTE a = { CKA_KEY_TYPE, &kt, sizeof(kt) };
 	CK_MECHANISM mech = { 0, NULL, 0 };
 	uint8_t md[32], raw[1024], *der = NULL;
 	CK_ULONG rawlen = sizeof(raw);
@@ -848,9 +1095,6 @@ raw_sign(struct hsm *h, CK_OBJECT_HANDLE key, const uint8_t *data,
 	CK_RV rv;
 	int n, r = KL_ERR_CRYPTO;
 
-	rv = h->fl->C_GetAttributeValue(h->sess, key, &a, 1);
-	if (rv != CKR_OK)
-		return ck_fail("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
 	if (kt == CKK_EC) {
 		/* CKM_ECDSA signs a digest we make. */
 		if (EVP_Digest(data, len, md, NULL, EVP_sha256(), NULL) != 1)
@@ -908,6 +1152,7 @@ hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
     const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
 {
 	CK_OBJECT_HANDLE key;
+	CK_KEY_TYPE kt;
 	EVP_PKEY *pub = NULL;
 	EVP_MD_CTX *md = NULL;
 	uint8_t *s = NULL;
@@ -921,11 +1166,9 @@ hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
 		return r;
 	if (data == NULL)
 		data = (const uint8_t *)"";
-	if ((r = find_one(h, CKO_PRIVATE_KEY, id, id_len, &key)) != 0)
+	if ((r = key_pair(h, id, id_len, &key, &kt, &pub)) != 0)
 		goto out;
-	if ((r = pub_key(h, id, id_len, &pub)) != 0)
-		goto out;
-	if ((r = raw_sign(h, key, data, len, &s, &slen)) != 0)
+	if ((r = raw_sign(h, key, kt, data, len, &s, &slen)) != 0)
 		goto out;
 	if ((md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pub) <= 0) {
@@ -959,6 +1202,7 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
     const char *cn, uint8_t **der, size_t *der_len)
 {
 	CK_OBJECT_HANDLE key;
+	CK_KEY_TYPE kt;
 	EVP_PKEY *pub = NULL;
 	X509_REQ *req = NULL;
 	X509_NAME *name = NULL;
@@ -974,9 +1218,7 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
 		return KL_ERR_INVALID;
 	if ((r = check_id(id, id_len)) != 0)
 		return r;
-	if ((r = pub_key(h, id, id_len, &pub)) != 0)
-		goto out;
-	if ((r = find_one(h, CKO_PRIVATE_KEY, id, id_len, &key)) != 0)
+	if ((r = key_pair(h, id, id_len, &key, &kt, &pub)) != 0)
 		goto out;
 	ec = EVP_PKEY_is_a(pub, "EC");
 	r = KL_ERR_CRYPTO;
@@ -1000,7 +1242,7 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
 		r = crypto_fail("hsm: CSR encoding");
 		goto out;
 	}
-	if ((r = raw_sign(h, key, tbs, (size_t)n, &sig, &sig_len)) != 0)
+	if ((r = raw_sign(h, key, kt, tbs, (size_t)n, &sig, &sig_len)) != 0)
 		goto out;
 	r = KL_ERR_CRYPTO;
 	if ((bits = ASN1_BIT_STRING_new()) == NULL ||
@@ -1039,13 +1281,139 @@ out:
 	return r;
 }
 
-int
-hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
-    const char *label, const uint8_t *der, size_t der_len)
+/* Certificates we expect fit this; a longer one costs a second call. */
+#define HSM_CERT_GUESS 4096
+
+/*
+ * CKA_VALUE of a certificate object in one C_GetAttributeValue when it
+ * fits HSM_CERT_GUESS bytes (a device certificate is well under 1 KiB);
+ * otherwise, or if the module will not say, by size first as
+ * get_attr_alloc() does.
+ */
+static int
+cert_value(struct hsm *h, CK_OBJECT_HANDLE obj, uint8_t **der,
+    size_t *der_len)
+{
+	CK_ATTRIBUTE a;
+	uint8_t *p;
+	CK_RV rv;
+
+	if ((p = OPENSSL_malloc(HSM_CERT_GUESS)) == NULL)
+		return KL_ERR_NOMEM;
+	a.type = CKA_VALUE;
+	a.pValue = p;
+	a.ulValueLen = HSM_CERT_GUESS;
+	rv = h->fl->C_GetAttributeValue(h->sess, obj, &a, 1);
+	if (rv == CKR_OK && a.ulValueLen != 0 &&
+	    a.ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+	    a.ulValueLen <= HSM_CERT_GUESS) {
+		*der = p;
+		*der_len = a.ulValueLen;
+		return 0;
+	}
+	OPENSSL_free(p);
+	if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+		return ck_fail("C_GetAttributeValue", rv);
+	return get_attr_alloc(h, obj, CKA_VALUE, HSM_MAX_CERT, der, der_len);
+}
+
+/*
+ * The template libp11 0.4.12's PKCS11_store_certificate() builds, made
+ * here so that C_CreateObject runs on our session: libp11 would then read
+ * the new object's attributes back one by one (seven calls) into a list
+ * nothing here uses.  CKA_NAME_HASH_ALGORITHM and
+ * CKA_HASH_OF_SUBJECT_PUBLIC_KEY follow the certificate's signature
+ * digest as libp11 does (SHA-1 for a digest it does not list; SHA-3,
+ * which newer libp11 lists, is SHA-1 here too), and only for modules of
+ * Cryptoki 2.30 or later.
+ */
+static int
+cert_create(struct hsm *h, X509 *x, const char *label, const uint8_t *id,
+    size_t id_len, CK_OBJECT_HANDLE *out)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ctype = CKC_X_509;
+	CK_BBOOL yes = CK_TRUE;
+	CK_MECHANISM_TYPE ckm_md = CKM_SHA_1;
+	CK_ATTRIBUTE a[10];
+	CK_ULONG n = 0;
+	CK_OBJECT_HANDLE obj;
+	const EVP_MD *md;
+	int md_nid = NID_sha1;
+	unsigned char *subj = NULL, *iss = NULL, *val = NULL;
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned int dig_len = 0;
+	int subj_len, iss_len, val_len, r = KL_ERR_CRYPTO;
+	CK_RV rv;
+
+	if (!OBJ_find_sigid_algs(X509_get_signature_nid(x), &md_nid, NULL))
+		md_nid = NID_sha1;
+	switch (md_nid) {
+	case NID_sha224:
+		ckm_md = CKM_SHA224;
+		break;
+	case NID_sha256:
+		ckm_md = CKM_SHA256;
+		break;
+	case NID_sha384:
+		ckm_md = CKM_SHA384;
+		break;
+	case NID_sha512:
+		ckm_md = CKM_SHA512;
+		break;
+	default:
+		md_nid = NID_sha1;
+		ckm_md = CKM_SHA_1;
+		break;
+	}
+	md = EVP_get_digestbynid(md_nid);
+	if ((subj_len = i2d_X509_NAME(X509_get_subject_name(x), &subj)) <= 0 ||
+	    (iss_len = i2d_X509_NAME(X509_get_issuer_name(x), &iss)) <= 0 ||
+	    (val_len = i2d_X509(x, &val)) <= 0) {
+		r = crypto_fail("hsm: certificate encoding");
+		goto out;
+	}
+#define ADD(t, v, l) do { \
+	a[n].type = (t); a[n].pValue = (void *)(v); \
+	a[n].ulValueLen = (CK_ULONG)(l); n++; } while (0)
+	ADD(CKA_CLASS, &cls, sizeof(cls));
+	ADD(CKA_TOKEN, &yes, sizeof(yes));
+	ADD(CKA_CERTIFICATE_TYPE, &ctype, sizeof(ctype));
+	ADD(CKA_SUBJECT, subj, subj_len);
+	ADD(CKA_ISSUER, iss, iss_len);
+	if (h->ck_major > 2 || (h->ck_major == 2 && h->ck_minor >= 30)) {
+		ADD(CKA_NAME_HASH_ALGORITHM, &ckm_md, sizeof(ckm_md));
+		if (md != NULL && X509_pubkey_digest(x, md, dig, &dig_len))
+			ADD(CKA_HASH_OF_SUBJECT_PUBLIC_KEY, dig, dig_len);
+		else
+			ERR_clear_error();
+	}
+	ADD(CKA_VALUE, val, val_len);
+	ADD(CKA_LABEL, label, strlen(label));
+	ADD(CKA_ID, id, id_len);
+#undef ADD
+	rv = h->fl->C_CreateObject(h->sess, a, n, &obj);
+	if (rv != CKR_OK) {
+		r = ck_fail("C_CreateObject(certificate)", rv);
+		goto out;
+	}
+	*out = obj;
+	r = 0;
+out:
+	OPENSSL_free(subj);
+	OPENSSL_free(iss);
+	OPENSSL_free(val);
+	return r;
+}
+
+/* hsm_store_cert(); *obj gets the new object's handle. */
+static int
+store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *label, const uint8_t *der, size_t der_len,
+    CK_OBJECT_HANDLE *obj)
 {
 	const unsigned char *p = der;
 	X509 *x = NULL;
-	char *lbl = NULL;
 	int r;
 
 	if (h == NULL || label == NULL || der == NULL || der_len == 0 ||
@@ -1059,25 +1427,37 @@ hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
 		r = KL_ERR_INVALID;
 		goto out;
 	}
-	/* libp11 wants a mutable label. */
-	lbl = OPENSSL_strdup(label);
-	if (lbl == NULL) {
-		r = KL_ERR_NOMEM;
-		goto out;
-	}
 	if ((r = destroy_id(h, CKO_CERTIFICATE, id, id_len)) != 0)
 		goto out;
-	if (PKCS11_store_certificate(h->slot->token, x, lbl,
-	    (unsigned char *)id, id_len, NULL) != 0) {
-		log_openssl("hsm: PKCS11_store_certificate");
-		r = KL_ERR_HSM;
-		goto out;
-	}
-	r = 0;
+	r = cert_create(h, x, label, id, id_len, obj);
 out:
-	OPENSSL_free(lbl);
 	X509_free(x);
 	return r;
+}
+
+int
+hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *label, const uint8_t *der, size_t der_len)
+{
+	CK_OBJECT_HANDLE obj;
+
+	return store_cert(h, id, id_len, label, der, der_len, &obj);
+}
+
+int
+hsm_store_cert_back(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *label, const uint8_t *der, size_t der_len, uint8_t **back,
+    size_t *back_len)
+{
+	CK_OBJECT_HANDLE obj;
+	int r;
+
+	if (back == NULL || back_len == NULL)
+		return KL_ERR_INVALID;
+	if ((r = store_cert(h, id, id_len, label, der, der_len, &obj)) != 0)
+		return r;
+	/* By the handle C_CreateObject gave: no second search. */
+	return cert_value(h, obj, back, back_len);
 }
 
 int
@@ -1094,7 +1474,7 @@ hsm_get_cert(struct hsm *h, const uint8_t *id, size_t id_len,
 	r = find_one(h, CKO_CERTIFICATE, id, id_len, &obj);
 	if (r != 0)
 		return r;
-	return get_attr_alloc(h, obj, CKA_VALUE, HSM_MAX_CERT, der, der_len);
+	return cert_value(h, obj, der, der_len);
 }
 
 int
@@ -1141,20 +1521,16 @@ hsm_key_attrs(struct hsm *h, const uint8_t *id, size_t id_len,
 	return 0;
 }
 
-static const CK_OBJECT_CLASS hsm_classes[] = {
-	CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_CERTIFICATE,
-};
-
 int
 hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
     const uint8_t *to, size_t to_len, int *moved)
 {
-	CK_OBJECT_HANDLE objs[HSM_MAX_OBJS];
+	struct id_objs src, dst;
 	CK_ATTRIBUTE a = { CKA_ID, (void *)to, (CK_ULONG)to_len };
-	CK_ULONG n = 0, i;
+	CK_ULONG i;
 	size_t c;
 	CK_RV rv;
-	int r, count = 0;
+	int r, count = 0, have_dst = 0;
 
 	if (h == NULL)
 		return KL_ERR_INVALID;
@@ -1167,18 +1543,26 @@ hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
 	 * one object per class at from, which staging guarantees (it
 	 * destroys what is at the pending id first); with more, a cut
 	 * between two of them would let the second run destroy the first
-	 * one moved. */
-	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++) {
-		if ((r = find_objs(h, hsm_classes[c], from, from_len, objs,
-		    &n)) != 0)
-			return r;
-		if (n == 0)
+	 * one moved.
+	 * Both ids are searched once, before anything changes (a search
+	 * per class and id made the commit a dozen searches): moving
+	 * one class to "to" leaves the other classes at "to" as they were,
+	 * so what the searches found stays right class by class. */
+	if ((r = find_id(h, from, from_len, &src)) != 0)
+		return r;
+	for (c = 0; c < HSM_NCLASSES; c++) {
+		if (src.n[c] == 0)
 			continue;
-		if ((r = destroy_id(h, hsm_classes[c], to, to_len)) != 0)
+		if (!have_dst) {
+			if ((r = find_id(h, to, to_len, &dst)) != 0)
+				return r;
+			have_dst = 1;
+		}
+		if ((r = destroy_objs(h, &dst, c)) != 0)
 			return r;
-		for (i = 0; i < n; i++) {
-			rv = h->fl->C_SetAttributeValue(h->sess, objs[i], &a,
-			    1);
+		for (i = 0; i < src.n[c]; i++) {
+			rv = h->fl->C_SetAttributeValue(h->sess, src.h[c][i],
+			    &a, 1);
 			if (rv != CKR_OK)
 				return ck_fail("C_SetAttributeValue(CKA_ID)",
 				    rv);
@@ -1193,81 +1577,85 @@ hsm_move_id(struct hsm *h, const uint8_t *from, size_t from_len,
 int
 hsm_destroy_id(struct hsm *h, const uint8_t *id, size_t id_len)
 {
-	size_t c;
 	int r;
 
 	if (h == NULL)
 		return KL_ERR_INVALID;
 	if ((r = check_id(id, id_len)) != 0)
 		return r;
-	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++)
-		if ((r = destroy_id(h, hsm_classes[c], id, id_len)) != 0)
-			return r;
-	return 0;
+	return destroy_all_id(h, id, id_len);
 }
 
+/*
+ * One search over every object (the template cannot say "ends with"),
+ * each object's class and id in one C_GetAttributeValue, then the
+ * hits destroyed class by class (private keys, public keys,
+ * certificates) as the search per class used to.
+ */
 int
 hsm_destroy_suffix(struct hsm *h, const uint8_t *suffix, size_t suffix_len,
     int *destroyed)
 {
-	CK_OBJECT_HANDLE batch[64], *hit = NULL, *grown;
+	CK_OBJECT_HANDLE batch[64], *hit[HSM_NCLASSES] = { NULL }, *grown;
 	CK_ULONG n, i;
-	size_t nhit = 0, cap = 0, c, k;
+	size_t nhit[HSM_NCLASSES] = { 0 }, cap[HSM_NCLASSES] = { 0 }, c, k;
 	uint8_t id[HSM_MAX_ID + 1];
-	CK_ATTRIBUTE a;
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE a[2];
 	CK_RV rv;
 	int count = 0, r = 0;
 
 	if (h == NULL || suffix == NULL || suffix_len == 0)
 		return KL_ERR_INVALID;
-	for (c = 0; c < sizeof(hsm_classes) / sizeof(hsm_classes[0]); c++) {
-		CK_ATTRIBUTE tmpl = { CKA_CLASS, (void *)&hsm_classes[c],
-			sizeof(hsm_classes[c]) };
-
-		/* Collect first, destroy after the search: a search's
-		 * results are undefined once objects go under it. */
-		nhit = 0;
-		rv = h->fl->C_FindObjectsInit(h->sess, &tmpl, 1);
-		if (rv != CKR_OK) {
-			r = ck_fail("C_FindObjectsInit", rv);
-			goto out;
-		}
-		do {
-			n = 0;
-			rv = h->fl->C_FindObjects(h->sess, batch,
-			    sizeof(batch) / sizeof(batch[0]), &n);
-			for (i = 0; rv == CKR_OK && i < n; i++) {
-				a.type = CKA_ID;
-				a.pValue = id;
-				a.ulValueLen = sizeof(id);
-				if (h->fl->C_GetAttributeValue(h->sess, batch[i],
-				    &a, 1) != CKR_OK ||
-				    a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
-				    a.ulValueLen <= suffix_len ||
-				    memcmp(id + a.ulValueLen - suffix_len, suffix,
-				    suffix_len) != 0)
-					continue;
-				if (nhit == cap) {
-					cap = cap ? 2 * cap : 16;
-					grown = realloc(hit, cap * sizeof(*hit));
-					if (grown == NULL) {
-						(void)h->fl->C_FindObjectsFinal(
-						    h->sess);
-						r = KL_ERR_NOMEM;
-						goto out;
-					}
-					hit = grown;
+	/* Collect first, destroy after the search: a search's results are
+	 * undefined once objects go under it. */
+	rv = h->fl->C_FindObjectsInit(h->sess, NULL, 0);
+	if (rv != CKR_OK) {
+		r = ck_fail("C_FindObjectsInit", rv);
+		goto out;
+	}
+	do {
+		n = 0;
+		rv = h->fl->C_FindObjects(h->sess, batch,
+		    sizeof(batch) / sizeof(batch[0]), &n);
+		for (i = 0; rv == CKR_OK && i < n; i++) {
+			a[0].type = CKA_CLASS;
+			a[0].pValue = &cls;
+			a[0].ulValueLen = sizeof(cls);
+			a[1].type = CKA_ID;
+			a[1].pValue = id;
+			a[1].ulValueLen = sizeof(id);
+			if (h->fl->C_GetAttributeValue(h->sess, batch[i], a,
+			    2) != CKR_OK ||
+			    (c = class_index(cls)) == HSM_NCLASSES ||
+			    a[1].ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+			    a[1].ulValueLen <= suffix_len ||
+			    memcmp(id + a[1].ulValueLen - suffix_len, suffix,
+			    suffix_len) != 0)
+				continue;
+			if (nhit[c] == cap[c]) {
+				cap[c] = cap[c] ? 2 * cap[c] : 16;
+				grown = realloc(hit[c], cap[c] *
+				    sizeof(*hit[c]));
+				if (grown == NULL) {
+					(void)h->fl->C_FindObjectsFinal(
+					    h->sess);
+					r = KL_ERR_NOMEM;
+					goto out;
 				}
-				hit[nhit++] = batch[i];
+				hit[c] = grown;
 			}
-		} while (rv == CKR_OK && n == sizeof(batch) / sizeof(batch[0]));
-		(void)h->fl->C_FindObjectsFinal(h->sess);
-		if (rv != CKR_OK) {
-			r = ck_fail("C_FindObjects", rv);
-			goto out;
+			hit[c][nhit[c]++] = batch[i];
 		}
-		for (k = 0; k < nhit; k++) {
-			rv = h->fl->C_DestroyObject(h->sess, hit[k]);
+	} while (rv == CKR_OK && n == sizeof(batch) / sizeof(batch[0]));
+	(void)h->fl->C_FindObjectsFinal(h->sess);
+	if (rv != CKR_OK) {
+		r = ck_fail("C_FindObjects", rv);
+		goto out;
+	}
+	for (c = 0; c < HSM_NCLASSES; c++) {
+		for (k = 0; k < nhit[c]; k++) {
+			rv = h->fl->C_DestroyObject(h->sess, hit[c][k]);
 			if (rv != CKR_OK) {
 				r = ck_fail("C_DestroyObject", rv);
 				goto out;
@@ -1276,7 +1664,8 @@ hsm_destroy_suffix(struct hsm *h, const uint8_t *suffix, size_t suffix_len,
 		}
 	}
 out:
-	free(hit);
+	for (c = 0; c < HSM_NCLASSES; c++)
+		free(hit[c]);
 	if (destroyed != NULL)
 		*destroyed = count;
 	return r;

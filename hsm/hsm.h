@@ -100,6 +100,17 @@ int hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
 int hsm_store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
     const char *label, const uint8_t *der, size_t der_len);
 
+/*
+ * hsm_store_cert(), then the DER value of the object it made as the token
+ * holds it, read by the object's handle: hsm_get_cert() after
+ * hsm_store_cert() without searching for the certificate again.  On an
+ * error after the store the certificate stays stored (as with the two
+ * calls).  *back: caller OPENSSL_free()s.
+ */
+int hsm_store_cert_back(struct hsm *h, const uint8_t *id, size_t id_len,
+    const char *label, const uint8_t *der, size_t der_len, uint8_t **back,
+    size_t *back_len);
+
 /* Destroy every certificate object with that id; none is no error. */
 int hsm_delete_cert(struct hsm *h, const uint8_t *id, size_t id_len);
 

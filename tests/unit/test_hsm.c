@@ -334,9 +334,10 @@ test_rsa_key(void **state)
 	OPENSSL_free(spki);
 }
 
-/* What the station CA does: X509_sign with the token key. */
+/* What the station CA does: X509_sign with the token key; nou
+ * organizational units of 60 bytes each make it as large as wanted. */
 static uint8_t *
-self_signed(const uint8_t *id, const char *cn, size_t *len)
+self_signed_ou(const uint8_t *id, const char *cn, int nou, size_t *len)
 {
 	EVP_PKEY *priv = NULL, *pub;
 	uint8_t *spki = NULL, *der = NULL;
@@ -355,6 +356,11 @@ self_signed(const uint8_t *id, const char *cn, size_t *len)
 	name = X509_get_subject_name(x);
 	assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
 	    (const unsigned char *)cn, -1, -1, 0), 1);
+	for (; nou > 0; nou--)
+		assert_int_equal(X509_NAME_add_entry_by_txt(name, "OU",
+		    MBSTRING_UTF8, (const unsigned char *)"keyline keyline "
+		    "keyline keyline keyline keyline keyline keyline ", -1,
+		    -1, 0), 1);
 	assert_int_equal(X509_set_issuer_name(x, name), 1);
 	assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
 	assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
@@ -369,6 +375,12 @@ self_signed(const uint8_t *id, const char *cn, size_t *len)
 	EVP_PKEY_free(priv);
 	OPENSSL_free(spki);
 	return der;
+}
+
+static uint8_t *
+self_signed(const uint8_t *id, const char *cn, size_t *len)
+{
+	return self_signed_ou(id, cn, 0, len);
 }
 
 static void
@@ -395,6 +407,23 @@ test_certs(void **state)
 	assert_int_equal(blen, l2);
 	assert_memory_equal(back, c2, l2);
 	OPENSSL_free(back);
+	/* Stored and read back in one call: what the token holds, and it
+	 * replaced c2 as hsm_store_cert() does. */
+	back = NULL;
+	assert_int_equal(hsm_store_cert_back(H, ID1, 1, "client", c1, l1,
+	    &back, &blen), 0);
+	assert_int_equal(blen, l1);
+	assert_memory_equal(back, c1, l1);
+	OPENSSL_free(back);
+	back = NULL;
+	assert_int_equal(hsm_get_cert(H, ID1, 1, &back, &blen), 0);
+	assert_int_equal(blen, l1);
+	assert_memory_equal(back, c1, l1);
+	OPENSSL_free(back);
+	assert_int_equal(hsm_store_cert_back(H, ID1, 1, "client", c1, l1,
+	    NULL, &blen), KL_ERR_INVALID);
+	assert_int_equal(hsm_store_cert_back(H, ID1, 1, "client", c1, l1 - 1,
+	    &back, &blen), KL_ERR_INVALID);
 	/* Truncated and bit-flipped DER is refused. */
 	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", c1, l1 - 1),
 	    KL_ERR_INVALID);
@@ -403,6 +432,136 @@ test_certs(void **state)
 	    KL_ERR_INVALID);
 	OPENSSL_free(c1);
 	OPENSSL_free(c2);
+}
+
+/* The module's own function list and a session on the test token. */
+static CK_FUNCTION_LIST_PTR
+raw_session(void **dl, CK_SESSION_HANDLE *s)
+{
+	CK_RV (*get_list)(CK_FUNCTION_LIST_PTR_PTR);
+	CK_FUNCTION_LIST_PTR fl = NULL;
+	CK_SLOT_ID slots[8];
+	CK_ULONG nslots = 8, i;
+	CK_RV rv;
+
+	*dl = dlopen(MODULE, RTLD_NOW | RTLD_LOCAL);
+	assert_non_null(*dl);
+	*(void **)&get_list = dlsym(*dl, "C_GetFunctionList");
+	assert_non_null(get_list);
+	assert_int_equal(get_list(&fl), CKR_OK);
+	rv = fl->C_Initialize(NULL);
+	assert_true(rv == CKR_CRYPTOKI_ALREADY_INITIALIZED);
+	assert_int_equal(fl->C_GetSlotList(CK_TRUE, slots, &nslots), CKR_OK);
+	for (i = 0; i < nslots; i++) {
+		CK_TOKEN_INFO ti;
+
+		if (fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+		    memcmp(ti.label, LABEL, strlen(LABEL)) == 0)
+			break;
+	}
+	assert_true(i < nslots);
+	assert_int_equal(fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION,
+	    NULL, NULL, s), CKR_OK);
+	return fl;
+}
+
+/*
+ * hsm_store_cert() makes the certificate object itself (it used to be
+ * libp11's PKCS11_store_certificate()): the same attributes as libp11
+ * 0.4.12 gives it, hashes following the signature's digest.  And a
+ * certificate larger than the first guess of hsm_get_cert() reads back
+ * whole.
+ */
+static void
+test_cert_object(void **state)
+{
+	static const uint8_t ID4[] = { 0x04 };
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE, gcls = 0;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_ID, (void *)ID4, 1 },
+	};
+	CK_CERTIFICATE_TYPE ctype = 0;
+	CK_MECHANISM_TYPE hash_alg = 0;
+	CK_BBOOL tok = CK_FALSE;
+	uint8_t subj[8192], iss[8192], hash[64], val[16384], label[64];
+	CK_ATTRIBUTE a[] = {
+		{ CKA_CLASS, &gcls, sizeof(gcls) },
+		{ CKA_TOKEN, &tok, sizeof(tok) },
+		{ CKA_CERTIFICATE_TYPE, &ctype, sizeof(ctype) },
+		{ CKA_SUBJECT, subj, sizeof(subj) },
+		{ CKA_ISSUER, iss, sizeof(iss) },
+		{ CKA_NAME_HASH_ALGORITHM, &hash_alg, sizeof(hash_alg) },
+		{ CKA_HASH_OF_SUBJECT_PUBLIC_KEY, hash, sizeof(hash) },
+		{ CKA_VALUE, val, sizeof(val) },
+		{ CKA_LABEL, label, sizeof(label) },
+	};
+	CK_FUNCTION_LIST_PTR fl;
+	CK_SESSION_HANDLE s = 0;
+	CK_OBJECT_HANDLE obj;
+	CK_ULONG n = 0;
+	uint8_t *der, *back = NULL, md[EVP_MAX_MD_SIZE];
+	unsigned char *name = NULL;
+	unsigned int mdlen = 0;
+	size_t len = 0, blen = 0;
+	const unsigned char *p;
+	X509 *x;
+	int nlen;
+	void *dl;
+
+	(void)state;
+	need_hsm();
+	/* Larger than hsm_get_cert()'s first guess (4 KiB). */
+	der = self_signed_ou(ID2, "board-0001", 80, &len);
+	assert_true(len > 4096);
+	assert_int_equal(hsm_store_cert(H, ID4, 1, "client", der, len), 0);
+	assert_int_equal(hsm_get_cert(H, ID4, 1, &back, &blen), 0);
+	assert_int_equal(blen, len);
+	assert_memory_equal(back, der, len);
+	OPENSSL_free(back);
+	back = NULL;
+	assert_int_equal(hsm_store_cert_back(H, ID4, 1, "client", der, len,
+	    &back, &blen), 0);
+	assert_int_equal(blen, len);
+	assert_memory_equal(back, der, len);
+	OPENSSL_free(back);
+
+	fl = raw_session(&dl, &s);
+	assert_int_equal(fl->C_FindObjectsInit(s, tmpl, 2), CKR_OK);
+	assert_int_equal(fl->C_FindObjects(s, &obj, 1, &n), CKR_OK);
+	assert_int_equal(fl->C_FindObjectsFinal(s), CKR_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(fl->C_GetAttributeValue(s, obj, a,
+	    sizeof(a) / sizeof(a[0])), CKR_OK);
+	assert_int_equal(gcls, CKO_CERTIFICATE);
+	assert_int_equal(tok, CK_TRUE);
+	assert_int_equal(ctype, CKC_X_509);
+	assert_int_equal(a[7].ulValueLen, len);
+	assert_memory_equal(val, der, len);
+	assert_int_equal(a[8].ulValueLen, strlen("client"));
+	assert_memory_equal(label, "client", strlen("client"));
+	p = der;
+	x = d2i_X509(NULL, &p, (long)len);
+	assert_non_null(x);
+	nlen = i2d_X509_NAME(X509_get_subject_name(x), &name);
+	assert_int_equal(a[3].ulValueLen, nlen);
+	assert_memory_equal(subj, name, (size_t)nlen);
+	OPENSSL_free(name);
+	name = NULL;
+	nlen = i2d_X509_NAME(X509_get_issuer_name(x), &name);
+	assert_int_equal(a[4].ulValueLen, nlen);
+	assert_memory_equal(iss, name, (size_t)nlen);
+	OPENSSL_free(name);
+	/* ecdsa-with-SHA256: SHA-256, as libp11 0.4.12 chose. */
+	assert_int_equal(hash_alg, CKM_SHA256);
+	assert_int_equal(X509_pubkey_digest(x, EVP_sha256(), md, &mdlen), 1);
+	assert_int_equal(a[6].ulValueLen, mdlen);
+	assert_memory_equal(hash, md, mdlen);
+	X509_free(x);
+	assert_int_equal(fl->C_CloseSession(s), CKR_OK);
+	dlclose(dl);
+	assert_int_equal(hsm_delete_cert(H, ID4, 1), 0);
+	OPENSSL_free(der);
 }
 
 /* Objects of a type ("privkey", "pubkey") whose CKA_ID is exactly idhex,
@@ -629,6 +788,7 @@ main(void)
 		cmocka_unit_test(test_ec_key),
 		cmocka_unit_test(test_rsa_key),
 		cmocka_unit_test(test_certs),
+		cmocka_unit_test(test_cert_object),
 		cmocka_unit_test(test_missing),
 		cmocka_unit_test(test_move_id),
 		cmocka_unit_test(test_second_open),
