@@ -78,9 +78,7 @@ grep -q 'plant registry answered after' "$T/a.jsonl" || fail "the resumption was
 outage_line "$T/b" 500 120 SIGN
 # The status API beside it: the registry's state while it is gone.
 PORT=$(free_port) || fail "no free port"
-head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/b/api.token"
-chmod 600 "$T/b/api.token"
-station_owns "$T/b/api.token"
+api_token "$T/b/api.token"
 printf '\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' "$PORT" >>"$T/b/station.conf"
 api() {
 	curl -sf -H "Authorization: Bearer $(cat "$T/b/api.token")" \

@@ -28,9 +28,7 @@ cp "$T/station.pw" "$T/registry.pw"
 chmod 600 "$T/registry.pw"
 station_owns "$T/registry.pw"
 PORT=$(free_port) || fail "no free port"
-head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/api.token"
-chmod 600 "$T/api.token"
-station_owns "$T/api.token"
+api_token "$T/api.token"
 printf '\n[registry]\nconninfo = host=%s port=%s dbname=keyline user=keyline_station\npassword_file = registry.pw\n\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' \
     "$PG_DIR" "$PG_PORT" "$PORT" >>"$T/station.conf"
 SID=$(sed -n 's/^id = //p' "$T/station.conf")

@@ -44,9 +44,7 @@ local_line() {
 	conf_set "$dir/station.conf" link timeout_ms 30000
 	printf '\n[registry]\nconninfo = host=%s port=%s dbname=keyline user=keyline_station\npassword_file = registry.pw\noffline = local\n' \
 	    "$PG_DIR" "$PG_PORT" >>"$dir/station.conf"
-	head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/api.token"
-	chmod 600 "$dir/api.token"
-	station_owns "$dir/api.token"
+	api_token "$dir/api.token"
 	printf '\n[http]\nenabled = yes\nport = %s\ntoken_file = api.token\n' \
 	    "$(free_port)" >>"$dir/station.conf"
 	line_start "$dir"

@@ -13,8 +13,6 @@
 # be, a missing key, a status the spec does not list) must be refused.
 . "$(dirname "$0")/lib.sh"
 . "$top/scripts/pg.sh"
-# Files the station reads are its own user's where lib.sh runs it as one.
-declare -F station_owns >/dev/null || station_owns() { :; }
 
 SPEC=$top/docs/openapi.yaml
 OA=$top/tests/tools/openapi
@@ -74,12 +72,11 @@ diff "$T/routes" "$T/spec-paths" >"$T/paths.diff" ||
 
 PORT=$(free_port) || fail "no free port"
 U=http://127.0.0.1:$PORT
-head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$L/api.token"
-chmod 600 "$L/api.token"
+api_token "$L/api.token"
 AUTH="Authorization: Bearer $(cat "$L/api.token")"
 cp "$T/station.pw" "$L/registry.pw"
 chmod 600 "$L/registry.pw"
-station_owns "$L/registry.pw" "$L/api.token"
+station_owns "$L/registry.pw"
 cat >>"$L/station.conf" <<CONF
 
 [registry]
@@ -101,13 +98,6 @@ mkdir -p "$L/home"
 station_owns "$L/home"
 HOME=$L/home bg_start "$KL" batch --line --config "$L/station.conf" >"$T/out.jsonl" 2>"$T/station.err"
 KPID=$!
-stop_station() {
-	if [ -n "${KPID:-}" ]; then
-		kill -TERM "$KPID" 2>/dev/null || true
-		wait "$KPID" 2>/dev/null || true
-		KPID=
-	fi
-}
 on_exit stop_station
 
 mkdir -p "$T/a"

@@ -14,9 +14,7 @@ line_start "$T"
 
 PORT=$(free_port) || fail "no free port"
 U=http://127.0.0.1:$PORT
-head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/api.token"
-chmod 600 "$T/api.token"
-station_owns "$T/api.token"
+api_token "$T/api.token"
 TOKEN=$(cat "$T/api.token")
 AUTH="Authorization: Bearer $TOKEN"
 cat >>"$T/station.conf" <<CONF
@@ -30,13 +28,6 @@ CONF
 
 bg_start "$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/station.err"
 KPID=$!
-stop_station() {
-	if [ -n "${KPID:-}" ]; then
-		kill -TERM "$KPID" 2>/dev/null || true
-		wait "$KPID" 2>/dev/null || true
-		KPID=
-	fi
-}
 on_exit stop_station
 
 # status CODE of a request; the body goes to $T/body.

@@ -26,9 +26,7 @@ free_port() {
 }
 PORT=$(free_port) || fail "no free port"
 U=http://127.0.0.1:$PORT
-head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/api.token"
-chmod 600 "$T/api.token"
-station_owns "$T/api.token"
+api_token "$T/api.token"
 AUTH="Authorization: Bearer $(cat "$T/api.token")"
 # No slots: only the API is under test.  Default limits (16 connections,
 # 4 per address).

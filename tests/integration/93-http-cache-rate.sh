@@ -13,9 +13,7 @@ line_setup "$T" "$N" --keygen-ms 400 --sign-ms 400
 line_start "$T"
 
 PORT=$(free_port) || fail "no free port"
-head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$T/api.token"
-chmod 600 "$T/api.token"
-station_owns "$T/api.token"
+api_token "$T/api.token"
 AUTH="Authorization: Bearer $(cat "$T/api.token")"
 # A small bucket so that a shell can empty it; a window long enough for a
 # sanitizer build to ask twice inside it.
@@ -32,13 +30,6 @@ CONF
 
 bg_start "$KL" batch --line --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/station.err"
 KPID=$!
-stop_station() {
-	if [ -n "${KPID:-}" ]; then
-		kill -TERM "$KPID" 2>/dev/null || true
-		wait "$KPID" 2>/dev/null || true
-		KPID=
-	fi
-}
 on_exit stop_station
 
 # req ADDR PATH [CURL-OPTION...]: the status code; body in $T/body,

@@ -95,6 +95,25 @@ station_owns() {
 		chown -R "$KEYLINE_STATION_USER:" "$@"
 }
 
+# api_token FILE: a random bearer token for [http] token_file in FILE,
+# mode 600, the station's.
+api_token() {
+	head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$1"
+	chmod 600 "$1"
+	station_owns "$1"
+}
+
+# stop_station: TERM the station whose pid is in KPID (set by the test
+# from bg_start's $!) and wait for it; nothing when KPID is empty.  For
+# on_exit, and to stop it mid-test.
+stop_station() {
+	if [ -n "${KPID:-}" ]; then
+		kill -TERM "$KPID" 2>/dev/null || true
+		wait "$KPID" 2>/dev/null || true
+		KPID=
+	fi
+}
+
 # ---- clean-up, whatever way the test ends ------------------------------
 #
 # A failed check exits at once; whatever the test started must not outlive
