@@ -73,14 +73,13 @@ struct audit {
 	int gc_lost;			/* error of a batch that lost rows
 					 * appended with audit_append_later;
 					 * the next audit_append returns it */
-	/* Statements of the append path, prepared once (under lock). */
-	sqlite3_stmt *st_insert, *st_head;
-	/* The per-board queries, prepared once, found by their SQL text's
-	 * address (audit_cached; under lock). */
+	/* The append path's statements and the per-board queries,
+	 * prepared once, found by their SQL text's address (audit_cached;
+	 * under lock). */
 	struct {
 		const char *sql;
 		sqlite3_stmt *st;
-	} stc[8];
+	} stc[12];
 	int nstc;
 };
 
@@ -968,8 +967,6 @@ audit_close(struct audit *a)
 		return;
 	if (audit_flush(a) != 0)
 		log_error("audit: rows appended for later were lost at close");
-	sqlite3_finalize(a->st_insert);
-	sqlite3_finalize(a->st_head);
 	while (a->nstc > 0)
 		sqlite3_finalize(a->stc[--a->nstc].st);
 	if ((rc = sqlite3_close(a->db)) != SQLITE_OK)
@@ -1025,28 +1022,6 @@ audit_text_val(struct audit_val *v, const char *s)
 	return v->n <= AUDIT_FIELD_MAX ? 0 : KL_ERR_TOO_BIG;
 }
 
-/* A statement of the append path, prepared on first use and kept (under
- * lock): preparing costs more than the insert itself. */
-static int
-audit_stmt(struct audit *a, sqlite3_stmt **st, const char *sql,
-    const char *what)
-{
-	int rc;
-
-	if (*st != NULL) {
-		sqlite3_reset(*st);
-		sqlite3_clear_bindings(*st);
-		return 0;
-	}
-	rc = sqlite3_prepare_v3(a->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
-	    NULL);
-	if (rc != SQLITE_OK) {
-		*st = NULL;
-		return audit_dberr(a->db, what, rc);
-	}
-	return 0;
-}
-
 /* Inside the write transaction: the id and hash of the newest row. */
 static int
 audit_read_head(struct audit *a, int64_t *last_id,
@@ -1056,11 +1031,10 @@ audit_read_head(struct audit *a, int64_t *last_id,
 	sqlite3_stmt *st;
 	const unsigned char *h;
 
-	if ((r = audit_stmt(a, &a->st_head,
+	if ((r = audit_cached(a,
 	    "SELECT id, row_hash FROM events ORDER BY id DESC LIMIT 1",
-	    "read head")) != 0)
+	    "read head", &st)) != 0)
 		return r;
-	st = a->st_head;
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE) {
 		*last_id = 0;
@@ -1087,7 +1061,7 @@ audit_read_head(struct audit *a, int64_t *last_id,
 	head[AUDIT_HASH_HEX] = '\0';
 	r = 0;
  out:
-	sqlite3_reset(st);
+	audit_release(st);
 	return r;
 }
 
@@ -1130,6 +1104,7 @@ static void
 audit_write_batch(struct audit *a, struct audit_pending *batch)
 {
 	struct audit_pending *p;
+	sqlite3_stmt *ins = NULL;
 	const char *prev;
 	int64_t last = 0;
 	int r, rc, c;
@@ -1140,7 +1115,10 @@ audit_write_batch(struct audit *a, struct audit_pending *batch)
 	 * both chain onto the same row. */
 	if ((r = audit_step_cached(a, "BEGIN IMMEDIATE", "begin append")) != 0)
 		goto out;
-	if ((r = audit_read_head(a, &last, batch->prev)) != 0)
+	if ((r = audit_read_head(a, &last, batch->prev)) != 0 ||
+	    (r = audit_cached(a, "INSERT INTO events (" AUDIT_COLS_SQL
+	    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+	    " ?14, ?15, ?16)", "prepare insert", &ins)) != 0)
 		goto out;
 	prev = batch->prev;
 	for (p = batch; p != NULL; prev = p->hash, p = p->next) {
@@ -1163,27 +1141,21 @@ audit_write_batch(struct audit *a, struct audit_pending *batch)
 		if ((r = audit_row_hash(p->v, p->hash)) != 0)
 			goto out;
 		(void)audit_text_val(&p->v[C_ROW_HASH], p->hash);
-		if ((r = audit_stmt(a, &a->st_insert, "INSERT INTO events ("
-		    AUDIT_COLS_SQL ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-		    "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)", "prepare insert"))
-		    != 0)
-			goto out;
 		for (c = 0; c < AUDIT_NCOLS; c++) {
 			if (p->v[c].null)
-				rc = sqlite3_bind_null(a->st_insert, c + 1);
+				rc = sqlite3_bind_null(ins, c + 1);
 			else if (audit_cols[c].type == AUDIT_COL_INT)
-				rc = sqlite3_bind_int64(a->st_insert, c + 1,
-				    p->v[c].i);
+				rc = sqlite3_bind_int64(ins, c + 1, p->v[c].i);
 			else
-				rc = sqlite3_bind_text(a->st_insert, c + 1,
-				    p->v[c].p, (int)p->v[c].n, SQLITE_STATIC);
+				rc = sqlite3_bind_text(ins, c + 1, p->v[c].p,
+				    (int)p->v[c].n, SQLITE_STATIC);
 			if (rc != SQLITE_OK) {
 				r = audit_dberr(a->db, "bind", rc);
 				goto out;
 			}
 		}
-		rc = sqlite3_step(a->st_insert);
-		sqlite3_reset(a->st_insert);
+		rc = sqlite3_step(ins);
+		sqlite3_reset(ins);
 		if (rc != SQLITE_DONE) {
 			r = audit_dberr(a->db, "insert", rc);
 			goto out;
@@ -1196,8 +1168,7 @@ audit_write_batch(struct audit *a, struct audit_pending *batch)
 	audit_head_set(a, p->id, p->hash);
 	r = 0;
  out:
-	if (a->st_insert != NULL)
-		sqlite3_clear_bindings(a->st_insert);
+	audit_release(ins);
 	if (r != 0)
 		audit_rollback(a->db);
 	audit_unlock(a);
