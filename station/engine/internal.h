@@ -92,7 +92,7 @@ struct engine {
 	unsigned char *root_der;	/* root.crt as DER for version 2
 					 * boards when the file is exactly
 					 * one PEM certificate, else NULL
-					 * (engine_root_crt_der, once) */
+					 * (made once at engine_new) */
 	long root_der_len;
 	/* Line mode and front-end views, under mu. */
 	pthread_cond_t cond;		/* line state or a slot request changed */
@@ -218,11 +218,6 @@ struct engine_step_def {
 
 extern const struct engine_step_def engine_steps[];
 extern const size_t engine_nsteps;
-
-/* root.crt as one DER certificate when the file is exactly one PEM
- * certificate: 1 and *der (OPENSSL_free), else 0 (steps.c). */
-int engine_root_crt_der(const struct ota_files *ota, unsigned char **der,
-    long *der_len);
 
 /* The operator asked to re-provision device ID id (steps.c). */
 int engine_reprovision_allowed(const struct engine *e, const char *id);

@@ -597,48 +597,6 @@ check_spki(struct board *b, const uint8_t *p, size_t n,
 	return 0;
 }
 
-/*
- * root.crt as one DER certificate, for a version 2 board to PEM-encode:
- * only when the configured file is exactly what that encoding gives back
- * (one certificate, no text around it), so the board writes the same
- * bytes either way.  1 and *der (OPENSSL_free), or 0: send the file.
- */
-int
-engine_root_crt_der(const struct ota_files *ota, unsigned char **der,
-    long *der_len)
-{
-	BIO *in = NULL, *out = NULL;
-	char *name = NULL, *header = NULL, *pem;
-	unsigned char *data = NULL;
-	long len = 0, pem_len;
-	int ok = 0;
-
-	if (ota->root_crt_len == 0 || ota->root_crt_len > PROTO_MAX_FILE ||
-	    (in = BIO_new_mem_buf(ota->root_crt,
-	    (int)ota->root_crt_len)) == NULL ||
-	    PEM_read_bio(in, &name, &header, &data, &len) != 1 ||
-	    strcmp(name, PEM_STRING_X509) != 0 || header[0] != '\0' ||
-	    BIO_pending(in) != 0 || (out = BIO_new(BIO_s_mem())) == NULL ||
-	    PEM_write_bio(out, PEM_STRING_X509, "", data, len) <= 0)
-		goto out;
-	pem_len = BIO_get_mem_data(out, &pem);
-	if (pem_len < 0 || (size_t)pem_len != ota->root_crt_len ||
-	    memcmp(pem, ota->root_crt, ota->root_crt_len) != 0)
-		goto out;
-	*der = data;
-	*der_len = len;
-	data = NULL;
-	ok = 1;
-out:
-	ERR_clear_error();
-	OPENSSL_free(name);
-	OPENSSL_free(header);
-	OPENSSL_free(data);
-	BIO_free(in);
-	BIO_free(out);
-	return ok;
-}
-
 /* A pipelined request that came back refused or malformed. */
 static int
 board_many_fail(struct board *b, const struct link_req *rq, int r)
