@@ -721,34 +721,13 @@ read_priv_attr(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s,
 static void
 test_not_extractable(void **state)
 {
-	CK_RV (*get_list)(CK_FUNCTION_LIST_PTR_PTR);
-	CK_FUNCTION_LIST_PTR fl = NULL;
-	CK_SLOT_ID slots[8];
-	CK_ULONG nslots = 8, i;
+	CK_FUNCTION_LIST_PTR fl;
 	CK_SESSION_HANDLE s = 0;
-	CK_RV rv;
 	void *dl;
 
 	(void)state;
 	need_hsm();
-	dl = dlopen(MODULE, RTLD_NOW | RTLD_LOCAL);
-	assert_non_null(dl);
-	*(void **)&get_list = dlsym(dl, "C_GetFunctionList");
-	assert_non_null(get_list);
-	assert_int_equal(get_list(&fl), CKR_OK);
-	rv = fl->C_Initialize(NULL);
-	assert_true(rv == CKR_CRYPTOKI_ALREADY_INITIALIZED);
-	assert_int_equal(fl->C_GetSlotList(CK_TRUE, slots, &nslots), CKR_OK);
-	for (i = 0; i < nslots; i++) {
-		CK_TOKEN_INFO ti;
-
-		if (fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
-		    memcmp(ti.label, LABEL, strlen(LABEL)) == 0)
-			break;
-	}
-	assert_true(i < nslots);
-	assert_int_equal(fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION,
-	    NULL, NULL, &s), CKR_OK);
+	fl = raw_session(&dl, &s);
 	assert_int_equal(read_priv_attr(fl, s, ID2, CKA_VALUE),
 	    CKR_ATTRIBUTE_SENSITIVE);
 	assert_int_equal(read_priv_attr(fl, s, ID3, CKA_PRIVATE_EXPONENT),
