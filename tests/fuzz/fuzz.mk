@@ -21,7 +21,7 @@ FUZZ_SHORT_SECONDS ?= 3
 FUZZ_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 FUZZ_TARGETS = frame proto link ini config ota cfssl audit agent boardconf \
-	http journal
+	http journal csr
 
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer
@@ -49,6 +49,8 @@ FZ_boardconf_SRC = $(COMMON_SRC) $(HSM_SRC)
 FZ_boardconf_CFLAGS = $(FZ_agent_CFLAGS)
 FZ_journal_SRC = $(COMMON_SRC) $(HSM_SRC)
 FZ_journal_CFLAGS = $(FZ_agent_CFLAGS)
+# A board's CSR read without OpenSSL's parser.
+FZ_csr_SRC = $(BASE_SRC) station/ca/certcheck.c
 # The status API's request-target parser, without libmicrohttpd.
 FZ_http_SRC = $(BASE_SRC) ui/http_parse.c
 
