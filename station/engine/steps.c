@@ -705,13 +705,17 @@ step_keygen_v2(struct board *b)
 	    strlen(ota->gateway_url))))
 		goto out;
 	/*
-	 * Files are staged on the board once it got past KEYGEN: only then
-	 * is ABORT worth sending (as with a staged key, a board still busy
-	 * with KEYGEN is not chased; what it stages after goes at its next
-	 * HELLO or start, and an operator's stop is not held up by it).
+	 * The PUT_FILE is on the line behind KEYGEN, and the board runs it
+	 * whatever became of KEYGEN's exchange: a KEYGEN request that
+	 * arrived corrupt is NAKed and the PUT_FILE behind it staged all the
+	 * same, and an answer lost or corrupt on the way back leaves the
+	 * files staged.  So after any failure ABORT is worth sending (the
+	 * board runs it after the PUT_FILE: requests are taken in order).
+	 * Only an operator's stop is not held up by it: what the board
+	 * stages then goes at its next HELLO or start, like a staged key.
 	 */
 	r = link_call_many(b->link, rq, 2, &failed);
-	if (r == 0 || failed > 0)
+	if (r != KL_ERR_CANCELLED)
 		b->staged = 1;
 	if (r != 0) {
 		r = board_many_fail(b, &rq[failed], r);
