@@ -6,7 +6,10 @@
 #   - version 1, waiting for PUT_FILE (after the CA, before COMMIT): the
 #     `ca requested` and `issued` rows are in the file, with the
 #     certificate's serial;
-#   - version 2, waiting for SIGN (after COMMIT): `commit requested` is.
+#   - version 2, waiting for SIGN (after COMMIT): `commit requested` is;
+#   - waiting for KEYGEN (after the duplicate check): `identify ok` is, the
+#     row the duplicate check reads up to, with only queued progress rows
+#     after it.
 # Progress rows queued after them may be lost; these may not.
 . "$(dirname "$0")/lib.sh"
 
@@ -16,7 +19,7 @@
 run_case() {
 	local version=$1 fault=$2 rows
 	shift 2
-	local d=$T/v$version b id
+	local d=$T/v$version-$fault b id
 	rows=$(printf "'%s' " "$@")
 	mkdir -p "$d"
 	line_setup "$d" 1
@@ -43,7 +46,8 @@ run_case() {
 
 run_case 1 PUT_FILE "ca requested" "issued ok"
 # The certificate's serial went with the issuance row.
-[ -n "$(sqlite3 -readonly "$T/v1/audit.db" "SELECT cert_serial FROM events WHERE step='issued'")" ] ||
+[ -n "$(sqlite3 -readonly "$T/v1-PUT_FILE/audit.db" "SELECT cert_serial FROM events WHERE step='issued'")" ] ||
 	fail "the issued row has no certificate serial"
 run_case 2 SIGN "ca requested" "issued ok" "commit requested"
+run_case 2 KEYGEN "identify ok"
 echo "PASS durable-rows"
