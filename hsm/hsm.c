@@ -658,49 +658,75 @@ get_attr_alloc(struct hsm *h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_TYPE type,
 	return 0;
 }
 
-/* EVP_PKEY from CKA_EC_PARAMS and CKA_EC_POINT (a DER OCTET STRING, or
- * raw from old modules) of a P-256 public key object. */
-static int
-ec_parse(const uint8_t *params, size_t plen, const uint8_t *ptval,
-    size_t ptlen, EVP_PKEY **out)
+/*
+ * A P-256 public key's SubjectPublicKeyInfo is these 26 bytes and the
+ * 65-byte uncompressed point: built from the token's attributes by hand,
+ * since OpenSSL 3.0 runs a provider encoder chain for every key it writes
+ * out (about half a millisecond each, twice per board on the board's
+ * side: KEYGEN's answer and the CSR).  certcheck_spki_is_p256() reads the
+ * same layout on the station, which also checks the point is on the curve.
+ */
+static const uint8_t p256_spki_prefix[] = {
+	0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+	0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01,
+	0x07, 0x03, 0x42, 0x00,
+};
+#define HSM_P256_POINT_LEN 65
+
+/* The uncompressed point in CKA_EC_POINT: a DER OCTET STRING (04 41 ...)
+ * as PKCS#11 says, or the raw point as old modules give it.  NULL when it
+ * is neither. */
+static const uint8_t *
+ec_point_raw(const uint8_t *ptval, size_t ptlen)
 {
-	const unsigned char *p;
-	ASN1_OCTET_STRING *os = NULL;
-	const unsigned char *pt;
-	size_t n;
+	const uint8_t *pt = NULL;
+
+	if (ptlen == HSM_P256_POINT_LEN + 2 && ptval[0] == 0x04 &&
+	    ptval[1] == HSM_P256_POINT_LEN)
+		pt = ptval + 2;
+	else if (ptlen == HSM_P256_POINT_LEN)
+		pt = ptval;
+	if (pt == NULL || pt[0] != 0x04) {
+		log_error("hsm: CKA_EC_POINT is not an uncompressed P-256 point");
+		return NULL;
+	}
+	return pt;
+}
+
+/* The SubjectPublicKeyInfo of a P-256 point, allocated with
+ * OPENSSL_malloc (the caller frees it as it frees i2d output). */
+static int
+ec_spki(const uint8_t *pt, uint8_t **spki, size_t *spki_len)
+{
+	uint8_t *d;
+
+	if ((d = OPENSSL_malloc(sizeof(p256_spki_prefix) +
+	    HSM_P256_POINT_LEN)) == NULL)
+		return KL_ERR_NOMEM;
+	memcpy(d, p256_spki_prefix, sizeof(p256_spki_prefix));
+	memcpy(d + sizeof(p256_spki_prefix), pt, HSM_P256_POINT_LEN);
+	*spki = d;
+	*spki_len = sizeof(p256_spki_prefix) + HSM_P256_POINT_LEN;
+	return 0;
+}
+
+/* EVP_PKEY from the uncompressed P-256 point pt (EVP_PKEY_fromdata checks
+ * it is on the curve). */
+static int
+ec_parse(const uint8_t *pt, EVP_PKEY **out)
+{
 	OSSL_PARAM_BLD *bld = NULL;
 	OSSL_PARAM *prm = NULL;
 	EVP_PKEY_CTX *pctx = NULL;
 	EVP_PKEY *pk = NULL;
 	int r;
 
-	if (plen != sizeof(p256_oid) || memcmp(params, p256_oid, plen) != 0) {
-		log_error("hsm: EC key is not on P-256");
-		r = KL_ERR_UNSUPPORTED;
-		goto out;
-	}
-	p = ptval;
-	os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)ptlen);
-	if (os != NULL && p == ptval + ptlen) {
-		pt = ASN1_STRING_get0_data(os);
-		n = (size_t)ASN1_STRING_length(os);
-	} else {
-		ERR_clear_error();
-		pt = ptval;
-		n = ptlen;
-	}
-	r = KL_ERR_CRYPTO;
-	if (n != 65 || pt[0] != 0x04) {
-		log_error("hsm: CKA_EC_POINT is not an uncompressed P-256 point");
-		r = KL_ERR_HSM;
-		goto out;
-	}
 	bld = OSSL_PARAM_BLD_new();
 	if (bld == NULL ||
 	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
 	    SN_X9_62_prime256v1, 0) ||
 	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
-	    pt, n) ||
+	    pt, HSM_P256_POINT_LEN) ||
 	    (prm = OSSL_PARAM_BLD_to_param(bld)) == NULL) {
 		r = crypto_fail("hsm: EC params");
 		goto out;
@@ -719,7 +745,6 @@ out:
 	EVP_PKEY_CTX_free(pctx);
 	OSSL_PARAM_free(prm);
 	OSSL_PARAM_BLD_free(bld);
-	ASN1_OCTET_STRING_free(os);
 	return r;
 }
 
@@ -809,10 +834,37 @@ pub_rsa(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
 	return rsa_parse(mod, a[0].ulValueLen, exp, a[1].ulValueLen, out);
 }
 
+/* A public key object as read: its type, and the key itself. */
+struct pub {
+	CK_KEY_TYPE kt;
+	uint8_t pt[HSM_P256_POINT_LEN];	/* CKK_EC: the uncompressed point */
+	EVP_PKEY *pkey;		/* CKK_RSA always; CKK_EC when asked for
+				 * (want_pkey); the caller frees it */
+};
+
+/* An EC key's point into p (and p->pkey when want_pkey), from its
+ * CKA_EC_PARAMS and CKA_EC_POINT values. */
+static int
+pub_ec(struct pub *p, const uint8_t *params, size_t plen,
+    const uint8_t *ptval, size_t ptlen, int want_pkey)
+{
+	const uint8_t *pt;
+
+	if (plen != sizeof(p256_oid) || memcmp(params, p256_oid, plen) != 0) {
+		log_error("hsm: EC key is not on P-256");
+		return KL_ERR_UNSUPPORTED;
+	}
+	if ((pt = ec_point_raw(ptval, ptlen)) == NULL)
+		return KL_ERR_HSM;
+	memcpy(p->pt, pt, HSM_P256_POINT_LEN);
+	return want_pkey ? ec_parse(p->pt, &p->pkey) : 0;
+}
+
 /* EC public key, one attribute at a time (the way for a module that
  * refuses the combined read in pub_obj()). */
 static int
-pub_ec_slow(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
+pub_ec_slow(struct hsm *h, CK_OBJECT_HANDLE obj, struct pub *p,
+    int want_pkey)
 {
 	uint8_t *params = NULL, *pt = NULL;
 	size_t plen = 0, ptlen = 0;
@@ -829,24 +881,24 @@ pub_ec_slow(struct hsm *h, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
 		r = get_attr_alloc(h, obj, CKA_EC_POINT, HSM_MAX_EC_ATTR, &pt,
 		    &ptlen);
 	if (r == 0)
-		r = ec_parse(params, plen, pt, ptlen, out);
+		r = pub_ec(p, params, plen, pt, ptlen, want_pkey);
 	OPENSSL_free(pt);
 	OPENSSL_free(params);
 	return r;
 }
 
 /*
- * The public key object obj as an OpenSSL public key, and its key type.
- * An EC key (the common case) takes one C_GetAttributeValue: the key
- * type, the curve and the point together.  An RSA key has no
- * CKA_EC_PARAMS, so that read fails with CKR_ATTRIBUTE_TYPE_INVALID;
- * PKCS#11 still fills in the attributes it has, so the key type says
- * RSA and the modulus and exponent are read next.  Anything else goes
- * one attribute at a time as before.
+ * The public key object obj into p (memset by the caller): its type, an
+ * EC key's point, and as an OpenSSL key when want_pkey or RSA.  An EC key
+ * (the common case) takes one C_GetAttributeValue: the key type, the
+ * curve and the point together.  An RSA key has no CKA_EC_PARAMS, so
+ * that read fails with CKR_ATTRIBUTE_TYPE_INVALID; PKCS#11 still fills in
+ * the attributes it has, so the key type says RSA and the modulus and
+ * exponent are read next.  Anything else goes one attribute at a time as
+ * before.
  */
 static int
-pub_obj(struct hsm *h, CK_OBJECT_HANDLE obj, CK_KEY_TYPE *kt_out,
-    EVP_PKEY **out)
+pub_obj(struct hsm *h, CK_OBJECT_HANDLE obj, struct pub *p, int want_pkey)
 {
 	uint8_t params[HSM_MAX_EC_ATTR], pt[HSM_MAX_EC_ATTR];
 	CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
@@ -860,20 +912,14 @@ pub_obj(struct hsm *h, CK_OBJECT_HANDLE obj, CK_KEY_TYPE *kt_out,
 
 	rv = h->fl->C_GetAttributeValue(h->sess, obj, a, 3);
 	if (rv == CKR_OK && kt == CKK_EC) {
-		if ((r = attr_ok(&a[1], sizeof(params))) != 0)
+		if ((r = attr_ok(&a[1], sizeof(params))) != 0 ||
+		    (r = attr_ok(&a[2], sizeof(pt))) != 0)
 			return r;
-		if (a[1].ulValueLen != sizeof(p256_oid) ||
-		    memcmp(params, p256_oid, sizeof(p256_oid)) != 0) {
-			log_error("hsm: EC key is not on P-256");
-			return KL_ERR_UNSUPPORTED;
-		}
-		if ((r = attr_ok(&a[2], sizeof(pt))) != 0)
-			return r;
-		r = ec_parse(params, a[1].ulValueLen, pt, a[2].ulValueLen,
-		    out);
+		r = pub_ec(p, params, a[1].ulValueLen, pt, a[2].ulValueLen,
+		    want_pkey);
 	} else if (rv == CKR_ATTRIBUTE_TYPE_INVALID &&
 	    a[0].ulValueLen == sizeof(kt) && kt == CKK_RSA) {
-		r = pub_rsa(h, obj, out);
+		r = pub_rsa(h, obj, &p->pkey);
 	} else {
 		a[0].pValue = &kt;
 		a[0].ulValueLen = sizeof(kt);
@@ -881,63 +927,62 @@ pub_obj(struct hsm *h, CK_OBJECT_HANDLE obj, CK_KEY_TYPE *kt_out,
 		if (rv != CKR_OK)
 			return ck_fail("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
 		if (kt == CKK_EC) {
-			r = pub_ec_slow(h, obj, out);
+			r = pub_ec_slow(h, obj, p, want_pkey);
 		} else if (kt == CKK_RSA) {
-			r = pub_rsa(h, obj, out);
+			r = pub_rsa(h, obj, &p->pkey);
 		} else {
 			log_error("hsm: unsupported key type 0x%lx",
 			    (unsigned long)kt);
 			return KL_ERR_UNSUPPORTED;
 		}
 	}
-	if (r == 0 && kt_out != NULL)
-		*kt_out = kt;
+	if (r == 0)
+		p->kt = kt;
 	return r;
 }
 
-/* The public key object with that id as an OpenSSL public key. */
+/* The SubjectPublicKeyInfo of public key object obj: a P-256 key's built
+ * by bytes (ec_spki), an RSA key's by OpenSSL. */
 static int
-pub_key(struct hsm *h, const uint8_t *id, size_t id_len, EVP_PKEY **out)
+pub_spki(struct hsm *h, CK_OBJECT_HANDLE obj, uint8_t **spki,
+    size_t *spki_len)
 {
-	CK_OBJECT_HANDLE obj;
-	int r;
-
-	r = find_one(h, CKO_PUBLIC_KEY, id, id_len, &obj);
-	if (r != 0)
-		return r;
-	return pub_obj(h, obj, NULL, out);
-}
-
-static int
-spki_der(EVP_PKEY *pk, uint8_t **spki, size_t *spki_len)
-{
+	struct pub p;
 	unsigned char *der = NULL;
-	int n;
+	int n, r;
 
-	n = i2d_PUBKEY(pk, &der);
-	if (n <= 0)
-		return crypto_fail("hsm: i2d_PUBKEY");
+	memset(&p, 0, sizeof(p));
+	if ((r = pub_obj(h, obj, &p, 0)) != 0)
+		goto out;
+	if (p.kt == CKK_EC) {
+		r = ec_spki(p.pt, spki, spki_len);
+		goto out;
+	}
+	if ((n = i2d_PUBKEY(p.pkey, &der)) <= 0) {
+		r = crypto_fail("hsm: i2d_PUBKEY");
+		goto out;
+	}
 	*spki = der;
 	*spki_len = (size_t)n;
-	return 0;
+out:
+	EVP_PKEY_free(p.pkey);
+	return r;
 }
 
 int
 hsm_get_spki(struct hsm *h, const uint8_t *id, size_t id_len,
     uint8_t **spki, size_t *spki_len)
 {
-	EVP_PKEY *pk = NULL;
+	CK_OBJECT_HANDLE obj;
 	int r;
 
 	if (h == NULL || spki == NULL || spki_len == NULL)
 		return KL_ERR_INVALID;
 	if ((r = check_id(id, id_len)) != 0)
 		return r;
-	r = pub_key(h, id, id_len, &pk);
-	if (r == 0)
-		r = spki_der(pk, spki, spki_len);
-	EVP_PKEY_free(pk);
-	return r;
+	if ((r = find_one(h, CKO_PUBLIC_KEY, id, id_len, &obj)) != 0)
+		return r;
+	return pub_spki(h, obj, spki, spki_len);
 }
 
 int
@@ -953,7 +998,6 @@ hsm_generate_key(struct hsm *h, enum hsm_key_type t, const uint8_t *id,
 	CK_ULONG npub = 0, npriv = 0;
 	CK_OBJECT_HANDLE hpub, hpriv;
 	CK_ULONG label_len;
-	EVP_PKEY *pk = NULL;
 	CK_RV rv;
 	int r;
 
@@ -1000,11 +1044,7 @@ hsm_generate_key(struct hsm *h, enum hsm_key_type t, const uint8_t *id,
 		return ck_fail("C_GenerateKeyPair", rv);
 	/* libp11 is not told: only hsm_get_private_key() uses its lists,
 	 * and it has libp11 search again. */
-	r = pub_obj(h, hpub, NULL, &pk);
-	if (r == 0)
-		r = spki_der(pk, spki, spki_len);
-	EVP_PKEY_free(pk);
-	return r;
+	return pub_spki(h, hpub, spki, spki_len);
 }
 
 int
@@ -1055,21 +1095,23 @@ hsm_get_private_key(struct hsm *h, const uint8_t *id, size_t id_len,
 
 /*
  * The key pair with that id from one search: the private key's handle,
- * the public key and its type.  KL_ERR_NOT_FOUND without either.
+ * and the public key (pub, memset here; pub->pkey always set, the caller
+ * frees it).  KL_ERR_NOT_FOUND without either.
  */
 static int
 key_pair(struct hsm *h, const uint8_t *id, size_t id_len,
-    CK_OBJECT_HANDLE *key, CK_KEY_TYPE *kt, EVP_PKEY **pub)
+    CK_OBJECT_HANDLE *key, struct pub *pub)
 {
 	struct id_objs o;
 	CK_OBJECT_HANDLE pobj;
 	int r;
 
+	memset(pub, 0, sizeof(*pub));
 	if ((r = find_id(h, id, id_len, &o)) != 0 ||
 	    (r = id_objs_one(&o, CKO_PRIVATE_KEY, key)) != 0 ||
 	    (r = id_objs_one(&o, CKO_PUBLIC_KEY, &pobj)) != 0)
 		return r;
-	return pub_obj(h, pobj, kt, pub);
+	return pub_obj(h, pobj, pub, 1);
 }
 
 /*
@@ -1152,8 +1194,7 @@ hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
     const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
 {
 	CK_OBJECT_HANDLE key;
-	CK_KEY_TYPE kt;
-	EVP_PKEY *pub = NULL;
+	struct pub pub;
 	EVP_MD_CTX *md = NULL;
 	uint8_t *s = NULL;
 	size_t slen = 0;
@@ -1166,12 +1207,13 @@ hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
 		return r;
 	if (data == NULL)
 		data = (const uint8_t *)"";
-	if ((r = key_pair(h, id, id_len, &key, &kt, &pub)) != 0)
+	if ((r = key_pair(h, id, id_len, &key, &pub)) != 0)
 		goto out;
-	if ((r = raw_sign(h, key, kt, data, len, &s, &slen)) != 0)
+	if ((r = raw_sign(h, key, pub.kt, data, len, &s, &slen)) != 0)
 		goto out;
 	if ((md = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pub) <= 0) {
+	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    pub.pkey) <= 0) {
 		r = crypto_fail("hsm: verify init");
 		goto out;
 	}
@@ -1188,8 +1230,35 @@ hsm_sign(struct hsm *h, const uint8_t *id, size_t id_len,
 out:
 	OPENSSL_free(s);
 	EVP_MD_CTX_free(md);
-	EVP_PKEY_free(pub);
+	EVP_PKEY_free(pub.pkey);
 	return r;
+}
+
+/*
+ * The request's SubjectPublicKeyInfo.  A P-256 key's goes in as its
+ * algorithm, curve and point, the bytes ec_spki() writes: handing OpenSSL
+ * the EVP_PKEY (X509_REQ_set_pubkey) would run an encoder chain to make
+ * the same bytes.  KL_ERR_CRYPTO when OpenSSL refuses.
+ */
+static int
+csr_set_pubkey(X509_REQ *req, const struct pub *pub)
+{
+	X509_PUBKEY *xpk;
+	uint8_t *pt;
+
+	if (pub->kt != CKK_EC)
+		return X509_REQ_set_pubkey(req, pub->pkey) ? 0 :
+		    crypto_fail("hsm: CSR public key");
+	if ((xpk = X509_REQ_get_X509_PUBKEY(req)) == NULL ||
+	    (pt = OPENSSL_memdup(pub->pt, HSM_P256_POINT_LEN)) == NULL)
+		return crypto_fail("hsm: CSR public key");
+	if (!X509_PUBKEY_set0_param(xpk, OBJ_nid2obj(NID_X9_62_id_ecPublicKey),
+	    V_ASN1_OBJECT, OBJ_nid2obj(NID_X9_62_prime256v1), pt,
+	    HSM_P256_POINT_LEN)) {
+		OPENSSL_free(pt);
+		return crypto_fail("hsm: CSR public key");
+	}
+	return 0;
 }
 
 /*
@@ -1202,8 +1271,7 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
     const char *cn, uint8_t **der, size_t *der_len)
 {
 	CK_OBJECT_HANDLE key;
-	CK_KEY_TYPE kt;
-	EVP_PKEY *pub = NULL;
+	struct pub pub;
 	X509_REQ *req = NULL;
 	X509_NAME *name = NULL;
 	X509_ALGOR *alg = NULL;
@@ -1218,9 +1286,10 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
 		return KL_ERR_INVALID;
 	if ((r = check_id(id, id_len)) != 0)
 		return r;
-	if ((r = key_pair(h, id, id_len, &key, &kt, &pub)) != 0)
+	memset(&pub, 0, sizeof(pub));
+	if ((r = key_pair(h, id, id_len, &key, &pub)) != 0)
 		goto out;
-	ec = EVP_PKEY_is_a(pub, "EC");
+	ec = pub.kt == CKK_EC;
 	r = KL_ERR_CRYPTO;
 	req = X509_REQ_new();
 	name = X509_NAME_new();
@@ -1230,19 +1299,19 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
 	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
 	    (const unsigned char *)cn, -1, -1, 0) ||
 	    !X509_REQ_set_subject_name(req, name) ||
-	    !X509_REQ_set_pubkey(req, pub) ||
+	    (r = csr_set_pubkey(req, &pub)) != 0 ||
 	    !X509_ALGOR_set0(alg, OBJ_nid2obj(ec ? NID_ecdsa_with_SHA256 :
 	    NID_sha256WithRSAEncryption), ec ? V_ASN1_UNDEF : V_ASN1_NULL,
 	    NULL) ||
 	    !X509_REQ_set1_signature_algo(req, alg)) {
-		r = crypto_fail("hsm: CSR");
+		r = r != 0 ? r : crypto_fail("hsm: CSR");
 		goto out;
 	}
 	if ((n = i2d_re_X509_REQ_tbs(req, &tbs)) <= 0) {
 		r = crypto_fail("hsm: CSR encoding");
 		goto out;
 	}
-	if ((r = raw_sign(h, key, kt, tbs, (size_t)n, &sig, &sig_len)) != 0)
+	if ((r = raw_sign(h, key, pub.kt, tbs, (size_t)n, &sig, &sig_len)) != 0)
 		goto out;
 	r = KL_ERR_CRYPTO;
 	if ((bits = ASN1_BIT_STRING_new()) == NULL ||
@@ -1256,7 +1325,7 @@ hsm_make_csr(struct hsm *h, const uint8_t *id, size_t id_len,
 	X509_REQ_set0_signature(req, bits);
 	bits = NULL;
 	/* Proof that the token key is the one in the SPKI. */
-	if (X509_REQ_verify(req, pub) != 1) {
+	if (X509_REQ_verify(req, pub.pkey) != 1) {
 		ERR_clear_error();
 		log_error("hsm: CSR signature does not match the public key");
 		r = KL_ERR_HSM;
@@ -1277,7 +1346,7 @@ out:
 	X509_ALGOR_free(alg);
 	X509_NAME_free(name);
 	X509_REQ_free(req);
-	EVP_PKEY_free(pub);
+	EVP_PKEY_free(pub.pkey);
 	return r;
 }
 

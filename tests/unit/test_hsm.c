@@ -188,7 +188,22 @@ test_id_from_hex(void **state)
 	assert_int_equal(n, 99);
 }
 
-/* CSR parses, carries the SPKI and CN, and verifies. */
+/* der is what OpenSSL writes for pk, byte for byte. */
+static void
+check_spki_is_openssls(EVP_PKEY *pk, const uint8_t *der, size_t len)
+{
+	unsigned char *ref = NULL;
+	int n;
+
+	n = i2d_PUBKEY(pk, &ref);
+	assert_true(n > 0);
+	assert_int_equal((size_t)n, len);
+	assert_memory_equal(ref, der, len);
+	OPENSSL_free(ref);
+}
+
+/* CSR parses, carries the SPKI (as OpenSSL writes it) and CN, and
+ * verifies. */
 static void
 check_csr(const uint8_t *id, EVP_PKEY *spki, const char *cn)
 {
@@ -197,6 +212,8 @@ check_csr(const uint8_t *id, EVP_PKEY *spki, const char *cn)
 	const unsigned char *p;
 	X509_REQ *req;
 	EVP_PKEY *rpk;
+	unsigned char *xder;
+	int xlen;
 	char got[64];
 
 	assert_int_equal(hsm_make_csr(H, id, 1, cn, &der, &len), 0);
@@ -207,6 +224,16 @@ check_csr(const uint8_t *id, EVP_PKEY *spki, const char *cn)
 	rpk = X509_REQ_get0_pubkey(req);
 	assert_non_null(rpk);
 	assert_int_equal(EVP_PKEY_eq(rpk, spki), 1);
+	xder = NULL;
+	xlen = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &xder);
+	assert_true(xlen > 0);
+	check_spki_is_openssls(spki, xder, (size_t)xlen);
+	OPENSSL_free(xder);
+	/* And the request re-encodes to the same bytes. */
+	xder = NULL;
+	assert_int_equal(i2d_X509_REQ(req, &xder), (int)len);
+	assert_memory_equal(xder, der, len);
+	OPENSSL_free(xder);
 	assert_int_equal(X509_REQ_verify(req, spki), 1);
 	assert_true(X509_NAME_get_text_by_NID(X509_REQ_get_subject_name(req),
 	    NID_commonName, got, sizeof(got)) > 0);
@@ -279,6 +306,8 @@ test_ec_key(void **state)
 	assert_int_equal(EVP_PKEY_get_utf8_string_param(pk,
 	    OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &glen), 1);
 	assert_string_equal(group, "prime256v1");
+	/* hsm.c writes a P-256 SPKI by hand: it must be OpenSSL's bytes. */
+	check_spki_is_openssls(pk, spki, len);
 	assert_int_equal(hsm_get_spki(H, ID2, 1, &again, &alen), 0);
 	assert_int_equal(alen, len);
 	assert_memory_equal(again, spki, len);
