@@ -1387,6 +1387,120 @@ cert_value(struct hsm *h, CK_OBJECT_HANDLE obj, uint8_t **der,
 }
 
 /*
+ * What a certificate object needs from its certificate: the subject and
+ * issuer Names as DER, the signature's algorithm, and the bits of the
+ * subjectPublicKey.  They are read with OpenSSL's generic parser
+ * (d2i_ASN1_SEQUENCE_ANY), not d2i_X509: d2i_X509 decodes the public key
+ * too, through a provider decoder chain that costs OpenSSL 3.0 about as
+ * many instructions as the rest of a board's COMMIT.  The station checked
+ * the certificate in full before sending it; here it must be DER (it
+ * encodes back to the same bytes) and shaped as X.509 says: a SEQUENCE of
+ * the TBSCertificate SEQUENCE, the signature algorithm and a BIT STRING,
+ * the TBSCertificate holding serial, signature, issuer, validity, subject
+ * and subjectPublicKeyInfo after an optional [0] version.
+ */
+struct cert_fields {
+	const uint8_t *subj, *iss, *key;	/* into the parses below */
+	size_t subj_len, iss_len, key_len;
+	int sig_nid;			/* NID_undef when unknown */
+	STACK_OF(ASN1_TYPE) *outer, *tbs, *spki, *alg;
+};
+
+static void
+cert_fields_free(struct cert_fields *f)
+{
+	sk_ASN1_TYPE_pop_free(f->outer, ASN1_TYPE_free);
+	sk_ASN1_TYPE_pop_free(f->tbs, ASN1_TYPE_free);
+	sk_ASN1_TYPE_pop_free(f->spki, ASN1_TYPE_free);
+	sk_ASN1_TYPE_pop_free(f->alg, ASN1_TYPE_free);
+	memset(f, 0, sizeof(*f));
+}
+
+/* Element i of sk when it has ASN.1 type want, else NULL. */
+static ASN1_TYPE *
+seq_elem(STACK_OF(ASN1_TYPE) *sk, int i, int want)
+{
+	ASN1_TYPE *t;
+
+	if (i < 0 || i >= sk_ASN1_TYPE_num(sk))
+		return NULL;
+	t = sk_ASN1_TYPE_value(sk, i);
+	return t != NULL && ASN1_TYPE_get(t) == want ? t : NULL;
+}
+
+/* The elements of a SEQUENCE element t (its whole encoding, which the
+ * generic parser keeps), all of it consumed; NULL when it is not one. */
+static STACK_OF(ASN1_TYPE) *
+seq_of(const ASN1_TYPE *t)
+{
+	const unsigned char *p, *end;
+	STACK_OF(ASN1_TYPE) *sk;
+
+	if (t == NULL || ASN1_TYPE_get(t) != V_ASN1_SEQUENCE)
+		return NULL;
+	p = ASN1_STRING_get0_data(t->value.sequence);
+	end = p + ASN1_STRING_length(t->value.sequence);
+	sk = d2i_ASN1_SEQUENCE_ANY(NULL, &p, (long)(end - p));
+	if (sk != NULL && p != end) {
+		sk_ASN1_TYPE_pop_free(sk, ASN1_TYPE_free);
+		sk = NULL;
+	}
+	return sk;
+}
+
+static int
+cert_fields_read(const uint8_t *der, size_t der_len, struct cert_fields *f)
+{
+	const unsigned char *p = der;
+	unsigned char *again = NULL;
+	const ASN1_TYPE *t;
+	int n, v;
+
+	memset(f, 0, sizeof(*f));
+	f->outer = d2i_ASN1_SEQUENCE_ANY(NULL, &p, (long)der_len);
+	if (f->outer == NULL || p != der + der_len ||
+	    sk_ASN1_TYPE_num(f->outer) != 3 ||
+	    seq_elem(f->outer, 2, V_ASN1_BIT_STRING) == NULL)
+		goto bad;
+	n = i2d_ASN1_SEQUENCE_ANY(f->outer, &again);
+	if (n <= 0 || (size_t)n != der_len || memcmp(again, der, der_len) != 0)
+		goto bad;
+	if ((f->tbs = seq_of(seq_elem(f->outer, 0, V_ASN1_SEQUENCE))) == NULL ||
+	    (f->alg = seq_of(seq_elem(f->outer, 1, V_ASN1_SEQUENCE))) == NULL ||
+	    (t = seq_elem(f->alg, 0, V_ASN1_OBJECT)) == NULL)
+		goto bad;
+	f->sig_nid = OBJ_obj2nid(t->value.object);
+	/* [0] version, when there, is context-specific: "other". */
+	v = seq_elem(f->tbs, 0, V_ASN1_OTHER) != NULL;
+	if (seq_elem(f->tbs, v, V_ASN1_INTEGER) == NULL ||
+	    seq_elem(f->tbs, v + 1, V_ASN1_SEQUENCE) == NULL ||
+	    (t = seq_elem(f->tbs, v + 2, V_ASN1_SEQUENCE)) == NULL)
+		goto bad;
+	f->iss = ASN1_STRING_get0_data(t->value.sequence);
+	f->iss_len = (size_t)ASN1_STRING_length(t->value.sequence);
+	if (seq_elem(f->tbs, v + 3, V_ASN1_SEQUENCE) == NULL ||
+	    (t = seq_elem(f->tbs, v + 4, V_ASN1_SEQUENCE)) == NULL)
+		goto bad;
+	f->subj = ASN1_STRING_get0_data(t->value.sequence);
+	f->subj_len = (size_t)ASN1_STRING_length(t->value.sequence);
+	if ((f->spki = seq_of(seq_elem(f->tbs, v + 5, V_ASN1_SEQUENCE))) ==
+	    NULL || sk_ASN1_TYPE_num(f->spki) != 2 ||
+	    seq_elem(f->spki, 0, V_ASN1_SEQUENCE) == NULL ||
+	    (t = seq_elem(f->spki, 1, V_ASN1_BIT_STRING)) == NULL)
+		goto bad;
+	f->key = ASN1_STRING_get0_data(t->value.bit_string);
+	f->key_len = (size_t)ASN1_STRING_length(t->value.bit_string);
+	OPENSSL_free(again);
+	return 0;
+bad:
+	ERR_clear_error();
+	OPENSSL_free(again);
+	cert_fields_free(f);
+	log_error("hsm: certificate DER is not an X.509 certificate");
+	return KL_ERR_INVALID;
+}
+
+/*
  * The template libp11 0.4.12's PKCS11_store_certificate() builds, made
  * here so that C_CreateObject runs on our session: libp11 would then read
  * the new object's attributes back one by one (seven calls) into a list
@@ -1394,11 +1508,12 @@ cert_value(struct hsm *h, CK_OBJECT_HANDLE obj, uint8_t **der,
  * CKA_HASH_OF_SUBJECT_PUBLIC_KEY follow the certificate's signature
  * digest as libp11 does (SHA-1 for a digest it does not list; SHA-3,
  * which newer libp11 lists, is SHA-1 here too), and only for modules of
- * Cryptoki 2.30 or later.
+ * Cryptoki 2.30 or later.  CKA_VALUE is der itself.
  */
 static int
-cert_create(struct hsm *h, X509 *x, const char *label, const uint8_t *id,
-    size_t id_len, CK_OBJECT_HANDLE *out)
+cert_create(struct hsm *h, const struct cert_fields *f, const uint8_t *der,
+    size_t der_len, const char *label, const uint8_t *id, size_t id_len,
+    CK_OBJECT_HANDLE *out)
 {
 	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
 	CK_CERTIFICATE_TYPE ctype = CKC_X_509;
@@ -1409,13 +1524,11 @@ cert_create(struct hsm *h, X509 *x, const char *label, const uint8_t *id,
 	CK_OBJECT_HANDLE obj;
 	const EVP_MD *md;
 	int md_nid = NID_sha1;
-	unsigned char *subj = NULL, *iss = NULL, *val = NULL;
 	unsigned char dig[EVP_MAX_MD_SIZE];
 	unsigned int dig_len = 0;
-	int subj_len, iss_len, val_len, r = KL_ERR_CRYPTO;
 	CK_RV rv;
 
-	if (!OBJ_find_sigid_algs(X509_get_signature_nid(x), &md_nid, NULL))
+	if (!OBJ_find_sigid_algs(f->sig_nid, &md_nid, NULL))
 		md_nid = NID_sha1;
 	switch (md_nid) {
 	case NID_sha224:
@@ -1436,43 +1549,32 @@ cert_create(struct hsm *h, X509 *x, const char *label, const uint8_t *id,
 		break;
 	}
 	md = EVP_get_digestbynid(md_nid);
-	if ((subj_len = i2d_X509_NAME(X509_get_subject_name(x), &subj)) <= 0 ||
-	    (iss_len = i2d_X509_NAME(X509_get_issuer_name(x), &iss)) <= 0 ||
-	    (val_len = i2d_X509(x, &val)) <= 0) {
-		r = crypto_fail("hsm: certificate encoding");
-		goto out;
-	}
 #define ADD(t, v, l) do { \
 	a[n].type = (t); a[n].pValue = (void *)(v); \
 	a[n].ulValueLen = (CK_ULONG)(l); n++; } while (0)
 	ADD(CKA_CLASS, &cls, sizeof(cls));
 	ADD(CKA_TOKEN, &yes, sizeof(yes));
 	ADD(CKA_CERTIFICATE_TYPE, &ctype, sizeof(ctype));
-	ADD(CKA_SUBJECT, subj, subj_len);
-	ADD(CKA_ISSUER, iss, iss_len);
+	ADD(CKA_SUBJECT, f->subj, f->subj_len);
+	ADD(CKA_ISSUER, f->iss, f->iss_len);
 	if (h->ck_major > 2 || (h->ck_major == 2 && h->ck_minor >= 30)) {
 		ADD(CKA_NAME_HASH_ALGORITHM, &ckm_md, sizeof(ckm_md));
-		if (md != NULL && X509_pubkey_digest(x, md, dig, &dig_len))
+		/* As X509_pubkey_digest(): the subjectPublicKey's bits. */
+		if (md != NULL && EVP_Digest(f->key, f->key_len, dig, &dig_len,
+		    md, NULL))
 			ADD(CKA_HASH_OF_SUBJECT_PUBLIC_KEY, dig, dig_len);
 		else
 			ERR_clear_error();
 	}
-	ADD(CKA_VALUE, val, val_len);
+	ADD(CKA_VALUE, der, der_len);
 	ADD(CKA_LABEL, label, strlen(label));
 	ADD(CKA_ID, id, id_len);
 #undef ADD
 	rv = h->fl->C_CreateObject(h->sess, a, n, &obj);
-	if (rv != CKR_OK) {
-		r = ck_fail("C_CreateObject(certificate)", rv);
-		goto out;
-	}
+	if (rv != CKR_OK)
+		return ck_fail("C_CreateObject(certificate)", rv);
 	*out = obj;
-	r = 0;
-out:
-	OPENSSL_free(subj);
-	OPENSSL_free(iss);
-	OPENSSL_free(val);
-	return r;
+	return 0;
 }
 
 /* hsm_store_cert(); *obj gets the new object's handle. */
@@ -1481,8 +1583,7 @@ store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
     const char *label, const uint8_t *der, size_t der_len,
     CK_OBJECT_HANDLE *obj)
 {
-	const unsigned char *p = der;
-	X509 *x = NULL;
+	struct cert_fields f;
 	int r;
 
 	if (h == NULL || label == NULL || der == NULL || der_len == 0 ||
@@ -1490,17 +1591,11 @@ store_cert(struct hsm *h, const uint8_t *id, size_t id_len,
 		return KL_ERR_INVALID;
 	if ((r = check_id(id, id_len)) != 0)
 		return r;
-	x = d2i_X509(NULL, &p, (long)der_len);
-	if (x == NULL || p != der + der_len) {
-		log_openssl("hsm: certificate DER");
-		r = KL_ERR_INVALID;
-		goto out;
-	}
-	if ((r = destroy_id(h, CKO_CERTIFICATE, id, id_len)) != 0)
-		goto out;
-	r = cert_create(h, x, label, id, id_len, obj);
-out:
-	X509_free(x);
+	if ((r = cert_fields_read(der, der_len, &f)) != 0)
+		return r;
+	if ((r = destroy_id(h, CKO_CERTIFICATE, id, id_len)) == 0)
+		r = cert_create(h, &f, der, der_len, label, id, id_len, obj);
+	cert_fields_free(&f);
 	return r;
 }
 

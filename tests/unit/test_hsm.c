@@ -412,6 +412,49 @@ self_signed(const uint8_t *id, const char *cn, size_t *len)
 	return self_signed_ou(id, cn, 0, len);
 }
 
+/*
+ * hsm.c reads a certificate's fields with OpenSSL's generic parser, not
+ * d2i_X509 (docs/hsm.md): what is not DER, or not shaped as a
+ * certificate, is still refused.  c is a good certificate of len bytes
+ * (its outer length in two bytes: 30 82 hi lo).
+ */
+static void
+check_not_certs(const uint8_t *c, size_t len)
+{
+	uint8_t *b = malloc(len + 8);
+	uint8_t *csr = NULL;
+	size_t clen = 0;
+
+	assert_non_null(b);
+	assert_int_equal(c[0], 0x30);
+	assert_int_equal(c[1], 0x82);
+	/* BER, not DER: the outer length in three bytes. */
+	b[0] = 0x30;
+	b[1] = 0x83;
+	b[2] = 0x00;
+	memcpy(b + 3, c + 2, len - 2);
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", b, len + 1),
+	    KL_ERR_INVALID);
+	/* Anything after it. */
+	memcpy(b, c, len);
+	b[len] = 0x00;
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", b, len + 1),
+	    KL_ERR_INVALID);
+	/* Three elements that are no certificate: the TBSCertificate a SET. */
+	memcpy(b, c, len);
+	assert_int_equal(b[4], 0x30);
+	b[4] = 0x31;
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", b, len),
+	    KL_ERR_INVALID);
+	/* A CSR is not a certificate. */
+	assert_int_equal(hsm_make_csr(H, ID2, 1, "board-0001", &csr, &clen),
+	    0);
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", csr, clen),
+	    KL_ERR_INVALID);
+	OPENSSL_free(csr);
+	free(b);
+}
+
 static void
 test_certs(void **state)
 {
@@ -459,6 +502,8 @@ test_certs(void **state)
 	c1[0] ^= 0x01;
 	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", c1, l1),
 	    KL_ERR_INVALID);
+	c1[0] ^= 0x01;
+	check_not_certs(c1, l1);
 	OPENSSL_free(c1);
 	OPENSSL_free(c2);
 }
