@@ -59,6 +59,17 @@ void hsm_close(struct hsm *h);
 int hsm_token_info(struct hsm *h, struct hsm_token_info *info);
 
 /*
+ * On (the default), hsm_sign() and hsm_make_csr() check each signature the
+ * token made against the public key object with the same id before
+ * returning it, and a mismatch (a stale handle, a pair split by a failed
+ * move) is KL_ERR_HSM.  Off, they return the token's signature unchecked:
+ * for the board agent, whose every signature (the CSR's, the proof of
+ * possession) the station verifies against the key it was given, and for
+ * which the check was a quarter of a fresh board's CPU (docs/hsm.md).
+ */
+void hsm_set_self_check(struct hsm *h, int on);
+
+/*
  * Generate a key pair in the token with CKA_ID id and CKA_LABEL label
  * (private and public object both).  An existing key pair or certificate
  * with the same id is deleted first (re-provisioning).  *spki gets the DER

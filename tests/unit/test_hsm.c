@@ -321,6 +321,12 @@ test_ec_key(void **state)
 
 	check_csr(ID2, pk, "board-0001");
 	check_sign(ID2, pk);
+	/* Without the self-check (the board agent's way): the same valid
+	 * request and signature, the public key never made an EVP_PKEY. */
+	hsm_set_self_check(H, 0);
+	check_csr(ID2, pk, "board-0001");
+	check_sign(ID2, pk);
+	hsm_set_self_check(H, 1);
 
 	/* Re-provisioning replaces the pair; libp11's view follows. */
 	assert_int_equal(hsm_generate_key(H, HSM_KEY_EC_P256, ID2, 1, "tls",
@@ -359,6 +365,10 @@ test_rsa_key(void **state)
 	assert_int_equal(ka.extractable, 0);
 	check_csr(ID3, pk, "board-0001");
 	check_sign(ID3, pk);
+	hsm_set_self_check(H, 0);
+	check_csr(ID3, pk, "board-0001");
+	check_sign(ID3, pk);
+	hsm_set_self_check(H, 1);
 	EVP_PKEY_free(pk);
 	OPENSSL_free(spki);
 }
