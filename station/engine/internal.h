@@ -17,7 +17,8 @@
  *
  * Locking: e->mu guards views, counts, the event sequence, in-flight
  * device IDs and line state; e->key_mu makes the key-uniqueness check and
- * the "ca requested" row one step; e->emit_mu orders events (taken before
+ * the claim on the key one step (the claim is held until the "ca
+ * requested" row is on file); e->emit_mu orders events (taken before
  * mu, held without it during the callback).
  */
 #ifndef KL_ENGINE_INTERNAL_H
@@ -70,7 +71,8 @@ struct engine {
 	struct engine_opts o;
 	pthread_mutex_t mu;		/* views, counts, event seq, in-flight */
 	pthread_mutex_t key_mu;		/* the key-uniqueness check and the
-					 * "ca requested" row, as one step */
+					 * claim on the key (inflight_key)
+					 * as one step */
 	pthread_mutex_t emit_mu;	/* one event at a time to on_event, in
 					 * seq order; taken before mu, and
 					 * held without mu during the call */
@@ -83,6 +85,13 @@ struct engine {
 	/* Device IDs being provisioned right now, so two boards claiming
 	 * the same ID cannot both pass the duplicate check. */
 	char (*inflight)[DEVID_MAX + 1];
+	/* Keys whose "ca requested" row is being written, by slot, under
+	 * key_mu: a second slot with the same key is refused before the
+	 * first one's row is on file (step_ca). */
+	struct engine_key_claim {
+		char key_fpr[65];
+		char device_id[DEVID_MAX + 1];
+	} *inflight_key;
 	enum hsm_key_type key_type;
 	uint8_t tls_id[PROTO_MAX_KEY_ID], cert_id[PROTO_MAX_KEY_ID],
 	    uptane_id[PROTO_MAX_KEY_ID];

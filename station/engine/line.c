@@ -535,7 +535,9 @@ engine_new(struct engine **out, const struct engine_opts *o)
 	if ((e->slots = calloc((size_t)(e->nslots > 0 ? e->nslots : 1),
 	    sizeof(*e->slots))) == NULL ||
 	    (e->inflight = calloc((size_t)(e->nslots > 0 ? e->nslots : 1),
-	    sizeof(*e->inflight))) == NULL) {
+	    sizeof(*e->inflight))) == NULL ||
+	    (e->inflight_key = calloc((size_t)(e->nslots > 0 ? e->nslots : 1),
+	    sizeof(*e->inflight_key))) == NULL) {
 		r = KL_ERR_NOMEM;
 		goto fail;
 	}
@@ -598,6 +600,7 @@ engine_free(struct engine *e)
 	pthread_cond_destroy(&e->cond);
 	free(e->slots);
 	free(e->inflight);
+	free(e->inflight_key);
 	free(e->intermediates_pem);
 	OPENSSL_free(e->root_der);
 	free(e);

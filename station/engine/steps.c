@@ -883,20 +883,37 @@ step_csr(struct board *b)
 /*
  * A key already sent to the CA, or certified, for another device ID is
  * refused: one shared or cloned key would otherwise get a certificate per
- * serial a board cares to report.  Recorded under both device IDs.
+ * serial a board cares to report.  Recorded under both device IDs.  With
+ * e->key_mu held: the log holds the keys whose "ca requested" row is on
+ * file, e->inflight_key those another slot is writing that row for now.
  */
 static int
 board_key_unique(struct board *b)
 {
 	struct engine *e = b->e;
 	const struct config *cfg = e->o.cfg;
+	const struct engine_key_claim *k;
 	struct audit_prov rec;
 	struct audit_event ev;
 	char other[AUDIT_REC_ID], msg[700];
-	int found = 0, r;
+	int found = 0, i, r;
 
-	if ((r = audit_key_owner(e->o.audit, b->key_fpr, b->device_id, &found,
-	    other, sizeof(other), &rec)) != 0)
+	for (i = 0; i < e->nslots && !found; i++) {
+		k = &e->inflight_key[i];
+		if (&e->slots[i] == b->slot || k->key_fpr[0] == '\0' ||
+		    strcmp(k->key_fpr, b->key_fpr) != 0 ||
+		    strcmp(k->device_id, b->device_id) == 0)
+			continue;
+		found = 1;
+		snprintf(other, sizeof(other), "%s", k->device_id);
+		memset(&rec, 0, sizeof(rec));
+		snprintf(rec.station, sizeof(rec.station), "%s",
+		    cfg->station_id);
+		snprintf(rec.time, sizeof(rec.time), "this moment");
+		rec.slot = e->slots[i].cs->number;
+	}
+	if (!found && (r = audit_key_owner(e->o.audit, b->key_fpr,
+	    b->device_id, &found, other, sizeof(other), &rec)) != 0)
 		return board_fail(b, r, "cannot read the audit log");
 	if (!found)
 		return 0;
@@ -942,6 +959,7 @@ step_ca(struct board *b)
 		.spki = b->spki,
 		.spki_len = b->spki_len,
 	};
+	struct engine_key_claim *claim;
 	int64_t t0 = engine_mono_ms(), deadline, delay, sleep_ms;
 	char err[256] = "", msg[600], lost[200] = "";
 	uint32_t rnd;
@@ -955,16 +973,31 @@ step_ca(struct board *b)
 	 */
 	snprintf(msg, sizeof(msg), "CSR for this key sent to %s",
 	    e->o.ca->name);
-	/* One key, one device: checked and claimed (the "ca requested"
-	 * row) in one step, so two slots holding one key cannot both pass. */
+	/*
+	 * One key, one device: checked and claimed in one step, so two slots
+	 * holding one key cannot both pass.  The claim is this slot's entry
+	 * in e->inflight_key until the "ca requested" row is on file, where
+	 * the next check finds it; the row's fsync is not waited for under
+	 * key_mu, so the rows of all slots share their commits.
+	 */
+	claim = &e->inflight_key[b->slot - e->slots];
 	pthread_mutex_lock(&e->key_mu);
-	if ((r = board_key_unique(b)) == 0 &&
-	    (r = board_audit(b, "ca", "requested", msg)) != 0)
-		r = board_fail(b, r, "audit log write failed; the CSR was "
-		    "not sent");
+	if ((r = board_key_unique(b)) == 0) {
+		snprintf(claim->key_fpr, sizeof(claim->key_fpr), "%s",
+		    b->key_fpr);
+		snprintf(claim->device_id, sizeof(claim->device_id), "%s",
+		    b->device_id);
+	}
 	pthread_mutex_unlock(&e->key_mu);
 	if (r != 0)
 		return r;
+	r = board_audit(b, "ca", "requested", msg);
+	pthread_mutex_lock(&e->key_mu);
+	memset(claim, 0, sizeof(*claim));
+	pthread_mutex_unlock(&e->key_mu);
+	if (r != 0)
+		return board_fail(b, r, "audit log write failed; the CSR was "
+		    "not sent");
 	deadline = t0 + (int64_t)cfg->ca_wait_deadline_s * 1000;
 	delay = cfg->ca_retry_base_ms;
 	for (;;) {
