@@ -287,4 +287,17 @@ void engine_note(struct engine *e, int slot, enum engine_event_kind kind,
     const char *serial, const char *device_id, const char *msg);
 void engine_wait(struct engine *e, int ms);	/* under e->mu */
 
+/*
+ * The claims on keys between the uniqueness check and the "ca requested"
+ * row (e->inflight_key; step_ca), with e->key_mu held.  claimed: the slot
+ * (index) that claims key_fpr for a device other than device_id, other
+ * than self; -1 when none (one device in two slots is the duplicate
+ * check's to refuse).  claim: self's claim, or with key_fpr NULL its
+ * release.
+ */
+int engine_key_claimed(const struct engine *e, int self, const char *key_fpr,
+    const char *device_id);
+void engine_key_claim(struct engine *e, int self, const char *key_fpr,
+    const char *device_id);
+
 #endif

@@ -880,6 +880,37 @@ step_csr(struct board *b)
 	return csr_check(b, p, n);
 }
 
+int
+engine_key_claimed(const struct engine *e, int self, const char *key_fpr,
+    const char *device_id)
+{
+	const struct engine_key_claim *k;
+	int i;
+
+	for (i = 0; i < e->nslots; i++) {
+		k = &e->inflight_key[i];
+		if (i != self && k->key_fpr[0] != '\0' &&
+		    strcmp(k->key_fpr, key_fpr) == 0 &&
+		    strcmp(k->device_id, device_id) != 0)
+			return i;
+	}
+	return -1;
+}
+
+void
+engine_key_claim(struct engine *e, int self, const char *key_fpr,
+    const char *device_id)
+{
+	struct engine_key_claim *k = &e->inflight_key[self];
+
+	if (key_fpr == NULL) {
+		memset(k, 0, sizeof(*k));
+		return;
+	}
+	snprintf(k->key_fpr, sizeof(k->key_fpr), "%s", key_fpr);
+	snprintf(k->device_id, sizeof(k->device_id), "%s", device_id);
+}
+
 /*
  * A key already sent to the CA, or certified, for another device ID is
  * refused: one shared or cloned key would otherwise get a certificate per
@@ -898,12 +929,9 @@ board_key_unique(struct board *b)
 	char other[AUDIT_REC_ID], msg[700];
 	int found = 0, i, r;
 
-	for (i = 0; i < e->nslots && !found; i++) {
+	if ((i = engine_key_claimed(e, (int)(b->slot - e->slots), b->key_fpr,
+	    b->device_id)) >= 0) {
 		k = &e->inflight_key[i];
-		if (&e->slots[i] == b->slot || k->key_fpr[0] == '\0' ||
-		    strcmp(k->key_fpr, b->key_fpr) != 0 ||
-		    strcmp(k->device_id, b->device_id) == 0)
-			continue;
 		found = 1;
 		snprintf(other, sizeof(other), "%s", k->device_id);
 		memset(&rec, 0, sizeof(rec));
@@ -959,11 +987,10 @@ step_ca(struct board *b)
 		.spki = b->spki,
 		.spki_len = b->spki_len,
 	};
-	struct engine_key_claim *claim;
 	int64_t t0 = engine_mono_ms(), deadline, delay, sleep_ms;
 	char err[256] = "", msg[600], lost[200] = "";
 	uint32_t rnd;
-	int r, waiting = 0, tries = 0;
+	int r, self, waiting = 0, tries = 0;
 
 	/*
 	 * Recorded before the CSR leaves the station: a CA that signs and
@@ -980,20 +1007,16 @@ step_ca(struct board *b)
 	 * the next check finds it; the row's fsync is not waited for under
 	 * key_mu, so the rows of all slots share their commits.
 	 */
-	claim = &e->inflight_key[b->slot - e->slots];
+	self = (int)(b->slot - e->slots);
 	pthread_mutex_lock(&e->key_mu);
-	if ((r = board_key_unique(b)) == 0) {
-		snprintf(claim->key_fpr, sizeof(claim->key_fpr), "%s",
-		    b->key_fpr);
-		snprintf(claim->device_id, sizeof(claim->device_id), "%s",
-		    b->device_id);
-	}
+	if ((r = board_key_unique(b)) == 0)
+		engine_key_claim(e, self, b->key_fpr, b->device_id);
 	pthread_mutex_unlock(&e->key_mu);
 	if (r != 0)
 		return r;
 	r = board_audit(b, "ca", "requested", msg);
 	pthread_mutex_lock(&e->key_mu);
-	memset(claim, 0, sizeof(*claim));
+	engine_key_claim(e, self, NULL, NULL);
 	pthread_mutex_unlock(&e->key_mu);
 	if (r != 0)
 		return board_fail(b, r, "audit log write failed; the CSR was "
