@@ -105,6 +105,8 @@ struct engine {
 	long root_der_len;
 	/* Line mode and front-end views, under mu. */
 	pthread_cond_t cond;		/* line state or a slot request changed */
+	int gate_closed;		/* engine_run: slots wait on cond until
+					 * every slot's thread exists */
 	enum line_state line;
 	int line_mode;			/* engine_start() was used */
 	int64_t started_ms;

@@ -109,7 +109,14 @@ slot_begin(struct engine *e, struct engine_slot *s)
 static void *
 slot_once(void *arg)
 {
-	slot_provision(arg);
+	struct engine_slot *s = arg;
+	struct engine *e = s->e;
+
+	pthread_mutex_lock(&e->mu);
+	while (e->gate_closed)
+		pthread_cond_wait(&e->cond, &e->mu);
+	pthread_mutex_unlock(&e->mu);
+	slot_provision(s);
 	return NULL;
 }
 
@@ -682,11 +689,23 @@ engine_run(struct engine *e, int max_boards)
 
 	if (max_boards > 0 && max_boards < n)
 		n = max_boards;
+	/*
+	 * The slots start together: each thread waits at the gate until all
+	 * exist.  Started one by one, the first boards' work (and their
+	 * boards' key generation) took the CPU from the loop that starts the
+	 * rest, and the last slot began up to 130 ms after the first (64
+	 * slots, two cores).
+	 */
 	pthread_mutex_lock(&e->mu);
 	e->started_ms = engine_now_ms();
 	engine_set_line(e, LINE_RUNNING);
+	e->gate_closed = 1;
 	pthread_mutex_unlock(&e->mu);
 	(void)engine_spawn(e, n, slot_once, 1);
+	pthread_mutex_lock(&e->mu);
+	e->gate_closed = 0;
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->mu);
 	engine_join(e);
 	pthread_mutex_lock(&e->mu);
 	engine_set_line(e, LINE_PAUSED);
