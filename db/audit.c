@@ -42,6 +42,12 @@
 #define AUDIT_HASH_TAG "keyline-audit-v1"
 #define AUDIT_TIME_LEN 24	/* 2026-11-22T19:30:01.123Z */
 
+/* A statement prepared once and kept (audit_cached). */
+struct audit_stc {
+	const char *sql;
+	sqlite3_stmt *st;
+};
+
 struct audit {
 	sqlite3 *db;
 	pthread_mutex_t lock;
@@ -76,11 +82,23 @@ struct audit {
 	/* The append path's statements and the per-board queries,
 	 * prepared once, found by their SQL text's address (audit_cached;
 	 * under lock). */
-	struct {
-		const char *sql;
-		sqlite3_stmt *st;
-	} stc[12];
+	struct audit_stc stc[12];
 	int nstc;
+	/*
+	 * A second connection for the per-board checks (audit_device_state,
+	 * audit_key_owner) of a handle that writes: in WAL mode it reads the
+	 * last commit while the writer syncs the next one, so no slot's
+	 * check waits behind other slots' fsyncs (on the writer's connection
+	 * it did: the lock is held through COMMIT).  It sees what is
+	 * committed, which is what those checks are bounded by.  NULL for a
+	 * read-only handle (the checks then use db).  Its statements in rstc;
+	 * all under rlock.
+	 */
+	sqlite3 *rdb;
+	pthread_mutex_t rlock;
+	int rlock_ok;
+	struct audit_stc rstc[4];
+	int nrstc;
 };
 
 enum audit_coltype { AUDIT_COL_INT, AUDIT_COL_TEXT };
@@ -472,30 +490,72 @@ audit_unlock(struct audit *a)
  * lock; hand it back with audit_release, never sqlite3_finalize.
  */
 static int
-audit_cached(struct audit *a, const char *sql, const char *what,
-    sqlite3_stmt **st)
+audit_stc_get(sqlite3 *db, struct audit_stc *stc, int *nstc, int cap,
+    const char *sql, const char *what, sqlite3_stmt **st)
 {
 	int i, rc;
 
-	for (i = 0; i < a->nstc; i++)
-		if (a->stc[i].sql == sql) {
-			*st = a->stc[i].st;
+	for (i = 0; i < *nstc; i++)
+		if (stc[i].sql == sql) {
+			*st = stc[i].st;
 			return 0;
 		}
-	if (a->nstc == (int)(sizeof(a->stc) / sizeof(a->stc[0]))) {
+	if (*nstc == cap) {
 		log_error("audit: statement cache full (%s)", what);
 		return KL_ERR_INTERNAL;
 	}
-	rc = sqlite3_prepare_v3(a->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
+	rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
 	    NULL);
 	if (rc != SQLITE_OK) {
 		*st = NULL;
-		return audit_dberr(a->db, what, rc);
+		return audit_dberr(db, what, rc);
 	}
-	a->stc[a->nstc].sql = sql;
-	a->stc[a->nstc].st = *st;
-	a->nstc++;
+	stc[*nstc].sql = sql;
+	stc[*nstc].st = *st;
+	(*nstc)++;
 	return 0;
+}
+
+static int
+audit_cached(struct audit *a, const char *sql, const char *what,
+    sqlite3_stmt **st)
+{
+	return audit_stc_get(a->db, a->stc, &a->nstc,
+	    (int)(sizeof(a->stc) / sizeof(a->stc[0])), sql, what, st);
+}
+
+/*
+ * The connection for a per-board check: the reader (locked) when the
+ * handle has one, else the writer's (locked).  audit_rd_unlock after.
+ */
+static sqlite3 *
+audit_rd_lock(struct audit *a)
+{
+	if (a->rdb != NULL) {
+		pthread_mutex_lock(&a->rlock);
+		return a->rdb;
+	}
+	return audit_lock(a) == 0 ? a->db : NULL;
+}
+
+static void
+audit_rd_unlock(struct audit *a)
+{
+	if (a->rdb != NULL)
+		pthread_mutex_unlock(&a->rlock);
+	else
+		audit_unlock(a);
+}
+
+/* audit_cached on the connection audit_rd_lock gave. */
+static int
+audit_rd_cached(struct audit *a, const char *sql, const char *what,
+    sqlite3_stmt **st)
+{
+	if (a->rdb == NULL)
+		return audit_cached(a, sql, what, st);
+	return audit_stc_get(a->rdb, a->rstc, &a->nrstc,
+	    (int)(sizeof(a->rstc) / sizeof(a->rstc[0])), sql, what, st);
 }
 
 /* A cached statement done with: its read transaction ended, its
@@ -523,7 +583,7 @@ audit_prepare_device(struct audit *a, const char *sql, const char *what,
 	if ((rc = sqlite3_bind_text(s, 1, device_id, -1, SQLITE_STATIC)) !=
 	    SQLITE_OK) {
 		audit_release(s);
-		return audit_dberr(a->db, "bind", rc);
+		return audit_dberr(sqlite3_db_handle(s), "bind", rc);
 	}
 	*st = s;
 	return 0;
@@ -786,6 +846,43 @@ audit_immutable_uri(const char *path, char *uri, size_t urisz)
 	return n < 0 || (size_t)n >= urisz - o ? KL_ERR_TOO_BIG : 0;
 }
 
+/* The reader connection of a handle that writes (struct audit, rdb),
+ * once the schema is current. */
+static int
+audit_open_reader(struct audit *a, const char *path)
+{
+	int rc;
+
+	if (pthread_mutex_init(&a->rlock, NULL) != 0)
+		return KL_ERR_INTERNAL;
+	a->rlock_ok = 1;
+	rc = sqlite3_open_v2(path, &a->rdb, SQLITE_OPEN_READONLY, NULL);
+	if (rc != SQLITE_OK) {
+		if (a->rdb != NULL)
+			rc = sqlite3_extended_errcode(a->rdb);
+		return audit_dberr_path(a->rdb, path, "open (reader)", rc);
+	}
+	sqlite3_extended_result_codes(a->rdb, 1);
+	if ((rc = sqlite3_busy_timeout(a->rdb, AUDIT_BUSY_MS)) != SQLITE_OK)
+		return audit_dberr(a->rdb, "busy_timeout (reader)", rc);
+	return 0;
+}
+
+static void
+audit_close_reader(struct audit *a)
+{
+	int rc;
+
+	while (a->nrstc > 0)
+		sqlite3_finalize(a->rstc[--a->nrstc].st);
+	if (a->rdb != NULL && (rc = sqlite3_close(a->rdb)) != SQLITE_OK)
+		(void)audit_dberr(a->rdb, "close (reader)", rc);
+	a->rdb = NULL;
+	if (a->rlock_ok)
+		pthread_mutex_destroy(&a->rlock);
+	a->rlock_ok = 0;
+}
+
 static int
 audit_open_mode(struct audit **out, const char *path, int readonly)
 {
@@ -881,12 +978,15 @@ audit_open_mode(struct audit **out, const char *path, int readonly)
 		goto out;
 	if ((r = audit_migrate(a->db)) != 0)
 		goto out;
+	if ((r = audit_open_reader(a, path)) != 0)
+		goto out;
 done:
 	*out = a;
 	a = NULL;
 	r = 0;
  out:
 	if (a != NULL) {
+		audit_close_reader(a);
 		sqlite3_close(a->db);
 		if (mutex_ok) {
 			pthread_mutex_destroy(&a->lock);
@@ -969,6 +1069,7 @@ audit_close(struct audit *a)
 		log_error("audit: rows appended for later were lost at close");
 	while (a->nstc > 0)
 		sqlite3_finalize(a->stc[--a->nstc].st);
+	audit_close_reader(a);
 	if ((rc = sqlite3_close(a->db)) != SQLITE_OK)
 		(void)audit_dberr(a->db, "close", rc);
 	pthread_mutex_destroy(&a->lock);
@@ -1925,6 +2026,7 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 	struct audit_judge *j = NULL;
 	struct audit_val v[AUDIT_NCOLS];
 	sqlite3_stmt *st = NULL;
+	sqlite3 *db;
 	int r = KL_ERR_INTERNAL, rc, locked = 0, badcol, i, oldest;
 	const struct audit_val *step, *outcome;
 
@@ -1936,15 +2038,19 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 		r = KL_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = audit_lock(a)) != 0)
+	if ((db = audit_rd_lock(a)) == NULL) {
+		r = KL_ERR_INTERNAL;
 		goto out;
+	}
 	locked = 1;
-	if ((r = audit_prepare_device(a, "SELECT " AUDIT_COLS_SQL
+	if ((r = audit_rd_cached(a, "SELECT " AUDIT_COLS_SQL
 	    " FROM events WHERE device_id = ?1 AND id < ?2 ORDER BY id",
-	    "prepare device state", device_id, &st)) != 0)
+	    "prepare device state", &st)) != 0)
 		goto out;
-	if ((rc = sqlite3_bind_int64(st, 2, before_id)) != SQLITE_OK) {
-		r = audit_dberr(a->db, "bind", rc);
+	if ((rc = sqlite3_bind_text(st, 1, device_id, -1, SQLITE_STATIC)) !=
+	    SQLITE_OK || (rc = sqlite3_bind_int64(st, 2, before_id)) !=
+	    SQLITE_OK) {
+		r = audit_dberr(db, "bind", rc);
 		goto out;
 	}
 	/*
@@ -2026,7 +2132,7 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
 		}
 	}
 	if (rc != SQLITE_DONE) {
-		r = audit_dberr(a->db, "device state", rc);
+		r = audit_dberr(db, "device state", rc);
 		goto out;
 	}
 	for (i = 0; i < AUDIT_ATT_MAX; i++)
@@ -2051,7 +2157,7 @@ audit_device_state(struct audit *a, const char *device_id, int64_t before_id,
  out:
 	audit_release(st);
 	if (locked)
-		audit_unlock(a);
+		audit_rd_unlock(a);
 	free(j);
 	free(att);
 	free(s);
@@ -2151,18 +2257,19 @@ audit_key_owner(struct audit *a, const char *key_fpr, const char *device_id,
 {
 	struct audit_val v[AUDIT_NCOLS];
 	sqlite3_stmt *st = NULL;
+	sqlite3 *db;
 	int r = KL_ERR_INTERNAL, rc, badcol, locked = 0;
 
 	if (a == NULL || key_fpr == NULL || device_id == NULL ||
 	    found == NULL || other_id == NULL || other_idsz == 0 ||
 	    rec == NULL)
 		return KL_ERR_INVALID;
-	if ((r = audit_lock(a)) != 0)
-		return r;
+	if ((db = audit_rd_lock(a)) == NULL)
+		return KL_ERR_INTERNAL;
 	locked = 1;
 	/* A CA request or an issued certificate for this key, under any
 	 * other device ID. */
-	if ((r = audit_cached(a, "SELECT " AUDIT_COLS_SQL
+	if ((r = audit_rd_cached(a, "SELECT " AUDIT_COLS_SQL
 	    " FROM events WHERE key_fpr = ?1 AND device_id IS NOT NULL"
 	    " AND device_id != ?2 AND ((step = 'ca' AND outcome = 'requested')"
 	    " OR step = 'issued') ORDER BY id DESC LIMIT 1",
@@ -2172,7 +2279,7 @@ audit_key_owner(struct audit *a, const char *key_fpr, const char *device_id,
 	    SQLITE_OK ||
 	    (rc = sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC)) !=
 	    SQLITE_OK) {
-		r = audit_dberr(a->db, "bind", rc);
+		r = audit_dberr(db, "bind", rc);
 		goto out;
 	}
 	rc = sqlite3_step(st);
@@ -2182,7 +2289,7 @@ audit_key_owner(struct audit *a, const char *key_fpr, const char *device_id,
 		goto out;
 	}
 	if (rc != SQLITE_ROW) {
-		r = audit_dberr(a->db, "key owner", rc);
+		r = audit_dberr(db, "key owner", rc);
 		goto out;
 	}
 	if ((r = audit_vals_from_stmt(st, v, &badcol)) != 0)
@@ -2196,7 +2303,7 @@ audit_key_owner(struct audit *a, const char *key_fpr, const char *device_id,
  out:
 	audit_release(st);
 	if (locked)
-		audit_unlock(a);
+		audit_rd_unlock(a);
 	return r;
 }
 

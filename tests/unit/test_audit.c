@@ -1371,6 +1371,77 @@ gc_run(void *arg)
 	return NULL;
 }
 
+/* An append in its own thread (test_checks_beside_commit). */
+struct bg_append {
+	struct audit *a;
+	int r;
+};
+
+static void *
+bg_append_run(void *arg)
+{
+	struct bg_append *b = arg;
+	struct audit_event ev;
+
+	ev_fill(&ev, 1);
+	ev.step = "ca";
+	ev.outcome = "requested";
+	ev.key_fpr = "cd02";
+	b->r = audit_append(b->a, &ev, NULL);
+	return NULL;
+}
+
+/*
+ * The per-board checks (audit_device_state, audit_key_owner) do not wait
+ * for an append in progress: they read the last commit on a connection
+ * of their own.  Another process holds the write lock, so an append
+ * waits inside its transaction (busy timeout, 10 s) with the handle's
+ * writer lock held; the checks must still answer, from the rows
+ * committed before, without the row being written.  Only then is the
+ * other process's lock released and the append goes through.  (On the
+ * writer's connection the checks would wait for the append, the append
+ * for the lock, the lock for the checks: the append would fail busy.)
+ */
+static void
+test_checks_beside_commit(void **state)
+{
+	struct fx *f = *state;
+	struct audit_device_state *st;
+	struct audit_prov rec;
+	struct bg_append b;
+	sqlite3 *x = NULL;
+	pthread_t t;
+	char other[80];
+	int found = -1;
+
+	assert_int_equal(audit_open(&f->a, f->path), 0);
+	b.a = f->a;
+	b.r = -1;
+	append_n(f->a, 4);
+	assert_int_equal(sqlite3_open(f->path, &x), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(x, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+	    SQLITE_OK);
+	assert_int_equal(pthread_create(&t, NULL, bg_append_run, &b), 0);
+	usleep(200 * 1000);	/* the append is waiting for x's lock */
+	st = calloc(1, sizeof(*st));
+	assert_non_null(st);
+	assert_int_equal(audit_device_state(f->a, "dev-0001", INT64_MAX, st),
+	    0);
+	free(st);
+	assert_int_equal(audit_key_owner(f->a, "cd02", "dev-0003", &found,
+	    other, sizeof(other), &rec), 0);
+	assert_int_equal(found, 0);	/* not committed yet */
+	assert_int_equal(sqlite3_exec(x, "COMMIT", NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(x);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(b.r, 0);
+	assert_int_equal(audit_key_owner(f->a, "cd02", "dev-0003", &found,
+	    other, sizeof(other), &rec), 0);
+	assert_int_equal(found, 1);
+	assert_string_equal(other, "dev-0001");
+}
+
 /*
  * Group commit: eight threads appending at once, two rows in three queued
  * for later.  Every row lands once, in each thread's order, on one
@@ -2032,6 +2103,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_checks_beside_commit,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads_own_handles,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_processes, setup,
