@@ -880,11 +880,6 @@ pub_ec_slow(struct hsm *h, CK_OBJECT_HANDLE obj, struct pub *p,
 
 	r = get_attr_alloc(h, obj, CKA_EC_PARAMS, HSM_MAX_EC_ATTR, &params,
 	    &plen);
-	if (r == 0 && (plen != sizeof(p256_oid) ||
-	    memcmp(params, p256_oid, plen) != 0)) {
-		log_error("hsm: EC key is not on P-256");
-		r = KL_ERR_UNSUPPORTED;
-	}
 	if (r == 0)
 		r = get_attr_alloc(h, obj, CKA_EC_POINT, HSM_MAX_EC_ATTR, &pt,
 		    &ptlen);
