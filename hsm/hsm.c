@@ -718,40 +718,46 @@ ec_spki(const uint8_t *pt, uint8_t **spki, size_t *spki_len)
 	return 0;
 }
 
+/* A public key of type ("EC", "RSA") from the parameters in bld; what
+ * names it in an error. */
+static int
+pub_fromdata(const char *type, OSSL_PARAM_BLD *bld, const char *what,
+    EVP_PKEY **out)
+{
+	OSSL_PARAM *prm;
+	EVP_PKEY_CTX *pctx = NULL;
+	EVP_PKEY *pk = NULL;
+	int r = 0;
+
+	if ((prm = OSSL_PARAM_BLD_to_param(bld)) == NULL)
+		return crypto_fail(what);
+	pctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+	if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+	    EVP_PKEY_fromdata(pctx, &pk, EVP_PKEY_PUBLIC_KEY, prm) <= 0)
+		r = crypto_fail(what);
+	else
+		*out = pk;
+	EVP_PKEY_CTX_free(pctx);
+	OSSL_PARAM_free(prm);
+	return r;
+}
+
 /* EVP_PKEY from the uncompressed P-256 point pt (EVP_PKEY_fromdata checks
  * it is on the curve). */
 static int
 ec_parse(const uint8_t *pt, EVP_PKEY **out)
 {
-	OSSL_PARAM_BLD *bld = NULL;
-	OSSL_PARAM *prm = NULL;
-	EVP_PKEY_CTX *pctx = NULL;
-	EVP_PKEY *pk = NULL;
+	OSSL_PARAM_BLD *bld;
 	int r;
 
-	bld = OSSL_PARAM_BLD_new();
-	if (bld == NULL ||
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
 	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
 	    SN_X9_62_prime256v1, 0) ||
 	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
-	    pt, HSM_P256_POINT_LEN) ||
-	    (prm = OSSL_PARAM_BLD_to_param(bld)) == NULL) {
-		r = crypto_fail("hsm: EC params");
-		goto out;
-	}
-	pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-	if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
-	    EVP_PKEY_fromdata(pctx, &pk, EVP_PKEY_PUBLIC_KEY, prm) <= 0) {
+	    pt, HSM_P256_POINT_LEN))
 		r = crypto_fail("hsm: EC public key");
-		goto out;
-	}
-	*out = pk;
-	pk = NULL;
-	r = 0;
-out:
-	EVP_PKEY_free(pk);
-	EVP_PKEY_CTX_free(pctx);
-	OSSL_PARAM_free(prm);
+	else
+		r = pub_fromdata("EC", bld, "hsm: EC public key", out);
 	OSSL_PARAM_BLD_free(bld);
 	return r;
 }
@@ -760,36 +766,23 @@ static int
 rsa_parse(const uint8_t *mod, size_t mlen, const uint8_t *exp, size_t elen,
     EVP_PKEY **out)
 {
-	BIGNUM *bn_n = NULL, *bn_e = NULL;
-	OSSL_PARAM_BLD *bld = NULL;
-	OSSL_PARAM *prm = NULL;
-	EVP_PKEY_CTX *pctx = NULL;
-	EVP_PKEY *pk = NULL;
+	BIGNUM *bn_n, *bn_e;
+	OSSL_PARAM_BLD *bld;
 	int r;
 
 	bn_n = BN_bin2bn(mod, (int)mlen, NULL);
 	bn_e = BN_bin2bn(exp, (int)elen, NULL);
-	bld = OSSL_PARAM_BLD_new();
-	if (bn_n == NULL || bn_e == NULL || bld == NULL ||
-	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
-	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) ||
-	    (prm = OSSL_PARAM_BLD_to_param(bld)) == NULL) {
-		r = crypto_fail("hsm: RSA params");
-		goto out;
+	if (bn_n == NULL || bn_e == NULL ||
+	    (bld = OSSL_PARAM_BLD_new()) == NULL) {
+		BN_free(bn_n);
+		BN_free(bn_e);
+		return crypto_fail("hsm: RSA public key");
 	}
-	pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-	if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
-	    EVP_PKEY_fromdata(pctx, &pk, EVP_PKEY_PUBLIC_KEY, prm) <= 0) {
+	if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e))
 		r = crypto_fail("hsm: RSA public key");
-		goto out;
-	}
-	*out = pk;
-	pk = NULL;
-	r = 0;
-out:
-	EVP_PKEY_free(pk);
-	EVP_PKEY_CTX_free(pctx);
-	OSSL_PARAM_free(prm);
+	else
+		r = pub_fromdata("RSA", bld, "hsm: RSA public key", out);
 	OSSL_PARAM_BLD_free(bld);
 	BN_free(bn_n);
 	BN_free(bn_e);
