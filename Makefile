@@ -50,9 +50,9 @@ STATION_SRC += station/service.c
 STATION_SRC += station/jig/usbjig.c station/jig/vjig.c station/cli/cmd_jig.c
 KEYLINE_MAIN = station/cli/main.c
 AGENT_SRC = fixtures/agent/agent.c
-JIG_SRC = fixtures/jig/jig.c
+JIG_SRC = fixtures/jig/jig.c fixtures/jig/jigctl.c
 # The QEMU boards' power switch (scripts/qemu-board power, docs/boards.md).
-QPOWER_SRC = fixtures/board/qemu-power.c
+QPOWER_SRC = fixtures/board/qemu-power.c fixtures/jig/jigctl.c
 
 LIB_SRC = $(COMMON_SRC) $(HSM_SRC) $(DB_SRC) $(PLANT_SRC) $(STATION_SRC)
 
@@ -64,6 +64,7 @@ UNIT_TESTS = test_buf test_frame test_proto test_ini test_config test_devid \
 UNIT_TESTS += test_usbjig
 UNIT_TESTS += test_audit_state
 UNIT_TESTS += test_audit_csv
+UNIT_TESTS += test_jigctl
 UNIT_TESTS += test_secret
 
 UNIT_TESTS += test_audit_checkpoint
@@ -190,6 +191,7 @@ T_test_ini = $(BASE_SRC) common/ini.c
 T_test_config = $(BASE_SRC) common/ini.c station/config/devid.c station/config/config.c \
 	station/link/serial.c
 T_test_devid = $(BASE_SRC) station/config/devid.c
+T_test_jigctl = $(BASE_SRC) fixtures/jig/jigctl.c
 T_test_certcheck = $(BASE_SRC) station/ca/certcheck.c
 T_test_audit = $(BASE_SRC) $(DB_SRC)
 T_test_audit_state = $(BASE_SRC) $(DB_SRC)
