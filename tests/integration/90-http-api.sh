@@ -258,15 +258,33 @@ expect_error 400 -H 'Host:' "$U/healthz"
 	[ "$(jq .counts.passed "$T/body")" = "$N" ] || fail "state changed"
 
 # ---- connections are bounded (max_connections = 4): with 4 held open,
-# a fifth is refused; once they close, requests are served again.
-exec 5<>"/dev/tcp/127.0.0.1/$PORT" 6<>"/dev/tcp/127.0.0.1/$PORT" \
-    7<>"/dev/tcp/127.0.0.1/$PORT" 8<>"/dev/tcp/127.0.0.1/$PORT"
-# Connected is not yet accepted: wait until the station has taken all four
-# off its listening socket's queue, so the next one is the fifth it sees.
-wait_for -p "$KPID" 10 "the station to accept 4 connections" accepted_all "$PORT"
-code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$U/healthz" || true)
-[ "$code" = 000 ] || fail "a fifth connection was served ($code) with max_connections = 4"
-exec 5>&- 6>&- 7>&- 8>&-
+# a fifth is refused; once they close, requests are served again.  The
+# held connections send nothing, so the station closes them 3 s after
+# accepting them (HTTP_HEADER_TIMEOUT_MS): a fifth served more than 3 s
+# after they were opened proves nothing (a loaded machine, where the
+# server's SCHED_IDLE threads wait for the CPU), and the check is made
+# again, up to three times.
+tries=0
+while :; do
+	tries=$((tries + 1))
+	t0=$(_now_ms)
+	exec 5<>"/dev/tcp/127.0.0.1/$PORT" 6<>"/dev/tcp/127.0.0.1/$PORT" \
+	    7<>"/dev/tcp/127.0.0.1/$PORT" 8<>"/dev/tcp/127.0.0.1/$PORT"
+	# Connected is not yet accepted: wait until the station has taken
+	# all four off its listening socket's queue, so the next one is the
+	# fifth it sees.
+	wait_for -p "$KPID" 10 "the station to accept 4 connections" accepted_all "$PORT"
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$U/healthz" || true)
+	took=$(($(_now_ms) - t0))
+	exec 5>&- 6>&- 7>&- 8>&-
+	[ "$code" = 000 ] && break
+	[ $took -lt 2900 ] &&
+		fail "a fifth connection was served ($code) with max_connections = 4, $took ms after the four were opened"
+	[ $tries -lt 3 ] ||
+		fail "a fifth connection was served ($code) every time; the last $took ms after the four were opened (too slow to tell?)"
+	echo "fifth connection served after $took ms (the four may have timed out): again"
+	wait_for -p "$KPID" 5 "/healthz to be served again" healthy "$U"
+done
 wait_for -p "$KPID" 5 "/healthz to be served again after the held connections closed" \
     healthy "$U"
 
