@@ -257,8 +257,10 @@ expect_error 400 -H 'Host:' "$U/healthz"
 [ "$(req -H "$AUTH" "$U/api/v1/status")" = 200 ] &&
 	[ "$(jq .counts.passed "$T/body")" = "$N" ] || fail "state changed"
 
-# ---- connections are bounded (max_connections = 4): with 4 held open,
-# a fifth is refused; once they close, requests are served again.  The
+# ---- connections are bounded (max_connections = 4, and 4 per address by
+# default): with 4 held open from one address, a fifth from it is refused;
+# once they close, requests are served again.  (Which limit refuses it is
+# not told apart here; 92-http-slow-clients has many addresses.)  The
 # held connections send nothing, so the station closes them 3 s after
 # accepting them (HTTP_HEADER_TIMEOUT_MS): a fifth served more than 3 s
 # after they were opened proves nothing (a loaded machine, where the
