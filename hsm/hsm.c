@@ -1471,8 +1471,13 @@ cert_fields_read(const uint8_t *der, size_t der_len, struct cert_fields *f)
 	    (t = seq_elem(f->alg, 0, V_ASN1_OBJECT)) == NULL)
 		goto bad;
 	f->sig_nid = OBJ_obj2nid(t->value.object);
-	/* [0] version, when there, is context-specific: "other". */
-	v = seq_elem(f->tbs, 0, V_ASN1_OTHER) != NULL;
+	/* [0] version, when there, is context-specific: "other", kept
+	 * whole (its first byte the tag, constructed [0]). */
+	if ((t = seq_elem(f->tbs, 0, V_ASN1_OTHER)) != NULL &&
+	    (ASN1_STRING_length(t->value.asn1_string) < 1 ||
+	    ASN1_STRING_get0_data(t->value.asn1_string)[0] != 0xa0))
+		goto bad;
+	v = t != NULL;
 	if (seq_elem(f->tbs, v, V_ASN1_INTEGER) == NULL ||
 	    seq_elem(f->tbs, v + 1, V_ASN1_SEQUENCE) == NULL ||
 	    (t = seq_elem(f->tbs, v + 2, V_ASN1_SEQUENCE)) == NULL)

@@ -433,7 +433,7 @@ check_not_certs(const uint8_t *c, size_t len)
 {
 	uint8_t *b = malloc(len + 8);
 	uint8_t *csr = NULL;
-	size_t clen = 0;
+	size_t clen = 0, vo;
 
 	assert_non_null(b);
 	assert_int_equal(c[0], 0x30);
@@ -454,6 +454,13 @@ check_not_certs(const uint8_t *c, size_t len)
 	memcpy(b, c, len);
 	assert_int_equal(b[4], 0x30);
 	b[4] = 0x31;
+	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", b, len),
+	    KL_ERR_INVALID);
+	/* A context tag other than [0] where the version goes. */
+	memcpy(b, c, len);
+	vo = 4 + 2 + ((b[5] & 0x80) != 0 ? (size_t)(b[5] & 0x7f) : 0);
+	assert_int_equal(b[vo], 0xa0);
+	b[vo] = 0xa1;
 	assert_int_equal(hsm_store_cert(H, ID1, 1, "client", b, len),
 	    KL_ERR_INVALID);
 	/* A CSR is not a certificate. */
