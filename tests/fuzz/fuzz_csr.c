@@ -16,6 +16,7 @@
 #include "common/err.h"
 #include "station/ca/certcheck.h"
 #include "tests/fuzz/fuzz.h"
+#include "tests/unit/pki_util.h"
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -24,28 +25,6 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argv;
 	fuzz_logs("fuzz_csr");
 	return 0;
-}
-
-/* OpenSSL's reading: parses whole, its key is spki, its signature
- * verifies with it. */
-static int
-openssl_takes(const uint8_t *csr, size_t n, const uint8_t *spki,
-    size_t spki_len)
-{
-	const unsigned char *q = csr;
-	unsigned char *der = NULL;
-	X509_REQ *req = d2i_X509_REQ(NULL, &q, (long)n);
-	int len, ok;
-
-	ok = req != NULL && q == csr + n &&
-	    (len = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &der)) > 0 &&
-	    (size_t)len == spki_len && memcmp(der, spki, spki_len) == 0 &&
-	    X509_REQ_get0_pubkey(req) != NULL &&
-	    X509_REQ_verify(req, X509_REQ_get0_pubkey(req)) == 1;
-	OPENSSL_free(der);
-	X509_REQ_free(req);
-	ERR_clear_error();
-	return ok;
 }
 
 int
@@ -75,7 +54,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	FUZZ_CHECK(pk != NULL, "accepted without a key");
-	FUZZ_CHECK(openssl_takes(data, size, spki, spki_len),
+	FUZZ_CHECK(pki_csr_openssl_accepts(data, size, spki, spki_len),
 	    "accepted a request OpenSSL refuses");
 	len = i2d_PUBKEY(pk, &der);
 	FUZZ_CHECK(len > 0 && (size_t)len == spki_len &&

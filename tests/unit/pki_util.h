@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -188,6 +189,31 @@ pki_csr(EVP_PKEY *key, const char *cn, size_t *len)
 		return NULL;
 	*len = (size_t)n;
 	return der;
+}
+
+/*
+ * OpenSSL's own reading of a CSR, the oracle test_certcheck and fuzz_csr
+ * hold certcheck_csr_p256 against: csr (n bytes) parses whole, its public
+ * key is spki byte for byte, and its signature verifies with that key.
+ */
+static inline int
+pki_csr_openssl_accepts(const uint8_t *csr, size_t n, const uint8_t *spki,
+    size_t spki_len)
+{
+	const unsigned char *q = csr;
+	unsigned char *der = NULL;
+	X509_REQ *req = d2i_X509_REQ(NULL, &q, (long)n);
+	int len, ok;
+
+	ok = req != NULL && q == csr + n &&
+	    (len = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &der)) > 0 &&
+	    (size_t)len == spki_len && memcmp(der, spki, spki_len) == 0 &&
+	    X509_REQ_get0_pubkey(req) != NULL &&
+	    X509_REQ_verify(req, X509_REQ_get0_pubkey(req)) == 1;
+	OPENSSL_free(der);
+	X509_REQ_free(req);
+	ERR_clear_error();
+	return ok;
 }
 
 #endif

@@ -901,26 +901,6 @@ test_profile_subject_extra(void **state)
 	certcheck_trust_free(t);
 }
 
-/* OpenSSL's own reading of a CSR: parses, its key is spki, it verifies. */
-static int
-csr_openssl_accepts(const uint8_t *csr, size_t n, const uint8_t *spki,
-    size_t spki_len)
-{
-	const unsigned char *q = csr;
-	unsigned char *der = NULL;
-	X509_REQ *req = d2i_X509_REQ(NULL, &q, (long)n);
-	int len, ok;
-
-	ok = req != NULL && q == csr + n &&
-	    (len = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &der)) > 0 &&
-	    (size_t)len == spki_len && memcmp(der, spki, spki_len) == 0 &&
-	    X509_REQ_verify(req, X509_REQ_get0_pubkey(req)) == 1;
-	OPENSSL_free(der);
-	X509_REQ_free(req);
-	ERR_clear_error();
-	return ok;
-}
-
 static int
 csr_ours_accepts(const uint8_t *csr, size_t n, const uint8_t *spki,
     size_t spki_len, char *why, size_t whysz)
@@ -1001,7 +981,7 @@ test_csr_p256(void **state)
 			buf[i] ^= (uint8_t)x;
 			ours = csr_ours_accepts(buf, n, spki, spki_len, why,
 			    sizeof(why));
-			theirs = csr_openssl_accepts(buf, n, spki, spki_len);
+			theirs = pki_csr_openssl_accepts(buf, n, spki, spki_len);
 			assert_false(ours && !theirs);
 			accepted += ours;
 			buf[i] ^= (uint8_t)x;
