@@ -169,12 +169,6 @@ board_log_of(const struct board *b, struct log_board *lb)
 	return lb;
 }
 
-/*
- * A row of this board's: written and durable before this returns (row
- * NULL or its id), or with later set queued to go with the next durable
- * row of any slot (audit_append_later: for progress rows that gate
- * nothing outside the station).
- */
 /* Steps whose "ok" row must be durable before the next step starts. */
 static int
 step_row_durable(enum engine_step s)
@@ -182,6 +176,12 @@ step_row_durable(enum engine_step s)
 	return s == STEP_IDENTIFY || s == STEP_CA;
 }
 
+/*
+ * A row of this board's: written and durable before this returns (row
+ * NULL or its id), or with later set queued to go with the next durable
+ * row of any slot (audit_append_later: for progress rows that gate
+ * nothing outside the station).
+ */
 static int
 board_audit_put(struct board *b, const char *step, const char *outcome,
     const char *error, int64_t *row, int later)
