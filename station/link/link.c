@@ -159,14 +159,16 @@ struct link_slot {
 	int sent, done;
 };
 
+/* link_pump's "send the unanswered requests again" (positive: not an
+ * error code). */
+#define LINK_RESEND 1
+
 /*
  * Reads one frame (or waits up to until deadline) and applies it to the
  * outstanding requests.  0 after progress or nothing, LINK_RESEND when
  * the board NAKed or an answer arrived corrupt, KL_ERR_TIMEOUT at the
  * deadline, or an error.
  */
-enum link_wait { LINK_GOT = 1, LINK_RESEND };
-
 static int
 link_pump(struct link *l, struct link_req *rq, struct link_slot *sl,
     size_t from, size_t to, int64_t deadline, int *progress)
