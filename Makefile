@@ -49,7 +49,9 @@ STATION_SRC += station/checkpoint.c
 STATION_SRC += station/service.c
 STATION_SRC += station/jig/usbjig.c station/jig/vjig.c station/cli/cmd_jig.c
 KEYLINE_MAIN = station/cli/main.c
-AGENT_SRC = fixtures/agent/agent.c
+# notify.c: systemd's readiness datagram, without libsystemd (notify.h).
+AGENT_NOTIFY_SRC = fixtures/agent/notify.c
+AGENT_SRC = fixtures/agent/agent.c $(AGENT_NOTIFY_SRC)
 JIG_SRC = fixtures/jig/jig.c fixtures/jig/jigctl.c
 # The QEMU boards' power switch (scripts/qemu-board power, docs/boards.md).
 QPOWER_SRC = fixtures/board/qemu-power.c fixtures/jig/jigctl.c
@@ -65,6 +67,7 @@ UNIT_TESTS += test_usbjig
 UNIT_TESTS += test_audit_state
 UNIT_TESTS += test_audit_csv
 UNIT_TESTS += test_jigctl
+UNIT_TESTS += test_notify
 UNIT_TESTS += test_secret
 
 UNIT_TESTS += test_audit_checkpoint
@@ -192,6 +195,7 @@ T_test_config = $(BASE_SRC) common/ini.c station/config/devid.c station/config/c
 	station/link/serial.c
 T_test_devid = $(BASE_SRC) station/config/devid.c
 T_test_jigctl = $(BASE_SRC) fixtures/jig/jigctl.c
+T_test_notify = $(BASE_SRC) $(AGENT_NOTIFY_SRC)
 T_test_certcheck = $(BASE_SRC) station/ca/certcheck.c
 T_test_audit = $(BASE_SRC) $(DB_SRC)
 T_test_audit_state = $(BASE_SRC) $(DB_SRC)

@@ -42,12 +42,12 @@ FZ_cfssl_SRC = $(BASE_SRC) $(HSM_SRC) station/ca/certcheck.c station/ca/ca.c \
 FZ_audit_SRC = $(BASE_SRC) $(DB_SRC)
 # fuzz_agent.c and fuzz_boardconf.c include fixtures/agent/agent.c (built
 # without its main) to reach its static request readers.
-FZ_agent_SRC = $(COMMON_SRC) $(HSM_SRC)
+FZ_agent_SRC = $(COMMON_SRC) $(HSM_SRC) $(AGENT_NOTIFY_SRC)
 # agent.c is written for gcc: clang's extra warnings are not for here.
 FZ_agent_CFLAGS = -Wno-unused-function -Wno-string-plus-int
-FZ_boardconf_SRC = $(COMMON_SRC) $(HSM_SRC)
+FZ_boardconf_SRC = $(COMMON_SRC) $(HSM_SRC) $(AGENT_NOTIFY_SRC)
 FZ_boardconf_CFLAGS = $(FZ_agent_CFLAGS)
-FZ_journal_SRC = $(COMMON_SRC) $(HSM_SRC)
+FZ_journal_SRC = $(COMMON_SRC) $(HSM_SRC) $(AGENT_NOTIFY_SRC)
 FZ_journal_CFLAGS = $(FZ_agent_CFLAGS)
 # A board's CSR read without OpenSSL's parser.
 FZ_csr_SRC = $(BASE_SRC) station/ca/certcheck.c
