@@ -34,7 +34,7 @@ sed -i "s/^fault = .*/fault = die-in-commit:2/" "$b/board.conf"
 grep -q '^fault = die-in-commit:2$' "$b/board.conf" || fail "fault not set"
 # The dead board stays down: nothing may finish its commit but the agent
 # started below.
-sed -i 's|^power_off_ms = 300$|power_off_ms = 300\npower_retry = no|' "$T/station.conf"
+conf_add "$T/station.conf" jig power_retry no
 # A dead board should cost seconds.
 conf_set "$T/station.conf" link timeout_ms 2000
 conf_set "$T/station.conf" link attempts 2

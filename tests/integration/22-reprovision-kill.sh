@@ -34,7 +34,7 @@ conf_set "$T/station.conf" link timeout_ms 2500
 conf_set "$T/station.conf" link attempts 2
 conf_set "$T/station.conf" link keygen_timeout_ms 20000
 # A board that dies must stay down until the test powers it on.
-sed -i 's|^power_off_ms = 300$|power_off_ms = 300\npower_retry = no|' "$T/station.conf"
+conf_add "$T/station.conf" jig power_retry no
 line_start "$T"
 "$KL" batch --config "$T/station.conf" >"$T/first.jsonl" || fail "first run"
 

@@ -20,8 +20,7 @@ conf_set "$T/station.conf" link attempts 1
 conf_set "$T/station.conf" link keygen_timeout_ms 1000
 conf_set "$T/station.conf" link timeout_ms 20000
 # A power cycle would throw the staged files away itself.
-sed -i "s/^power_off_ms = .*/&\npower_retry = no/" "$T/station.conf"
-grep -q "^power_retry = no" "$T/station.conf" || fail "power_retry not set"
+conf_add "$T/station.conf" jig power_retry no
 line_start "$T"
 bg_start "$KL" batch --config "$T/station.conf" >"$T/out.jsonl" 2>"$T/err.log"
 st=$!

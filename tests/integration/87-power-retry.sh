@@ -23,7 +23,7 @@ grep -q "slot 2: power cycle" "$T/jig.log" || fail "the jig saw no power cycle"
 # The same fault with power_retry off: the board fails with a reason.
 line_stop "$T"
 rm -f "$(board_dir 2)/.fault-hang-fired"
-sed -i 's/^power_off_ms = 300$/&\npower_retry = no/' "$T/station.conf"
+conf_add "$T/station.conf" jig power_retry no
 line_start "$T"
 set +e
 "$KL" batch --config "$T/station.conf" --reprovision "$(jq -r 'select(.event=="passed" and .slot==2) | .device_id' "$T/out.jsonl")" \

@@ -379,6 +379,17 @@ conf_set() {
 	grep -q "^$key = $value\$" "$file" || fail "conf_set $section.$key"
 }
 
+# Add key = value at the top of [section] of an ini file (key must not be
+# set there yet).
+conf_add() {
+	local file=$1 section=$2 key=$3 value=$4
+	awk -v s="[$section]" -v k="$key" -v v="$value" '
+	    { print }
+	    $0 == s { print k " = " v }' "$file" >"$file.new" && mv "$file.new" "$file"
+	[ "$(grep -c "^$key = " "$file")" = 1 ] && grep -q "^$key = $value\$" "$file" ||
+		fail "conf_add $section.$key"
+}
+
 # The summary line of a batch run's JSON output.
 summary() {
 	grep '"event":"summary"' "$1" | tail -n 1
